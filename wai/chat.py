@@ -1,0 +1,149 @@
+"""Chat messages -> prompt token ids.
+
+Two ways:
+- `Llama2Format`: Meta's reference algorithm (llama/generation.py), built at the token level so
+  BOS/EOS are real ids, never the literal text "<s>" (which SentencePiece would split).
+- `JinjaFormat`: the model's own template from its GGUF metadata, rendered in Jinja's
+  ImmutableSandboxedEnvironment. A template shipped in a model file is untrusted input; an
+  unsandboxed render is remote code execution (CVE-2024-34359).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, NoReturn
+
+import jinja2
+from jinja2.exceptions import SecurityError, TemplateError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from wai.engine.base import Tokenizer
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    role: str
+    content: str
+
+
+class ChatTemplateError(ValueError):
+    """The conversation cannot be rendered with this model's template."""
+
+
+class ChatFormat(abc.ABC):
+    name: str
+
+    @abc.abstractmethod
+    def encode(self, messages: Sequence[Message], tok: Tokenizer) -> list[int]:
+        """Prompt token ids for a conversation, ready for the assistant's turn."""
+
+
+# --- Llama 2 --------------------------------------------------------------------------------
+
+B_INST, E_INST = "[INST]", "[/INST]"
+B_SYS, E_SYS = "<<SYS>>\n", "\n<</SYS>>\n\n"
+
+
+class Llama2Format(ChatFormat):
+    name = "llama2"
+
+    def encode(self, messages: Sequence[Message], tok: Tokenizer) -> list[int]:
+        dialog = list(messages)
+        if dialog and dialog[0].role == "system":
+            if len(dialog) < 2 or dialog[1].role != "user":
+                raise ChatTemplateError("a system message must be followed by a user message")
+            merged = B_SYS + dialog[0].content + E_SYS + dialog[1].content
+            dialog = [Message("user", merged), *dialog[2:]]
+        for i, m in enumerate(dialog):
+            expected = "user" if i % 2 == 0 else "assistant"
+            if m.role != expected:
+                raise ChatTemplateError(
+                    f"messages[{i}] has role '{m.role}': after an optional system message, "
+                    "roles must alternate user/assistant and end with user"
+                )
+        if not dialog or dialog[-1].role != "user":
+            raise ChatTemplateError("the last message must have role 'user'")
+
+        ids: list[int] = []
+        for user, answer in zip(dialog[:-1:2], dialog[1::2], strict=True):
+            text = f"{B_INST} {user.content.strip()} {E_INST} {answer.content.strip()} "
+            ids += [tok.bos_id, *self._plain(text, tok), tok.eos_id]
+        last = f"{B_INST} {dialog[-1].content.strip()} {E_INST}"
+        return [*ids, tok.bos_id, *self._plain(last, tok)]
+
+    @staticmethod
+    def _plain(text: str, tok: Tokenizer) -> list[int]:
+        # add_special=False: BOS/EOS are placed by the algorithm. parse_special=False: a user
+        # typing "</s>" gets the characters, not an end-of-sequence token.
+        return tok.tokenize(text, add_special=False, parse_special=False)
+
+
+# --- Jinja templates from the model ---------------------------------------------------------
+
+
+def _raise_exception(message: str) -> NoReturn:
+    raise ChatTemplateError(message)
+
+
+def _strftime_now(fmt: str) -> str:
+    return datetime.now().strftime(fmt)
+
+
+class JinjaFormat(ChatFormat):
+    name = "jinja"
+
+    def __init__(self, source: str, *, bos_token: str = "", eos_token: str = "") -> None:
+        env = ImmutableSandboxedEnvironment(
+            trim_blocks=True, lstrip_blocks=True, undefined=jinja2.Undefined
+        )
+        env.globals["raise_exception"] = _raise_exception
+        env.globals["strftime_now"] = _strftime_now
+        try:
+            self._template = env.from_string(source)
+        except TemplateError as e:
+            raise ChatTemplateError(f"the model's chat template does not parse: {e}") from e
+        self.bos_token = bos_token
+        self.eos_token = eos_token
+
+    def render(self, messages: Sequence[Message]) -> str:
+        context: dict[str, Any] = {
+            "messages": [{"role": m.role, "content": m.content} for m in messages],
+            "add_generation_prompt": True,
+            "bos_token": self.bos_token,
+            "eos_token": self.eos_token,
+        }
+        try:
+            return self._template.render(context)
+        except ChatTemplateError:
+            raise
+        except SecurityError as e:
+            raise ChatTemplateError(f"the model's chat template was refused: {e}") from e
+        except Exception as e:  # a broken template is the model's fault, not a server crash
+            raise ChatTemplateError(f"the model's chat template failed: {e}") from e
+
+    def encode(self, messages: Sequence[Message], tok: Tokenizer) -> list[int]:
+        text = self.render(messages)
+        # Templates that print bos_token themselves must not get a second one from tokenize.
+        starts_with_bos = bool(self.bos_token) and text.startswith(self.bos_token)
+        return tok.tokenize(text, add_special=not starts_with_bos, parse_special=True)
+
+
+# ChatML, for models that ship no template at all.
+CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def format_for(kind: str, metadata_template: str | None, tok: Tokenizer) -> ChatFormat:
+    """The chat format a local model uses: 'llama2', 'chatml', or 'auto' (the GGUF's template,
+    falling back to ChatML)."""
+    if kind == "llama2":
+        return Llama2Format()
+    source = metadata_template if kind == "auto" and metadata_template else CHATML
+    bos = tok.token_text(tok.bos_id) if tok.bos_id >= 0 else ""
+    eos = tok.token_text(tok.eos_id) if tok.eos_id >= 0 else ""
+    return JinjaFormat(source, bos_token=bos, eos_token=eos)

@@ -1,0 +1,145 @@
+"""The `wai` command: serve, run, models."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from wai.engine.base import Delta, EngineError, Failed, Finished
+from wai.errors import RequestError
+from wai.settings import Settings, SettingsError, load_settings
+
+
+def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
+    try:
+        return load_settings(config=args.config, overrides=overrides)
+    except SettingsError as e:
+        sys.exit(f"wai: {e}")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from wai.api.app import create_app
+
+    settings = _settings(args, host=args.host, port=args.port, tokens=args.token or None)
+    if not settings.tokens and not settings.loopback:
+        print(
+            f"wai: refusing to serve on {settings.host} with no tokens: set --token or WAI_TOKENS,"
+            " or bind to 127.0.0.1",
+            file=sys.stderr,
+        )
+        return 2
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    mode = f"{len(settings.tokens)} token(s)" if settings.tokens else "open local mode (no tokens)"
+    logging.getLogger("wai").info("serving on http://%s:%d, %s", settings.host, settings.port,
+                                  mode)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
+                log_level="warning", timeout_graceful_shutdown=30)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from wai.runtime import Runtime
+    from wai.schemas.text_generation import parse_text_generation
+
+    settings = _settings(args)
+    body: dict[str, Any] = {"max_tokens": args.max_tokens, "temperature": args.temperature}
+    if args.seed is not None:
+        body["seed"] = args.seed
+    if args.system:
+        body["messages"] = [{"role": "system", "content": args.system},
+                            {"role": "user", "content": args.prompt}]
+    else:
+        body["prompt"] = args.prompt
+
+    async def go() -> int:
+        runtime = Runtime(settings)
+        await runtime.start()
+        try:
+            _, generation = runtime.submit(args.model, parse_text_generation(body))
+            parts: list[str] = []
+            async for ev in generation:
+                if isinstance(ev, Delta):
+                    parts.append(ev.text)
+                    if args.stream:
+                        print(ev.text, end="", flush=True)
+                elif isinstance(ev, Failed):
+                    print(f"\nwai: {ev.message}", file=sys.stderr)
+                    return 1
+                elif isinstance(ev, Finished) and not args.stream:
+                    print("".join(parts), end="")
+            print()
+            return 0
+        finally:
+            await runtime.close()
+
+    try:
+        return asyncio.run(go())
+    except (RequestError, EngineError) as e:
+        print(f"wai: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from wai.runtime import Runtime
+
+    runtime = Runtime(_settings(args))
+    width = max(len(s.id) for s in runtime.catalog.specs)
+    print(f"{'MODEL ID'.ljust(width)}  {'FAMILY':8}  CONTEXT  SERVED BY")
+    for spec in runtime.catalog.specs:
+        ctx = str(spec.context_window or "-")
+        local = runtime.local_name_for(spec.id) or "-"
+        print(f"{spec.id.ljust(width)}  {spec.family:8}  {ctx:>7}  {local}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="wai", description="A self-hosted, Workers AI-compatible LLM inference server."
+    )
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", type=Path, default=None,
+                        help="TOML configuration file (default: $WAI_CONFIG)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", parents=[common], help="serve the HTTP API",
+                           description="Serve the Workers AI REST API.")
+    serve.add_argument("--host", default=None, help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=None, help="port (default 8787)")
+    serve.add_argument("--token", action="append", metavar="T",
+                       help="accepted Bearer token; repeatable (also $WAI_TOKENS, comma-separated)")
+    serve.set_defaults(func=cmd_serve)
+
+    run = sub.add_parser("run", parents=[common], help="generate once, in-process",
+                         description="Run one generation in-process and print it.")
+    run.add_argument("model", help="model id, e.g. @cf/meta/llama-2-7b-chat-int8")
+    run.add_argument("prompt")
+    run.add_argument("--stream", action="store_true", help="print tokens as they are generated")
+    run.add_argument("--max-tokens", type=int, default=256)
+    run.add_argument("--temperature", type=float, default=0.6)
+    run.add_argument("--seed", type=int, default=None)
+    run.add_argument("--system", default=None, help="system message (uses chat messages)")
+    run.set_defaults(func=cmd_run)
+
+    models = sub.add_parser("models", parents=[common], help="list the catalog",
+                            description="List catalog ids and the local model serving each.")
+    models.set_defaults(func=cmd_models)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,161 @@
+"""The engine contract: what the web layer may ask of a backend, and what comes back.
+
+A backend owns one loaded model. The web layer hands it a `GenerationRequest` (prompt tokens
+already built) through `submit`, and reads `Event`s from the returned `Generation` until a
+`Finished` (or `Failed`) arrives. `cancel` is a message, not a lock: the backend retires the
+sequence at its next step and frees its KV cells. Nothing here knows about HTTP.
+"""
+
+from __future__ import annotations
+
+import abc
+import itertools
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+FinishReason = Literal["stop", "length", "cancelled", "error"]
+
+_ids = itertools.count(1)
+
+
+def next_request_id() -> int:
+    return next(_ids)
+
+
+@dataclass(frozen=True, slots=True)
+class SamplingParams:
+    """Sampling knobs, already validated. temperature 0 means greedy."""
+
+    temperature: float = 0.6
+    top_p: float | None = None
+    top_k: int | None = None
+    seed: int | None = None
+    repetition_penalty: float | None = None
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
+
+
+@dataclass(slots=True)
+class GenerationRequest:
+    prompt_tokens: Sequence[int]
+    max_tokens: int
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    # Fail fast with EngineBusy instead of queueing when no slot is free (rejectIfBusy).
+    reject_if_busy: bool = False
+    # Benchmarks only: keep generating past end-of-text so every request has the same length.
+    ignore_eos: bool = False
+    request_id: int = field(default_factory=next_request_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class Delta:
+    """New text. `text` may be empty when a token ends inside a UTF-8 character."""
+
+    text: str
+    token: int
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    reason: FinishReason
+    usage: Usage
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    message: str
+
+
+Event = Delta | Finished | Failed
+
+
+class EngineError(Exception):
+    """Base class of what `submit` may raise."""
+
+
+class EngineBusy(EngineError):
+    """No room: the waiting queue is full, or rejectIfBusy found no free slot."""
+
+
+class PromptTooLong(EngineError):
+    """prompt plus max_tokens does not fit in one sequence's context."""
+
+
+class Generation:
+    """The caller's handle on one submitted request: an async stream of events plus cancel."""
+
+    def __init__(
+        self, request_id: int, events: AsyncIterator[Event], cancel: Callable[[], None]
+    ) -> None:
+        self.request_id = request_id
+        self._events = events
+        self._cancel = cancel
+
+    def __aiter__(self) -> AsyncIterator[Event]:
+        return self._events
+
+    def cancel(self) -> None:
+        self._cancel()
+
+
+@dataclass(frozen=True, slots=True)
+class EngineStats:
+    """Counters the server exposes; tests read them to prove slots are freed."""
+
+    slots_total: int
+    slots_busy: int
+    waiting: int
+    requests_finished: int
+    requests_cancelled: int
+
+
+class Tokenizer(abc.ABC):
+    """Text <-> token ids for one model. Thread-safe: reads the vocabulary only."""
+
+    bos_id: int
+    eos_id: int
+
+    @abc.abstractmethod
+    def tokenize(self, text: str, *, add_special: bool, parse_special: bool) -> list[int]:
+        """Token ids for `text`; add_special adds BOS when the model asks for it."""
+
+    @abc.abstractmethod
+    def token_text(self, token: int) -> str:
+        """The vocabulary's text of one token (special tokens included)."""
+
+
+class Backend(abc.ABC):
+    """One loaded model behind a scheduler. Methods are called from the event loop's thread."""
+
+    name: str
+    n_ctx_seq: int
+    tokenizer: Tokenizer
+    chat_template: str | None
+    metadata: dict[str, str]
+
+    @abc.abstractmethod
+    async def start(self) -> None:
+        """Start the model's worker. Returns once it can take requests."""
+
+    @abc.abstractmethod
+    def submit(self, request: GenerationRequest) -> Generation:
+        """Queue a request. Raises EngineBusy or PromptTooLong; never blocks on inference."""
+
+    @abc.abstractmethod
+    def stats(self) -> EngineStats: ...
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Cancel everything, stop the worker and free the model."""

@@ -1,0 +1,432 @@
+"""llama.cpp in-process, through llama-cpp-python's low-level API, with continuous batching.
+
+The model lives on one worker thread. Requests arrive through an inbox (a thread-safe queue),
+events leave through each request's asyncio queue (`call_soon_threadsafe`), so the event loop
+never waits on inference. One loop iteration is one `llama_decode` over a batch that mixes one
+decode token per running sequence with chunks of new prompts (see scheduler.py). Each sequence
+owns a slot (its llama.cpp seq_id) and a sampler chain; retiring it frees both, KV cells included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import logging
+import os
+import queue
+import random
+import threading
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import llama_cpp as L
+
+from wai.engine.base import (
+    Backend,
+    Delta,
+    EngineBusy,
+    EngineError,
+    EngineStats,
+    Event,
+    Failed,
+    Finished,
+    FinishReason,
+    Generation,
+    GenerationRequest,
+    PromptTooLong,
+    SamplingParams,
+    Tokenizer,
+    Usage,
+)
+from wai.engine.scheduler import Scheduler, Sequence, Work
+from wai.text import IncrementalDetokenizer
+
+log = logging.getLogger("wai.engine")
+
+_LLAMA_VOCAB_TYPE_SPM = 1
+_PENALTY_LAST_N = 64
+
+
+class ModelLoadError(EngineError):
+    """The file is missing, not a GGUF, truncated or otherwise unloadable."""
+
+
+@dataclass(frozen=True, slots=True)
+class LlamaCppConfig:
+    path: Path
+    name: str
+    n_slots: int = 8
+    n_ctx_seq: int = 2048  # context per sequence; KV memory grows with n_slots * n_ctx_seq
+    n_batch: int = 512  # per-step token budget (decode tokens + prefill chunks)
+    n_threads: int = 0  # 0: all cores
+    max_waiting: int = 64  # bounded waiting queue; beyond it submit raises EngineBusy
+
+
+# --- process-wide llama.cpp setup -------------------------------------------------------------
+
+_init_lock = threading.Lock()
+_initialised = False
+
+
+@L.llama_log_callback  # type: ignore[untyped-decorator]
+def _llama_log(level: int, text: bytes, _user: Any) -> None:
+    # ggml levels: 1 debug, 2 info, 3 warn, 4 error, 5 continuation. Keep only what matters.
+    if level in (3, 4):
+        log.log(logging.WARNING if level == 3 else logging.ERROR, "llama.cpp: %s",
+                text.decode("utf-8", "replace").rstrip())
+
+
+def _init_llama() -> None:
+    global _initialised
+    with _init_lock:
+        if not _initialised:
+            L.llama_log_set(_llama_log, ctypes.c_void_p(0))
+            L.llama_backend_init()
+            _initialised = True
+
+
+def check_gguf(path: Path) -> None:
+    """Refuse what is obviously not a GGUF before handing it to llama.cpp."""
+    try:
+        with path.open("rb") as f:
+            magic = f.read(4)
+    except OSError as e:
+        raise ModelLoadError(f"cannot read model file {path}: {e.strerror}") from e
+    if magic != b"GGUF":
+        raise ModelLoadError(f"{path} is not a GGUF file")
+
+
+# --- tokenizer ----------------------------------------------------------------------------------
+
+
+class LlamaTokenizer(Tokenizer):
+    """Tokenizer over a loaded model's vocabulary; safe to call from any thread."""
+
+    def __init__(self, model: Any) -> None:
+        self._model = model  # keeps the model (and so the vocab) alive
+        self.vocab = L.llama_model_get_vocab(model)
+        self.n_vocab = int(L.llama_vocab_n_tokens(self.vocab))
+        self.bos_id = int(L.llama_vocab_bos(self.vocab))
+        self.eos_id = int(L.llama_vocab_eos(self.vocab))
+        self.add_bos = bool(L.llama_vocab_get_add_bos(self.vocab))
+        self.is_spm = int(L.llama_vocab_type(self.vocab)) == _LLAMA_VOCAB_TYPE_SPM
+
+    def tokenize(self, text: str, *, add_special: bool, parse_special: bool) -> list[int]:
+        data = text.encode("utf-8")
+        cap = len(data) + 8
+        buf = (L.llama_token * cap)()
+        n = L.llama_tokenize(self.vocab, data, len(data), buf, cap, add_special, parse_special)
+        if n < 0:  # buffer too small: -n is the size needed
+            cap = -n
+            buf = (L.llama_token * cap)()
+            n = L.llama_tokenize(self.vocab, data, len(data), buf, cap, add_special, parse_special)
+        return list(buf[:n])
+
+    def piece(self, token: int, *, special: bool = False, lstrip: int = 0) -> bytes:
+        buf = ctypes.create_string_buffer(64)
+        n = L.llama_token_to_piece(self.vocab, token, buf, 64, lstrip, special)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = L.llama_token_to_piece(self.vocab, token, buf, -n, lstrip, special)
+        return buf.raw[:n]
+
+    def token_text(self, token: int) -> str:
+        return self.piece(token, special=True).decode("utf-8", "replace")
+
+    def is_eog(self, token: int) -> bool:
+        return bool(L.llama_vocab_is_eog(self.vocab, token))
+
+
+def _model_metadata(model: Any) -> dict[str, str]:
+    meta: dict[str, str] = {}
+    for i in range(int(L.llama_model_meta_count(model))):
+        meta[_read_str(L.llama_model_meta_key_by_index, model, i)] = _read_str(
+            L.llama_model_meta_val_str_by_index, model, i
+        )
+    return meta
+
+
+def _read_str(fn: Any, model: Any, i: int) -> str:
+    size = 256
+    while True:
+        buf = ctypes.create_string_buffer(size)
+        n = int(fn(model, i, buf, size))
+        if n < size:
+            return buf.value.decode("utf-8", "replace") if n >= 0 else ""
+        size = n + 1
+
+
+# --- sampling -----------------------------------------------------------------------------------
+
+
+def _make_sampler(p: SamplingParams, n_vocab: int) -> Any:
+    chain = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
+    add = L.llama_sampler_chain_add
+    if p.repetition_penalty or p.frequency_penalty or p.presence_penalty:
+        add(chain, L.llama_sampler_init_penalties(
+            n_vocab, _PENALTY_LAST_N, p.repetition_penalty or 1.0,
+            p.frequency_penalty or 0.0, p.presence_penalty or 0.0))
+    if p.temperature <= 0.0:
+        add(chain, L.llama_sampler_init_greedy())
+        return chain
+    if p.top_k:
+        add(chain, L.llama_sampler_init_top_k(p.top_k))
+    if p.top_p is not None and p.top_p < 1.0:
+        add(chain, L.llama_sampler_init_top_p(p.top_p, 1))
+    add(chain, L.llama_sampler_init_temp(p.temperature))
+    seed = p.seed if p.seed is not None else random.getrandbits(32)
+    add(chain, L.llama_sampler_init_dist(seed & 0xFFFFFFFF))
+    return chain
+
+
+# --- the backend --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Submit:
+    seq: Sequence
+
+
+@dataclass(frozen=True, slots=True)
+class _Cancel:
+    request_id: int
+
+
+class _Stop:
+    pass
+
+
+_Message = _Submit | _Cancel | _Stop
+
+
+class LlamaCppBackend(Backend):
+    tokenizer: LlamaTokenizer
+
+    def __init__(self, config: LlamaCppConfig) -> None:
+        self.config = config
+        self.name = config.name
+        _init_llama()
+        check_gguf(config.path)
+        mparams = L.llama_model_default_params()
+        self._model = L.llama_model_load_from_file(str(config.path).encode(), mparams)
+        if not self._model:
+            raise ModelLoadError(f"llama.cpp could not load {config.path} (truncated or corrupt?)")
+        self.tokenizer = LlamaTokenizer(self._model)
+        self.metadata = _model_metadata(self._model)
+        self.chat_template = self.metadata.get("tokenizer.chat_template")
+        n_ctx_train = int(L.llama_model_n_ctx_train(self._model))
+        self.n_ctx_seq = min(config.n_ctx_seq, n_ctx_train) if n_ctx_train > 0 else config.n_ctx_seq
+
+        cparams = L.llama_context_default_params()
+        cparams.n_ctx = self.n_ctx_seq * config.n_slots
+        cparams.n_batch = config.n_batch
+        cparams.n_ubatch = min(config.n_batch, 512)
+        cparams.n_seq_max = config.n_slots
+        threads = config.n_threads or os.cpu_count() or 1
+        cparams.n_threads = threads
+        cparams.n_threads_batch = threads
+        # One KV stream per sequence: batched output then matches sequential output exactly
+        # (measured with SmolLM2), and a sequence can never take another's cells.
+        cparams.kv_unified = False
+        cparams.no_perf = True
+        self._ctx = L.llama_init_from_model(self._model, cparams)
+        if not self._ctx:
+            L.llama_model_free(self._model)
+            raise ModelLoadError(f"could not create a context for {config.path}")
+        self._mem = L.llama_get_memory(self._ctx)
+        self._batch = L.llama_batch_init(config.n_batch, 0, 1)
+        self._scheduler = Scheduler(config.n_slots, config.n_batch)
+
+        self._inbox: queue.SimpleQueue[_Message] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        # Admission control is checked in `submit` (event-loop thread) against this count, so
+        # the caller learns "busy" before any response starts. Guarded by _count_lock.
+        self._count_lock = threading.Lock()
+        self._outstanding = 0
+        self._finished = 0
+        self._cancelled = 0
+        self._busy_slots = 0
+        self._waiting = 0
+
+    # -- event-loop side --
+
+    async def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name=f"engine-{self.name}",
+                                            daemon=True)
+            self._thread.start()
+
+    def submit(self, request: GenerationRequest) -> Generation:
+        n_prompt = len(request.prompt_tokens)
+        if n_prompt == 0:
+            raise PromptTooLong("the prompt is empty after tokenization")
+        if n_prompt + request.max_tokens > self.n_ctx_seq:
+            raise PromptTooLong(
+                f"prompt ({n_prompt} tokens) plus max_tokens ({request.max_tokens}) exceeds the "
+                f"context window of {self.n_ctx_seq} tokens"
+            )
+        with self._count_lock:
+            if request.reject_if_busy and self._outstanding >= self.config.n_slots:
+                raise EngineBusy("Capacity temporarily exceeded, please try again.")
+            if self._outstanding >= self.config.n_slots + self.config.max_waiting:
+                raise EngineBusy("Capacity temporarily exceeded, please try again.")
+            self._outstanding += 1
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[Event] = asyncio.Queue()
+
+        def emit(ev: Event) -> None:
+            loop.call_soon_threadsafe(events.put_nowait, ev)
+
+        seq = Sequence(request=request, emit=emit)
+        self._inbox.put(_Submit(seq))
+        rid = request.request_id
+        return Generation(rid, _drain(events), lambda: self._inbox.put(_Cancel(rid)))
+
+    def stats(self) -> EngineStats:
+        with self._count_lock:
+            return EngineStats(
+                slots_total=self.config.n_slots,
+                slots_busy=self._busy_slots,
+                waiting=self._waiting,
+                requests_finished=self._finished,
+                requests_cancelled=self._cancelled,
+            )
+
+    async def close(self) -> None:
+        if self._thread is not None:
+            self._inbox.put(_Stop())
+            await asyncio.to_thread(self._thread.join)
+            self._thread = None
+        if self._ctx:
+            L.llama_batch_free(self._batch)
+            L.llama_free(self._ctx)
+            L.llama_model_free(self._model)
+            self._ctx = None
+
+    # -- engine thread --
+
+    def _loop(self) -> None:
+        sched = self._scheduler
+        while True:
+            if not self._drain_inbox(block=sched.idle()):
+                break
+            for seq in sched.admit():
+                seq.sampler = _make_sampler(seq.request.sampling, self.tokenizer.n_vocab)
+                seq.decoder = IncrementalDetokenizer()
+            self._publish_counts()
+            plan = sched.schedule()
+            if plan:
+                self._step(plan)
+        for seq in [*sched.running, *sched.waiting]:
+            self._retire(seq, "cancelled")
+
+    def _drain_inbox(self, block: bool) -> bool:
+        """Apply pending messages; False once asked to stop."""
+        try:
+            msg = self._inbox.get() if block else self._inbox.get_nowait()
+            while True:
+                if isinstance(msg, _Stop):
+                    return False
+                if isinstance(msg, _Submit):
+                    self._scheduler.add(msg.seq)
+                else:
+                    seq = self._scheduler.remove(msg.request_id)
+                    if seq is not None:
+                        self._release(seq, "cancelled")
+                msg = self._inbox.get_nowait()
+        except queue.Empty:
+            return True
+
+    def _step(self, plan: list[Work]) -> None:
+        rows = self._fill_batch(plan)
+        rc = L.llama_decode(self._ctx, self._batch)
+        if rc != 0:
+            log.error("llama_decode failed (rc=%d) for %d sequences", rc, len(plan))
+            for work in plan:
+                work.seq.emit(Failed(f"inference failed (llama_decode returned {rc})"))
+                self._scheduler.retire(work.seq)
+                self._release(work.seq, None)
+            return
+        for work, row in zip(plan, rows, strict=True):
+            work.seq.n_past += len(work.tokens)
+            if row >= 0:
+                self._sample(work.seq, row)
+
+    def _fill_batch(self, plan: list[Work]) -> list[int]:
+        """Write the plan into the llama_batch; returns each work's logits row (-1: none)."""
+        b = self._batch
+        i = 0
+        rows = []
+        for work in plan:
+            slot = work.seq.slot
+            for k, tok in enumerate(work.tokens):
+                b.token[i] = tok
+                b.pos[i] = work.start + k
+                b.n_seq_id[i] = 1
+                b.seq_id[i][0] = slot
+                b.logits[i] = 0
+                i += 1
+            if work.logits:
+                b.logits[i - 1] = 1
+            rows.append(i - 1 if work.logits else -1)
+        b.n_tokens = i
+        return rows
+
+    def _sample(self, seq: Sequence, row: int) -> None:
+        tok = int(L.llama_sampler_sample(seq.sampler, self._ctx, row))
+        seq.generated.append(tok)
+        req = seq.request
+        if self.tokenizer.is_eog(tok) and not req.ignore_eos:
+            self._finish(seq, "stop")
+            return
+        # SentencePiece vocabularies mark a leading space on the first word; drop it once.
+        lstrip = 1 if self.tokenizer.is_spm and len(seq.generated) == 1 else 0
+        text = seq.decoder.push(self.tokenizer.piece(tok, lstrip=lstrip))
+        seq.emit(Delta(text, tok))
+        if len(seq.generated) >= req.max_tokens:
+            self._finish(seq, "length")
+
+    def _finish(self, seq: Sequence, reason: FinishReason) -> None:
+        self._scheduler.retire(seq)
+        self._release(seq, reason)
+
+    def _retire(self, seq: Sequence, reason: FinishReason) -> None:
+        self._scheduler.remove(seq.id)
+        self._release(seq, reason)
+
+    def _release(self, seq: Sequence, reason: FinishReason | None) -> None:
+        """Free a sequence that has left the scheduler: KV cells, sampler, then tell the caller
+        (last, so that a caller who sees the end also sees the slot free)."""
+        if seq.slot >= 0:
+            L.llama_memory_seq_rm(self._mem, seq.slot, -1, -1)
+        if seq.sampler is not None:
+            L.llama_sampler_free(seq.sampler)
+            seq.sampler = None
+        with self._count_lock:
+            self._outstanding -= 1
+            if reason == "cancelled":
+                self._cancelled += 1
+            else:
+                self._finished += 1
+        self._publish_counts()
+        if reason is not None:
+            tail = seq.decoder.flush() if seq.decoder is not None else ""
+            if tail:
+                seq.emit(Delta(tail, -1))
+            usage = Usage(len(seq.request.prompt_tokens), len(seq.generated))
+            seq.emit(Finished(reason, usage))
+
+    def _publish_counts(self) -> None:
+        with self._count_lock:
+            self._busy_slots = len(self._scheduler.running)
+            self._waiting = len(self._scheduler.waiting)
+
+
+async def _drain(events: asyncio.Queue[Event]) -> AsyncIterator[Event]:
+    while True:
+        ev = await events.get()
+        yield ev
+        if isinstance(ev, Finished | Failed):
+            return

@@ -1,0 +1,139 @@
+"""The loaded models and the path from validated input to a running generation.
+
+Shared by the HTTP server, `wai run` and (later) the in-process client, so all of them resolve
+ids, apply limits and build prompts the same way. Knows nothing of HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from wai.catalog import EMBEDDED_NAME, Catalog, ModelSpec, embedded_model_path
+from wai.chat import ChatFormat, ChatTemplateError, Message, format_for
+from wai.engine.base import Backend, EngineStats, Generation, GenerationRequest, SamplingParams
+from wai.engine.llamacpp import LlamaCppBackend, LlamaCppConfig
+from wai.errors import InvalidInput, UnknownModel
+from wai.schemas.text_generation import TextGenerationInput
+from wai.settings import LocalModel, Settings
+
+log = logging.getLogger("wai.runtime")
+
+
+@dataclass(frozen=True, slots=True)
+class Served:
+    """A model id as this server answers it: the catalog entry and the local model behind it."""
+
+    model_id: str
+    spec: ModelSpec
+    backend: Backend
+    chat: ChatFormat
+
+    @property
+    def local_name(self) -> str:
+        return self.backend.name
+
+
+class Runtime:
+    def __init__(self, settings: Settings, catalog: Catalog | None = None) -> None:
+        self.settings = settings
+        self.catalog = catalog or Catalog()
+        self._local: dict[str, LocalModel] = dict(settings.models)
+        if settings.default_model is not None or not self._local:
+            path = settings.default_model or embedded_model_path()
+            self._default: str | None = EMBEDDED_NAME if settings.default_model is None \
+                else path.stem
+            self._local.setdefault(self._default, LocalModel(path=path))
+        else:
+            self._default = None
+        # explicit routes: id -> local model name
+        self._routes = {mid: name for name, m in self._local.items() for mid in m.serves}
+        self.backends: dict[str, Backend] = {}
+        self._formats: dict[str, ChatFormat] = {}
+        self.ready = False
+
+    async def start(self) -> None:
+        e = self.settings.engine
+        for name, local in self._local.items():
+            config = LlamaCppConfig(
+                path=local.path, name=name, n_slots=e.slots, n_ctx_seq=e.ctx_per_slot,
+                n_batch=e.batch_tokens, n_threads=e.threads, max_waiting=e.max_waiting,
+            )
+            log.info("loading %s from %s", name, local.path)
+            backend = await asyncio.to_thread(LlamaCppBackend, config)
+            await backend.start()
+            self.backends[name] = backend
+            self._formats[name] = format_for(local.template, backend.chat_template,
+                                             backend.tokenizer)
+        self.ready = True
+
+    async def close(self) -> None:
+        self.ready = False
+        for backend in self.backends.values():
+            await backend.close()
+        self.backends.clear()
+
+    def local_name_for(self, model_id: str) -> str | None:
+        """Which local model answers an id, without loading anything."""
+        if model_id in self._routes:
+            return self._routes[model_id]
+        if model_id in self.catalog:
+            return self._default
+        return None
+
+    def resolve(self, model_id: str) -> Served:
+        name = self.local_name_for(model_id)
+        if name is None or name not in self.backends:
+            raise UnknownModel(model_id)
+        spec = self.catalog.get(model_id) or ModelSpec(model_id, "custom")
+        return Served(model_id, spec, self.backends[name], self._formats[name])
+
+    def prompt_tokens(self, served: Served, inp: TextGenerationInput) -> list[int]:
+        tok = served.backend.tokenizer
+        if inp.prompt is not None and inp.raw:
+            return tok.tokenize(inp.prompt, add_special=True, parse_special=True)
+        if inp.prompt is not None:
+            messages = [Message("user", inp.prompt)]
+            if served.spec.default_system:
+                messages.insert(0, Message("system", served.spec.default_system))
+        else:
+            messages = [Message(m.role, m.text()) for m in inp.messages or []]
+        try:
+            return served.chat.encode(messages, tok)
+        except ChatTemplateError as e:
+            raise InvalidInput(str(e)) from e
+
+    def check_limits(self, inp: TextGenerationInput) -> None:
+        lim = self.settings.limits
+        if inp.max_tokens > lim.max_tokens:
+            raise InvalidInput(f"'/max_tokens': must be at most {lim.max_tokens}")
+        if inp.prompt is not None and len(inp.prompt) > lim.max_prompt_chars:
+            raise InvalidInput(f"'/prompt': longer than {lim.max_prompt_chars} characters")
+        messages = inp.messages or []
+        if len(messages) > lim.max_messages:
+            raise InvalidInput(f"'/messages': more than {lim.max_messages} messages")
+        for i, m in enumerate(messages):
+            if len(m.text()) > lim.max_message_chars:
+                raise InvalidInput(
+                    f"'/messages/{i}/content': longer than {lim.max_message_chars} characters"
+                )
+
+    def submit(self, model_id: str, inp: TextGenerationInput) -> tuple[Served, Generation]:
+        """Resolve, check, template and queue. Raises RequestError or EngineError."""
+        served = self.resolve(model_id)
+        self.check_limits(inp)
+        request = GenerationRequest(
+            prompt_tokens=self.prompt_tokens(served, inp),
+            max_tokens=inp.max_tokens,
+            sampling=SamplingParams(
+                temperature=inp.temperature, top_p=inp.top_p, top_k=inp.top_k, seed=inp.seed,
+                repetition_penalty=inp.repetition_penalty,
+                frequency_penalty=inp.frequency_penalty, presence_penalty=inp.presence_penalty,
+            ),
+            reject_if_busy=bool(inp.options and inp.options.reject_if_busy),
+        )
+        return served, served.backend.submit(request)
+
+    def stats(self) -> dict[str, EngineStats]:
+        return {name: b.stats() for name, b in self.backends.items()}

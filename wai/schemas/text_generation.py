@@ -1,0 +1,105 @@
+"""Workers AI text-generation input and output (spec §2), as pydantic types.
+
+The input is validated strictly (no "5" for 5, no "true" for true), like the JSON-Schema
+validator behind Workers AI. Unknown keys are ignored, as the llama-2 schema allows; keys that
+are part of the schema but not built here are refused by name rather than silently dropped.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from wai.errors import InvalidInput
+
+# Fields of the Workers AI schema that wai does not implement yet.
+UNSUPPORTED_FIELDS = ("lora", "response_format", "tools", "functions")
+
+
+class TextPart(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    role: Annotated[str, Field(min_length=1, max_length=64)]
+    content: str | list[TextPart]
+    name: str | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(part.text for part in self.content)
+
+
+class RunOptions(BaseModel):
+    """The optional top-level `options` object (spec §1.3)."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    reject_if_busy: bool = Field(False, alias="rejectIfBusy")
+
+
+class TextGenerationInput(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    prompt: Annotated[str, Field(min_length=1)] | None = None
+    messages: list[ChatMessage] | None = None
+    raw: bool = False
+    stream: bool = False
+    max_tokens: Annotated[int, Field(ge=1)] = 256
+    temperature: Annotated[float, Field(ge=0, le=5)] = 0.6
+    top_p: Annotated[float, Field(ge=0.001, le=1)] | None = None
+    top_k: Annotated[int, Field(ge=1, le=50)] | None = None
+    seed: Annotated[int, Field(ge=1, le=9_999_999_999)] | None = None
+    repetition_penalty: Annotated[float, Field(ge=0, le=2)] | None = None
+    frequency_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
+    presence_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
+    options: RunOptions | None = None
+
+    @model_validator(mode="after")
+    def _one_of_prompt_or_messages(self) -> TextGenerationInput:
+        if (self.prompt is None) == (self.messages is None):
+            raise ValueError(
+                "oneOf at '/' not met: exactly one of 'prompt' or 'messages' is required"
+            )
+        return self
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class TextGenerationOutput(BaseModel):
+    response: str
+    usage: Usage
+
+
+def parse_text_generation(body: Any) -> TextGenerationInput:
+    """Validate a decoded JSON body; raises InvalidInput naming the offending field."""
+    if not isinstance(body, dict):
+        raise InvalidInput(f"Type mismatch of '/', '{_json_type(body)}' not in 'object'")
+    for name in UNSUPPORTED_FIELDS:
+        if body.get(name) is not None:
+            raise InvalidInput(f"'/{name}' is not supported by this server yet")
+    try:
+        return TextGenerationInput.model_validate(body, strict=True)
+    except ValidationError as e:
+        err = e.errors()[0]
+        pointer = "/" + "/".join(str(p) for p in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "value_error" and not err["loc"]:
+            raise InvalidInput(msg) from None
+        raise InvalidInput(f"'{pointer}': {msg}") from None
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {bool: "boolean", int: "integer", float: "number", str: "string", list: "array"}.get(
+        type(value), "object"
+    )

@@ -1,0 +1,136 @@
+"""One typed Settings object, from a TOML file, WAI_* environment variables and CLI flags
+(later sources win). Nothing else in wai reads the environment.
+
+Example `wai.toml`:
+
+    host = "127.0.0.1"
+    port = 8787
+    tokens = ["a-long-random-secret"]
+
+    [engine]
+    slots = 8            # sequences decoded together
+    ctx_per_slot = 2048  # context window of each sequence, in tokens
+
+    [limits]
+    max_body_bytes = 1048576
+
+    [models.llama2]
+    path = "/models/llama-2-7b-chat.Q4_K_M.gguf"
+    template = "llama2"
+    serves = ["@cf/meta/llama-2-7b-chat-int8", "@cf/meta/llama-2-7b-chat-fp16"]
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EngineSettings(_Strict):
+    slots: int = Field(8, ge=1, le=256, description="sequences decoded together, per model")
+    ctx_per_slot: int = Field(2048, ge=64, le=131072, description="context per sequence (tokens)")
+    batch_tokens: int = Field(512, ge=16, le=8192, description="token budget of one step")
+    threads: int = Field(0, ge=0, le=1024, description="CPU threads; 0 = all cores")
+    max_waiting: int = Field(64, ge=0, le=100000, description="queued requests per model")
+
+
+class Limits(_Strict):
+    max_body_bytes: int = Field(1 << 20, ge=1024, description="request body size")
+    max_prompt_chars: int = Field(200_000, ge=1, description="length of `prompt`")
+    max_messages: int = Field(256, ge=1, description="number of `messages`")
+    max_message_chars: int = Field(200_000, ge=1, description="length of one message")
+    max_tokens: int = Field(4096, ge=1, description="cap on `max_tokens`")
+
+
+class LocalModel(_Strict):
+    path: Path
+    template: Literal["auto", "llama2", "chatml"] = "auto"
+    serves: list[str] = Field(default_factory=list)
+
+
+class Settings(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(8787, ge=0, le=65535)
+    tokens: list[str] = Field(default_factory=list)
+    engine: EngineSettings = EngineSettings()
+    limits: Limits = Limits()
+    models: dict[str, LocalModel] = Field(default_factory=dict)
+    # The local model answering catalog ids that no entry in `models` serves. None: embedded.
+    default_model: Path | None = None
+
+    @property
+    def loopback(self) -> bool:
+        return is_loopback(self.host)
+
+
+class SettingsError(ValueError):
+    pass
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+_ENV = {
+    "WAI_HOST": ("host", str),
+    "WAI_PORT": ("port", int),
+    "WAI_TOKENS": ("tokens", lambda v: [t.strip() for t in v.split(",") if t.strip()]),
+    "WAI_DEFAULT_MODEL": ("default_model", str),
+    "WAI_SLOTS": ("engine.slots", int),
+    "WAI_CTX_PER_SLOT": ("engine.ctx_per_slot", int),
+    "WAI_THREADS": ("engine.threads", int),
+    "WAI_MAX_WAITING": ("engine.max_waiting", int),
+    "WAI_MAX_BODY_BYTES": ("limits.max_body_bytes", int),
+    "WAI_MAX_TOKENS": ("limits.max_tokens", int),
+}
+
+
+def _set(data: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    for p in parents:
+        data = data.setdefault(p, {})
+    data[leaf] = value
+
+
+def load_settings(
+    config: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """TOML file, then environment, then explicit overrides (dotted keys, e.g. CLI flags)."""
+    env = os.environ if env is None else env
+    data: dict[str, Any] = {}
+    path = config or (Path(env["WAI_CONFIG"]) if env.get("WAI_CONFIG") else None)
+    if path is not None:
+        try:
+            data = tomllib.loads(path.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as e:
+            raise SettingsError(f"cannot read config {path}: {e}") from e
+    for var, (key, conv) in _ENV.items():
+        if env.get(var):
+            try:
+                _set(data, key, conv(env[var]))  # type: ignore[operator]
+            except ValueError as e:
+                raise SettingsError(f"{var}: {e}") from e
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            _set(data, key, value)
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as e:
+        raise SettingsError(str(e)) from e

@@ -132,6 +132,7 @@ class Runtime:
                 frequency_penalty=inp.frequency_penalty, presence_penalty=inp.presence_penalty,
             ),
             reject_if_busy=bool(inp.options and inp.options.reject_if_busy),
+            ignore_eos=inp.ignore_eos,
         )
         return served, served.backend.submit(request)
 

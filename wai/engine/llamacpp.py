@@ -139,6 +139,18 @@ class LlamaTokenizer(Tokenizer):
         return bool(L.llama_vocab_is_eog(self.vocab, token))
 
 
+def load_tokenizer(path: Path) -> LlamaTokenizer:
+    """A tokenizer from a GGUF's vocabulary alone (no weights): for tools and tests."""
+    _init_llama()
+    check_gguf(path)
+    params = L.llama_model_default_params()
+    params.vocab_only = True
+    model = L.llama_model_load_from_file(str(path).encode(), params)
+    if not model:
+        raise ModelLoadError(f"llama.cpp could not load the vocabulary of {path}")
+    return LlamaTokenizer(model)
+
+
 def _model_metadata(model: Any) -> dict[str, str]:
     meta: dict[str, str] = {}
     for i in range(int(L.llama_model_meta_count(model))):

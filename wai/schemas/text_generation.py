@@ -46,7 +46,7 @@ class TextGenerationInput(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     prompt: Annotated[str, Field(min_length=1)] | None = None
-    messages: list[ChatMessage] | None = None
+    messages: Annotated[list[ChatMessage], Field(min_length=1)] | None = None
     raw: bool = False
     stream: bool = False
     max_tokens: Annotated[int, Field(ge=1)] = 256
@@ -57,6 +57,8 @@ class TextGenerationInput(BaseModel):
     repetition_penalty: Annotated[float, Field(ge=0, le=2)] | None = None
     frequency_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
     presence_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
+    # Newer Workers AI schemas (and the cloudflare SDK) carry this: generate past end-of-text.
+    ignore_eos: bool = False
     options: RunOptions | None = None
 
     @model_validator(mode="after")

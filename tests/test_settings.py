@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from wai.api.auth import check_authorization
+from wai.api.errors import CFError
+from wai.settings import SettingsError, is_loopback, load_settings
+
+
+def test_sources_in_order_file_env_overrides(tmp_path: Path) -> None:
+    cfg = tmp_path / "wai.toml"
+    cfg.write_text('port = 9000\ntokens = ["from-file"]\n[engine]\nslots = 2\n')
+    s = load_settings(cfg, env={"WAI_PORT": "9001", "WAI_TOKENS": "a, b"},
+                      overrides={"engine.slots": 3, "host": None})
+    assert (s.port, s.tokens, s.engine.slots, s.host) == (9001, ["a", "b"], 3, "127.0.0.1")
+
+
+def test_unknown_keys_and_bad_values_are_errors(tmp_path: Path) -> None:
+    cfg = tmp_path / "wai.toml"
+    cfg.write_text("prot = 1\n")
+    with pytest.raises(SettingsError):
+        load_settings(cfg, env={})
+    with pytest.raises(SettingsError):
+        load_settings(None, env={"WAI_PORT": "eighty"})
+
+
+@pytest.mark.parametrize(("host", "loop"), [("127.0.0.1", True), ("::1", True),
+                                            ("localhost", True), ("0.0.0.0", False),
+                                            ("10.0.0.1", False), ("example.com", False)])
+def test_loopback(host: str, loop: bool) -> None:
+    assert is_loopback(host) is loop
+
+
+def test_token_check() -> None:
+    tokens = [b"alpha", b"beta"]
+    check_authorization("Bearer beta", tokens)
+    for header, code in [(None, 9106), ("Bearer gamma", 10000), ("Token beta", 6003)]:
+        with pytest.raises(CFError) as info:
+            check_authorization(header, tokens)
+        assert info.value.code == code

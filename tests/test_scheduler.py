@@ -61,3 +61,69 @@ def test_remove_a_waiting_sequence() -> None:
     s.admit()
     assert s.remove(b.id) is b
     assert not s.waiting and s.running == [a]
+
+
+def test_prefix_cache_picks_the_slot_with_the_longest_shared_prefix() -> None:
+    s = Scheduler(n_slots=3, token_budget=64)
+    s.slot_cache = [[1, 2, 9], [1, 2, 3, 4, 5], []]
+    new = Sequence(GenerationRequest([1, 2, 3, 4, 7, 8], max_tokens=4), emit=print)
+    s.add(new)
+    s.admit()
+    assert new.slot == 1 and new.cached == 4 and new.n_past == 4
+    plan = s.schedule()
+    assert [(w.tokens, w.start) for w in plan] == [([7, 8], 4)]
+
+
+def test_the_last_two_prompt_tokens_are_always_recomputed() -> None:
+    s = Scheduler(n_slots=1, token_budget=64)
+    s.slot_cache = [[1, 2, 3, 4]]
+    new = Sequence(GenerationRequest([1, 2, 3], max_tokens=4), emit=print)
+    s.add(new)
+    s.admit()
+    assert new.cached == 1
+    assert [(w.tokens, w.start, w.logits) for w in s.schedule()] == [([2, 3], 1, True)]
+
+
+def test_prefill_never_makes_a_one_token_chunk() -> None:
+    s = Scheduler(n_slots=2, token_budget=4)
+    a = seq(5)
+    s.add(a)
+    s.admit()
+    # 5 tokens, budget 4: 4 + 1 would leave a lone row, so 3 + 2
+    assert [len(w.tokens) for w in s.schedule()] == [3]
+    a.n_past = 3
+    assert [len(w.tokens) for w in s.schedule()] == [2]
+    # a one-token prompt is the exception: it can only be one row
+    b = Sequence(GenerationRequest([7], max_tokens=1), emit=print)
+    s.add(b)
+    s.admit()
+    assert [len(w.tokens) for w in s.schedule() if w.seq is b] == [1]
+
+
+def test_retire_records_what_the_kv_holds() -> None:
+    s = Scheduler(n_slots=1, token_budget=64)
+    a = seq(3)
+    s.add(a)
+    s.admit()
+    a.n_past, a.generated = 5, [10, 11, 12]  # prompt + 2 fed samples
+    s.retire(a)
+    assert s.slot_cache == [[1, 2, 3]]  # only prompt KV is reusable
+    b = seq(3)
+    s.add(b)
+    s.admit()
+    s.retire(b, keep_cache=False)
+    assert s.slot_cache == [[]]
+
+
+def test_an_unrelated_prompt_takes_the_least_recently_used_slot() -> None:
+    s = Scheduler(n_slots=2, token_budget=64)
+    a, b = seq(2), seq(2)
+    s.add(a)
+    s.add(b)
+    s.admit()
+    s.retire(a)  # slot 0, used first
+    s.retire(b)  # slot 1
+    c = Sequence(GenerationRequest([99], max_tokens=1), emit=print)
+    s.add(c)
+    s.admit()
+    assert c.slot == 0

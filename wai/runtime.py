@@ -59,6 +59,7 @@ class Runtime:
             config = LlamaCppConfig(
                 path=local.path, name=name, n_slots=e.slots, n_ctx_seq=e.ctx_per_slot,
                 n_batch=e.batch_tokens, n_threads=e.threads, max_waiting=e.max_waiting,
+                flash_attn=e.flash_attn,
             )
             log.info("loading %s from %s", name, local.path)
             backend = await asyncio.to_thread(LlamaCppBackend, config)

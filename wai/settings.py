@@ -42,6 +42,7 @@ class EngineSettings(_Strict):
     batch_tokens: int = Field(512, ge=16, le=8192, description="token budget of one step")
     threads: int = Field(0, ge=0, le=1024, description="CPU threads; 0 = all cores")
     max_waiting: int = Field(64, ge=0, le=100000, description="queued requests per model")
+    flash_attn: bool = Field(False, description="flash attention (output then depends on batching)")
 
 
 class Limits(_Strict):

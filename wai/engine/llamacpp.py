@@ -62,6 +62,7 @@ class LlamaCppConfig:
     n_batch: int = 512  # per-step token budget (decode tokens + prefill chunks)
     n_threads: int = 0  # 0: all cores
     max_waiting: int = 64  # bounded waiting queue; beyond it submit raises EngineBusy
+    flash_attn: bool = False  # faster on long contexts, but output then depends on batching
 
 
 # --- process-wide llama.cpp setup -------------------------------------------------------------
@@ -242,6 +243,11 @@ class LlamaCppBackend(Backend):
         # One KV stream per sequence: batched output then matches sequential output exactly
         # (measured with SmolLM2), and a sequence can never take another's cells.
         cparams.kv_unified = False
+        # Flash attention on the CPU makes a token's logits depend on how its prompt was split
+        # into chunks, so cache hits and chunked prefill would change greedy output. Without it
+        # each token's result is independent of batch shape (measured with SmolLM2).
+        cparams.flash_attn_type = (L.LLAMA_FLASH_ATTN_TYPE_ENABLED if config.flash_attn
+                                   else L.LLAMA_FLASH_ATTN_TYPE_DISABLED)
         cparams.no_perf = True
         self._ctx = L.llama_init_from_model(self._model, cparams)
         if not self._ctx:
@@ -325,14 +331,22 @@ class LlamaCppBackend(Backend):
             if not self._drain_inbox(block=sched.idle()):
                 break
             for seq in sched.admit():
-                seq.sampler = _make_sampler(seq.request.sampling, self.tokenizer.n_vocab)
-                seq.decoder = IncrementalDetokenizer()
+                self._prepare(seq)
             self._publish_counts()
             plan = sched.schedule()
             if plan:
                 self._step(plan)
         for seq in [*sched.running, *sched.waiting]:
             self._retire(seq, "cancelled")
+
+    def _prepare(self, seq: Sequence) -> None:
+        """A newly admitted sequence: drop the slot's KV past the reused prefix, new sampler."""
+        if not L.llama_memory_seq_rm(self._mem, seq.slot, seq.cached, -1):
+            # partial removal is impossible for some (recurrent) models: start from scratch
+            L.llama_memory_seq_rm(self._mem, seq.slot, -1, -1)
+            seq.cached = seq.n_past = 0
+        seq.sampler = _make_sampler(seq.request.sampling, self.tokenizer.n_vocab)
+        seq.decoder = IncrementalDetokenizer()
 
     def _drain_inbox(self, block: bool) -> bool:
         """Apply pending messages; False once asked to stop."""
@@ -358,7 +372,8 @@ class LlamaCppBackend(Backend):
             log.error("llama_decode failed (rc=%d) for %d sequences", rc, len(plan))
             for work in plan:
                 work.seq.emit(Failed(f"inference failed (llama_decode returned {rc})"))
-                self._scheduler.retire(work.seq)
+                self._scheduler.retire(work.seq, keep_cache=False)
+                L.llama_memory_seq_rm(self._mem, work.seq.slot, -1, -1)
                 self._release(work.seq, None)
             return
         for work, row in zip(plan, rows, strict=True):
@@ -409,10 +424,9 @@ class LlamaCppBackend(Backend):
         self._release(seq, reason)
 
     def _release(self, seq: Sequence, reason: FinishReason | None) -> None:
-        """Free a sequence that has left the scheduler: KV cells, sampler, then tell the caller
-        (last, so that a caller who sees the end also sees the slot free)."""
-        if seq.slot >= 0:
-            L.llama_memory_seq_rm(self._mem, seq.slot, -1, -1)
+        """Free a sequence that has left the scheduler: its sampler, then tell the caller (last,
+        so that a caller who sees the end also sees the slot free). Its KV cells stay in the
+        slot as a prefix cache for the next occupant (see scheduler.py)."""
         if seq.sampler is not None:
             L.llama_sampler_free(seq.sampler)
             seq.sampler = None
@@ -427,7 +441,7 @@ class LlamaCppBackend(Backend):
             tail = seq.decoder.flush() if seq.decoder is not None else ""
             if tail:
                 seq.emit(Delta(tail, -1))
-            usage = Usage(len(seq.request.prompt_tokens), len(seq.generated))
+            usage = Usage(len(seq.request.prompt_tokens), len(seq.generated), seq.cached)
             seq.emit(Finished(reason, usage))
 
     def _publish_counts(self) -> None:

@@ -5,12 +5,23 @@ One step = one `llama_decode`. Each step the scheduler
 2. gives every decoding sequence one token (its last sample), then
 3. spends what is left of the per-step token budget on prompt chunks (chunked prefill), oldest
    admission first, so a long prompt never stalls the streams already running.
+
+Prefix caching: a slot keeps the KV of the last sequence it held. A new sequence goes to the
+free slot whose cached tokens share the longest prefix with its prompt (the same system prompt,
+the previous turn of the chat), and prefill starts after that prefix.
+
+Batch invariance: ggml computes attention for a lone query row of a sequence with a different
+kernel than for several rows, and the rounding differs. Decode steps are always one row per
+sequence; prompts are always processed in chunks of two rows or more (unless the whole prompt is
+one token). So a prompt token's KV and logits are the same however the prompt was chunked or
+batched, and the cache keeps only prompt KV (generated tokens' KV came from one-row steps).
 The backend executes the plan, samples where `logits` is set and reports back through
 `advance`. This module owns no locks: only the engine thread calls it.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,6 +36,7 @@ class Sequence:
     emit: Callable[[Event], None]
     slot: int = -1
     n_past: int = 0  # tokens of this sequence already in the KV cache
+    cached: int = 0  # of which reused from the slot's previous occupant
     generated: list[int] = field(default_factory=list)
     sampler: Any = None  # backend-owned sampling state
     decoder: Any = None  # backend-owned detokenizer state
@@ -40,6 +52,10 @@ class Sequence:
     @property
     def id(self) -> int:
         return self.request.request_id
+
+    def reusable(self) -> list[int]:
+        """The prompt tokens whose KV this sequence has computed (see batch invariance)."""
+        return list(self.request.prompt_tokens[: self.n_past])
 
 
 @dataclass(slots=True)
@@ -61,6 +77,10 @@ class Scheduler:
         self.waiting: deque[Sequence] = deque()
         self.slots: list[Sequence | None] = [None] * n_slots
         self._admitted: list[Sequence] = []  # running sequences in admission order
+        # What each slot's KV stream holds once its sequence has left, and when it was used.
+        self.slot_cache: list[list[int]] = [[] for _ in range(n_slots)]
+        self._last_used = [0] * n_slots
+        self._clock = itertools.count(1)
 
     @property
     def running(self) -> list[Sequence]:
@@ -73,15 +93,25 @@ class Scheduler:
         self.waiting.append(seq)
 
     def admit(self) -> list[Sequence]:
-        """Move waiting sequences into free slots; returns the newly admitted ones."""
+        """Move waiting sequences into free slots, each into the free slot with the longest
+        cached prefix of its prompt (ties: the least recently used). Sets `cached`/`n_past`; the
+        backend must drop the slot's KV past `cached`. Returns the newly admitted sequences."""
         admitted = []
-        for slot, occupant in enumerate(self.slots):
-            if occupant is None and self.waiting:
-                seq = self.waiting.popleft()
-                seq.slot = slot
-                self.slots[slot] = seq
-                self._admitted.append(seq)
-                admitted.append(seq)
+        free = [i for i, occupant in enumerate(self.slots) if occupant is None]
+        while free and self.waiting:
+            seq = self.waiting.popleft()
+            prompt = list(seq.request.prompt_tokens)
+            reuse = {i: _common_prefix(self.slot_cache[i], prompt) for i in free}
+            slot = max(free, key=lambda i: (reuse[i], -self._last_used[i]))
+            free.remove(slot)
+            seq.slot = slot
+            # leave at least two prompt rows to compute: logits are needed for the last one,
+            # and a one-row chunk would round differently (see batch invariance)
+            seq.cached = seq.n_past = max(0, min(reuse[slot], len(prompt) - 2))
+            self.slots[slot] = seq
+            self._last_used[slot] = next(self._clock)
+            self._admitted.append(seq)
+            admitted.append(seq)
         return admitted
 
     def schedule(self) -> list[Work]:
@@ -96,11 +126,13 @@ class Scheduler:
             if budget <= 0:
                 break
             if seq.prefilling:
-                prompt = seq.request.prompt_tokens
-                chunk = list(prompt[seq.n_past : seq.n_past + budget])
-                done = seq.n_past + len(chunk) == len(prompt)
+                size = _chunk_size(len(seq.request.prompt_tokens) - seq.n_past, budget)
+                if size == 0:
+                    continue
+                chunk = list(seq.request.prompt_tokens[seq.n_past : seq.n_past + size])
+                done = seq.n_past + size == len(seq.request.prompt_tokens)
                 plan.append(Work(seq, chunk, seq.n_past, logits=done))
-                budget -= len(chunk)
+                budget -= size
         return plan
 
     def remove(self, request_id: int) -> Sequence | None:
@@ -115,6 +147,25 @@ class Scheduler:
                 return seq
         return None
 
-    def retire(self, seq: Sequence) -> None:
+    def retire(self, seq: Sequence, keep_cache: bool = True) -> None:
+        """Free the slot; its KV stays reusable unless keep_cache is False (KV cleared)."""
         self._admitted.remove(seq)
         self.slots[seq.slot] = None
+        self.slot_cache[seq.slot] = seq.reusable() if keep_cache else []
+
+
+def _chunk_size(remaining: int, budget: int) -> int:
+    """How many prompt tokens to take now: never a one-token chunk, and never one that would
+    leave a single token for later, unless the prompt has only one token to compute."""
+    if remaining <= budget:
+        return remaining
+    size = budget if remaining - budget >= 2 else budget - 1
+    return size if size >= 2 else 0
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n

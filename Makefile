@@ -28,3 +28,8 @@ test: install
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache
+
+# Benchmarks (not part of `make test`): wai against llama.cpp's own server, same run.
+bench: install
+	$(PY) -m pip install -q -e '.[dev,bench]'
+	$(PY) bench/serve.py

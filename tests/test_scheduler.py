@@ -5,13 +5,19 @@ from __future__ import annotations
 from wai.engine.base import GenerationRequest
 from wai.engine.scheduler import Scheduler, Sequence
 
+CHUNK = 4
+
 
 def seq(n_prompt: int) -> Sequence:
     return Sequence(GenerationRequest(list(range(1, n_prompt + 1)), max_tokens=8), emit=print)
 
 
+def plan_of(s: Scheduler) -> list[tuple[Sequence, list[int], int, bool]]:
+    return [(w.seq, w.tokens, w.start, w.logits) for w in s.schedule()]
+
+
 def test_admits_into_free_slots_in_order() -> None:
-    s = Scheduler(n_slots=2, token_budget=64)
+    s = Scheduler(n_slots=2, token_budget=64, chunk=CHUNK)
     a, b, c = seq(3), seq(3), seq(3)
     for x in (a, b, c):
         s.add(x)
@@ -20,8 +26,8 @@ def test_admits_into_free_slots_in_order() -> None:
     assert list(s.waiting) == [c]
 
 
-def test_decode_tokens_first_then_prefill_chunks_under_the_budget() -> None:
-    s = Scheduler(n_slots=3, token_budget=8)
+def test_decode_rows_first_then_aligned_prompt_chunks_under_the_budget() -> None:
+    s = Scheduler(n_slots=3, token_budget=9, chunk=CHUNK)
     running, long_a, long_b = seq(2), seq(10), seq(10)
     s.add(running)
     s.admit()
@@ -30,19 +36,28 @@ def test_decode_tokens_first_then_prefill_chunks_under_the_budget() -> None:
     s.add(long_b)
     s.admit()
     plan = s.schedule()
-    assert [(w.seq, w.tokens, w.start, w.logits) for w in plan] == [
+    assert plan[0].decode and not plan[1].decode
+    # one chunk per sequence per step: 1 decode row + 4 + 4 = 9
+    assert plan_of(s) == [
         (running, [42], 2, True),
-        (long_a, list(range(1, 8)), 0, False),  # 7 = budget 8 minus the decode token
+        (long_a, [1, 2, 3, 4], 0, False),
+        (long_b, [1, 2, 3, 4], 0, False),
     ]
-    long_a.n_past = 7
-    plan = s.schedule()
-    assert [(w.seq, len(w.tokens), w.logits) for w in plan] == [
-        (running, 1, True), (long_a, 3, True), (long_b, 4, False)
-    ]
+    long_a.n_past = long_b.n_past = 8
+    assert plan_of(s)[1:] == [(long_a, [9, 10], 8, True), (long_b, [9, 10], 8, True)]
+
+
+def test_a_chunk_that_does_not_fit_waits_for_the_next_step() -> None:
+    s = Scheduler(n_slots=2, token_budget=6, chunk=CHUNK)
+    a, b = seq(8), seq(8)
+    s.add(a)
+    s.add(b)
+    s.admit()
+    assert [(x.seq, len(x.tokens)) for x in s.schedule()] == [(a, 4)]
 
 
 def test_remove_frees_the_slot_for_the_next_waiting_sequence() -> None:
-    s = Scheduler(n_slots=1, token_budget=16)
+    s = Scheduler(n_slots=1, token_budget=16, chunk=CHUNK)
     a, b = seq(2), seq(2)
     s.add(a)
     s.add(b)
@@ -54,7 +69,7 @@ def test_remove_frees_the_slot_for_the_next_waiting_sequence() -> None:
 
 
 def test_remove_a_waiting_sequence() -> None:
-    s = Scheduler(n_slots=1, token_budget=16)
+    s = Scheduler(n_slots=1, token_budget=16, chunk=CHUNK)
     a, b = seq(2), seq(2)
     s.add(a)
     s.add(b)
@@ -63,51 +78,34 @@ def test_remove_a_waiting_sequence() -> None:
     assert not s.waiting and s.running == [a]
 
 
-def test_prefix_cache_picks_the_slot_with_the_longest_shared_prefix() -> None:
-    s = Scheduler(n_slots=3, token_budget=64)
-    s.slot_cache = [[1, 2, 9], [1, 2, 3, 4, 5], []]
-    new = Sequence(GenerationRequest([1, 2, 3, 4, 7, 8], max_tokens=4), emit=print)
+def test_prefix_cache_picks_the_longest_shared_prefix_cut_at_a_chunk_boundary() -> None:
+    s = Scheduler(n_slots=3, token_budget=64, chunk=CHUNK)
+    s.slot_cache = [[1, 2, 9], list(range(1, 8)), []]
+    new = Sequence(GenerationRequest([1, 2, 3, 4, 5, 6, 70, 80], max_tokens=4), emit=print)
     s.add(new)
     s.admit()
-    assert new.slot == 1 and new.cached == 4 and new.n_past == 4
-    plan = s.schedule()
-    assert [(w.tokens, w.start) for w in plan] == [([7, 8], 4)]
+    assert new.slot == 1 and new.cached == 4 and new.n_past == 4  # 6 shared, cut to 4
+    assert plan_of(s) == [(new, [5, 6, 70, 80], 4, True)]
 
 
-def test_the_last_two_prompt_tokens_are_always_recomputed() -> None:
-    s = Scheduler(n_slots=1, token_budget=64)
-    s.slot_cache = [[1, 2, 3, 4]]
-    new = Sequence(GenerationRequest([1, 2, 3], max_tokens=4), emit=print)
+def test_the_last_prompt_token_is_always_recomputed() -> None:
+    s = Scheduler(n_slots=1, token_budget=64, chunk=CHUNK)
+    s.slot_cache = [list(range(1, 10))]
+    new = seq(8)
     s.add(new)
     s.admit()
-    assert new.cached == 1
-    assert [(w.tokens, w.start, w.logits) for w in s.schedule()] == [([2, 3], 1, True)]
+    assert new.cached == 4  # 8 shared, at most 7 usable, cut to 4
+    assert plan_of(s) == [(new, [5, 6, 7, 8], 4, True)]
 
 
-def test_prefill_never_makes_a_one_token_chunk() -> None:
-    s = Scheduler(n_slots=2, token_budget=4)
-    a = seq(5)
-    s.add(a)
-    s.admit()
-    # 5 tokens, budget 4: 4 + 1 would leave a lone row, so 3 + 2
-    assert [len(w.tokens) for w in s.schedule()] == [3]
-    a.n_past = 3
-    assert [len(w.tokens) for w in s.schedule()] == [2]
-    # a one-token prompt is the exception: it can only be one row
-    b = Sequence(GenerationRequest([7], max_tokens=1), emit=print)
-    s.add(b)
-    s.admit()
-    assert [len(w.tokens) for w in s.schedule() if w.seq is b] == [1]
-
-
-def test_retire_records_what_the_kv_holds() -> None:
-    s = Scheduler(n_slots=1, token_budget=64)
+def test_retire_records_only_prompt_kv() -> None:
+    s = Scheduler(n_slots=1, token_budget=64, chunk=CHUNK)
     a = seq(3)
     s.add(a)
     s.admit()
     a.n_past, a.generated = 5, [10, 11, 12]  # prompt + 2 fed samples
     s.retire(a)
-    assert s.slot_cache == [[1, 2, 3]]  # only prompt KV is reusable
+    assert s.slot_cache == [[1, 2, 3]]
     b = seq(3)
     s.add(b)
     s.admit()
@@ -116,7 +114,7 @@ def test_retire_records_what_the_kv_holds() -> None:
 
 
 def test_an_unrelated_prompt_takes_the_least_recently_used_slot() -> None:
-    s = Scheduler(n_slots=2, token_budget=64)
+    s = Scheduler(n_slots=2, token_budget=64, chunk=CHUNK)
     a, b = seq(2), seq(2)
     s.add(a)
     s.add(b)

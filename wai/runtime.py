@@ -59,7 +59,8 @@ class Runtime:
             config = LlamaCppConfig(
                 path=local.path, name=name, n_slots=e.slots, n_ctx_seq=e.ctx_per_slot,
                 n_batch=e.batch_tokens, n_threads=e.threads, max_waiting=e.max_waiting,
-                flash_attn=e.flash_attn,
+                prefill_chunk=e.prefill_chunk, flash_attn=e.flash_attn, weights=e.weights,
+                cache_dir=self.settings.cache_dir,
             )
             log.info("loading %s from %s", name, local.path)
             backend = await asyncio.to_thread(LlamaCppBackend, config)

@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 
 class _Strict(BaseModel):
@@ -40,9 +40,18 @@ class EngineSettings(_Strict):
     slots: int = Field(8, ge=1, le=256, description="sequences decoded together, per model")
     ctx_per_slot: int = Field(2048, ge=64, le=131072, description="context per sequence (tokens)")
     batch_tokens: int = Field(512, ge=16, le=8192, description="token budget of one step")
+    prefill_chunk: int = Field(128, ge=16, le=4096, description="prompt chunk (tokens)")
     threads: int = Field(0, ge=0, le=1024, description="CPU threads; 0 = all cores")
     max_waiting: int = Field(64, ge=0, le=100000, description="queued requests per model")
-    flash_attn: bool = Field(False, description="flash attention (output then depends on batching)")
+    flash_attn: bool = Field(True, description="flash attention")
+    weights: Literal["auto", "as-is"] = Field(
+        "auto", description="auto: compute Q4_1/Q5_1 files as Q8_0 (batched kernels)")
+
+    @model_validator(mode="after")
+    def _budget_fits(self) -> EngineSettings:
+        if self.batch_tokens < self.slots + self.prefill_chunk:
+            raise ValueError("engine.batch_tokens must be at least slots + prefill_chunk")
+        return self
 
 
 class Limits(_Strict):
@@ -68,6 +77,7 @@ class Settings(_Strict):
     models: dict[str, LocalModel] = Field(default_factory=dict)
     # The local model answering catalog ids that no entry in `models` serves. None: embedded.
     default_model: Path | None = None
+    cache_dir: Path = Field(default_factory=lambda: Path.home() / ".cache" / "wai")
 
     @property
     def loopback(self) -> bool:
@@ -92,6 +102,8 @@ _ENV = {
     "WAI_PORT": ("port", int),
     "WAI_TOKENS": ("tokens", lambda v: [t.strip() for t in v.split(",") if t.strip()]),
     "WAI_DEFAULT_MODEL": ("default_model", str),
+    "WAI_CACHE_DIR": ("cache_dir", str),
+    "WAI_WEIGHTS": ("engine.weights", str),
     "WAI_SLOTS": ("engine.slots", int),
     "WAI_CTX_PER_SLOT": ("engine.ctx_per_slot", int),
     "WAI_THREADS": ("engine.threads", int),

@@ -10,6 +10,7 @@ owns a slot (its llama.cpp seq_id) and a sampler chain; retiring it frees both, 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import logging
 import os
@@ -41,6 +42,7 @@ from wai.engine.base import (
     Usage,
 )
 from wai.engine.scheduler import Scheduler, Sequence, Work
+from wai.engine.weights import WeightsMode, compute_path
 from wai.text import IncrementalDetokenizer
 
 log = logging.getLogger("wai.engine")
@@ -60,9 +62,12 @@ class LlamaCppConfig:
     n_slots: int = 8
     n_ctx_seq: int = 2048  # context per sequence; KV memory grows with n_slots * n_ctx_seq
     n_batch: int = 512  # per-step token budget (decode tokens + prefill chunks)
+    prefill_chunk: int = 128  # prompts are computed in aligned chunks of this many tokens
     n_threads: int = 0  # 0: all cores
     max_waiting: int = 64  # bounded waiting queue; beyond it submit raises EngineBusy
-    flash_attn: bool = False  # faster on long contexts, but output then depends on batching
+    flash_attn: bool = True
+    weights: WeightsMode = "auto"  # see weights.py
+    cache_dir: Path = Path.home() / ".cache" / "wai"
 
 
 # --- process-wide llama.cpp setup -------------------------------------------------------------
@@ -140,16 +145,29 @@ class LlamaTokenizer(Tokenizer):
         return bool(L.llama_vocab_is_eog(self.vocab, token))
 
 
-def load_tokenizer(path: Path) -> LlamaTokenizer:
-    """A tokenizer from a GGUF's vocabulary alone (no weights): for tools and tests."""
+def _load_vocab_only(path: Path) -> Any:
     _init_llama()
     check_gguf(path)
     params = L.llama_model_default_params()
     params.vocab_only = True
     model = L.llama_model_load_from_file(str(path).encode(), params)
     if not model:
-        raise ModelLoadError(f"llama.cpp could not load the vocabulary of {path}")
-    return LlamaTokenizer(model)
+        raise ModelLoadError(f"llama.cpp could not load {path} (truncated or corrupt?)")
+    return model
+
+
+def load_tokenizer(path: Path) -> LlamaTokenizer:
+    """A tokenizer from a GGUF's vocabulary alone (no weights): for tools and tests."""
+    return LlamaTokenizer(_load_vocab_only(path))
+
+
+def read_metadata(path: Path) -> dict[str, str]:
+    """A GGUF's metadata, without loading its weights."""
+    model = _load_vocab_only(path)
+    try:
+        return _model_metadata(model)
+    finally:
+        L.llama_model_free(model)
 
 
 def _model_metadata(model: Any) -> dict[str, str]:
@@ -222,8 +240,11 @@ class LlamaCppBackend(Backend):
         self.name = config.name
         _init_llama()
         check_gguf(config.path)
+        source_meta = read_metadata(config.path)
+        self.weights_path = compute_path(config.path, source_meta, config.weights,
+                                         config.cache_dir)
         mparams = L.llama_model_default_params()
-        self._model = L.llama_model_load_from_file(str(config.path).encode(), mparams)
+        self._model = L.llama_model_load_from_file(str(self.weights_path).encode(), mparams)
         if not self._model:
             raise ModelLoadError(f"llama.cpp could not load {config.path} (truncated or corrupt?)")
         self.tokenizer = LlamaTokenizer(self._model)
@@ -235,17 +256,15 @@ class LlamaCppBackend(Backend):
         cparams = L.llama_context_default_params()
         cparams.n_ctx = self.n_ctx_seq * config.n_slots
         cparams.n_batch = config.n_batch
-        cparams.n_ubatch = min(config.n_batch, 512)
+        cparams.n_ubatch = config.n_batch  # one llama_decode call = one ubatch
         cparams.n_seq_max = config.n_slots
         threads = config.n_threads or os.cpu_count() or 1
         cparams.n_threads = threads
         cparams.n_threads_batch = threads
-        # One KV stream per sequence: batched output then matches sequential output exactly
-        # (measured with SmolLM2), and a sequence can never take another's cells.
+        # One KV stream per sequence: a decode row's result then does not depend on which other
+        # sequences share the batch (measured bit-identical with SmolLM2, flash attention on or
+        # off), and a sequence can never take another's cells.
         cparams.kv_unified = False
-        # Flash attention on the CPU makes a token's logits depend on how its prompt was split
-        # into chunks, so cache hits and chunked prefill would change greedy output. Without it
-        # each token's result is independent of batch shape (measured with SmolLM2).
         cparams.flash_attn_type = (L.LLAMA_FLASH_ATTN_TYPE_ENABLED if config.flash_attn
                                    else L.LLAMA_FLASH_ATTN_TYPE_DISABLED)
         cparams.no_perf = True
@@ -255,7 +274,9 @@ class LlamaCppBackend(Backend):
             raise ModelLoadError(f"could not create a context for {config.path}")
         self._mem = L.llama_get_memory(self._ctx)
         self._batch = L.llama_batch_init(config.n_batch, 0, 1)
-        self._scheduler = Scheduler(config.n_slots, config.n_batch)
+        self._scheduler = Scheduler(config.n_slots, config.n_batch, config.prefill_chunk)
+        # Events produced during a step, delivered to the event loop(s) in one call per step.
+        self._outbox: list[tuple[asyncio.AbstractEventLoop, asyncio.Queue[Event], Event]] = []
 
         self._inbox: queue.SimpleQueue[_Message] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -294,8 +315,8 @@ class LlamaCppBackend(Backend):
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[Event] = asyncio.Queue()
 
-        def emit(ev: Event) -> None:
-            loop.call_soon_threadsafe(events.put_nowait, ev)
+        def emit(ev: Event) -> None:  # engine thread only
+            self._outbox.append((loop, events, ev))
 
         seq = Sequence(request=request, emit=emit)
         self._inbox.put(_Submit(seq))
@@ -336,8 +357,21 @@ class LlamaCppBackend(Backend):
             plan = sched.schedule()
             if plan:
                 self._step(plan)
+            self._flush()
         for seq in [*sched.running, *sched.waiting]:
             self._retire(seq, "cancelled")
+        self._flush()
+
+    def _flush(self) -> None:
+        if not self._outbox:
+            return
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue[Event], Event]]] = {}
+        for loop, q, ev in self._outbox:
+            by_loop.setdefault(loop, []).append((q, ev))
+        self._outbox = []
+        for loop, items in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # that loop is closed: nobody is listening
+                loop.call_soon_threadsafe(_deliver, items)
 
     def _prepare(self, seq: Sequence) -> None:
         """A newly admitted sequence: drop the slot's KV past the reused prefix, new sampler."""
@@ -366,17 +400,28 @@ class LlamaCppBackend(Backend):
             return True
 
     def _step(self, plan: list[Work]) -> None:
-        rows = self._fill_batch(plan)
+        """One decode call for all decode rows (ordered by slot, so that llama.cpp can keep them
+        in one ubatch), then one call per prompt chunk: a chunk never shares a ubatch, which
+        keeps its result independent of what else runs (see scheduler.py)."""
+        decodes = sorted((w for w in plan if w.decode), key=lambda w: w.seq.slot)
+        if decodes:
+            self._run(decodes)
+        for work in plan:
+            if not work.decode:
+                self._run([work])
+
+    def _run(self, works: list[Work]) -> None:
+        rows = self._fill_batch(works)
         rc = L.llama_decode(self._ctx, self._batch)
         if rc != 0:
-            log.error("llama_decode failed (rc=%d) for %d sequences", rc, len(plan))
-            for work in plan:
+            log.error("llama_decode failed (rc=%d) for %d sequences", rc, len(works))
+            for work in works:
                 work.seq.emit(Failed(f"inference failed (llama_decode returned {rc})"))
                 self._scheduler.retire(work.seq, keep_cache=False)
                 L.llama_memory_seq_rm(self._mem, work.seq.slot, -1, -1)
                 self._release(work.seq, None)
             return
-        for work, row in zip(plan, rows, strict=True):
+        for work, row in zip(works, rows, strict=True):
             work.seq.n_past += len(work.tokens)
             if row >= 0:
                 self._sample(work.seq, row)
@@ -448,6 +493,11 @@ class LlamaCppBackend(Backend):
         with self._count_lock:
             self._busy_slots = len(self._scheduler.running)
             self._waiting = len(self._scheduler.waiting)
+
+
+def _deliver(items: list[tuple[asyncio.Queue[Event], Event]]) -> None:
+    for q, ev in items:
+        q.put_nowait(ev)
 
 
 async def _drain(events: asyncio.Queue[Event]) -> AsyncIterator[Event]:

@@ -10,13 +10,12 @@ Prefix caching: a slot keeps the KV of the last sequence it held. A new sequence
 free slot whose cached tokens share the longest prefix with its prompt (the same system prompt,
 the previous turn of the chat), and prefill starts after that prefix.
 
-Batch invariance: ggml computes attention for a lone query row of a sequence with a different
-kernel than for several rows, and the rounding differs. Decode steps are always one row per
-sequence; prompts are always processed in chunks of two rows or more (unless the whole prompt is
-one token). So a prompt token's KV and logits are the same however the prompt was chunked or
-batched, and the cache keeps only prompt KV (generated tokens' KV came from one-row steps).
-The backend executes the plan, samples where `logits` is set and reports back through
-`advance`. This module owns no locks: only the engine thread calls it.
+Batch invariance: how llama.cpp computes a prompt token depends on which rows share its chunk
+(with flash attention, on the chunk's exact extent). So prompts are always cut at the same
+absolute positions, multiples of `chunk` (one chunk per sequence per step), and a cached prefix
+is reused only up to such a boundary. A prompt token's KV and logits are then the same however
+busy the server is and whatever was cached. Decode steps are one row per sequence, always; the
+cache keeps only prompt KV, never that of generated tokens (computed one row at a time).
 """
 
 from __future__ import annotations
@@ -66,14 +65,16 @@ class Work:
     tokens: list[int]
     start: int
     logits: bool  # sample after this chunk (a decode token, or the end of the prompt)
+    decode: bool = False  # one generated token fed back, rather than a prompt chunk
 
 
 class Scheduler:
-    def __init__(self, n_slots: int, token_budget: int) -> None:
-        if n_slots < 1 or token_budget < n_slots:
-            raise ValueError("need n_slots >= 1 and token_budget >= n_slots")
+    def __init__(self, n_slots: int, token_budget: int, chunk: int) -> None:
+        if n_slots < 1 or chunk < 1 or token_budget < n_slots + chunk:
+            raise ValueError("need n_slots >= 1, chunk >= 1, token_budget >= n_slots + chunk")
         self.n_slots = n_slots
         self.token_budget = token_budget
+        self.chunk = chunk
         self.waiting: deque[Sequence] = deque()
         self.slots: list[Sequence | None] = [None] * n_slots
         self._admitted: list[Sequence] = []  # running sequences in admission order
@@ -105,9 +106,10 @@ class Scheduler:
             slot = max(free, key=lambda i: (reuse[i], -self._last_used[i]))
             free.remove(slot)
             seq.slot = slot
-            # leave at least two prompt rows to compute: logits are needed for the last one,
-            # and a one-row chunk would round differently (see batch invariance)
-            seq.cached = seq.n_past = max(0, min(reuse[slot], len(prompt) - 2))
+            # logits are needed for the last prompt token, so it is always recomputed; reuse
+            # stops at a chunk boundary (see batch invariance)
+            usable = max(0, min(reuse[slot], len(prompt) - 1))
+            seq.cached = seq.n_past = usable - usable % self.chunk
             self.slots[slot] = seq
             self._last_used[slot] = next(self._clock)
             self._admitted.append(seq)
@@ -120,19 +122,20 @@ class Scheduler:
         plan: list[Work] = []
         for seq in self._admitted:
             if not seq.prefilling:
-                plan.append(Work(seq, [seq.generated[-1]], seq.n_past, logits=True))
+                plan.append(Work(seq, [seq.generated[-1]], seq.n_past, logits=True,
+                                 decode=True))
                 budget -= 1
         for seq in self._admitted:
             if budget <= 0:
                 break
             if seq.prefilling:
-                size = _chunk_size(len(seq.request.prompt_tokens) - seq.n_past, budget)
-                if size == 0:
-                    continue
-                chunk = list(seq.request.prompt_tokens[seq.n_past : seq.n_past + size])
-                done = seq.n_past + size == len(seq.request.prompt_tokens)
-                plan.append(Work(seq, chunk, seq.n_past, logits=done))
-                budget -= size
+                prompt = seq.request.prompt_tokens
+                end = min(len(prompt), (seq.n_past // self.chunk + 1) * self.chunk)
+                if end - seq.n_past > budget:
+                    continue  # the whole aligned chunk, or nothing this step
+                plan.append(Work(seq, list(prompt[seq.n_past : end]), seq.n_past,
+                                 logits=end == len(prompt)))
+                budget -= end - seq.n_past
         return plan
 
     def remove(self, request_id: int) -> Sequence | None:
@@ -152,15 +155,6 @@ class Scheduler:
         self._admitted.remove(seq)
         self.slots[seq.slot] = None
         self.slot_cache[seq.slot] = seq.reusable() if keep_cache else []
-
-
-def _chunk_size(remaining: int, budget: int) -> int:
-    """How many prompt tokens to take now: never a one-token chunk, and never one that would
-    leave a single token for later, unless the prompt has only one token to compute."""
-    if remaining <= budget:
-        return remaining
-    size = budget if remaining - budget >= 2 else budget - 1
-    return size if size >= 2 else 0
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:

@@ -1,0 +1,338 @@
+"""Serving benchmark: wai against llama.cpp's own server, same GGUF, same prompts, same run.
+
+For each concurrency level (default 1, 4, 8, 16 streaming clients) every client sends `--rounds`
+requests one after another: a raw prompt, `--max-tokens` output tokens with end-of-text
+suppressed (so every request produces all its tokens), greedy sampling. Reported per engine and
+level, in vLLM's vocabulary: aggregate output tok/s, TTFT (time to first token) and TPOT (time
+per output token after the first), p50 and p95. Ratios are against llama-server measured in
+this same run, since these machines are shared and noisy.
+
+Engines:
+  wai           `wai serve`, slots = the largest level
+  llama-server  llama.cpp's C++ server, `--parallel N` per level (bench/build_llama_server.sh)
+  llama-cpp-py  `python -m llama_cpp.server` (llama-cpp-python's bundled server; one at a time)
+and llama.cpp's `llama-bench` tg128 on the same file as the single-stream decode anchor.
+
+Usage: .venv/bin/python bench/serve.py [--clients 1,4,8,16] [--max-tokens 128] [--rounds 2]
+                                       [--engines wai,llama-server,llama-cpp-py] [--out bench/out]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from wai.catalog import embedded_model_path  # noqa: E402
+
+TOPICS = ["cats", "the sea", "a robot", "winter", "bread", "a lighthouse", "trains", "bees",
+          "a volcano", "chess", "the moon", "a library", "rain", "a violin", "maps", "tea"]
+MODEL_ID = "@cf/meta/llama-2-7b-chat-int8"
+
+
+def prompt_for(i: int) -> str:
+    topic = TOPICS[i % len(TOPICS)]
+    return (f"<|im_start|>user\nWrite a long story about {topic}, number {i}.<|im_end|>\n"
+            "<|im_start|>assistant\n")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def process(cmd: list[str], health: str, env: dict[str, str] | None = None,
+            timeout: float = 120) -> Iterator[None]:
+    log = open(ROOT / "bench" / "out" / f"{Path(cmd[0]).name}-{time.time():.0f}.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+                            env={**os.environ, **(env or {})})
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{cmd[0]} exited with {proc.returncode}, see {log.name}")
+            try:
+                if httpx.get(health, timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{cmd[0]} did not become healthy, see {log.name}")
+            time.sleep(0.25)
+        yield
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+# --- clients: one per engine, each yields the arrival time of every output token --------------
+
+
+@dataclass
+class Sample:
+    start: float
+    token_times: list[float] = field(default_factory=list)
+
+
+async def sse_data(resp: httpx.Response) -> AsyncIterator[str]:
+    async for line in resp.aiter_lines():
+        if line.startswith("data: "):
+            yield line[6:]
+
+
+async def wai_request(client: httpx.AsyncClient, base: str, i: int, n: int) -> Sample:
+    s = Sample(time.perf_counter())
+    body = {"prompt": prompt_for(i), "raw": True, "stream": True, "max_tokens": n,
+            "ignore_eos": True, "temperature": 0}
+    async with client.stream("POST", f"{base}/client/v4/accounts/bench/ai/run/{MODEL_ID}",
+                             json=body) as r:
+        r.raise_for_status()
+        async for data in sse_data(r):
+            if data == "[DONE]":
+                break
+            if "usage" not in json.loads(data):
+                s.token_times.append(time.perf_counter())
+    return s
+
+
+async def llama_server_request(client: httpx.AsyncClient, base: str, i: int, n: int) -> Sample:
+    s = Sample(time.perf_counter())
+    body = {"prompt": prompt_for(i), "n_predict": n, "stream": True, "ignore_eos": True,
+            "temperature": 0, "cache_prompt": True}
+    async with client.stream("POST", f"{base}/completion", json=body) as r:
+        r.raise_for_status()
+        async for data in sse_data(r):
+            ev = json.loads(data)
+            if ev.get("stop"):
+                break
+            s.token_times.append(time.perf_counter())
+    return s
+
+
+async def llama_cpp_py_request(client: httpx.AsyncClient, base: str, i: int, n: int) -> Sample:
+    s = Sample(time.perf_counter())
+    # llama-cpp-python's server has no ignore_eos: suppress both end tokens of SmolLM2 instead
+    body = {"prompt": prompt_for(i), "max_tokens": n, "stream": True, "temperature": 0,
+            "logit_bias": {"0": -100, "2": -100}}
+    async with client.stream("POST", f"{base}/v1/completions", json=body) as r:
+        r.raise_for_status()
+        async for data in sse_data(r):
+            if data == "[DONE]":
+                break
+            ev = json.loads(data)
+            if ev["choices"] and ev["choices"][0].get("finish_reason") is None:
+                s.token_times.append(time.perf_counter())
+    return s
+
+
+Requester = Callable[[httpx.AsyncClient, str, int, int], Any]
+
+
+async def load(base: str, request: Requester, clients: int, rounds: int,
+               n: int) -> tuple[float, list[Sample]]:
+    limits = httpx.Limits(max_connections=clients + 4)
+    async with httpx.AsyncClient(timeout=600, limits=limits) as client:
+        await request(client, base, 10_000, 8)  # warm-up
+
+        async def user(u: int) -> list[Sample]:
+            return [await request(client, base, u * rounds + k, n) for k in range(rounds)]
+
+        t0 = time.perf_counter()
+        per_user = await asyncio.gather(*(user(u) for u in range(clients)))
+        wall = time.perf_counter() - t0
+    return wall, [s for samples in per_user for s in samples]
+
+
+def pct(values: list[float], p: float) -> float:
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[int(p) - 1]
+
+
+@dataclass
+class Row:
+    engine: str
+    clients: int
+    tok_s: float
+    ttft_p50: float
+    ttft_p95: float
+    tpot_p50: float
+    tpot_p95: float
+    tokens: int
+
+
+def summarize(engine: str, clients: int, wall: float, samples: list[Sample]) -> Row:
+    tokens = sum(len(s.token_times) for s in samples)
+    ttft = [(s.token_times[0] - s.start) * 1000 for s in samples if s.token_times]
+    tpot = [(s.token_times[-1] - s.token_times[0]) * 1000 / (len(s.token_times) - 1)
+            for s in samples if len(s.token_times) > 1]
+    return Row(engine, clients, tokens / wall, pct(ttft, 50), pct(ttft, 95), pct(tpot, 50),
+               pct(tpot, 95), tokens)
+
+
+# --- the engines ------------------------------------------------------------------------------
+
+
+def run_wai(model: Path, levels: list[int], rounds: int, n: int) -> list[Row]:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {"WAI_SLOTS": str(max(levels)), "WAI_CTX_PER_SLOT": "512",
+           "WAI_DEFAULT_MODEL": str(model)}
+    rows = []
+    with process([sys.executable, "-m", "wai.cli", "serve", "--port", str(port)],
+                 f"{base}/healthz", env):
+        for c in levels:
+            wall, samples = asyncio.run(load(base, wai_request, c, rounds, n))
+            rows.append(summarize("wai", c, wall, samples))
+            print(_fmt(rows[-1]), flush=True)
+    return rows
+
+
+def run_llama_server(bin_dir: Path, model: Path, levels: list[int], rounds: int,
+                     n: int) -> list[Row]:
+    rows = []
+    for c in levels:
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        cmd = [str(bin_dir / "llama-server"), "-m", str(model), "--port", str(port),
+               "--parallel", str(c), "-c", str(512 * c), "-t", "2", "-tb", "2",
+               "--no-webui"]
+        with process(cmd, f"{base}/health"):
+            wall, samples = asyncio.run(load(base, llama_server_request, c, rounds, n))
+        rows.append(summarize("llama-server", c, wall, samples))
+        print(_fmt(rows[-1]), flush=True)
+    return rows
+
+
+def run_llama_cpp_py(model: Path, levels: list[int], n: int) -> list[Row]:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--port", str(port),
+           "--n_ctx", "2048", "--n_threads", "2", "--n_threads_batch", "2"]
+    rows = []
+    with process(cmd, f"{base}/v1/models"):
+        for c in levels:
+            wall, samples = asyncio.run(load(base, llama_cpp_py_request, c, 1, n))
+            rows.append(summarize("llama-cpp-py", c, wall, samples))
+            print(_fmt(rows[-1]), flush=True)
+    return rows
+
+
+def llama_bench_tg(bin_dir: Path, model: Path, n: int) -> float:
+    out = subprocess.run([str(bin_dir / "llama-bench"), "-m", str(model), "-p", "0", "-n",
+                          str(n), "-t", "2", "-r", "3", "-o", "json"],
+                         capture_output=True, text=True, check=True).stdout
+    return float(json.loads(out)[0]["avg_ts"])
+
+
+# --- report -----------------------------------------------------------------------------------
+
+
+def _fmt(r: Row) -> str:
+    return (f"{r.engine:13} {r.clients:>3} clients  {r.tok_s:7.1f} tok/s  "
+            f"TTFT p50 {r.ttft_p50:7.0f} ms p95 {r.ttft_p95:7.0f} ms  "
+            f"TPOT p50 {r.tpot_p50:6.1f} ms p95 {r.tpot_p95:6.1f} ms")
+
+
+def table(rows: list[Row], tg: float | None) -> str:
+    anchor = {r.clients: r for r in rows if r.engine == "llama-server"}
+    lines = ["| engine | clients | tok/s | vs llama-server | TTFT p50 ms | TTFT p95 ms "
+             "| TPOT p50 ms | TPOT p95 ms |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        ratio = f"{r.tok_s / anchor[r.clients].tok_s:.2f}x" if r.clients in anchor else "-"
+        lines.append(f"| {r.engine} | {r.clients} | {r.tok_s:.1f} | {ratio} | {r.ttft_p50:.0f} "
+                     f"| {r.ttft_p95:.0f} | {r.tpot_p50:.1f} | {r.tpot_p95:.1f} |")
+    if tg is not None:
+        for r in rows:
+            if r.engine == "wai" and r.clients == 1:
+                lines.append(f"\nllama-bench tg: {tg:.1f} tok/s; wai single stream "
+                             f"{r.tok_s:.1f} tok/s end to end ({r.tok_s / tg:.2f}x), decode "
+                             f"{1000 / r.tpot_p50:.1f} tok/s ({1000 / r.tpot_p50 / tg:.2f}x)")
+    return "\n".join(lines)
+
+
+def plot(rows: list[Row], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    for engine in dict.fromkeys(r.engine for r in rows):
+        rs = [r for r in rows if r.engine == engine]
+        ax1.plot([r.clients for r in rs], [r.tok_s for r in rs], marker="o", label=engine)
+        ax2.plot([r.clients for r in rs], [r.ttft_p95 for r in rs], marker="o", label=engine)
+    ax1.set(xlabel="concurrent streaming clients", ylabel="aggregate output tok/s",
+            title="Throughput")
+    ax2.set(xlabel="concurrent streaming clients", ylabel="TTFT p95 (ms)", yscale="log",
+            title="Time to first token, p95")
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle("SmolLM2-135M Q4_1, 2 CPU cores, greedy, EOS suppressed")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--clients", default="1,4,8,16")
+    ap.add_argument("--max-tokens", type=int, default=128)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--engines", default="wai,llama-server,llama-cpp-py")
+    ap.add_argument("--model", type=Path, default=None, help="GGUF (default: embedded)")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
+    args = ap.parse_args()
+    levels = [int(c) for c in args.clients.split(",")]
+    engines = args.engines.split(",")
+    model = args.model or embedded_model_path()
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    bin_dir = None
+    if "llama-server" in engines:
+        bin_dir = Path(subprocess.run([str(ROOT / "bench" / "build_llama_server.sh")],
+                                      capture_output=True, text=True, check=True).stdout.strip())
+    rows: list[Row] = []
+    if "wai" in engines:
+        rows += run_wai(model, levels, args.rounds, args.max_tokens)
+    if bin_dir is not None:
+        rows += run_llama_server(bin_dir, model, levels, args.rounds, args.max_tokens)
+    if "llama-cpp-py" in engines:
+        rows += run_llama_cpp_py(model, levels, args.max_tokens)
+    tg = llama_bench_tg(bin_dir, model, args.max_tokens) if bin_dir is not None else None
+
+    report = table(rows, tg)
+    print()
+    print(f"model {model.name}, {args.max_tokens} output tokens/request, {args.rounds} "
+          f"request(s) per client, {os.cpu_count()} cores")
+    print(report)
+    (args.out / "serve.md").write_text(report + "\n")
+    (args.out / "serve.json").write_text(json.dumps([r.__dict__ for r in rows], indent=1))
+    plot(rows, args.out / "serve.png")
+    print(f"\nwrote {args.out / 'serve.md'}, serve.json, serve.png")
+
+
+if __name__ == "__main__":
+    main()

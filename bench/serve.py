@@ -8,10 +8,13 @@ per output token after the first), p50 and p95. Ratios are against llama-server 
 this same run, since these machines are shared and noisy.
 
 Engines:
-  wai           `wai serve`, slots = the largest level
-  llama-server  llama.cpp's C++ server, `--parallel N` per level (bench/build_llama_server.sh)
-  llama-cpp-py  `python -m llama_cpp.server` (llama-cpp-python's bundled server; one at a time)
-and llama.cpp's `llama-bench` tg128 on the same file as the single-stream decode anchor.
+  wai              `wai serve`, slots = the largest level
+  llama-server     llama.cpp's C++ server, `--parallel N` per level (bench/build_llama_server.sh)
+  llama-server-q8  the same, on the Q8_0 file wai computes with (for Q4_1/Q5_1 inputs, see
+                   wai/engine/weights.py): separates wai's scheduling from its weight format
+  llama-cpp-py     `python -m llama_cpp.server` (llama-cpp-python's bundled server)
+and llama.cpp's `llama-bench` tg128 on the same file as the single-stream decode anchor, next to
+wai's engine decoding one stream in-process (no HTTP).
 
 Usage: .venv/bin/python bench/serve.py [--clients 1,4,8,16] [--max-tokens 128] [--rounds 2]
                                        [--engines wai,llama-server,llama-cpp-py] [--out bench/out]
@@ -50,6 +53,18 @@ def prompt_for(i: int) -> str:
     topic = TOPICS[i % len(TOPICS)]
     return (f"<|im_start|>user\nWrite a long story about {topic}, number {i}.<|im_end|>\n"
             "<|im_start|>assistant\n")
+
+
+N_TG = 128
+
+
+def converted(model: Path) -> Path:
+    """The file wai computes with for `model` (its Q8_0 conversion, for Q4_1/Q5_1)."""
+    from wai.engine.llamacpp import read_metadata
+    from wai.engine.weights import compute_path
+    from wai.settings import Settings
+
+    return compute_path(model, read_metadata(model), "auto", Settings().cache_dir)
 
 
 def free_port() -> int:
@@ -211,7 +226,7 @@ def run_wai(model: Path, levels: list[int], rounds: int, n: int) -> list[Row]:
 
 
 def run_llama_server(bin_dir: Path, model: Path, levels: list[int], rounds: int,
-                     n: int) -> list[Row]:
+                     n: int, label: str = "llama-server") -> list[Row]:
     rows = []
     for c in levels:
         port = free_port()
@@ -221,7 +236,7 @@ def run_llama_server(bin_dir: Path, model: Path, levels: list[int], rounds: int,
                "--no-webui"]
         with process(cmd, f"{base}/health"):
             wall, samples = asyncio.run(load(base, llama_server_request, c, rounds, n))
-        rows.append(summarize("llama-server", c, wall, samples))
+        rows.append(summarize(label, c, wall, samples))
         print(_fmt(rows[-1]), flush=True)
     return rows
 
@@ -240,6 +255,28 @@ def run_llama_cpp_py(model: Path, levels: list[int], n: int) -> list[Row]:
     return rows
 
 
+def engine_decode(model: Path, n: int) -> float:
+    """wai's engine alone, in-process: one stream, decode tok/s after the first token."""
+    from wai.engine.base import GenerationRequest, SamplingParams
+    from wai.engine.llamacpp import LlamaCppBackend, LlamaCppConfig
+
+    async def go() -> float:
+        backend = LlamaCppBackend(LlamaCppConfig(model, "bench", n_slots=1, n_ctx_seq=512,
+                                                 n_batch=256))
+        await backend.start()
+        prompt = backend.tokenizer.tokenize(prompt_for(1), add_special=True, parse_special=True)
+        best = 0.0
+        for _ in range(3):
+            gen = backend.submit(GenerationRequest(prompt, n, SamplingParams(temperature=0),
+                                                   ignore_eos=True))
+            times = [time.perf_counter() async for _ in gen]
+            best = max(best, (n - 1) / (times[-2] - times[0]))
+        await backend.close()
+        return best
+
+    return asyncio.run(go())
+
+
 def llama_bench_tg(bin_dir: Path, model: Path, n: int) -> float:
     out = subprocess.run([str(bin_dir / "llama-bench"), "-m", str(model), "-p", "0", "-n",
                           str(n), "-t", "2", "-r", "3", "-o", "json"],
@@ -256,7 +293,7 @@ def _fmt(r: Row) -> str:
             f"TPOT p50 {r.tpot_p50:6.1f} ms p95 {r.tpot_p95:6.1f} ms")
 
 
-def table(rows: list[Row], tg: float | None) -> str:
+def table(rows: list[Row], tg: float | None, engine_tg: float | None) -> str:
     anchor = {r.clients: r for r in rows if r.engine == "llama-server"}
     lines = ["| engine | clients | tok/s | vs llama-server | TTFT p50 ms | TTFT p95 ms "
              "| TPOT p50 ms | TPOT p95 ms |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
@@ -267,9 +304,13 @@ def table(rows: list[Row], tg: float | None) -> str:
     if tg is not None:
         for r in rows:
             if r.engine == "wai" and r.clients == 1:
-                lines.append(f"\nllama-bench tg: {tg:.1f} tok/s; wai single stream "
-                             f"{r.tok_s:.1f} tok/s end to end ({r.tok_s / tg:.2f}x), decode "
-                             f"{1000 / r.tpot_p50:.1f} tok/s ({1000 / r.tpot_p50 / tg:.2f}x)")
+                decode = 1000 / r.tpot_p50
+                lines.append(f"\nsingle stream vs llama-bench tg{N_TG} ({tg:.1f} tok/s): wai over "
+                             f"HTTP {r.tok_s:.1f} tok/s end to end ({r.tok_s / tg:.2f}x), "
+                             f"decode {decode:.1f} tok/s ({decode / tg:.2f}x)")
+        if engine_tg is not None and tg is not None:
+            lines.append(f"wai engine in-process, one stream: {engine_tg:.1f} tok/s "
+                         f"({engine_tg / tg:.2f}x)")
     return "\n".join(lines)
 
 
@@ -301,7 +342,7 @@ def main() -> None:
     ap.add_argument("--clients", default="1,4,8,16")
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--engines", default="wai,llama-server,llama-cpp-py")
+    ap.add_argument("--engines", default="wai,llama-server,llama-server-q8,llama-cpp-py")
     ap.add_argument("--model", type=Path, default=None, help="GGUF (default: embedded)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
     args = ap.parse_args()
@@ -311,19 +352,25 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
 
     bin_dir = None
-    if "llama-server" in engines:
+    if any(e.startswith("llama-server") for e in engines):
         bin_dir = Path(subprocess.run([str(ROOT / "bench" / "build_llama_server.sh")],
                                       capture_output=True, text=True, check=True).stdout.strip())
     rows: list[Row] = []
     if "wai" in engines:
         rows += run_wai(model, levels, args.rounds, args.max_tokens)
-    if bin_dir is not None:
+    if bin_dir is not None and "llama-server" in engines:
         rows += run_llama_server(bin_dir, model, levels, args.rounds, args.max_tokens)
+    if bin_dir is not None and "llama-server-q8" in engines:
+        q8 = converted(model)
+        if q8 != model:
+            rows += run_llama_server(bin_dir, q8, levels, args.rounds, args.max_tokens,
+                                     "llama-server-q8")
     if "llama-cpp-py" in engines:
         rows += run_llama_cpp_py(model, levels, args.max_tokens)
-    tg = llama_bench_tg(bin_dir, model, args.max_tokens) if bin_dir is not None else None
+    tg = llama_bench_tg(bin_dir, model, N_TG) if bin_dir is not None else None
+    engine_tg = engine_decode(model, N_TG) if "wai" in engines else None
 
-    report = table(rows, tg)
+    report = table(rows, tg, engine_tg)
     print()
     print(f"model {model.name}, {args.max_tokens} output tokens/request, {args.rounds} "
           f"request(s) per client, {os.cpu_count()} cores")

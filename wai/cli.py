@@ -40,7 +40,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     logging.getLogger("wai").info("serving on http://%s:%d, %s", settings.host, settings.port,
                                   mode)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
-                log_level="warning", timeout_graceful_shutdown=30)
+                log_level="warning", timeout_graceful_shutdown=30, loop="uvloop",
+                http="httptools")
     return 0
 
 

@@ -8,6 +8,7 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 
+import pytest
 import requests
 
 from tests.conftest import LLAMA2, TOKEN, Server
@@ -74,10 +75,29 @@ def test_non_streaming_disconnect_frees_the_slot(server: Server) -> None:
     wait_for(lambda: idle(server))
     before = server.stats()["requests_cancelled"]
     sock = _raw_post(server, {**LONG, "stream": False})
-    wait_for(lambda: server.stats()["slots_busy"] == 1)
-    sock.close()
+    try:
+        wait_for(lambda: server.stats()["slots_busy"] == 1)
+    finally:
+        sock.close()
     wait_for(lambda: idle(server))
     assert server.stats()["requests_cancelled"] == before + 1
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_disconnect_during_prefill_frees_the_slot(server: Server, stream: bool) -> None:
+    wait_for(lambda: idle(server))
+    before = server.stats()
+    # ~1600 prompt tokens: a dozen 128-token prefill steps
+    sock = _raw_post(server, {"prompt": "lorem ipsum dolor " * 230, "raw": True,
+                              "stream": stream, "max_tokens": 64})
+    try:
+        wait_for(lambda: server.stats()["slots_busy"] == 1)
+    finally:
+        sock.close()
+    wait_for(lambda: idle(server))
+    after = server.stats()
+    assert after["requests_cancelled"] == before["requests_cancelled"] + 1
+    assert after["tokens_generated"] == before["tokens_generated"]  # never left prefill
 
 
 def test_reject_if_busy_fails_fast_with_3040(server: Server) -> None:

@@ -119,6 +119,8 @@ class EngineStats:
     waiting: int
     requests_finished: int
     requests_cancelled: int
+    tokens_generated: int = 0
+    kv_cache_bytes: int = 0
 
 
 class Tokenizer(abc.ABC):

@@ -179,6 +179,21 @@ def _model_metadata(model: Any) -> dict[str, str]:
     return meta
 
 
+def kv_cache_bytes(meta: dict[str, str], n_ctx: int) -> int:
+    """Size of an f16 K+V cache of n_ctx cells, from the model's hyperparameters (0 if the
+    metadata does not say, e.g. per-layer head counts)."""
+    arch = meta.get("general.architecture", "")
+
+    def num(key: str, default: int = 0) -> int:
+        value = meta.get(f"{arch}.{key}", "")
+        return int(value) if value.isdigit() else default
+
+    heads = num("attention.head_count")
+    k_len = num("attention.key_length", num("embedding_length") // heads if heads else 0)
+    v_len = num("attention.value_length", k_len)
+    return n_ctx * num("block_count") * num("attention.head_count_kv", heads) * (k_len + v_len) * 2
+
+
 def _read_str(fn: Any, model: Any, i: int) -> str:
     size = 256
     while True:
@@ -273,6 +288,10 @@ class LlamaCppBackend(Backend):
             L.llama_model_free(self._model)
             raise ModelLoadError(f"could not create a context for {config.path}")
         self._mem = L.llama_get_memory(self._ctx)
+        self.kv_bytes = kv_cache_bytes(self.metadata, cparams.n_ctx)
+        log.info("%s: %d slots x %d tokens of context, KV cache %.0f MiB, weights %s",
+                 self.name, config.n_slots, self.n_ctx_seq, self.kv_bytes / 2**20,
+                 self.weights_path.name)
         self._batch = L.llama_batch_init(config.n_batch, 0, 1)
         self._scheduler = Scheduler(config.n_slots, config.n_batch, config.prefill_chunk)
         # Events produced during a step, delivered to the event loop(s) in one call per step.
@@ -288,6 +307,7 @@ class LlamaCppBackend(Backend):
         self._cancelled = 0
         self._busy_slots = 0
         self._waiting = 0
+        self._generated = 0
 
     # -- event-loop side --
 
@@ -331,6 +351,8 @@ class LlamaCppBackend(Backend):
                 waiting=self._waiting,
                 requests_finished=self._finished,
                 requests_cancelled=self._cancelled,
+                tokens_generated=self._generated,
+                kv_cache_bytes=self.kv_bytes,
             )
 
     async def close(self) -> None:
@@ -425,6 +447,7 @@ class LlamaCppBackend(Backend):
             work.seq.n_past += len(work.tokens)
             if row >= 0:
                 self._sample(work.seq, row)
+        self._flush()  # a new prompt's first token goes out now, not after the whole step
 
     def _fill_batch(self, plan: list[Work]) -> list[int]:
         """Write the plan into the llama_batch; returns each work's logits row (-1: none)."""
@@ -477,6 +500,7 @@ class LlamaCppBackend(Backend):
             seq.sampler = None
         with self._count_lock:
             self._outstanding -= 1
+            self._generated += len(seq.generated)
             if reason == "cancelled":
                 self._cancelled += 1
             else:

@@ -422,15 +422,16 @@ class LlamaCppBackend(Backend):
             return True
 
     def _step(self, plan: list[Work]) -> None:
-        """One decode call for all decode rows (ordered by slot, so that llama.cpp can keep them
-        in one ubatch), then one call per prompt chunk: a chunk never shares a ubatch, which
-        keeps its result independent of what else runs (see scheduler.py)."""
-        decodes = sorted((w for w in plan if w.decode), key=lambda w: w.seq.slot)
-        if decodes:
-            self._run(decodes)
+        """One llama_decode per group of equal-length works (all decode rows are one group),
+        ordered by slot. With one KV stream per sequence, llama.cpp splits a batch into ubatches
+        of consecutive sequences contributing equally many tokens; equal lengths keep every
+        prompt chunk whole, and a chunk computes the same whoever shares its call (measured),
+        which is what keeps outputs independent of load (see scheduler.py)."""
+        groups: dict[int, list[Work]] = {}
         for work in plan:
-            if not work.decode:
-                self._run([work])
+            groups.setdefault(len(work.tokens), []).append(work)
+        for works in groups.values():
+            self._run(sorted(works, key=lambda w: w.seq.slot))
 
     def _run(self, works: list[Work]) -> None:
         rows = self._fill_batch(works)

@@ -6,9 +6,16 @@ STAMP  := $(VENV)/.wai-installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8787
 
+NODE_STAMP := tests/node/node_modules/.wai-installed
+
 .PHONY: install serve test lint bench clean
 
 install: $(STAMP)
+
+# Miniflare 4 and the seed's @cloudflare/ai, for the Worker tests (Node 20, from the lockfile).
+$(NODE_STAMP): tests/node/package.json tests/node/package-lock.json
+	cd tests/node && npm ci --no-audit --no-fund --loglevel=error
+	touch $(NODE_STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -21,13 +28,13 @@ $(STAMP): pyproject.toml
 serve: install
 	$(VENV)/bin/wai serve --host $(HOST) --port $(PORT)
 
-test: install
+test: install $(NODE_STAMP)
 	$(VENV)/bin/ruff check wai tests bench
 	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache tests/node/node_modules
 
 # Benchmarks (not part of `make test`): wai against llama.cpp's own server, same run.
 bench: install

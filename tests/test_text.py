@@ -12,3 +12,23 @@ def test_a_broken_tail_is_flushed_as_replacement() -> None:
     d = IncrementalDetokenizer()
     assert d.push(b"ok" + "😀".encode()[:2]) == "ok"
     assert d.flush() == "\ufffd"
+
+
+def test_stop_strings_are_cut_even_across_deltas() -> None:
+    from wai.text import StopMatcher
+
+    m = StopMatcher(["END", "\n\n"])
+    out = [m.push(t) for t in ["Hello E", "N", "D world"]]
+    assert out == ["Hello ", "", ""]
+    assert m.stopped and m.flush() == ""
+
+
+def test_held_text_is_released_when_it_is_not_a_stop() -> None:
+    from wai.text import StopMatcher
+
+    m = StopMatcher(["END"])
+    assert m.push("the E") == "the "
+    assert m.push("nd") == "End"
+    assert m.push("ing E") == "ing "
+    assert m.flush() == "E"
+    assert not m.stopped

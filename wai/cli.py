@@ -102,6 +102,42 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+PLUGIN = Path(__file__).resolve().parent.parent / "integrations" / "wrangler" / "wai-ai-plugin.mjs"
+
+WRANGLER_SNIPPET = """\
+# wrangler.local.toml: dev only (`wrangler dev -c wrangler.local.toml`). An "unsafe" binding is
+# uploaded as-is on deploy: keep this block out of your production configuration.
+[[unsafe.bindings]]
+name = "{binding}"
+type = "wai-ai"
+dev = {{ plugin = {{ package = "{plugin}", name = "wai-ai" }}, \
+options = {{ address = "{address}", token = "{token}" }} }}
+
+# Keep wrangler offline:
+#   export WRANGLER_SEND_METRICS=false WRANGLER_HIDE_BANNER=true CLOUDFLARE_CF_FETCH_ENABLED=false
+
+# Miniflare directly:
+#   new Miniflare({{ modules: true, scriptPath: "worker.js", compatibilityDate: "2025-09-01",
+#     cf: false,
+#     unsafeBindings: [{{ name: "{binding}", type: "wai-ai",
+#       plugin: {{ package: "{plugin}", name: "wai-ai" }},
+#       options: {{ address: "{address}", token: "{token}" }} }}] }})
+"""
+
+
+def cmd_wrangler_config(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    address = args.address or f"{settings.host}:{settings.port}"
+    token = args.token if args.token is not None else (settings.tokens or [""])[0]
+    if not PLUGIN.exists():
+        print(f"wai: the plugin module is not at {PLUGIN} (run from a wai checkout)",
+              file=sys.stderr)
+        return 1
+    print(WRANGLER_SNIPPET.format(binding=args.binding, plugin=PLUGIN, address=address,
+                                  token=token), end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="wai", description="A self-hosted, Workers AI-compatible LLM inference server."
@@ -133,6 +169,15 @@ def build_parser() -> argparse.ArgumentParser:
     models = sub.add_parser("models", parents=[common], help="list the catalog",
                             description="List catalog ids and the local model serving each.")
     models.set_defaults(func=cmd_models)
+
+    wrangler = sub.add_parser(
+        "wrangler-config", parents=[common], help="print the wrangler.toml AI binding snippet",
+        description="Print the dev-only wrangler.toml [[unsafe.bindings]] block (and the "
+                    "Miniflare options) that wire a Worker's AI binding to this wai.")
+    wrangler.add_argument("--binding", default="AI", help="binding name in the Worker (AI)")
+    wrangler.add_argument("--address", default=None, help="wai's host:port (from config)")
+    wrangler.add_argument("--token", default=None, help="wai token to send (first configured)")
+    wrangler.set_defaults(func=cmd_wrangler_config)
     return parser
 
 

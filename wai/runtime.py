@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from wai.catalog import EMBEDDED_NAME, Catalog, ModelSpec, embedded_model_path
@@ -121,7 +122,9 @@ class Runtime:
                     f"'/messages/{i}/content': longer than {lim.max_message_chars} characters"
                 )
 
-    def submit(self, model_id: str, inp: TextGenerationInput) -> tuple[Served, Generation]:
+    def submit(
+        self, model_id: str, inp: TextGenerationInput, stop: Sequence[str] = ()
+    ) -> tuple[Served, Generation]:
         """Resolve, check, template and queue. Raises RequestError or EngineError."""
         served = self.resolve(model_id)
         self.check_limits(inp)
@@ -135,6 +138,7 @@ class Runtime:
             ),
             reject_if_busy=bool(inp.options and inp.options.reject_if_busy),
             ignore_eos=inp.ignore_eos,
+            stop=tuple(stop),
         )
         return served, served.backend.submit(request)
 

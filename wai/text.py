@@ -21,3 +21,45 @@ class IncrementalDetokenizer:
     def flush(self) -> str:
         """Whatever is left at the end of the sequence (a broken tail becomes U+FFFD)."""
         return self._decoder.decode(b"", final=True)
+
+
+class StopMatcher:
+    """Applies stop strings to streamed text.
+
+    Text that could be the start of a stop string is held back until it is known not to be
+    one, so a client never sees part of a stop string. `push` returns what can be released;
+    `stopped` turns true once a stop string has appeared (the text before it is released, the
+    stop string and everything after it are dropped).
+    """
+
+    def __init__(self, stops: list[str]) -> None:
+        self.stops = [s for s in stops if s]
+        self._held = ""
+        self.stopped = False
+
+    def push(self, text: str) -> str:
+        if self.stopped:
+            return ""
+        if not self.stops:
+            return text
+        buf = self._held + text
+        cut = min((i for i in (buf.find(s) for s in self.stops) if i >= 0), default=-1)
+        if cut >= 0:
+            self.stopped = True
+            self._held = ""
+            return buf[:cut]
+        keep = max((_overlap(buf, s) for s in self.stops), default=0)
+        self._held = buf[len(buf) - keep:] if keep else ""
+        return buf[: len(buf) - keep]
+
+    def flush(self) -> str:
+        held, self._held = self._held, ""
+        return "" if self.stopped else held
+
+
+def _overlap(text: str, stop: str) -> int:
+    """Length of the longest suffix of text that is a proper prefix of stop."""
+    for n in range(min(len(text), len(stop) - 1), 0, -1):
+        if text.endswith(stop[:n]):
+            return n
+    return 0

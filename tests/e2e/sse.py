@@ -10,7 +10,10 @@ import requests
 
 def read_events(resp: requests.Response) -> list[Any]:
     """Every `data:` payload in order; JSON decoded, except the final "[DONE]"."""
-    raw = resp.content.decode("utf-8")
+    return parse_events(resp.content.decode("utf-8"))
+
+
+def parse_events(raw: str) -> list[Any]:
     assert raw.endswith("\n\n"), raw[-50:]
     events: list[Any] = []
     for block in raw.split("\n\n")[:-1]:

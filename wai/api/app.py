@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, Response
 
 import wai
-from wai.api import workers
+from wai.api import binding, openai, workers
 from wai.api.auth import TokenAuth
 from wai.api.errors import BAD_INPUT, INTERNAL, METHOD_NOT_ALLOWED, NO_ROUTE, CFError
 from wai.runtime import Runtime
@@ -39,6 +39,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
                   summary="A self-hosted, Workers AI-compatible LLM inference server")
     app.state.runtime = runtime
     app.include_router(workers.router)
+    app.include_router(binding.router)
+    app.include_router(openai.router)
 
     @app.get("/healthz")
     async def healthz() -> Response:

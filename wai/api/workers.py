@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -21,6 +20,7 @@ from wai.api.errors import (
     CFError,
     bad_input,
 )
+from wai.api.generation import collect, guarded
 from wai.engine.base import (
     Delta,
     EngineBusy,
@@ -66,6 +66,10 @@ def to_cf_error(e: Exception) -> CFError:
 
 @router.post("/client/v4/accounts/{account_id}/ai/run/{model:path}")
 async def run_model(request: Request, account_id: str, model: str) -> Response:
+    if model == "proxy":  # wrangler dev's AI fetcher: the binding protocol, forwarded
+        from wai.api.binding import run_binding
+
+        return await run_binding(request)
     runtime: Runtime = request.app.state.runtime
     request_id = str(uuid.uuid4())
     try:
@@ -76,66 +80,33 @@ async def run_model(request: Request, account_id: str, model: str) -> Response:
         return to_cf_error(e).response(request_id)
     headers = {"x-wai-model": served.local_name, "cf-ai-req-id": request_id}
     if inputs.stream:
-        return StreamingResponse(_sse(generation), headers={**sse.HEADERS, **headers})
+        return StreamingResponse(cf_sse(generation), headers={**sse.HEADERS, **headers})
     return await _complete(request, generation, request_id, headers)
 
 
-async def _sse(generation: Generation) -> AsyncIterator[bytes]:
-    done = False
-    try:
-        async for ev in generation:
-            if isinstance(ev, Delta):
-                yield sse.event({"response": ev.text, "p": sse.padding(ev.text)})
-            elif isinstance(ev, Finished):
-                done = True
-                yield sse.event({"response": "", "usage": usage_dict(ev.usage)})
-            elif isinstance(ev, Failed):
-                done = True
-                yield sse.event({"response": "", "error": {"code": INTERNAL,
-                                                           "message": ev.message}})
-        yield sse.DONE
-    finally:
-        if not done:  # the client went away (or the server is stopping): free the slot
-            generation.cancel()
+async def cf_sse(generation: Generation) -> AsyncIterator[bytes]:
+    """Workers AI's stream: a padded event per token, a usage event, [DONE]. Also what the
+    Worker binding passes through untouched."""
+    async for ev in guarded(generation):
+        if isinstance(ev, Delta):
+            yield sse.event({"response": ev.text, "p": sse.padding(ev.text)})
+        elif isinstance(ev, Finished):
+            yield sse.event({"response": "", "usage": usage_dict(ev.usage)})
+        else:
+            yield sse.event({"response": "", "error": {"code": INTERNAL, "message": ev.message}})
+    yield sse.DONE
 
 
 async def _complete(
     request: Request, generation: Generation, request_id: str, headers: dict[str, str]
 ) -> Response:
-    """Collect the whole response, cancelling the generation if the client disconnects."""
-    collect = asyncio.ensure_future(_collect(generation))
-    gone = asyncio.ensure_future(_disconnected(request))
-    try:
-        await asyncio.wait({collect, gone}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        gone.cancel()
-        if not collect.done():
-            collect.cancel()
-            generation.cancel()
-    if not collect.done() or collect.cancelled():
+    done = await collect(request, generation)
+    if done is None:
         return CFError.inference(408, ABORTED, "Aborted: the client closed the connection") \
             .response(request_id)
-    text, final = collect.result()
-    if isinstance(final, Failed):
-        return CFError.inference(500, INTERNAL, final.message).response(request_id)
-    result = {"response": text, "usage": usage_dict(final.usage)}
+    if isinstance(done.final, Failed):
+        return CFError.inference(500, INTERNAL, done.final.message).response(request_id)
+    result = {"response": done.text, "usage": usage_dict(done.final.usage)}
     return JSONResponse(
         {"result": result, "success": True, "errors": [], "messages": []}, headers=headers
     )
-
-
-async def _collect(generation: Generation) -> tuple[str, Finished | Failed]:
-    parts: list[str] = []
-    async for ev in generation:
-        if isinstance(ev, Delta):
-            parts.append(ev.text)
-        else:
-            return "".join(parts), ev
-    raise RuntimeError("generation ended without a final event")
-
-
-async def _disconnected(request: Request) -> None:
-    while True:
-        message = await request.receive()
-        if message["type"] == "http.disconnect":
-            return

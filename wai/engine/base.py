@@ -43,8 +43,10 @@ class GenerationRequest:
     sampling: SamplingParams = field(default_factory=SamplingParams)
     # Fail fast with EngineBusy instead of queueing when no slot is free (rejectIfBusy).
     reject_if_busy: bool = False
-    # Benchmarks only: keep generating past end-of-text so every request has the same length.
+    # Keep generating past end-of-text (benchmarks; Workers AI's `ignore_eos`).
     ignore_eos: bool = False
+    # Stop strings: generation ends before the first one; it never appears in the output.
+    stop: tuple[str, ...] = ()
     request_id: int = field(default_factory=next_request_id)
 
 

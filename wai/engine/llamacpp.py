@@ -43,7 +43,7 @@ from wai.engine.base import (
 )
 from wai.engine.scheduler import Scheduler, Sequence, Work
 from wai.engine.weights import WeightsMode, compute_path
-from wai.text import IncrementalDetokenizer
+from wai.text import IncrementalDetokenizer, StopMatcher
 
 log = logging.getLogger("wai.engine")
 
@@ -403,6 +403,7 @@ class LlamaCppBackend(Backend):
             seq.cached = seq.n_past = 0
         seq.sampler = _make_sampler(seq.request.sampling, self.tokenizer.n_vocab)
         seq.decoder = IncrementalDetokenizer()
+        seq.stopper = StopMatcher(list(seq.request.stop))
 
     def _drain_inbox(self, block: bool) -> bool:
         """Apply pending messages; False once asked to stop."""
@@ -479,9 +480,11 @@ class LlamaCppBackend(Backend):
             return
         # SentencePiece vocabularies mark a leading space on the first word; drop it once.
         lstrip = 1 if self.tokenizer.is_spm and len(seq.generated) == 1 else 0
-        text = seq.decoder.push(self.tokenizer.piece(tok, lstrip=lstrip))
+        text = seq.stopper.push(seq.decoder.push(self.tokenizer.piece(tok, lstrip=lstrip)))
         seq.emit(Delta(text, tok))
-        if len(seq.generated) >= req.max_tokens:
+        if seq.stopper.stopped:
+            self._finish(seq, "stop")
+        elif len(seq.generated) >= req.max_tokens:
             self._finish(seq, "length")
 
     def _finish(self, seq: Sequence, reason: FinishReason) -> None:
@@ -508,7 +511,9 @@ class LlamaCppBackend(Backend):
                 self._finished += 1
         self._publish_counts()
         if reason is not None:
-            tail = seq.decoder.flush() if seq.decoder is not None else ""
+            tail = ""
+            if seq.decoder is not None:
+                tail = seq.stopper.push(seq.decoder.flush()) + seq.stopper.flush()
             if tail:
                 seq.emit(Delta(tail, -1))
             usage = Usage(len(seq.request.prompt_tokens), len(seq.generated), seq.cached)

@@ -39,6 +39,7 @@ class Sequence:
     generated: list[int] = field(default_factory=list)
     sampler: Any = None  # backend-owned sampling state
     decoder: Any = None  # backend-owned detokenizer state
+    stopper: Any = None  # backend-owned stop-string state
 
     @property
     def prompt(self) -> list[int]:

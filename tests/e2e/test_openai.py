@@ -1,0 +1,106 @@
+"""The official openai SDK against wai, on both base URLs, streaming and not."""
+
+from __future__ import annotations
+
+import openai
+import pytest
+import requests
+
+from tests.conftest import LLAMA2, TOKEN, Server
+
+
+@pytest.fixture(params=["/v1", "/client/v4/accounts/acc/ai/v1"])
+def client(request: pytest.FixtureRequest, server: Server) -> openai.OpenAI:
+    return openai.OpenAI(api_key=TOKEN, base_url=f"{server.url}{request.param}", max_retries=0)
+
+
+MESSAGES = [{"role": "system", "content": "You are terse."},
+            {"role": "user", "content": "Name a colour."}]
+
+
+def test_chat_completion(client: openai.OpenAI) -> None:
+    out = client.chat.completions.create(model=LLAMA2, messages=MESSAGES,  # type: ignore[arg-type]
+                                         max_tokens=12, temperature=0, seed=3)
+    assert out.object == "chat.completion" and out.id.startswith("chatcmpl-")
+    assert out.model == LLAMA2
+    choice = out.choices[0]
+    assert choice.message.role == "assistant" and choice.message.content
+    assert choice.finish_reason in ("stop", "length")
+    assert out.usage is not None
+    assert out.usage.total_tokens == out.usage.prompt_tokens + out.usage.completion_tokens
+
+
+def test_chat_stream_equals_non_stream_and_ends_with_usage(client: openai.OpenAI) -> None:
+    kw = {"model": LLAMA2, "messages": MESSAGES, "max_completion_tokens": 16, "temperature": 0}
+    whole = client.chat.completions.create(**kw)  # type: ignore[call-overload]
+    chunks = list(client.chat.completions.create(
+        **kw, stream=True, stream_options={"include_usage": True}))
+    assert chunks[0].choices[0].delta.role == "assistant"
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == whole.choices[0].message.content
+    finals = [c for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert len(finals) == 1 and finals[0].choices[0].finish_reason == \
+        whole.choices[0].finish_reason
+    assert chunks[-1].choices == [] and chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens  # type: ignore[union-attr]
+
+
+def test_stop_sequence_ends_the_text_before_it(client: openai.OpenAI) -> None:
+    kw = {"model": LLAMA2, "messages": [{"role": "user", "content": "Count from 1 to 20."}],
+          "max_tokens": 60, "temperature": 0}
+    free = client.chat.completions.create(**kw).choices[0].message.content  # type: ignore[call-overload]
+    assert free and len(free) > 4
+    stop = free[2:4]
+    out = client.chat.completions.create(**kw, stop=[stop])  # type: ignore[call-overload]
+    assert out.choices[0].finish_reason == "stop"
+    assert out.choices[0].message.content == free[: free.index(stop)]
+    streamed = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(
+        **kw, stop=stop, stream=True) if c.choices)  # type: ignore[call-overload]
+    assert streamed == free[: free.index(stop)]
+
+
+def test_completions(client: openai.OpenAI) -> None:
+    out = client.completions.create(model=LLAMA2, prompt="The capital of France is",
+                                    max_tokens=6, temperature=0)
+    assert out.object == "text_completion" and out.choices[0].text
+    streamed = "".join(c.choices[0].text for c in client.completions.create(
+        model=LLAMA2, prompt="The capital of France is", max_tokens=6, temperature=0,
+        stream=True) if c.choices)
+    assert streamed == out.choices[0].text
+
+
+def test_models(client: openai.OpenAI) -> None:
+    ids = {m.id for m in client.models.list()}
+    assert LLAMA2 in ids and "@cf/mistral/mistral-7b-instruct-v0.1" in ids
+
+
+@pytest.mark.parametrize(("kw", "param"), [
+    ({"n": 2}, "n"),
+    ({"logprobs": True}, "logprobs"),
+    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}, "tools"),
+    ({"response_format": {"type": "json_object"}}, "response_format"),
+    ({"temperature": 3}, "temperature"),
+    ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
+])
+def test_unsupported_or_invalid_parameters_name_the_parameter(
+    client: openai.OpenAI, kw: dict[str, object], param: str
+) -> None:
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model=LLAMA2, messages=MESSAGES, **kw)  # type: ignore[call-overload]
+    body = info.value.body
+    assert isinstance(body, dict) and body["param"] == param
+    assert body["type"] == "invalid_request_error"
+
+
+def test_unknown_model_is_a_404(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.NotFoundError) as info:
+        client.chat.completions.create(model="@cf/acme/none", messages=MESSAGES)  # type: ignore[arg-type]
+    assert isinstance(info.value.body, dict) and info.value.body["code"] == "model_not_found"
+
+
+def test_wrong_key_is_an_openai_shaped_401(server: Server) -> None:
+    c = openai.OpenAI(api_key="wrong", base_url=f"{server.url}/v1", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        c.models.list()
+    r = requests.get(f"{server.url}/v1/models", timeout=10)
+    assert r.status_code == 401 and "error" in r.json()

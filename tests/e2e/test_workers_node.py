@@ -1,0 +1,55 @@
+"""Worker code in Miniflare 4 (Node 20), offline, its AI binding answered by a running wai through
+integrations/wrangler/wai-ai-plugin.mjs: the seed's Worker unchanged, and a modern Worker."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from typing import Any
+
+import pytest
+
+from tests.conftest import ROOT, TOKEN, Server
+from tests.e2e.sse import parse_events
+
+NODE_DIR = ROOT / "tests" / "node"
+
+
+@pytest.fixture(scope="module")
+def results(server: Server) -> dict[str, Any]:
+    assert (NODE_DIR / "node_modules" / "miniflare").is_dir(), "run `make test` (npm ci)"
+    address = server.url.removeprefix("http://")
+    out = subprocess.run(["node", "run-workers.mjs", address, TOKEN], cwd=NODE_DIR,
+                         capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stderr
+    data: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return data
+
+
+def test_seed_worker_unchanged(results: dict[str, Any]) -> None:
+    seed = results["seed"]
+    assert seed["status"] == 200
+    out = json.loads(seed["body"])
+    assert isinstance(out["response"], str) and out["response"]
+
+
+def test_modern_worker_json(results: dict[str, Any]) -> None:
+    r = results["/json"]
+    assert r["status"] == 200
+    body = json.loads(r["body"])
+    assert body["out"]["response"] and body["out"]["usage"]["completion_tokens"] <= 12
+    assert body["requestId"]  # env.AI.lastRequestId, from cf-ai-req-id
+
+
+def test_modern_worker_stream(results: dict[str, Any]) -> None:
+    r = results["/stream"]
+    assert r["status"] == 200 and r["contentType"] == "text/event-stream"
+    events = parse_events(r["body"])
+    assert events[-1] == "[DONE]" and "usage" in events[-2]
+    assert "".join(e["response"] for e in events[:-1])
+
+
+def test_modern_worker_sees_an_inference_upstream_error(results: dict[str, Any]) -> None:
+    body = json.loads(results["/error"]["body"])
+    assert body["message"].startswith("5007: ")
+    assert "@cf/acme/no-such-model" in body["message"]

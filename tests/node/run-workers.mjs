@@ -1,0 +1,47 @@
+// Runs the seed Worker and a modern Worker in Miniflare, their AI binding wired to a running
+// wai by integrations/wrangler/wai-ai-plugin.mjs. Prints what each route answered, as JSON.
+// Usage: node run-workers.mjs <wai address host:port> [token]
+import { build } from "esbuild";
+import { Miniflare } from "miniflare";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const [address, token = ""] = process.argv.slice(2);
+const plugin = path.resolve(here, "../../integrations/wrangler/wai-ai-plugin.mjs");
+
+async function bundle(entry) {
+  const out = await build({
+    entryPoints: [path.join(here, entry)], bundle: true, write: false, format: "esm",
+    platform: "neutral", mainFields: ["module", "main"], logLevel: "silent",
+  });
+  return out.outputFiles[0].text;
+}
+
+function miniflare(script) {
+  return new Miniflare({
+    modules: true, script, compatibilityDate: "2025-09-01", cf: false,
+    unsafeBindings: [{ name: "AI", type: "wai-ai", plugin: { package: plugin, name: "wai-ai" },
+                       options: { address, token } }],
+  });
+}
+
+async function get(mf, route) {
+  const res = await mf.dispatchFetch(`http://localhost${route}`);
+  return { status: res.status, contentType: res.headers.get("content-type"), body: await res.text() };
+}
+
+const results = {};
+const seed = miniflare(await bundle("seed-worker.ts"));
+try {
+  results.seed = await get(seed, "/");
+} finally {
+  await seed.dispose();
+}
+const modern = miniflare(await bundle("modern-worker.js"));
+try {
+  for (const route of ["/json", "/stream", "/error"]) results[route] = await get(modern, route);
+} finally {
+  await modern.dispose();
+}
+console.log(JSON.stringify(results));

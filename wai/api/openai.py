@@ -1,0 +1,165 @@
+"""OpenAI-compatible routes, under Workers AI's base (`/client/v4/accounts/{id}/ai/v1/...`) and
+under `/v1/...` for plain OpenAI clients. Objects and stream chunks as OpenAI defines them;
+errors in OpenAI's shape `{"error": {"message", "type", "param", "code"}}`."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from wai.api import sse
+from wai.api.body import read_json
+from wai.api.errors import CFError
+from wai.api.generation import collect, guarded
+from wai.api.workers import to_cf_error
+from wai.engine.base import Delta, EngineError, Failed, Finished, Generation, Usage
+from wai.errors import RequestError
+from wai.runtime import Runtime
+from wai.schemas.openai import InvalidOpenAIRequest, parse_chat, parse_completion
+from wai.schemas.text_generation import TextGenerationInput
+
+router = APIRouter()
+
+_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
+          408: "timeout_error", 413: "invalid_request_error", 429: "rate_limit_error",
+          500: "server_error"}
+_CODES = {5007: "model_not_found", 3040: "rate_limit_exceeded", 3006: "request_too_large",
+          10000: "invalid_api_key", 9106: "missing_api_key"}
+
+
+def openai_error(status: int, message: str, param: str | None = None, code: str | None = None,
+                 headers: dict[str, str] | None = None) -> JSONResponse:
+    body = {"error": {"message": message, "type": _TYPES.get(status, "invalid_request_error"),
+                      "param": param, "code": code}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def from_cf(err: CFError) -> JSONResponse:
+    status = 404 if err.code == 5007 else err.status
+    return openai_error(status, err.message.removeprefix("AiError: "), None,
+                        _CODES.get(err.code), err.headers)
+
+
+def _usage(u: Usage) -> dict[str, Any]:
+    out: dict[str, Any] = {"prompt_tokens": u.prompt_tokens,
+                           "completion_tokens": u.completion_tokens,
+                           "total_tokens": u.total_tokens}
+    if u.cached_tokens:
+        out["prompt_tokens_details"] = {"cached_tokens": u.cached_tokens}
+    return out
+
+
+def _finish_reason(ev: Finished) -> str:
+    return "length" if ev.reason == "length" else "stop"
+
+
+Parser = Callable[[Any], tuple[Any, TextGenerationInput, list[str]]]
+
+
+async def _handle(request: Request, parse: Parser, chat: bool) -> Response:
+    runtime: Runtime = request.app.state.runtime
+    try:
+        body = await read_json(request, runtime.settings.limits.max_body_bytes)
+        req, inp, stops = parse(body)
+        served, generation = runtime.submit(req.model, inp, stops)
+    except InvalidOpenAIRequest as e:
+        return openai_error(400, e.message, e.param)
+    except (CFError, RequestError, EngineError) as e:
+        return from_cf(to_cf_error(e))
+    prefix, obj = ("chatcmpl", "chat.completion") if chat else ("cmpl", "text_completion")
+    meta = {"id": f"{prefix}-{secrets.token_hex(12)}", "created": int(time.time()),
+            "model": req.model}
+    headers = {"x-wai-model": served.local_name}
+    if req.stream:
+        include_usage = bool(req.stream_options and req.stream_options.include_usage)
+        chunks = _chat_chunks if chat else _completion_chunks
+        return StreamingResponse(chunks(generation, meta, include_usage),
+                                 headers={**sse.HEADERS, **headers})
+    done = await collect(request, generation)
+    if done is None:
+        return openai_error(408, "the client closed the connection")
+    if isinstance(done.final, Failed):
+        return openai_error(500, done.final.message, code="inference_failed")
+    reason = _finish_reason(done.final)
+    if chat:
+        choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant",
+                                                          "content": done.text},
+                                  "finish_reason": reason, "logprobs": None}
+    else:
+        choice = {"index": 0, "text": done.text, "finish_reason": reason, "logprobs": None}
+    return JSONResponse({**meta, "object": obj, "choices": [choice],
+                         "usage": _usage(done.final.usage)}, headers=headers)
+
+
+async def _chat_chunks(generation: Generation, meta: dict[str, Any],
+                       include_usage: bool) -> AsyncIterator[bytes]:
+    def chunk(choices: list[dict[str, Any]], **extra: Any) -> bytes:
+        return sse.event({**meta, "object": "chat.completion.chunk", "choices": choices, **extra})
+
+    yield chunk([{"index": 0, "delta": {"role": "assistant", "content": ""},
+                  "finish_reason": None, "logprobs": None}])
+    async for ev in guarded(generation):
+        if isinstance(ev, Delta):
+            if ev.text:
+                yield chunk([{"index": 0, "delta": {"content": ev.text}, "finish_reason": None,
+                              "logprobs": None}])
+        elif isinstance(ev, Finished):
+            yield chunk([{"index": 0, "delta": {}, "finish_reason": _finish_reason(ev),
+                          "logprobs": None}])
+            if include_usage:
+                yield chunk([], usage=_usage(ev.usage))
+        else:
+            yield sse.event({"error": {"message": ev.message, "type": "server_error",
+                                       "param": None, "code": "inference_failed"}})
+    yield sse.DONE
+
+
+async def _completion_chunks(generation: Generation, meta: dict[str, Any],
+                             include_usage: bool) -> AsyncIterator[bytes]:
+    def chunk(choices: list[dict[str, Any]], **extra: Any) -> bytes:
+        return sse.event({**meta, "object": "text_completion", "choices": choices, **extra})
+
+    async for ev in guarded(generation):
+        if isinstance(ev, Delta):
+            if ev.text:
+                yield chunk([{"index": 0, "text": ev.text, "finish_reason": None,
+                              "logprobs": None}])
+        elif isinstance(ev, Finished):
+            yield chunk([{"index": 0, "text": "", "finish_reason": _finish_reason(ev),
+                          "logprobs": None}])
+            if include_usage:
+                yield chunk([], usage=_usage(ev.usage))
+        else:
+            yield sse.event({"error": {"message": ev.message, "type": "server_error",
+                                       "param": None, "code": "inference_failed"}})
+    yield sse.DONE
+
+
+async def chat_completions(request: Request) -> Response:
+    return await _handle(request, parse_chat, chat=True)
+
+
+async def completions(request: Request) -> Response:
+    return await _handle(request, parse_completion, chat=False)
+
+
+async def models(request: Request) -> Response:
+    runtime: Runtime = request.app.state.runtime
+    created = int(time.time())
+    data = [{"id": spec.id, "object": "model", "created": created,
+             "owned_by": runtime.local_name_for(spec.id) or "wai"}
+            for spec in runtime.catalog.specs]
+    return JSONResponse({"object": "list", "data": data})
+
+
+for base in ("/v1", "/client/v4/accounts/{account_id}/ai/v1"):
+    router.add_api_route(f"{base}/chat/completions", chat_completions, methods=["POST"],
+                         summary="OpenAI chat completions")
+    router.add_api_route(f"{base}/completions", completions, methods=["POST"],
+                         summary="OpenAI completions")
+    router.add_api_route(f"{base}/models", models, methods=["GET"], summary="OpenAI models")

@@ -1,0 +1,173 @@
+"""OpenAI chat/completions requests, and their translation into Workers AI input.
+
+Parameters wai cannot honour are refused by name (`n` > 1, `logprobs`, `tools`, …) rather than
+ignored, so a client never believes it got something it did not.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from wai.schemas.text_generation import RunOptions, TextGenerationInput, TextPart
+
+MAX_STOPS = 4
+MAX_STOP_CHARS = 256
+
+
+class InvalidOpenAIRequest(ValueError):
+    def __init__(self, message: str, param: str | None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    include_usage: bool = False
+
+
+class _Common(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    model: Annotated[str, Field(min_length=1, max_length=256)]
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: Annotated[int, Field(ge=1)] | None = None
+    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
+    top_p: Annotated[float, Field(gt=0, le=1)] | None = None
+    top_k: Annotated[int, Field(ge=1, le=50)] | None = None
+    seed: int | None = None
+    frequency_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
+    presence_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
+    repetition_penalty: Annotated[float, Field(ge=0, le=2)] | None = None
+    stop: str | list[str] | None = None
+    n: Annotated[int, Field(ge=1)] | None = None
+    user: str | None = None
+    options: RunOptions | None = None
+
+    def stops(self) -> list[str]:
+        stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+        if len(stops) > MAX_STOPS:
+            raise InvalidOpenAIRequest(f"at most {MAX_STOPS} stop sequences", "stop")
+        if any(len(s) > MAX_STOP_CHARS for s in stops):
+            raise InvalidOpenAIRequest(f"a stop sequence is longer than {MAX_STOP_CHARS}", "stop")
+        return stops
+
+    def sampling(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name in ("temperature", "top_p", "top_k", "frequency_penalty", "presence_penalty",
+                     "repetition_penalty"):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
+        if self.seed is not None:
+            # OpenAI seeds are any integer; Workers AI's are 1..9,999,999,999
+            out["seed"] = self.seed % 9_999_999_999 + 1
+        if self.options is not None:
+            out["options"] = {"rejectIfBusy": self.options.reject_if_busy}
+        return out
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    role: Annotated[str, Field(min_length=1, max_length=64)]
+    content: str | list[TextPart] | None = None
+
+
+class ChatCompletionRequest(_Common):
+    messages: Annotated[list[ChatMessage], Field(min_length=1)]
+    max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+    tools: list[Any] | None = None
+    tool_choice: Any = None
+    functions: list[Any] | None = None
+    function_call: Any = None
+    response_format: dict[str, Any] | None = None
+
+
+class CompletionRequest(_Common):
+    prompt: str | list[str]
+    logprobs: int | None = None
+    echo: bool | None = None
+    suffix: str | None = None
+    best_of: int | None = None
+
+
+def _refuse_unsupported(req: _Common) -> None:
+    if req.n not in (None, 1):
+        raise InvalidOpenAIRequest("n > 1 is not supported: one choice per request", "n")
+    checks: list[tuple[str, bool]] = [("logprobs", bool(getattr(req, "logprobs", None)))]
+    if isinstance(req, ChatCompletionRequest):
+        checks += [
+            ("top_logprobs", req.top_logprobs is not None),
+            ("tools", bool(req.tools)),
+            ("tool_choice", req.tool_choice not in (None, "none")),
+            ("functions", bool(req.functions)),
+            ("function_call", req.function_call is not None),
+            ("response_format", (req.response_format or {}).get("type", "text") != "text"),
+        ]
+    elif isinstance(req, CompletionRequest):
+        checks += [("echo", bool(req.echo)), ("suffix", bool(req.suffix)),
+                   ("best_of", req.best_of not in (None, 1))]
+    for param, used in checks:
+        if used:
+            raise InvalidOpenAIRequest(f"'{param}' is not supported by this server", param)
+
+
+def _validate(model: type[_Common], body: Any) -> Any:
+    if not isinstance(body, dict):
+        raise InvalidOpenAIRequest("the request body must be a JSON object", None)
+    try:
+        return model.model_validate(body, strict=True)
+    except ValidationError as e:
+        err = e.errors()[0]
+        param = ".".join(str(p) for p in err["loc"]) or None
+        raise InvalidOpenAIRequest(f"{param}: {err['msg']}", param) from None
+
+
+def parse_chat(body: Any) -> tuple[ChatCompletionRequest, TextGenerationInput, list[str]]:
+    req: ChatCompletionRequest = _validate(ChatCompletionRequest, body)
+    _refuse_unsupported(req)
+    messages = []
+    for m in req.messages:
+        content = m.content if isinstance(m.content, str) else \
+            "".join(p.text for p in m.content or [])
+        messages.append({"role": m.role, "content": content})
+    max_tokens = req.max_completion_tokens or req.max_tokens
+    inp = _to_input({"messages": messages, **_max(max_tokens), **req.sampling()})
+    return req, inp, req.stops()
+
+
+def parse_completion(body: Any) -> tuple[CompletionRequest, TextGenerationInput, list[str]]:
+    req: CompletionRequest = _validate(CompletionRequest, body)
+    _refuse_unsupported(req)
+    prompt = req.prompt
+    if isinstance(prompt, list):
+        if len(prompt) != 1:
+            raise InvalidOpenAIRequest("exactly one prompt per request", "prompt")
+        prompt = prompt[0]
+    inp = _to_input({"prompt": prompt, "raw": True, **_max(req.max_tokens), **req.sampling()})
+    return req, inp, req.stops()
+
+
+def _max(max_tokens: int | None) -> dict[str, int]:
+    return {} if max_tokens is None else {"max_tokens": max_tokens}
+
+
+def _to_input(data: dict[str, Any]) -> TextGenerationInput:
+    try:
+        return TextGenerationInput.model_validate(data, strict=True)
+    except ValidationError as e:
+        err = e.errors()[0]
+        param = ".".join(str(p) for p in err["loc"]) or None
+        raise InvalidOpenAIRequest(f"{param}: {err['msg']}", param) from None
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str

@@ -138,6 +138,18 @@ CHATML = (
 )
 
 
+class RefusedFormat(ChatFormat):
+    """A model whose template cannot be used: chat requests get the reason; raw prompts work."""
+
+    name = "refused"
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def encode(self, messages: Sequence[Message], tok: Tokenizer) -> list[int]:
+        raise ChatTemplateError(self.reason)
+
+
 def format_for(kind: str, metadata_template: str | None, tok: Tokenizer) -> ChatFormat:
     """The chat format a local model uses: 'llama2', 'chatml', or 'auto' (the GGUF's template,
     falling back to ChatML)."""
@@ -146,4 +158,7 @@ def format_for(kind: str, metadata_template: str | None, tok: Tokenizer) -> Chat
     source = metadata_template if kind == "auto" and metadata_template else CHATML
     bos = tok.token_text(tok.bos_id) if tok.bos_id >= 0 else ""
     eos = tok.token_text(tok.eos_id) if tok.eos_id >= 0 else ""
-    return JinjaFormat(source, bos_token=bos, eos_token=eos)
+    try:
+        return JinjaFormat(source, bos_token=bos, eos_token=eos)
+    except ChatTemplateError as e:
+        return RefusedFormat(str(e))

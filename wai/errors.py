@@ -22,3 +22,11 @@ class UnknownModel(RequestError):
     def __init__(self, model: str) -> None:
         super().__init__(f"No such model {model} or task")
         self.model = model
+
+
+class ModelUnavailable(RequestError):
+    """The id is known, but the local model behind it could not be loaded."""
+
+    def __init__(self, model: str, reason: str) -> None:
+        super().__init__(f"{model} is not available on this server: {reason}")
+        self.model = model

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from wai.catalog import EMBEDDED_NAME, Catalog, ModelSpec, embedded_model_path
 from wai.chat import ChatFormat, ChatTemplateError, Message, format_for
 from wai.engine.base import Backend, EngineStats, Generation, GenerationRequest, SamplingParams
-from wai.engine.llamacpp import LlamaCppBackend, LlamaCppConfig
-from wai.errors import InvalidInput, UnknownModel
+from wai.engine.llamacpp import LlamaCppBackend, LlamaCppConfig, ModelLoadError
+from wai.errors import InvalidInput, ModelUnavailable, UnknownModel
 from wai.schemas.text_generation import TextGenerationInput
 from wai.settings import LocalModel, Settings
 
@@ -51,6 +51,7 @@ class Runtime:
         # explicit routes: id -> local model name
         self._routes = {mid: name for name, m in self._local.items() for mid in m.serves}
         self.backends: dict[str, Backend] = {}
+        self.failed: dict[str, str] = {}  # local models that could not be loaded, and why
         self._formats: dict[str, ChatFormat] = {}
         self.ready = False
 
@@ -64,7 +65,13 @@ class Runtime:
                 cache_dir=self.settings.cache_dir,
             )
             log.info("loading %s from %s", name, local.path)
-            backend = await asyncio.to_thread(LlamaCppBackend, config)
+            try:
+                backend = await asyncio.to_thread(LlamaCppBackend, config)
+            except ModelLoadError as err:
+                # A bad file costs its own ids, not the server: they answer with the reason.
+                log.error("model %s refused: %s", name, err)
+                self.failed[name] = str(err)
+                continue
             await backend.start()
             self.backends[name] = backend
             self._formats[name] = format_for(local.template, backend.chat_template,
@@ -87,6 +94,8 @@ class Runtime:
 
     def resolve(self, model_id: str) -> Served:
         name = self.local_name_for(model_id)
+        if name in self.failed:
+            raise ModelUnavailable(model_id, self.failed[name])
         if name is None or name not in self.backends:
             raise UnknownModel(model_id)
         spec = self.catalog.get(model_id) or ModelSpec(model_id, "custom")

@@ -44,9 +44,11 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
 
     @app.get("/healthz")
     async def healthz() -> Response:
-        if not runtime.ready:
-            return JSONResponse({"status": "loading"}, status_code=503)
-        return JSONResponse({"status": "ok", "models": sorted(runtime.backends)})
+        if not runtime.ready or not runtime.backends:
+            return JSONResponse({"status": "loading" if not runtime.ready else "no model",
+                                 "failed": runtime.failed}, status_code=503)
+        return JSONResponse({"status": "ok", "models": sorted(runtime.backends),
+                             "failed": runtime.failed})
 
     @app.get("/wai/v1/stats")
     async def stats() -> dict[str, Any]:

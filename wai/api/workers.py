@@ -15,6 +15,7 @@ from wai.api.errors import (
     ABORTED,
     BAD_INPUT,
     INTERNAL,
+    MODEL_UNAVAILABLE,
     NO_SUCH_MODEL,
     OUT_OF_CAPACITY,
     CFError,
@@ -31,7 +32,7 @@ from wai.engine.base import (
     PromptTooLong,
     Usage,
 )
-from wai.errors import InvalidInput, RequestError, UnknownModel
+from wai.errors import InvalidInput, ModelUnavailable, RequestError, UnknownModel
 from wai.runtime import Runtime
 from wai.schemas.text_generation import parse_text_generation
 
@@ -55,6 +56,8 @@ def to_cf_error(e: Exception) -> CFError:
         return e
     if isinstance(e, UnknownModel):
         return CFError.inference(400, NO_SUCH_MODEL, f"No such model: {e.message}")
+    if isinstance(e, ModelUnavailable):
+        return CFError.inference(503, MODEL_UNAVAILABLE, e.message)
     if isinstance(e, InvalidInput | PromptTooLong):
         return bad_input(str(e))
     if isinstance(e, EngineBusy):

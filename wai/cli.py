@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -39,9 +40,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     mode = f"{len(settings.tokens)} token(s)" if settings.tokens else "open local mode (no tokens)"
     logging.getLogger("wai").info("serving on http://%s:%d, %s", settings.host, settings.port,
                                   mode)
+    # uvicorn drains on SIGTERM (stops accepting, waits up to drain_seconds for in-flight
+    # requests), then re-raises the signal with the handler it found. A no-op handler here makes
+    # a completed drain exit 0 instead of dying by the signal.
+    signal.signal(signal.SIGTERM, lambda *_: None)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
-                log_level="warning", timeout_graceful_shutdown=30, loop="uvloop",
-                http="httptools")
+                log_level="warning", timeout_graceful_shutdown=settings.drain_seconds,
+                loop="uvloop", http="httptools")
+    logging.getLogger("wai").info("drained and stopped")
     return 0
 
 

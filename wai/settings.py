@@ -78,6 +78,8 @@ class Settings(_Strict):
     # The local model answering catalog ids that no entry in `models` serves. None: embedded.
     default_model: Path | None = None
     cache_dir: Path = Field(default_factory=lambda: Path.home() / ".cache" / "wai")
+    # On SIGTERM: stop accepting, let in-flight requests finish for up to this long, then exit.
+    drain_seconds: float = Field(30.0, ge=0, le=3600)
 
     @property
     def loopback(self) -> bool:
@@ -103,6 +105,7 @@ _ENV = {
     "WAI_TOKENS": ("tokens", lambda v: [t.strip() for t in v.split(",") if t.strip()]),
     "WAI_DEFAULT_MODEL": ("default_model", str),
     "WAI_CACHE_DIR": ("cache_dir", str),
+    "WAI_DRAIN_SECONDS": ("drain_seconds", float),
     "WAI_WEIGHTS": ("engine.weights", str),
     "WAI_SLOTS": ("engine.slots", int),
     "WAI_CTX_PER_SLOT": ("engine.ctx_per_slot", int),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import math
 import signal
 import sys
 from pathlib import Path
@@ -45,7 +46,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # a completed drain exit 0 instead of dying by the signal.
     signal.signal(signal.SIGTERM, lambda *_: None)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
-                log_level="warning", timeout_graceful_shutdown=settings.drain_seconds,
+                log_level="warning", timeout_graceful_shutdown=math.ceil(settings.drain_seconds),
                 loop="uvloop", http="httptools")
     logging.getLogger("wai").info("drained and stopped")
     return 0

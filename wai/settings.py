@@ -60,6 +60,7 @@ class Limits(_Strict):
     max_messages: int = Field(256, ge=1, description="number of `messages`")
     max_message_chars: int = Field(200_000, ge=1, description="length of one message")
     max_tokens: int = Field(4096, ge=1, description="cap on `max_tokens`")
+    max_header_bytes: int = Field(16384, ge=1024, description="total size of request headers")
 
 
 class LocalModel(_Strict):
@@ -72,6 +73,11 @@ class Settings(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(8787, ge=0, le=65535)
     tokens: list[str] = Field(default_factory=list)
+    # Host names accepted besides the loopback ones (which a loopback bind always accepts).
+    # Bound elsewhere with this empty, any Host is accepted.
+    allowed_hosts: list[str] = Field(default_factory=list)
+    # Inference requests per minute per token; 0 = no limit.
+    rate_limit_rpm: int = Field(0, ge=0, le=1_000_000)
     engine: EngineSettings = EngineSettings()
     limits: Limits = Limits()
     models: dict[str, LocalModel] = Field(default_factory=dict)
@@ -106,6 +112,9 @@ _ENV = {
     "WAI_DEFAULT_MODEL": ("default_model", str),
     "WAI_CACHE_DIR": ("cache_dir", str),
     "WAI_DRAIN_SECONDS": ("drain_seconds", float),
+    "WAI_ALLOWED_HOSTS": ("allowed_hosts", lambda v: [h.strip() for h in v.split(",") if h]),
+    "WAI_RATE_LIMIT_RPM": ("rate_limit_rpm", int),
+    "WAI_MAX_HEADER_BYTES": ("limits.max_header_bytes", int),
     "WAI_WEIGHTS": ("engine.weights", str),
     "WAI_SLOTS": ("engine.slots", int),
     "WAI_CTX_PER_SLOT": ("engine.ctx_per_slot", int),

@@ -18,6 +18,7 @@ import wai
 from wai.api import binding, openai, workers
 from wai.api.auth import TokenAuth
 from wai.api.errors import BAD_INPUT, INTERNAL, METHOD_NOT_ALLOWED, NO_ROUTE, CFError
+from wai.api.guard import EdgeGuard, RateLimit
 from wai.runtime import Runtime
 from wai.settings import Settings
 
@@ -59,7 +60,11 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _internal_error)
+    # outermost last: edge checks, then auth, then per-token rate limits
+    app.add_middleware(RateLimit, rpm=settings.rate_limit_rpm)
     app.add_middleware(TokenAuth, tokens=settings.tokens)
+    app.add_middleware(EdgeGuard, max_header_bytes=settings.limits.max_header_bytes,
+                       allowed_hosts=settings.allowed_hosts, loopback=settings.loopback)
     return app
 
 

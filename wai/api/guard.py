@@ -1,0 +1,137 @@
+"""Edge checks as pure ASGI middleware: header size, Host allow-list, per-token rate limits.
+
+- Header size: the HTTP parser accepts headers of any size, so the total is bounded here.
+- Host: a server on loopback answers only requests addressed to a loopback name (or a
+  configured one). A web page cannot then reach it through DNS rebinding, where an attacker's
+  domain is re-pointed at 127.0.0.1 and the browser sends `Host: attacker.example`.
+- Rate limits: a token bucket per Bearer token (requests per minute) on inference routes;
+  past it, 429 with code 3021 and `Retry-After`, as Workers AI answers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections.abc import Callable, Sequence
+
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from wai.api.errors import INVALID_HEADERS, CFError
+
+RATE_LIMITED = 3021
+HEADERS_TOO_LARGE = 6100  # wai's own chain code under 6003
+HOST_NOT_ALLOWED = 6101
+# workers-binding.ai: the Host that workerd's AI binding sends (a Cloudflare-owned name, so not
+# one an attacker can point at this machine).
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]", "::1", "workers-binding.ai")
+
+
+def _is_openai(path: str) -> bool:
+    return path.startswith("/v1/") or "/ai/v1/" in path
+
+
+def _reject(scope: Scope, err: CFError) -> JSONResponse:
+    if _is_openai(scope["path"]):
+        return JSONResponse({"error": {"message": err.message.removeprefix("AiError: "),
+                                       "type": "invalid_request_error", "param": None,
+                                       "code": str(err.code)}},
+                            status_code=err.status, headers=err.headers)
+    return err.response()
+
+
+class EdgeGuard:
+    """Header size and Host checks, before anything else runs."""
+
+    def __init__(self, app: ASGIApp, max_header_bytes: int, allowed_hosts: Sequence[str],
+                 loopback: bool) -> None:
+        self.app = app
+        self.max_header_bytes = max_header_bytes
+        hosts = {h.lower() for h in allowed_hosts}
+        if loopback:
+            hosts |= set(LOOPBACK_NAMES)
+        self.allowed = frozenset(hosts)  # empty: any Host
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        size = sum(len(k) + len(v) + 4 for k, v in scope["headers"])
+        if size > self.max_header_bytes:
+            err = CFError(431, INVALID_HEADERS, "Invalid request headers", gateway=True, chain=[
+                {"code": HEADERS_TOO_LARGE,
+                 "message": f"headers total {size} bytes, over {self.max_header_bytes}"}])
+            await _reject(scope, err)(scope, receive, send)
+            return
+        if self.allowed and _host(scope) not in self.allowed:
+            err = CFError(400, INVALID_HEADERS, "Invalid request headers", gateway=True, chain=[
+                {"code": HOST_NOT_ALLOWED, "message": "Host header not allowed"}])
+            await _reject(scope, err)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def _host(scope: Scope) -> str:
+    for k, v in scope["headers"]:
+        if k == b"host":
+            host: str = bytes(v).decode("latin-1").lower()
+            if host.startswith("["):  # [::1]:8787
+                return host[: host.find("]") + 1]
+            return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    return ""
+
+
+class TokenBuckets:
+    """Requests per minute per key; `take` returns 0 when allowed, else seconds to wait."""
+
+    def __init__(self, rpm: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.capacity = float(rpm)
+        self.rate = rpm / 60.0
+        self.clock = clock
+        self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, last time)
+
+    def take(self, key: str) -> float:
+        now = self.clock()
+        tokens, last = self._buckets.get(key, (self.capacity, now))
+        tokens = min(self.capacity, tokens + (now - last) * self.rate)
+        if tokens >= 1.0:
+            self._buckets[key] = (tokens - 1.0, now)
+            return 0.0
+        self._buckets[key] = (tokens, now)
+        if len(self._buckets) > 100_000:  # bounded memory: forget full (idle) buckets
+            self._buckets = {k: b for k, b in self._buckets.items() if b[0] < self.capacity}
+        return (1.0 - tokens) / self.rate
+
+
+INFERENCE_SUFFIXES = ("/chat/completions", "/completions")
+
+
+def is_inference(scope: Scope) -> bool:
+    path: str = scope["path"]
+    return scope["method"] == "POST" and (
+        "/ai/run/" in path or path in ("/run", "/ai-gateway/run") or
+        path.endswith(INFERENCE_SUFFIXES))
+
+
+class RateLimit:
+    """Per-token requests per minute on inference routes (runs after auth)."""
+
+    def __init__(self, app: ASGIApp, rpm: int) -> None:
+        self.app = app
+        self.buckets = TokenBuckets(rpm) if rpm > 0 else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.buckets is None or scope["type"] != "http" or not is_inference(scope):
+            await self.app(scope, receive, send)
+            return
+        auth = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
+        # keyed by a hash: the token itself is never kept
+        wait = self.buckets.take(hashlib.sha256(auth).hexdigest())
+        if wait > 0:
+            err = CFError.inference(
+                429, RATE_LIMITED, "rate limiting: inference request per min rate reached",
+                headers={"retry-after": str(math.ceil(wait))})
+            await _reject(scope, err)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)

@@ -59,16 +59,42 @@ def test_stream_disconnect_frees_the_slot(server: Server) -> None:
     assert server.stats()["requests_cancelled"] == before + 1
 
 
-def _raw_post(server: Server, body: dict[str, object]) -> socket.socket:
+def _raw_post(server: Server, body: object, path: str = f"/client/v4/accounts/a/ai/run/{LLAMA2}",
+              extra: str = "") -> socket.socket:
     host, port = server.url.removeprefix("http://").split(":")
     payload = json.dumps(body).encode()
     sock = socket.create_connection((host, int(port)))
     sock.sendall(
-        f"POST /client/v4/accounts/a/ai/run/{LLAMA2} HTTP/1.1\r\nHost: {host}\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: {host}\r\n{extra}"
         f"Authorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\n"
         f"Content-Length: {len(payload)}\r\n\r\n".encode() + payload
     )
     return sock
+
+
+ROUTES = {
+    "openai": ("/v1/chat/completions", lambda b: {
+        "model": LLAMA2, "messages": [{"role": "user", "content": b["prompt"]}],
+        "max_tokens": b["max_tokens"], "stream": b["stream"], "ignore_eos": True}, ""),
+    "binding": ("/run?version=3", lambda b: {"inputs": b, "options": {}},
+                f"cf-consn-model-id: {LLAMA2}\r\n"),
+}
+
+
+@pytest.mark.parametrize("stream", [True, False])
+@pytest.mark.parametrize("route", sorted(ROUTES))
+def test_disconnect_frees_the_slot_on_other_routes(server: Server, route: str,
+                                                   stream: bool) -> None:
+    wait_for(lambda: idle(server))
+    before = server.stats()["requests_cancelled"]
+    path, wrap, extra = ROUTES[route]
+    sock = _raw_post(server, wrap({**LONG, "stream": stream}), path, extra)
+    try:
+        wait_for(lambda: server.stats()["slots_busy"] == 1)
+    finally:
+        sock.close()
+    wait_for(lambda: idle(server))
+    assert server.stats()["requests_cancelled"] == before + 1
 
 
 def test_non_streaming_disconnect_frees_the_slot(server: Server) -> None:

@@ -118,7 +118,7 @@ class Runtime:
 
     def check_limits(self, inp: TextGenerationInput) -> None:
         lim = self.settings.limits
-        if inp.max_tokens > lim.max_tokens:
+        if "max_tokens" in inp.model_fields_set and inp.max_tokens > lim.max_tokens:
             raise InvalidInput(f"'/max_tokens': must be at most {lim.max_tokens}")
         if inp.prompt is not None and len(inp.prompt) > lim.max_prompt_chars:
             raise InvalidInput(f"'/prompt': longer than {lim.max_prompt_chars} characters")
@@ -137,9 +137,12 @@ class Runtime:
         """Resolve, check, template and queue. Raises RequestError or EngineError."""
         served = self.resolve(model_id)
         self.check_limits(inp)
+        # the default (256) never exceeds a lower configured cap; an explicit value must not
+        max_tokens = inp.max_tokens if "max_tokens" in inp.model_fields_set \
+            else min(inp.max_tokens, self.settings.limits.max_tokens)
         request = GenerationRequest(
             prompt_tokens=self.prompt_tokens(served, inp),
-            max_tokens=inp.max_tokens,
+            max_tokens=max_tokens,
             sampling=SamplingParams(
                 temperature=inp.temperature, top_p=inp.top_p, top_k=inp.top_k, seed=inp.seed,
                 repetition_penalty=inp.repetition_penalty,

@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, Response
 
 import wai
-from wai.api import binding, openai, workers
+from wai.api import binding, openai, openapi, workers
 from wai.api.auth import TokenAuth
 from wai.api.errors import BAD_INPUT, INTERNAL, METHOD_NOT_ALLOWED, NO_ROUTE, CFError
 from wai.api.guard import EdgeGuard, RateLimit
@@ -56,6 +56,9 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         """Engine counters per local model (slots, queue, finished and cancelled requests)."""
         return {"models": {name: asdict(s) for name, s in runtime.stats().items()}}
 
+    model_ids = [spec.id for spec in runtime.catalog.specs]
+    model_ids += [mid for m in settings.models.values() for mid in m.serves if mid not in model_ids]
+    openapi.install(app, settings, model_ids)
     app.add_exception_handler(CFError, _cf_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

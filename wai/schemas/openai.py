@@ -10,7 +10,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from wai.schemas.text_generation import RunOptions, TextGenerationInput, TextPart
+from wai.schemas.text_generation import (
+    RunOptions,
+    TextGenerationInput,
+    TextPart,
+    integral,
+)
 
 MAX_STOPS = 4
 MAX_STOP_CHARS = 256
@@ -42,8 +47,11 @@ class _Common(BaseModel):
     frequency_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
     presence_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
     repetition_penalty: Annotated[float, Field(ge=0, le=2)] | None = None
-    stop: str | list[str] | None = None
-    n: Annotated[int, Field(ge=1)] | None = None
+    stop: (Annotated[str, Field(max_length=MAX_STOP_CHARS)]
+           | Annotated[list[Annotated[str, Field(max_length=MAX_STOP_CHARS)]],
+                       Field(max_length=MAX_STOPS)]
+           | None) = None
+    n: Annotated[int, Field(ge=1, le=1)] | None = None
     user: str | None = None
     options: RunOptions | None = None
 
@@ -62,6 +70,8 @@ class _Common(BaseModel):
             value = getattr(self, name)
             if value is not None:
                 out[name] = value
+        if self.top_p is not None:  # Workers AI's floor is 0.001
+            out["top_p"] = max(self.top_p, 0.001)
         if self.seed is not None:
             # OpenAI seeds are any integer; Workers AI's are 1..9,999,999,999
             out["seed"] = self.seed % 9_999_999_999 + 1
@@ -70,58 +80,77 @@ class _Common(BaseModel):
         return out
 
 
-class ChatMessage(BaseModel):
+class OpenAIChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
     role: Annotated[str, Field(min_length=1, max_length=64)]
     content: str | list[TextPart] | None = None
 
 
+class TextFormat(BaseModel):
+    type: Literal["text"]
+
+
+# The fields below document what is accepted; other values are refused by name before
+# validation (see _refuse_unsupported).
 class ChatCompletionRequest(_Common):
-    messages: Annotated[list[ChatMessage], Field(min_length=1)]
+    messages: Annotated[list[OpenAIChatMessage], Field(min_length=1)]
     max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
-    logprobs: bool | None = None
-    top_logprobs: int | None = None
-    tools: list[Any] | None = None
-    tool_choice: Any = None
-    functions: list[Any] | None = None
-    function_call: Any = None
-    response_format: dict[str, Any] | None = None
+    logprobs: Literal[False] | None = None
+    top_logprobs: None = None
+    tools: Annotated[list[Any], Field(max_length=0)] | None = None
+    tool_choice: Literal["none"] | None = None
+    functions: Annotated[list[Any], Field(max_length=0)] | None = None
+    function_call: None = None
+    response_format: TextFormat | None = None
 
 
 class CompletionRequest(_Common):
-    prompt: str | list[str]
-    logprobs: int | None = None
-    echo: bool | None = None
-    suffix: str | None = None
-    best_of: int | None = None
+    prompt: (Annotated[str, Field(min_length=1)]
+             | Annotated[list[Annotated[str, Field(min_length=1)]],
+                         Field(min_length=1, max_length=1)])
+    logprobs: None = None
+    echo: Literal[False] | None = None
+    suffix: None = None
+    best_of: Annotated[int, Field(ge=1, le=1)] | None = None
 
 
-def _refuse_unsupported(req: _Common) -> None:
-    if req.n not in (None, 1):
+def _refuse_unsupported(body: dict[str, Any], chat: bool) -> None:
+    """Parameters OpenAI defines but wai cannot honour: a 400 that names them."""
+    if body.get("n") not in (None, 1):
         raise InvalidOpenAIRequest("n > 1 is not supported: one choice per request", "n")
-    checks: list[tuple[str, bool]] = [("logprobs", bool(getattr(req, "logprobs", None)))]
-    if isinstance(req, ChatCompletionRequest):
-        checks += [
-            ("top_logprobs", req.top_logprobs is not None),
-            ("tools", bool(req.tools)),
-            ("tool_choice", req.tool_choice not in (None, "none")),
-            ("functions", bool(req.functions)),
-            ("function_call", req.function_call is not None),
-            ("response_format", (req.response_format or {}).get("type", "text") != "text"),
+    def given(name: str) -> bool:  # present with a value other than null/false
+        return body.get(name) is not None and body.get(name) is not False
+
+    unsupported: list[tuple[str, bool]] = [("logprobs", given("logprobs"))]
+    if chat:
+        response_format = body.get("response_format")
+        unsupported += [
+            ("top_logprobs", body.get("top_logprobs") is not None),
+            ("tools", bool(body.get("tools"))),
+            ("tool_choice", body.get("tool_choice") not in (None, "none")),
+            ("functions", bool(body.get("functions"))),
+            ("function_call", body.get("function_call") is not None),
+            ("response_format", isinstance(response_format, dict)
+             and response_format.get("type", "text") != "text"),
         ]
-    elif isinstance(req, CompletionRequest):
-        checks += [("echo", bool(req.echo)), ("suffix", bool(req.suffix)),
-                   ("best_of", req.best_of not in (None, 1))]
-    for param, used in checks:
+    else:
+        unsupported += [("echo", given("echo")), ("suffix", given("suffix")),
+                        ("best_of", body.get("best_of") not in (None, 1))]
+    for param, used in unsupported:
         if used:
             raise InvalidOpenAIRequest(f"'{param}' is not supported by this server", param)
+    stop = body.get("stop")
+    if isinstance(stop, list) and len(stop) > MAX_STOPS:
+        raise InvalidOpenAIRequest(f"at most {MAX_STOPS} stop sequences", "stop")
 
 
 def _validate(model: type[_Common], body: Any) -> Any:
     if not isinstance(body, dict):
         raise InvalidOpenAIRequest("the request body must be a JSON object", None)
+    _refuse_unsupported(body, chat=model is ChatCompletionRequest)
     try:
-        return model.model_validate(body, strict=True)
+        fields = ("max_tokens", "max_completion_tokens", "top_k", "seed", "n", "best_of")
+        return model.model_validate(integral(body, fields), strict=True)
     except ValidationError as e:
         err = e.errors()[0]
         param = ".".join(str(p) for p in err["loc"]) or None
@@ -130,7 +159,6 @@ def _validate(model: type[_Common], body: Any) -> Any:
 
 def parse_chat(body: Any) -> tuple[ChatCompletionRequest, TextGenerationInput, list[str]]:
     req: ChatCompletionRequest = _validate(ChatCompletionRequest, body)
-    _refuse_unsupported(req)
     messages = []
     for m in req.messages:
         content = m.content if isinstance(m.content, str) else \
@@ -143,7 +171,6 @@ def parse_chat(body: Any) -> tuple[ChatCompletionRequest, TextGenerationInput, l
 
 def parse_completion(body: Any) -> tuple[CompletionRequest, TextGenerationInput, list[str]]:
     req: CompletionRequest = _validate(CompletionRequest, body)
-    _refuse_unsupported(req)
     prompt = req.prompt
     if isinstance(prompt, list):
         if len(prompt) != 1:

@@ -13,6 +13,19 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from wai.errors import InvalidInput
 
+
+def integral(body: dict[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
+    """JSON Schema's "integer" admits 25.0 (JavaScript cannot tell it from 25): so do we."""
+    out = dict(body)
+    for name in fields:
+        value = out.get(name)
+        if isinstance(value, float) and value.is_integer():
+            out[name] = int(value)
+    return out
+
+
+INT_FIELDS = ("max_tokens", "top_k", "seed")
+
 # Fields of the Workers AI schema that wai does not implement yet.
 UNSUPPORTED_FIELDS = ("lora", "response_format", "tools", "functions")
 
@@ -60,6 +73,11 @@ class TextGenerationInput(BaseModel):
     # Newer Workers AI schemas (and the cloudflare SDK) carry this: generate past end-of-text.
     ignore_eos: bool = False
     options: RunOptions | None = None
+    # Part of Workers AI's schema, not built here: refused by name unless absent or null.
+    lora: None = Field(None, description="not supported by this server")
+    response_format: None = Field(None, description="not supported by this server")
+    tools: None = Field(None, description="not supported by this server")
+    functions: None = Field(None, description="not supported by this server")
 
     @model_validator(mode="after")
     def _one_of_prompt_or_messages(self) -> TextGenerationInput:
@@ -85,11 +103,15 @@ def parse_text_generation(body: Any) -> TextGenerationInput:
     """Validate a decoded JSON body; raises InvalidInput naming the offending field."""
     if not isinstance(body, dict):
         raise InvalidInput(f"Type mismatch of '/', '{_json_type(body)}' not in 'object'")
+    for name in ("prompt", "messages"):
+        if name in body and body[name] is None:
+            raise InvalidInput(f"Type mismatch of '/{name}', 'null' not in "
+                               f"'{'string' if name == 'prompt' else 'array'}'")
     for name in UNSUPPORTED_FIELDS:
         if body.get(name) is not None:
             raise InvalidInput(f"'/{name}' is not supported by this server yet")
     try:
-        return TextGenerationInput.model_validate(body, strict=True)
+        return TextGenerationInput.model_validate(integral(body, INT_FIELDS), strict=True)
     except ValidationError as e:
         err = e.errors()[0]
         pointer = "/" + "/".join(str(p) for p in err["loc"])

@@ -1,0 +1,55 @@
+"""Schemathesis against wai's own OpenAPI document: every route, generated valid and invalid
+inputs; no response is ever a 5xx, every response matches the document, and the server still
+answers afterwards. The long run (10,000+ cases) is bench/fuzz.py."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import requests
+import schemathesis
+from hypothesis import HealthCheck, settings
+
+from tests.conftest import TOKEN, Server, start_server, stop_server
+
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture(scope="session")
+def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    # max_tokens capped at 8 (and documented so), to keep generated requests short
+    srv = start_server(tmp_path_factory.mktemp("fuzz"), "--token", TOKEN,
+                       env={"WAI_MAX_TOKENS": "8", "WAI_SLOTS": "4"})
+    yield srv
+    stop_server(srv)
+
+
+@pytest.fixture
+def api_schema(fuzz_server: Server) -> schemathesis.BaseSchema:
+    doc = requests.get(f"{fuzz_server.url}/openapi.json", headers=AUTH, timeout=10).json()
+    return schemathesis.openapi.from_dict(doc)
+
+
+schema = schemathesis.pytest.from_fixture("api_schema")
+
+
+@schema.parametrize()
+@settings(max_examples=8, deadline=None, derandomize=True,
+          suppress_health_check=list(HealthCheck))
+def test_api_conforms_and_never_fails(case: schemathesis.Case, fuzz_server: Server) -> None:
+    # Both excluded checks expect 401 for a request with no Authorization header at all;
+    # Cloudflare's API answers 400 with code 9106 there, and wai copies Cloudflare (a wrong
+    # token still gets 401, which the document says).
+    excluded = [schemathesis.checks.missing_required_header, schemathesis.checks.ignored_auth]
+    if case.operation.path in ("/run", "/ai-gateway/run"):
+        # schemathesis' coverage phase sends the bare JSON `0` to these as "schema-valid",
+        # though the document requires an object; wai rightly answers 400 (5006)
+        excluded.append(schemathesis.checks.positive_data_acceptance)
+    case.call_and_validate(base_url=fuzz_server.url, headers=AUTH, timeout=60,
+                           excluded_checks=excluded)
+
+
+def test_server_still_answers_after_fuzzing(fuzz_server: Server) -> None:
+    assert requests.get(f"{fuzz_server.url}/healthz", timeout=5).status_code == 200
+    assert "Traceback" not in fuzz_server.log.read_text()

@@ -1,0 +1,153 @@
+"""The OpenAPI document, made accurate: request bodies and every error response of each route.
+
+Routes read their bodies themselves (JSON whatever the Content-Type, with Cloudflare-shaped
+errors), so FastAPI cannot see their schemas; they are added here from the same pydantic types
+that validate requests, with this server's limits (e.g. the `max_tokens` cap) filled in.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from pydantic import BaseModel
+
+from wai.schemas.openai import ChatCompletionRequest, CompletionRequest
+from wai.schemas.text_generation import TextGenerationInput
+from wai.settings import Settings
+
+CF_ERROR = {
+    "type": "object",
+    "required": ["errors", "success", "result", "messages"],
+    "properties": {
+        "errors": {"type": "array", "items": {
+            "type": "object", "required": ["code", "message"],
+            "properties": {"code": {"type": "integer"}, "message": {"type": "string"},
+                           "error_chain": {"type": "array"}}}},
+        "success": {"type": "boolean", "enum": [False]},
+        "result": {"type": ["object", "null"]},
+        "messages": {"type": "array"},
+    },
+}
+OPENAI_ERROR = {
+    "type": "object", "required": ["error"],
+    "properties": {"error": {"type": "object", "required": ["message", "type"], "properties": {
+        "message": {"type": "string"}, "type": {"type": "string"},
+        "param": {"type": ["string", "null"]}, "code": {"type": ["string", "null"]}}}},
+}
+BINDING_ERROR = {
+    "type": "object",
+    "properties": {"internalCode": {"type": "integer"}, "name": {"type": "string"},
+                   "message": {"type": "string"}, "description": {"type": "string"}},
+}
+USAGE = {"type": "object", "properties": {
+    "prompt_tokens": {"type": "integer"}, "completion_tokens": {"type": "integer"},
+    "total_tokens": {"type": "integer"}}}
+OUTPUT = {"type": "object", "required": ["response"],
+          "properties": {"response": {"type": "string"}, "usage": USAGE}}
+# each server-sent event: a `data:` line (JSON text, or [DONE])
+SSE = {"text/event-stream": {"schema": {"type": "object", "required": ["data"],
+                                        "properties": {"data": {"type": "string"}}}}}
+
+# status -> why, per family of routes
+CF_ERRORS = {400: "bad input, unknown model, or bad auth header", 401: "invalid token",
+             405: "wrong method", 408: "client went away", 413: "body too large",
+             429: "busy or rate limited", 431: "headers too large",
+             503: "the model's weights failed to load"}
+
+
+def _json(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"application/json": {"schema": schema}}
+
+
+def _errors(schema: dict[str, Any], statuses: dict[int, str]) -> dict[str, Any]:
+    return {str(code): {"description": why, "content": _json(schema)}
+            for code, why in statuses.items()}
+
+
+def _body(model: type[BaseModel], components: dict[str, Any],
+          tweak: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    components.update(schema.pop("$defs", {}))
+    for prop, extra in tweak.items():
+        target = schema["properties"][prop]
+        for alt in target.get("anyOf", [target]):
+            if alt.get("type") in ("integer", "number"):
+                alt.update(extra)
+    components[model.__name__] = schema
+    return {"required": True,
+            "content": _json({"$ref": f"#/components/schemas/{model.__name__}"})}
+
+
+def install(app: FastAPI, settings: Settings, model_ids: list[str]) -> None:
+    """Replace app.openapi with the accurate document (built once, on first request).
+    `model_ids`: the ids this server answers (others get 5007)."""
+
+    def build() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        doc = get_openapi(title=app.title, version=app.version, summary=app.summary,
+                          routes=app.routes)
+        components = doc.setdefault("components", {}).setdefault("schemas", {})
+        cap = {"max_tokens": {"maximum": settings.limits.max_tokens}}
+        run_body = _body(TextGenerationInput, components, cap)
+        run_schema = components["TextGenerationInput"]
+        # exactly one of prompt / messages, each non-null when present (as Workers AI says)
+        run_schema["oneOf"] = [{"required": ["prompt"]}, {"required": ["messages"]}]
+        run_schema["properties"]["max_tokens"]["default"] = min(256, settings.limits.max_tokens)
+        for prop in ("prompt", "messages"):
+            run_schema["properties"][prop] = next(
+                alt for alt in run_schema["properties"][prop]["anyOf"] if alt != {"type": "null"})
+        chat_body = _body(ChatCompletionRequest, components,
+                          {**cap, "max_completion_tokens": cap["max_tokens"]})
+        completion_body = _body(CompletionRequest, components, cap)
+        for name in ("ChatCompletionRequest", "CompletionRequest"):
+            components[name]["properties"]["model"]["enum"] = model_ids
+        doc["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+        doc["security"] = [{"bearer": []}]
+        for path, item in doc["paths"].items():
+            for method, op in item.items():
+                op.pop("requestBody", None)
+                responses = op.setdefault("responses", {})
+                responses.pop("422", None)
+                for param in op.get("parameters", []):
+                    if param["name"] == "model" and param["in"] == "path":
+                        param["schema"] = {"type": "string", "enum": model_ids}
+                if "/ai/run/" in path:
+                    op["requestBody"] = run_body
+                    responses["200"] = {"description": "the output, or its stream",
+                                        "content": {**_json({"type": "object"}), **SSE}}
+                    responses.update(_errors(CF_ERROR, CF_ERRORS))
+                elif path in ("/run", "/ai-gateway/run"):
+                    op["requestBody"] = {"required": True, "content": _json({
+                        "type": "object", "required": ["inputs"],
+                        "properties": {"inputs": {"$ref": "#/components/schemas/"
+                                                          "TextGenerationInput"},
+                                       "options": {"type": "object"}}})}
+                    op["parameters"] = [
+                        {"name": "version", "in": "query", "required": True,
+                         "schema": {"type": "string", "enum": ["3"]}},
+                        {"name": "cf-consn-model-id", "in": "header", "required": True,
+                         "schema": {"type": "string", "enum": model_ids}}]
+                    responses["200"] = {"description": "the bare output, or its stream",
+                                        "content": {**_json(OUTPUT), **SSE}}
+                    responses.update(_errors(BINDING_ERROR, {**CF_ERRORS, 400: "bad input"}))
+                    responses.update(_errors(CF_ERROR, {k: CF_ERRORS[k] for k in (401, 431)}))
+                elif path.endswith(("/chat/completions", "/completions")):
+                    op["requestBody"] = chat_body if "chat" in path else completion_body
+                    responses["200"] = {"description": "the completion, or its chunks",
+                                        "content": {**_json({"type": "object"}), **SSE}}
+                    responses.update(_errors(OPENAI_ERROR, {**CF_ERRORS, 404: "no such model"}))
+                else:
+                    openai = path.startswith("/v1/") or "/ai/v1/" in path
+                    responses.update(_errors(OPENAI_ERROR if openai else CF_ERROR,
+                                             {k: CF_ERRORS[k] for k in (400, 401, 431)}))
+                if method == "get" and path == "/healthz":
+                    op["security"] = []
+                    responses["503"] = {"description": "no model can be served yet",
+                                        "content": _json({"type": "object"})}
+        app.openapi_schema = doc
+        return doc
+
+    app.openapi = build  # type: ignore[method-assign]

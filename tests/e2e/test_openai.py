@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import openai
 import pytest
 import requests
@@ -10,8 +12,10 @@ from tests.conftest import LLAMA2, TOKEN, Server
 
 
 @pytest.fixture(params=["/v1", "/client/v4/accounts/acc/ai/v1"])
-def client(request: pytest.FixtureRequest, server: Server) -> openai.OpenAI:
-    return openai.OpenAI(api_key=TOKEN, base_url=f"{server.url}{request.param}", max_retries=0)
+def client(request: pytest.FixtureRequest, server: Server) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(api_key=TOKEN, base_url=f"{server.url}{request.param}",
+                       max_retries=0) as c:
+        yield c
 
 
 MESSAGES = [{"role": "system", "content": "You are terse."},
@@ -99,8 +103,8 @@ def test_unknown_model_is_a_404(client: openai.OpenAI) -> None:
 
 
 def test_wrong_key_is_an_openai_shaped_401(server: Server) -> None:
-    c = openai.OpenAI(api_key="wrong", base_url=f"{server.url}/v1", max_retries=0)
-    with pytest.raises(openai.AuthenticationError):
+    with openai.OpenAI(api_key="wrong", base_url=f"{server.url}/v1", max_retries=0) as c, \
+            pytest.raises(openai.AuthenticationError):
         c.models.list()
     r = requests.get(f"{server.url}/v1/models", timeout=10)
     assert r.status_code == 401 and "error" in r.json()

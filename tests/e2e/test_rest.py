@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Iterator
 
 import cloudflare
 import pytest
@@ -55,28 +56,30 @@ def test_seed_python_as_written_sends_a_bare_string(server: Server) -> None:
     assert err["code"] == 5006 and "object" in err["message"]
 
 
-def _client(server: Server) -> cloudflare.Cloudflare:
-    return cloudflare.Cloudflare(api_token=TOKEN, base_url=f"{server.url}/client/v4",
-                                 max_retries=0)
+@pytest.fixture
+def cf(server: Server) -> Iterator[cloudflare.Cloudflare]:
+    with cloudflare.Cloudflare(api_token=TOKEN, base_url=f"{server.url}/client/v4",
+                               max_retries=0) as client:
+        yield client
 
 
-def test_cloudflare_sdk_messages(server: Server) -> None:
-    out = _client(server).ai.run(LLAMA2, account_id="acc", messages=SEED_MESSAGES,
+def test_cloudflare_sdk_messages(cf: cloudflare.Cloudflare) -> None:
+    out = cf.ai.run(LLAMA2, account_id="acc", messages=SEED_MESSAGES,
                                  max_tokens=12, temperature=0)
     assert isinstance(out, dict)
     assert isinstance(out["response"], str) and out["response"]
     assert out["usage"]["completion_tokens"] <= 12
 
 
-def test_cloudflare_sdk_prompt(server: Server) -> None:
-    out = _client(server).ai.run(LLAMA2, account_id="acc", prompt="Tell me a story",
+def test_cloudflare_sdk_prompt(cf: cloudflare.Cloudflare) -> None:
+    out = cf.ai.run(LLAMA2, account_id="acc", prompt="Tell me a story",
                                  max_tokens=12, seed=7)
     assert isinstance(out, dict) and out["response"]
 
 
-def test_cloudflare_sdk_error_is_raised_with_code(server: Server) -> None:
+def test_cloudflare_sdk_error_is_raised_with_code(cf: cloudflare.Cloudflare) -> None:
     with pytest.raises(cloudflare.BadRequestError) as info:
-        _client(server).ai.run("@cf/nope/not-a-model", account_id="acc", prompt="hi")
+        cf.ai.run("@cf/nope/not-a-model", account_id="acc", prompt="hi")
     assert info.value.status_code == 400
     assert "5007" in str(info.value)
 

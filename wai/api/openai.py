@@ -77,8 +77,7 @@ async def _handle(request: Request, parse: Parser, chat: bool) -> Response:
     headers = {"x-wai-model": served.local_name}
     if req.stream:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
-        chunks = _chat_chunks if chat else _completion_chunks
-        return StreamingResponse(chunks(generation, meta, include_usage),
+        return StreamingResponse(_chunks(generation, meta, include_usage, chat),
                                  headers={**sse.HEADERS, **headers})
     done = await collect(request, generation)
     if done is None:
@@ -96,42 +95,27 @@ async def _handle(request: Request, parse: Parser, chat: bool) -> Response:
                          "usage": _usage(done.final.usage)}, headers=headers)
 
 
-async def _chat_chunks(generation: Generation, meta: dict[str, Any],
-                       include_usage: bool) -> AsyncIterator[bytes]:
-    def chunk(choices: list[dict[str, Any]], **extra: Any) -> bytes:
-        return sse.event({**meta, "object": "chat.completion.chunk", "choices": choices, **extra})
+async def _chunks(generation: Generation, meta: dict[str, Any], include_usage: bool,
+                  chat: bool) -> AsyncIterator[bytes]:
+    """OpenAI stream chunks: chat.completion.chunk (deltas) or text_completion (text)."""
+    obj = "chat.completion.chunk" if chat else "text_completion"
 
-    yield chunk([{"index": 0, "delta": {"role": "assistant", "content": ""},
-                  "finish_reason": None, "logprobs": None}])
+    def chunk(choices: list[dict[str, Any]], **extra: Any) -> bytes:
+        return sse.event({**meta, "object": obj, "choices": choices, **extra})
+
+    def choice(text: str | None, reason: str | None = None) -> dict[str, Any]:
+        body = ({"delta": {} if text is None else {"content": text}} if chat
+                else {"text": text or ""})
+        return {"index": 0, **body, "finish_reason": reason, "logprobs": None}
+
+    if chat:
+        yield chunk([{**choice(""), "delta": {"role": "assistant", "content": ""}}])
     async for ev in guarded(generation):
         if isinstance(ev, Delta):
             if ev.text:
-                yield chunk([{"index": 0, "delta": {"content": ev.text}, "finish_reason": None,
-                              "logprobs": None}])
+                yield chunk([choice(ev.text)])
         elif isinstance(ev, Finished):
-            yield chunk([{"index": 0, "delta": {}, "finish_reason": _finish_reason(ev),
-                          "logprobs": None}])
-            if include_usage:
-                yield chunk([], usage=_usage(ev.usage))
-        else:
-            yield sse.event({"error": {"message": ev.message, "type": "server_error",
-                                       "param": None, "code": "inference_failed"}})
-    yield sse.DONE
-
-
-async def _completion_chunks(generation: Generation, meta: dict[str, Any],
-                             include_usage: bool) -> AsyncIterator[bytes]:
-    def chunk(choices: list[dict[str, Any]], **extra: Any) -> bytes:
-        return sse.event({**meta, "object": "text_completion", "choices": choices, **extra})
-
-    async for ev in guarded(generation):
-        if isinstance(ev, Delta):
-            if ev.text:
-                yield chunk([{"index": 0, "text": ev.text, "finish_reason": None,
-                              "logprobs": None}])
-        elif isinstance(ev, Finished):
-            yield chunk([{"index": 0, "text": "", "finish_reason": _finish_reason(ev),
-                          "logprobs": None}])
+            yield chunk([choice(None, _finish_reason(ev))])
             if include_usage:
                 yield chunk([], usage=_usage(ev.usage))
         else:

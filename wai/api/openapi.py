@@ -52,7 +52,8 @@ SSE = {"text/event-stream": {"schema": {"type": "object", "required": ["data"],
 
 # status -> why, per family of routes
 CF_ERRORS = {400: "bad input, unknown model, or bad auth header", 401: "invalid token",
-             405: "wrong method", 408: "client went away", 413: "body too large",
+             404: "no route (e.g. an empty path segment)", 405: "wrong method",
+             408: "client went away", 413: "body too large",
              429: "busy or rate limited", 431: "headers too large",
              503: "the model's weights failed to load"}
 
@@ -128,12 +129,15 @@ def install(app: FastAPI, settings: Settings, model_ids: list[str]) -> None:
                     op["parameters"] = [
                         {"name": "version", "in": "query", "required": True,
                          "schema": {"type": "string", "enum": ["3"]}},
+                        # HTTP trims header values, and "<prefix>:" is allowed: any
+                        # non-empty string, unknown ids answered with 5007
                         {"name": "cf-consn-model-id", "in": "header", "required": True,
-                         "schema": {"type": "string", "enum": model_ids}}]
+                         "description": "[prefix:]model id",
+                         "schema": {"type": "string", "minLength": 1}}]
                     responses["200"] = {"description": "the bare output, or its stream",
                                         "content": {**_json(OUTPUT), **SSE}}
                     responses.update(_errors(BINDING_ERROR, {**CF_ERRORS, 400: "bad input"}))
-                    responses.update(_errors(CF_ERROR, {k: CF_ERRORS[k] for k in (401, 431)}))
+                    responses.update(_errors(CF_ERROR, {k: CF_ERRORS[k] for k in (401, 404, 431)}))
                 elif path.endswith(("/chat/completions", "/completions")):
                     op["requestBody"] = chat_body if "chat" in path else completion_body
                     responses["200"] = {"description": "the completion, or its chunks",
@@ -142,7 +146,7 @@ def install(app: FastAPI, settings: Settings, model_ids: list[str]) -> None:
                 else:
                     openai = path.startswith("/v1/") or "/ai/v1/" in path
                     responses.update(_errors(OPENAI_ERROR if openai else CF_ERROR,
-                                             {k: CF_ERRORS[k] for k in (400, 401, 431)}))
+                                             {k: CF_ERRORS[k] for k in (400, 401, 404, 431)}))
                 if method == "get" and path == "/healthz":
                     op["security"] = []
                     responses["503"] = {"description": "no model can be served yet",

@@ -61,3 +61,8 @@ def test_wrangler_proxy_route_forwards_the_binding_protocol(server: Server) -> N
              **{"X-Forwarded": "https://workers-binding.ai/run?version=3"})
     assert r.status_code == 200 and r.headers["content-type"] == "application/json"
     assert "response" in r.json()
+
+
+def test_options_must_be_an_object(server: Server) -> None:
+    r = _run(server, {"inputs": {"prompt": "Hi", "max_tokens": 1}, "options": 5})
+    assert r.status_code == 400 and r.json()["internalCode"] == 5006

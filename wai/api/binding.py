@@ -65,7 +65,7 @@ async def run_binding(request: Request) -> Response:
         model_id = request.headers.get("cf-consn-model-id", "")
         if not model_id:
             raise bad_input("missing header cf-consn-model-id")
-        model_id = model_id.split(":", 1)[1] if ":" in model_id else model_id
+        model_id = (model_id.split(":", 1)[1] if ":" in model_id else model_id).strip()
         inputs = _inputs(await read_json(request, runtime.settings.limits.max_body_bytes))
         parsed = parse_text_generation(inputs)
         served, generation = runtime.submit(model_id, parsed)
@@ -98,6 +98,8 @@ def _inputs(body: Any) -> Any:
     if not isinstance(body, dict) or "inputs" not in body:
         raise bad_input("expected a JSON object {\"inputs\": …, \"options\": …}")
     inputs, options = body["inputs"], body.get("options")
-    if isinstance(inputs, dict) and isinstance(options, dict) and options.get("rejectIfBusy"):
+    if options is not None and not isinstance(options, dict):
+        raise bad_input("'/options': Input should be an object")
+    if isinstance(inputs, dict) and options and options.get("rejectIfBusy"):
         inputs = {**inputs, "options": {"rejectIfBusy": True}}
     return inputs

@@ -116,10 +116,17 @@ class Runtime:
         except ChatTemplateError as e:
             raise InvalidInput(str(e)) from e
 
+    def max_tokens(self, inp: TextGenerationInput) -> int:
+        """An explicit value must respect the cap; the default (256) is lowered to it."""
+        cap = self.settings.limits.max_tokens
+        if "max_tokens" not in inp.model_fields_set:
+            return min(inp.max_tokens, cap)
+        if inp.max_tokens > cap:
+            raise InvalidInput(f"'/max_tokens': must be at most {cap}")
+        return inp.max_tokens
+
     def check_limits(self, inp: TextGenerationInput) -> None:
         lim = self.settings.limits
-        if "max_tokens" in inp.model_fields_set and inp.max_tokens > lim.max_tokens:
-            raise InvalidInput(f"'/max_tokens': must be at most {lim.max_tokens}")
         if inp.prompt is not None and len(inp.prompt) > lim.max_prompt_chars:
             raise InvalidInput(f"'/prompt': longer than {lim.max_prompt_chars} characters")
         messages = inp.messages or []
@@ -137,12 +144,9 @@ class Runtime:
         """Resolve, check, template and queue. Raises RequestError or EngineError."""
         served = self.resolve(model_id)
         self.check_limits(inp)
-        # the default (256) never exceeds a lower configured cap; an explicit value must not
-        max_tokens = inp.max_tokens if "max_tokens" in inp.model_fields_set \
-            else min(inp.max_tokens, self.settings.limits.max_tokens)
         request = GenerationRequest(
             prompt_tokens=self.prompt_tokens(served, inp),
-            max_tokens=max_tokens,
+            max_tokens=self.max_tokens(inp),
             sampling=SamplingParams(
                 temperature=inp.temperature, top_p=inp.top_p, top_k=inp.top_k, seed=inp.seed,
                 repetition_penalty=inp.repetition_penalty,

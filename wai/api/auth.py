@@ -12,10 +12,16 @@ import hmac
 import re
 from collections.abc import Sequence
 
-from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from wai.api.errors import AUTH_ERROR, INVALID_AUTH_FORMAT, INVALID_HEADERS, MISSING_AUTH, CFError
+from wai.api.errors import (
+    AUTH_ERROR,
+    INVALID_AUTH_FORMAT,
+    INVALID_HEADERS,
+    MISSING_AUTH,
+    CFError,
+    error_response,
+)
 
 PUBLIC_PATHS = frozenset({"/healthz"})
 _TOKEN_FORMAT = re.compile(r"[A-Za-z0-9._~+/=-]{1,512}")
@@ -39,13 +45,6 @@ def check_authorization(header: str | None, tokens: Sequence[bytes]) -> None:
         raise CFError(401, AUTH_ERROR, "Authentication error", gateway=True)
 
 
-def openai_auth_error(e: CFError) -> JSONResponse:
-    """OpenAI clients read `error.message`; keep the Cloudflare code in `error.code`."""
-    body = {"error": {"message": e.message, "type": "invalid_request_error", "param": None,
-                      "code": "invalid_api_key" if e.status == 401 else str(e.code)}}
-    return JSONResponse(body, status_code=401 if e.code != 6003 else 400)
-
-
 class TokenAuth:
     def __init__(self, app: ASGIApp, tokens: Sequence[str]) -> None:
         self.app = app
@@ -63,9 +62,6 @@ class TokenAuth:
         try:
             check_authorization(header, self.tokens)
         except CFError as e:
-            path = scope["path"]
-            openai = path.startswith("/v1/") or "/ai/v1/" in path
-            response = openai_auth_error(e) if openai else e.response()
-            await response(scope, receive, send)
+            await error_response(scope["path"], e)(scope, receive, send)
             return
         await self.app(scope, receive, send)

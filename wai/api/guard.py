@@ -15,10 +15,9 @@ import math
 import time
 from collections.abc import Callable, Sequence
 
-from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from wai.api.errors import INVALID_HEADERS, CFError
+from wai.api.errors import INVALID_HEADERS, CFError, error_response
 
 RATE_LIMITED = 3021
 HEADERS_TOO_LARGE = 6100  # wai's own chain code under 6003
@@ -26,19 +25,6 @@ HOST_NOT_ALLOWED = 6101
 # workers-binding.ai: the Host that workerd's AI binding sends (a Cloudflare-owned name, so not
 # one an attacker can point at this machine).
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]", "::1", "workers-binding.ai")
-
-
-def _is_openai(path: str) -> bool:
-    return path.startswith("/v1/") or "/ai/v1/" in path
-
-
-def _reject(scope: Scope, err: CFError) -> JSONResponse:
-    if _is_openai(scope["path"]):
-        return JSONResponse({"error": {"message": err.message.removeprefix("AiError: "),
-                                       "type": "invalid_request_error", "param": None,
-                                       "code": str(err.code)}},
-                            status_code=err.status, headers=err.headers)
-    return err.response()
 
 
 class EdgeGuard:
@@ -62,12 +48,12 @@ class EdgeGuard:
             err = CFError(431, INVALID_HEADERS, "Invalid request headers", gateway=True, chain=[
                 {"code": HEADERS_TOO_LARGE,
                  "message": f"headers total {size} bytes, over {self.max_header_bytes}"}])
-            await _reject(scope, err)(scope, receive, send)
+            await error_response(scope["path"], err)(scope, receive, send)
             return
         if self.allowed and _host(scope) not in self.allowed:
             err = CFError(400, INVALID_HEADERS, "Invalid request headers", gateway=True, chain=[
                 {"code": HOST_NOT_ALLOWED, "message": "Host header not allowed"}])
-            await _reject(scope, err)(scope, receive, send)
+            await error_response(scope["path"], err)(scope, receive, send)
             return
         await self.app(scope, receive, send)
 
@@ -132,6 +118,6 @@ class RateLimit:
             err = CFError.inference(
                 429, RATE_LIMITED, "rate limiting: inference request per min rate reached",
                 headers={"retry-after": str(math.ceil(wait))})
-            await _reject(scope, err)(scope, receive, send)
+            await error_response(scope["path"], err)(scope, receive, send)
             return
         await self.app(scope, receive, send)

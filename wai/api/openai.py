@@ -14,7 +14,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from wai.api import sse
 from wai.api.body import read_json
-from wai.api.errors import CFError
+from wai.api.errors import CFError, openai_error, openai_from_cf
 from wai.api.generation import collect, guarded
 from wai.api.workers import to_cf_error
 from wai.engine.base import Delta, EngineError, Failed, Finished, Generation, Usage
@@ -24,26 +24,6 @@ from wai.schemas.openai import InvalidOpenAIRequest, parse_chat, parse_completio
 from wai.schemas.text_generation import TextGenerationInput
 
 router = APIRouter()
-
-_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
-          408: "timeout_error", 413: "invalid_request_error", 429: "rate_limit_error",
-          500: "server_error"}
-_CODES = {5007: "model_not_found", 3040: "rate_limit_exceeded", 3006: "request_too_large",
-          10000: "invalid_api_key", 9106: "missing_api_key"}
-
-
-def openai_error(status: int, message: str, param: str | None = None, code: str | None = None,
-                 headers: dict[str, str] | None = None) -> JSONResponse:
-    body = {"error": {"message": message, "type": _TYPES.get(status, "invalid_request_error"),
-                      "param": param, "code": code}}
-    return JSONResponse(body, status_code=status, headers=headers)
-
-
-def from_cf(err: CFError) -> JSONResponse:
-    status = 404 if err.code == 5007 else err.status
-    return openai_error(status, err.message.removeprefix("AiError: "), None,
-                        _CODES.get(err.code), err.headers)
-
 
 def _usage(u: Usage) -> dict[str, Any]:
     out: dict[str, Any] = {"prompt_tokens": u.prompt_tokens,
@@ -70,7 +50,7 @@ async def _handle(request: Request, parse: Parser, chat: bool) -> Response:
     except InvalidOpenAIRequest as e:
         return openai_error(400, e.message, e.param)
     except (CFError, RequestError, EngineError) as e:
-        return from_cf(to_cf_error(e))
+        return openai_from_cf(to_cf_error(e))
     prefix, obj = ("chatcmpl", "chat.completion") if chat else ("cmpl", "text_completion")
     meta = {"id": f"{prefix}-{secrets.token_hex(12)}", "created": int(time.time()),
             "model": req.model}

@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
+from wai.api.errors import is_openai_path
 from wai.schemas.openai import ChatCompletionRequest, CompletionRequest
 from wai.schemas.text_generation import TextGenerationInput
 from wai.settings import Settings
@@ -144,8 +145,7 @@ def install(app: FastAPI, settings: Settings, model_ids: list[str]) -> None:
                                         "content": {**_json({"type": "object"}), **SSE}}
                     responses.update(_errors(OPENAI_ERROR, {**CF_ERRORS, 404: "no such model"}))
                 else:
-                    openai = path.startswith("/v1/") or "/ai/v1/" in path
-                    responses.update(_errors(OPENAI_ERROR if openai else CF_ERROR,
+                    responses.update(_errors(OPENAI_ERROR if is_openai_path(path) else CF_ERROR,
                                              {k: CF_ERRORS[k] for k in (400, 401, 404, 431)}))
                 if method == "get" and path == "/healthz":
                     op["security"] = []

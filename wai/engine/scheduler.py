@@ -42,10 +42,6 @@ class Sequence:
     stopper: Any = None  # backend-owned stop-string state
 
     @property
-    def prompt(self) -> list[int]:
-        return list(self.request.prompt_tokens)
-
-    @property
     def prefilling(self) -> bool:
         return self.n_past < len(self.request.prompt_tokens)
 

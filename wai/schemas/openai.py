@@ -56,12 +56,8 @@ class _Common(BaseModel):
     options: RunOptions | None = None
 
     def stops(self) -> list[str]:
-        stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
-        if len(stops) > MAX_STOPS:
-            raise InvalidOpenAIRequest(f"at most {MAX_STOPS} stop sequences", "stop")
-        if any(len(s) > MAX_STOP_CHARS for s in stops):
-            raise InvalidOpenAIRequest(f"a stop sequence is longer than {MAX_STOP_CHARS}", "stop")
-        return stops
+        """The stop strings (their count and lengths are bounded by the schema above)."""
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
 
     def sampling(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -191,10 +187,3 @@ def _to_input(data: dict[str, Any]) -> TextGenerationInput:
         err = e.errors()[0]
         param = ".".join(str(p) for p in err["loc"]) or None
         raise InvalidOpenAIRequest(f"{param}: {err['msg']}", param) from None
-
-
-class ModelCard(BaseModel):
-    id: str
-    object: Literal["model"] = "model"
-    created: int
-    owned_by: str

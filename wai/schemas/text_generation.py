@@ -88,17 +88,6 @@ class TextGenerationInput(BaseModel):
         return self
 
 
-class Usage(BaseModel):
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
-
-
-class TextGenerationOutput(BaseModel):
-    response: str
-    usage: Usage
-
-
 def parse_text_generation(body: Any) -> TextGenerationInput:
     """Validate a decoded JSON body; raises InvalidInput naming the offending field."""
     if not isinstance(body, dict):

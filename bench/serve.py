@@ -60,7 +60,7 @@ N_TG = 128
 
 def converted(model: Path) -> Path:
     """The file wai computes with for `model` (its Q8_0 conversion, for Q4_1/Q5_1)."""
-    from wai.engine.llamacpp import read_metadata
+    from wai.engine.gguf import read_metadata
     from wai.engine.weights import compute_path
     from wai.settings import Settings
 

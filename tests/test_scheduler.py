@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from wai.engine.base import GenerationRequest
-from wai.engine.scheduler import Scheduler, Sequence
+from wai.engine.scheduler import Scheduler, Seq
 
 CHUNK = 4
 
 
-def seq(n_prompt: int) -> Sequence:
-    return Sequence(GenerationRequest(list(range(1, n_prompt + 1)), max_tokens=8), emit=print)
+def seq(n_prompt: int) -> Seq:
+    return Seq(GenerationRequest(list(range(1, n_prompt + 1)), max_tokens=8), emit=print)
 
 
-def plan_of(s: Scheduler) -> list[tuple[Sequence, list[int], int, bool]]:
+def plan_of(s: Scheduler) -> list[tuple[Seq, list[int], int, bool]]:
     return [(w.seq, w.tokens, w.start, w.logits) for w in s.schedule()]
 
 
@@ -62,10 +62,11 @@ def test_remove_frees_the_slot_for_the_next_waiting_sequence() -> None:
     s.add(a)
     s.add(b)
     s.admit()
-    assert s.remove(a.id) is a
+    assert s.find(a.id) is a
+    s.remove(a)
     assert s.slots == [None]
     assert s.admit() == [b] and b.slot == 0
-    assert s.remove(12345) is None
+    assert s.find(12345) is None
 
 
 def test_remove_a_waiting_sequence() -> None:
@@ -74,14 +75,15 @@ def test_remove_a_waiting_sequence() -> None:
     s.add(a)
     s.add(b)
     s.admit()
-    assert s.remove(b.id) is b
+    assert s.find(b.id) is b
+    s.remove(b)
     assert not s.waiting and s.running == [a]
 
 
 def test_prefix_cache_picks_the_longest_shared_prefix_cut_at_a_chunk_boundary() -> None:
     s = Scheduler(n_slots=3, token_budget=64, chunk=CHUNK)
     s.slot_cache = [[1, 2, 9], list(range(1, 8)), []]
-    new = Sequence(GenerationRequest([1, 2, 3, 4, 5, 6, 70, 80], max_tokens=4), emit=print)
+    new = Seq(GenerationRequest([1, 2, 3, 4, 5, 6, 70, 80], max_tokens=4), emit=print)
     s.add(new)
     s.admit()
     assert new.slot == 1 and new.cached == 4 and new.n_past == 4  # 6 shared, cut to 4
@@ -98,18 +100,18 @@ def test_the_last_prompt_token_is_always_recomputed() -> None:
     assert plan_of(s) == [(new, [5, 6, 7, 8], 4, True)]
 
 
-def test_retire_records_only_prompt_kv() -> None:
+def test_remove_records_only_prompt_kv() -> None:
     s = Scheduler(n_slots=1, token_budget=64, chunk=CHUNK)
     a = seq(3)
     s.add(a)
     s.admit()
     a.n_past, a.generated = 5, [10, 11, 12]  # prompt + 2 fed samples
-    s.retire(a)
+    s.remove(a)
     assert s.slot_cache == [[1, 2, 3]]
     b = seq(3)
     s.add(b)
     s.admit()
-    s.retire(b, keep_cache=False)
+    s.remove(b, keep_cache=False)
     assert s.slot_cache == [[]]
 
 
@@ -119,9 +121,9 @@ def test_an_unrelated_prompt_takes_the_least_recently_used_slot() -> None:
     s.add(a)
     s.add(b)
     s.admit()
-    s.retire(a)  # slot 0, used first
-    s.retire(b)  # slot 1
-    c = Sequence(GenerationRequest([99], max_tokens=1), emit=print)
+    s.remove(a)  # slot 0, used first
+    s.remove(b)  # slot 1
+    c = Seq(GenerationRequest([99], max_tokens=1), emit=print)
     s.add(c)
     s.admit()
     assert c.slot == 0

@@ -8,10 +8,15 @@ def test_multibyte_characters_split_across_tokens_are_held_back() -> None:
     assert d.flush() == ""
 
 
-def test_a_broken_tail_is_flushed_as_replacement() -> None:
+def test_an_unfinished_character_at_the_end_is_dropped_not_replaced() -> None:
     d = IncrementalDetokenizer()
     assert d.push(b"ok" + "😀".encode()[:2]) == "ok"
-    assert d.flush() == "\ufffd"
+    assert d.flush() == ""
+
+
+def test_invalid_bytes_mid_stream_are_still_replaced() -> None:
+    d = IncrementalDetokenizer()
+    assert d.push(b"a\xffb") == "a\ufffdb"
 
 
 def test_stop_strings_are_cut_even_across_deltas() -> None:

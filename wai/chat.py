@@ -11,13 +11,17 @@ Two ways:
 from __future__ import annotations
 
 import abc
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 import jinja2
+import jinja2.ext
+from jinja2 import nodes
 from jinja2.exceptions import SecurityError, TemplateError
+from jinja2.parser import Parser
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from wai.engine.base import Tokenizer
@@ -84,6 +88,13 @@ class Llama2Format(ChatFormat):
 # --- Jinja templates from the model ---------------------------------------------------------
 
 
+# The environment transformers renders chat templates in (apply_chat_template), which is what
+# model authors test against: trim/lstrip blocks, the loopcontrols extension ({% break %}), a
+# {% generation %} block (transformers uses it to mark assistant tokens; here it renders its
+# body), a `tojson` that leaves non-ASCII text and HTML characters alone, and the globals
+# raise_exception and strftime_now. Unlike plain Jinja it stays immutable and sandboxed.
+
+
 def _raise_exception(message: str) -> NoReturn:
     raise ChatTemplateError(message)
 
@@ -92,28 +103,61 @@ def _strftime_now(fmt: str) -> str:
     return datetime.now().strftime(fmt)
 
 
+def _tojson(value: Any, ensure_ascii: bool = False, indent: int | None = None,
+            separators: tuple[str, str] | None = None, sort_keys: bool = False) -> str:
+    return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators,
+                      sort_keys=sort_keys)
+
+
+class GenerationBlock(jinja2.ext.Extension):
+    """{% generation %}…{% endgeneration %}: renders its body, nothing else."""
+
+    tags = {"generation"}  # noqa: RUF012 (jinja2 declares it a class-level set)
+
+    def parse(self, parser: Parser) -> list[nodes.Node]:
+        next(parser.stream)
+        body: list[nodes.Node] = parser.parse_statements(("name:endgeneration",),
+                                                         drop_needle=True)
+        return body
+
+
+def template_environment() -> ImmutableSandboxedEnvironment:
+    env = ImmutableSandboxedEnvironment(
+        trim_blocks=True, lstrip_blocks=True, undefined=jinja2.Undefined,
+        extensions=[jinja2.ext.loopcontrols, GenerationBlock],
+    )
+    env.filters["tojson"] = _tojson
+    env.globals["raise_exception"] = _raise_exception
+    env.globals["strftime_now"] = _strftime_now
+    return env
+
+
 class JinjaFormat(ChatFormat):
     name = "jinja"
 
     def __init__(self, source: str, *, bos_token: str = "", eos_token: str = "") -> None:
-        env = ImmutableSandboxedEnvironment(
-            trim_blocks=True, lstrip_blocks=True, undefined=jinja2.Undefined
-        )
-        env.globals["raise_exception"] = _raise_exception
-        env.globals["strftime_now"] = _strftime_now
         try:
-            self._template = env.from_string(source)
+            self._template = template_environment().from_string(source)
         except TemplateError as e:
             raise ChatTemplateError(f"the model's chat template does not parse: {e}") from e
         self.bos_token = bos_token
         self.eos_token = eos_token
 
-    def render(self, messages: Sequence[Message]) -> str:
+    def render(self, messages: Sequence[Message], tools: list[dict[str, Any]] | None = None
+               ) -> str:
+        """The prompt text. `tools` (OpenAI-style function definitions), when there are any,
+        reach the template as `tools` (else None, as transformers passes it), and as JSON text
+        in `functions` for templates that read that name (firefunction-v2; "" when none, as
+        llama.cpp passes it), plus `datetime`, which firefunction-v2 reads too."""
         context: dict[str, Any] = {
             "messages": [{"role": m.role, "content": m.content} for m in messages],
             "add_generation_prompt": True,
             "bos_token": self.bos_token,
             "eos_token": self.eos_token,
+            "tools": tools or None,
+            "functions": json.dumps(tools, indent=2) if tools else "",
+            # firefunction-v2 prints it; llama.cpp passes it in this format
+            "datetime": datetime.now(UTC).strftime("%b %d %Y %H:%M:%S GMT"),
         }
         try:
             return self._template.render(context)

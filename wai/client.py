@@ -19,12 +19,16 @@ import json
 import os
 import queue
 import threading
+import time
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from typing import Any, TypeVar
 
 import httpx
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8787/client/v4"
+INTERNAL = 5000
+MAX_RETRIES = 2  # on 429 (busy, rate limited), as the official SDKs do
+MAX_RETRY_WAIT = 60.0  # seconds; a longer Retry-After is not waited for
 T = TypeVar("T")
 
 
@@ -66,20 +70,39 @@ def _result(resp: httpx.Response) -> dict[str, Any]:
 
 
 def _event(line: str) -> dict[str, Any] | None:
-    """One SSE line -> its event, or None (not data, or [DONE])."""
+    """One SSE line -> its event, or None (not data, or [DONE]). An error event (the stream
+    failed after it started) raises AiError."""
     if not line.startswith("data: ") or line == "data: [DONE]":
         return None
     event: dict[str, Any] = json.loads(line[6:])
+    error = event.get("error")
+    if error is not None:
+        if isinstance(error, dict):
+            raise AiError(int(error.get("code") or 5000), str(error.get("message", "")))
+        raise AiError(5000, str(error))
     return event
+
+
+def _retry_wait(resp: httpx.Response, attempt: int) -> float | None:
+    """Seconds to wait before retrying this response, or None: not retried."""
+    if resp.status_code != 429:
+        return None
+    try:
+        wait = float(resp.headers.get("retry-after", ""))
+    except ValueError:
+        wait = 0.5 * 2**attempt
+    return wait if 0 <= wait <= MAX_RETRY_WAIT else None
 
 
 class Ai:
     """Synchronous client."""
 
     def __init__(self, base_url: str = DEFAULT_BASE_URL, token: str | None = None,
-                 account_id: str = "local", timeout: float = 300.0) -> None:
+                 account_id: str = "local", timeout: float = 300.0,
+                 max_retries: int = MAX_RETRIES) -> None:
         self.base_url = base_url
         self.account_id = account_id
+        self.max_retries = max_retries
         self._http = httpx.Client(headers=_headers(token), timeout=timeout)
 
     @staticmethod
@@ -92,16 +115,28 @@ class Ai:
         url = _url(self.base_url, self.account_id, model)
         if inputs.get("stream"):
             return self._stream(url, inputs)
-        return _result(self._http.post(url, json=inputs))
+        for attempt in range(self.max_retries + 1):
+            resp = self._http.post(url, json=inputs)
+            wait = _retry_wait(resp, attempt) if attempt < self.max_retries else None
+            if wait is None:
+                break
+            time.sleep(wait)
+        return _result(resp)
 
     def _stream(self, url: str, inputs: dict[str, Any]) -> Iterator[dict[str, Any]]:
-        with self._http.stream("POST", url, json=inputs) as resp:
-            if resp.status_code >= 400:
-                raise _error(resp.status_code, resp.read())
-            for line in resp.iter_lines():
-                event = _event(line)
-                if event is not None:
-                    yield event
+        for attempt in range(self.max_retries + 1):
+            with self._http.stream("POST", url, json=inputs) as resp:
+                if resp.status_code >= 400:
+                    wait = _retry_wait(resp, attempt) if attempt < self.max_retries else None
+                    if wait is None:
+                        raise _error(resp.status_code, resp.read())
+                else:
+                    for line in resp.iter_lines():
+                        event = _event(line)
+                        if event is not None:
+                            yield event
+                    return
+            time.sleep(wait)
 
     def close(self) -> None:
         self._http.close()
@@ -117,25 +152,39 @@ class AsyncAi:
     """Asynchronous client: `await ai.run(...)`; streams are async iterators."""
 
     def __init__(self, base_url: str = DEFAULT_BASE_URL, token: str | None = None,
-                 account_id: str = "local", timeout: float = 300.0) -> None:
+                 account_id: str = "local", timeout: float = 300.0,
+                 max_retries: int = MAX_RETRIES) -> None:
         self.base_url = base_url
         self.account_id = account_id
+        self.max_retries = max_retries
         self._http = httpx.AsyncClient(headers=_headers(token), timeout=timeout)
 
     async def run(self, model: str, inputs: dict[str, Any]) -> Any:
         url = _url(self.base_url, self.account_id, model)
         if inputs.get("stream"):
             return self._stream(url, inputs)
-        return _result(await self._http.post(url, json=inputs))
+        for attempt in range(self.max_retries + 1):
+            resp = await self._http.post(url, json=inputs)
+            wait = _retry_wait(resp, attempt) if attempt < self.max_retries else None
+            if wait is None:
+                break
+            await asyncio.sleep(wait)
+        return _result(resp)
 
     async def _stream(self, url: str, inputs: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        async with self._http.stream("POST", url, json=inputs) as resp:
-            if resp.status_code >= 400:
-                raise _error(resp.status_code, await resp.aread())
-            async for line in resp.aiter_lines():
-                event = _event(line)
-                if event is not None:
-                    yield event
+        for attempt in range(self.max_retries + 1):
+            async with self._http.stream("POST", url, json=inputs) as resp:
+                if resp.status_code >= 400:
+                    wait = _retry_wait(resp, attempt) if attempt < self.max_retries else None
+                    if wait is None:
+                        raise _error(resp.status_code, await resp.aread())
+                else:
+                    async for line in resp.aiter_lines():
+                        event = _event(line)
+                        if event is not None:
+                            yield event
+                    return
+            await asyncio.sleep(wait)
 
     async def close(self) -> None:
         await self._http.aclose()
@@ -180,14 +229,21 @@ class LocalAi:
                 async for event in _local_events(self._runtime, model, inputs):
                     items.put(event)
                 items.put(None)
+            except asyncio.CancelledError:
+                raise
             except BaseException as e:  # handed to the caller's thread
                 items.put(e)
 
-        asyncio.run_coroutine_threadsafe(pump(), self._loop)
-        while (item := items.get()) is not None:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
+        pumping = asyncio.run_coroutine_threadsafe(pump(), self._loop)
+        try:
+            while (item := items.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            # The caller broke out (or raised): cancelling the pump closes the generation's
+            # iterator, which cancels the request and frees its slot now, not at max_tokens.
+            pumping.cancel()
 
     def close(self) -> None:
         self._call(self._runtime.close())
@@ -205,16 +261,16 @@ class LocalAi:
 async def _local_events(
     runtime: Any, model: str, inputs: dict[str, Any]
 ) -> AsyncIterator[dict[str, Any]]:
-    from wai.api.workers import to_cf_error
     from wai.engine.base import Delta, EngineError, Failed, Finished
     from wai.errors import RequestError
+    from wai.runtime import classify
     from wai.schemas.text_generation import parse_text_generation
 
     try:
         _, generation = runtime.submit(model, parse_text_generation(inputs))
     except (RequestError, EngineError) as e:
-        err = to_cf_error(e)
-        raise AiError(err.code, err.message, err.status) from e
+        f = classify(e)
+        raise AiError(f.code, f"AiError: {f.message}", f.status) from e
     async for ev in generation:
         if isinstance(ev, Delta):
             yield {"response": ev.text}
@@ -224,4 +280,4 @@ async def _local_events(
                 "prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
                 "total_tokens": u.total_tokens}}
         elif isinstance(ev, Failed):
-            raise AiError(5000, ev.message)
+            raise AiError(INTERNAL, ev.message)

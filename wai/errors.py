@@ -1,7 +1,24 @@
-"""Errors that the layers below the web layer raise about a request. The web layer turns each
-into its wire form (a Cloudflare envelope, later an OpenAI error or a binding error)."""
+"""Errors that the layers below the web layer raise about a request, and the Workers AI codes
+they are answered with. The web layer turns each into its wire form (a Cloudflare envelope, an
+OpenAI error or a binding error); the Python client raises them as AiError."""
 
 from __future__ import annotations
+
+# Workers AI / Cloudflare API codes (spec §1.4, §1.5).
+BAD_INPUT = 5006
+NO_SUCH_MODEL = 5007
+REQUEST_TOO_LARGE = 3006
+ABORTED = 3008
+RATE_LIMITED = 3021
+OUT_OF_CAPACITY = 3040
+INTERNAL = 5000
+MODEL_UNAVAILABLE = 3043  # wai's own: the model's weights could not be loaded, or it is stopping
+MISSING_AUTH = 9106
+INVALID_HEADERS = 6003
+INVALID_AUTH_FORMAT = 6111
+AUTH_ERROR = 10000
+NO_ROUTE = 7000
+METHOD_NOT_ALLOWED = 7001
 
 
 class RequestError(Exception):

@@ -13,13 +13,59 @@ from dataclasses import dataclass
 
 from wai.catalog import EMBEDDED_NAME, Catalog, ModelSpec, embedded_model_path
 from wai.chat import ChatFormat, ChatTemplateError, Message, format_for
-from wai.engine.base import Backend, EngineStats, Generation, GenerationRequest, SamplingParams
+from wai.engine.base import (
+    Backend,
+    EngineBusy,
+    EngineStats,
+    EngineStopped,
+    Generation,
+    GenerationRequest,
+    PromptTooLong,
+    SamplingParams,
+)
 from wai.engine.llamacpp import LlamaCppBackend, LlamaCppConfig, ModelLoadError
-from wai.errors import InvalidInput, ModelUnavailable, UnknownModel
+from wai.errors import (
+    BAD_INPUT,
+    INTERNAL,
+    MODEL_UNAVAILABLE,
+    NO_SUCH_MODEL,
+    OUT_OF_CAPACITY,
+    InvalidInput,
+    ModelUnavailable,
+    RequestError,
+    UnknownModel,
+)
 from wai.schemas.text_generation import TextGenerationInput
 from wai.settings import LocalModel, Settings
 
 log = logging.getLogger("wai.runtime")
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """What a request failed with, in Workers AI's terms: HTTP status, code, message."""
+
+    status: int
+    code: int
+    message: str
+    retry_after: int | None = None
+
+
+def classify(e: Exception) -> Failure:
+    """The Workers AI answer for what `Runtime.submit` (or the engine) raised."""
+    if isinstance(e, UnknownModel):
+        return Failure(400, NO_SUCH_MODEL, f"No such model: {e.message}")
+    if isinstance(e, ModelUnavailable):
+        return Failure(503, MODEL_UNAVAILABLE, e.message)
+    if isinstance(e, EngineStopped):
+        return Failure(503, MODEL_UNAVAILABLE, str(e), retry_after=1)
+    if isinstance(e, InvalidInput | PromptTooLong):
+        return Failure(400, BAD_INPUT, f"Bad input: Error: {e}")
+    if isinstance(e, EngineBusy):
+        return Failure(429, OUT_OF_CAPACITY, str(e), retry_after=1)
+    if isinstance(e, RequestError):
+        return Failure(400, BAD_INPUT, e.message)
+    return Failure(500, INTERNAL, "Internal error")
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,17 +87,24 @@ class Runtime:
         self.settings = settings
         self.catalog = catalog or Catalog()
         self._local: dict[str, LocalModel] = dict(settings.models)
-        if settings.default_model is not None or not self._local:
-            path = settings.default_model or embedded_model_path()
-            self._default: str | None = EMBEDDED_NAME if settings.default_model is None \
-                else path.stem
-            self._local.setdefault(self._default, LocalModel(path=path))
-        else:
-            self._default = None
-        # explicit routes: id -> local model name
-        self._routes = {mid: name for name, m in self._local.items() for mid in m.serves}
-        self.backends: dict[str, Backend] = {}
         self.failed: dict[str, str] = {}  # local models that could not be loaded, and why
+        # The default model answers every catalog id no entry in `models` serves: the
+        # configured one, or the embedded one.
+        if settings.default_model is not None:
+            self._default = settings.default_model.stem
+            self._local.setdefault(self._default, LocalModel(path=settings.default_model))
+        else:
+            self._default = EMBEDDED_NAME
+            try:
+                self._local.setdefault(EMBEDDED_NAME, LocalModel(path=embedded_model_path()))
+            except FileNotFoundError as e:
+                if not self._local:
+                    raise
+                self.failed[EMBEDDED_NAME] = str(e)
+        # explicit routes: id -> local model name
+        self._routes: dict[str, str] = {
+            mid: name for name, m in self._local.items() for mid in m.serves}
+        self.backends: dict[str, Backend] = {}
         self._formats: dict[str, ChatFormat] = {}
         self.ready = False
 
@@ -62,7 +115,8 @@ class Runtime:
                 path=local.path, name=name, n_slots=e.slots, n_ctx_seq=e.ctx_per_slot,
                 n_batch=e.batch_tokens, n_threads=e.threads, max_waiting=e.max_waiting,
                 prefill_chunk=e.prefill_chunk, flash_attn=e.flash_attn, weights=e.weights,
-                cache_dir=self.settings.cache_dir,
+                extra_buffers=e.extra_buffers, gpu_layers=e.gpu_layers,
+                probe_fault=e.probe_fault, cache_dir=self.settings.cache_dir,
             )
             log.info("loading %s from %s", name, local.path)
             try:
@@ -92,6 +146,16 @@ class Runtime:
             return self._default
         return None
 
+    def answering_ids(self) -> list[str]:
+        """The model ids that get an answer from a loaded model: catalog ids (in catalog
+        order), then configured ids outside the catalog."""
+        ids = [spec.id for spec in self.catalog.specs]
+        ids += [mid for mid in self._routes if mid not in self.catalog]
+        return [mid for mid in ids if self.local_name_for(mid) in self.backends]
+
+    def local_models(self) -> dict[str, LocalModel]:
+        return dict(self._local)
+
     def resolve(self, model_id: str) -> Served:
         name = self.local_name_for(model_id)
         if name in self.failed:
@@ -104,7 +168,10 @@ class Runtime:
     def prompt_tokens(self, served: Served, inp: TextGenerationInput) -> list[int]:
         tok = served.backend.tokenizer
         if inp.prompt is not None and inp.raw:
-            return tok.tokenize(inp.prompt, add_special=True, parse_special=True)
+            ids = tok.tokenize(inp.prompt, add_special=True, parse_special=True)
+            # Text the vocabulary has no token for (e.g. a lone control character) leaves
+            # nothing to continue from: continue from the start of a text, as for "".
+            return ids or ([tok.bos_id] if tok.bos_id >= 0 else [])
         if inp.prompt is not None:
             messages = [Message("user", inp.prompt)]
             if served.spec.default_system:
@@ -138,12 +205,22 @@ class Runtime:
                     f"'/messages/{i}/content': longer than {lim.max_message_chars} characters"
                 )
 
+    @staticmethod
+    def check_logit_bias(served: Served, logit_bias: Sequence[tuple[int, float]]) -> None:
+        n_vocab = served.backend.tokenizer.n_vocab
+        for token, _ in logit_bias:
+            if not 0 <= token < n_vocab:
+                raise InvalidInput(f"'/logit_bias': token {token} is not in the model's "
+                                   f"vocabulary (0..{n_vocab - 1})")
+
     def submit(
-        self, model_id: str, inp: TextGenerationInput, stop: Sequence[str] = ()
+        self, model_id: str, inp: TextGenerationInput, stop: Sequence[str] = (),
+        logit_bias: Sequence[tuple[int, float]] = (),
     ) -> tuple[Served, Generation]:
         """Resolve, check, template and queue. Raises RequestError or EngineError."""
         served = self.resolve(model_id)
         self.check_limits(inp)
+        self.check_logit_bias(served, logit_bias)
         request = GenerationRequest(
             prompt_tokens=self.prompt_tokens(served, inp),
             max_tokens=self.max_tokens(inp),
@@ -151,6 +228,7 @@ class Runtime:
                 temperature=inp.temperature, top_p=inp.top_p, top_k=inp.top_k, seed=inp.seed,
                 repetition_penalty=inp.repetition_penalty,
                 frequency_penalty=inp.frequency_penalty, presence_penalty=inp.presence_penalty,
+                logit_bias=tuple(logit_bias),
             ),
             reject_if_busy=bool(inp.options and inp.options.reject_if_busy),
             ignore_eos=inp.ignore_eos,

@@ -46,6 +46,16 @@ class EngineSettings(_Strict):
     flash_attn: bool = Field(True, description="flash attention")
     weights: Literal["auto", "as-is"] = Field(
         "auto", description="auto: compute Q4_1/Q5_1 files as Q8_0 (batched kernels)")
+    extra_buffers: Literal["auto", "on", "off"] = Field(
+        "auto", description="llama.cpp's extra (repacked/AMX) weight buffers; auto: off when "
+        "llama.cpp has its AMX path and the CPU has AMX")
+    gpu_layers: int = Field(
+        -1, ge=-1, le=100_000,
+        description="layers offloaded to the GPU; -1: all when llama.cpp has a GPU backend")
+    probe_fault: str = Field(
+        "", pattern=r"^[a-z_, ]*$",
+        description="fault injection: make the warm-up probe abort for matching settings "
+        "(any, extra_buffers, converted, gpu)")
 
     @model_validator(mode="after")
     def _budget_fits(self) -> EngineSettings:
@@ -116,6 +126,9 @@ _ENV = {
     "WAI_RATE_LIMIT_RPM": ("rate_limit_rpm", int),
     "WAI_MAX_HEADER_BYTES": ("limits.max_header_bytes", int),
     "WAI_WEIGHTS": ("engine.weights", str),
+    "WAI_EXTRA_BUFFERS": ("engine.extra_buffers", str),
+    "WAI_GPU_LAYERS": ("engine.gpu_layers", int),
+    "WAI_PROBE_FAULT": ("engine.probe_fault", str),
     "WAI_SLOTS": ("engine.slots", int),
     "WAI_CTX_PER_SLOT": ("engine.ctx_per_slot", int),
     "WAI_THREADS": ("engine.threads", int),

@@ -19,8 +19,11 @@ class IncrementalDetokenizer:
         return self._decoder.decode(piece)
 
     def flush(self) -> str:
-        """Whatever is left at the end of the sequence (a broken tail becomes U+FFFD)."""
-        return self._decoder.decode(b"", final=True)
+        """The end of the sequence. Bytes still held are the start of a character that never
+        came (generation stopped inside it): they are not text, so they are dropped rather
+        than turned into U+FFFD. Invalid bytes earlier on were replaced as they arrived."""
+        self._decoder.reset()
+        return ""
 
 
 class StopMatcher:

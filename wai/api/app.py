@@ -39,8 +39,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app = FastAPI(title="wai", version=wai.__version__, lifespan=lifespan,
                   summary="A self-hosted, Workers AI-compatible LLM inference server")
     app.state.runtime = runtime
+    app.include_router(binding.router)  # first: its /ai/run/proxy before the REST route
     app.include_router(workers.router)
-    app.include_router(binding.router)
     app.include_router(openai.router)
 
     @app.get("/healthz")
@@ -49,7 +49,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
             return JSONResponse({"status": "loading" if not runtime.ready else "no model",
                                  "failed": runtime.failed}, status_code=503)
         return JSONResponse({"status": "ok", "models": sorted(runtime.backends),
-                             "failed": runtime.failed})
+                             "failed": runtime.failed,
+                             "runs": {name: b.info for name, b in runtime.backends.items()}})
 
     @app.get("/wai/v1/stats")
     async def stats() -> dict[str, Any]:
@@ -58,7 +59,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
 
     model_ids = [spec.id for spec in runtime.catalog.specs]
     model_ids += [mid for m in settings.models.values() for mid in m.serves if mid not in model_ids]
-    openapi.install(app, settings, model_ids)
+    openapi.install(app, settings, model_ids, lambda: min(
+        (b.tokenizer.n_vocab for b in runtime.backends.values()), default=None))
     app.add_exception_handler(CFError, _cf_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

@@ -16,13 +16,12 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from fastapi import APIRouter, Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 
-from wai.api import sse
 from wai.api.body import read_json
 from wai.api.errors import ABORTED, INTERNAL, CFError, bad_input
-from wai.api.generation import collect
-from wai.api.workers import cf_sse, to_cf_error, usage_dict
+from wai.api.framing import cf_sse, to_cf_error, usage_dict
+from wai.api.generation import GenerationResponse, collect
 from wai.engine.base import EngineError, Failed
 from wai.errors import RequestError
 from wai.runtime import Runtime
@@ -54,6 +53,13 @@ async def binding_gateway_run(request: Request) -> Response:
     return await run_binding(request)
 
 
+# wrangler dev's remote AI fetcher: the binding protocol, forwarded with the original URL in
+# X-Forwarded. Registered before the REST route, whose {model:path} would match it too.
+@router.post("/client/v4/accounts/{account_id}/ai/run/proxy", include_in_schema=False)
+async def binding_wrangler_proxy(request: Request, account_id: str) -> Response:
+    return await run_binding(request)
+
+
 async def run_binding(request: Request) -> Response:
     runtime: Runtime = request.app.state.runtime
     request_id = str(uuid.uuid4())
@@ -73,7 +79,7 @@ async def run_binding(request: Request) -> Response:
         return binding_error(to_cf_error(e), request_id)
     headers = {"x-wai-model": served.local_name, "cf-ai-req-id": request_id}
     if parsed.stream:
-        return StreamingResponse(cf_sse(generation), headers={**sse.HEADERS, **headers})
+        return GenerationResponse(generation, cf_sse(generation), headers)
     done = await collect(request, generation)
     if done is None:
         return binding_error(CFError.inference(408, ABORTED, "Aborted"), request_id)

@@ -12,20 +12,26 @@ from typing import Any
 
 from starlette.responses import JSONResponse
 
-# Workers AI / Cloudflare API codes.
-BAD_INPUT = 5006
-NO_SUCH_MODEL = 5007
-REQUEST_TOO_LARGE = 3006
-ABORTED = 3008
-OUT_OF_CAPACITY = 3040
-INTERNAL = 5000
-MODEL_UNAVAILABLE = 3043  # wai's own: the model's weights could not be loaded
-MISSING_AUTH = 9106
-INVALID_HEADERS = 6003
-INVALID_AUTH_FORMAT = 6111
-AUTH_ERROR = 10000
-NO_ROUTE = 7000
-METHOD_NOT_ALLOWED = 7001
+from wai.errors import (
+    ABORTED,
+    AUTH_ERROR,
+    BAD_INPUT,
+    INTERNAL,
+    INVALID_AUTH_FORMAT,
+    INVALID_HEADERS,
+    METHOD_NOT_ALLOWED,
+    MISSING_AUTH,
+    MODEL_UNAVAILABLE,
+    NO_ROUTE,
+    NO_SUCH_MODEL,
+    OUT_OF_CAPACITY,
+    REQUEST_TOO_LARGE,
+)
+
+__all__ = ["ABORTED", "AUTH_ERROR", "BAD_INPUT", "INTERNAL", "INVALID_AUTH_FORMAT",
+           "INVALID_HEADERS", "METHOD_NOT_ALLOWED", "MISSING_AUTH", "MODEL_UNAVAILABLE",
+           "NO_ROUTE", "NO_SUCH_MODEL", "OUT_OF_CAPACITY", "REQUEST_TOO_LARGE", "CFError",
+           "bad_input", "error_response", "is_openai_path", "openai_error", "openai_from_cf"]
 
 
 class CFError(Exception):

@@ -1,29 +1,36 @@
-"""Consuming a Generation from a request handler: streamed (cancelled when the response stream is
-closed early) or collected whole (cancelled when the client disconnects). Shared by every
-framing: Workers AI REST, the Worker binding, OpenAI."""
+"""Answering with a Generation: streamed, or collected whole. Either way the generation is
+cancelled, structurally, when the answer ends before it does (client gone, server stopping,
+an error while sending), so its slot and KV are freed at the engine's next step."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
 from starlette.requests import Request
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
-from wai.engine.base import Delta, Event, Failed, Finished, Generation
+from wai.api import sse
+from wai.engine.base import Delta, Failed, Finished, Generation
 
 
-async def guarded(generation: Generation) -> AsyncIterator[Event]:
-    """The generation's events; if the consumer stops early (client gone, server stopping),
-    the generation is cancelled so its slot is freed at the next engine step."""
-    done = False
-    try:
-        async for ev in generation:
-            done = isinstance(ev, Finished | Failed)
-            yield ev
-    finally:
-        if not done:
-            generation.cancel()
+class GenerationResponse(StreamingResponse):
+    """An event stream over one generation. Whatever ends the response, the generation is
+    cancelled in `finally` (a no-op once it has finished), as llama.cpp's server reader does in
+    its destructor: every disconnect path is the same path."""
+
+    def __init__(self, generation: Generation, body: AsyncIterator[bytes],
+                 headers: Mapping[str, str]) -> None:
+        super().__init__(body, headers={**sse.HEADERS, **headers})
+        self.generation = generation
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.generation.cancel()
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +49,7 @@ async def collect(request: Request, generation: Generation) -> Completed | None:
         gone.cancel()
         if not task.done():
             task.cancel()
-            generation.cancel()
+        generation.cancel()
     if task.cancelled() or not task.done():
         return None
     return task.result()

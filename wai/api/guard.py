@@ -13,13 +13,14 @@ from __future__ import annotations
 import hashlib
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from wai.api.errors import INVALID_HEADERS, CFError, error_response
+from wai.errors import RATE_LIMITED
 
-RATE_LIMITED = 3021
 HEADERS_TOO_LARGE = 6100  # wai's own chain code under 6003
 HOST_NOT_ALLOWED = 6101
 # workers-binding.ai: the Host that workerd's AI binding sends (a Cloudflare-owned name, so not
@@ -69,25 +70,44 @@ def _host(scope: Scope) -> str:
 
 
 class TokenBuckets:
-    """Requests per minute per key; `take` returns 0 when allowed, else seconds to wait."""
+    """Requests per minute per key; `take` returns 0 when allowed, else seconds to wait.
 
-    def __init__(self, rpm: int, clock: Callable[[], float] = time.monotonic) -> None:
+    Memory is bounded two ways. Buckets are kept least recently used first, and one that has
+    refilled to capacity is the same as no bucket at all, so each call drops such buckets from
+    the front (amortised O(1)): a minute after a burst of distinct keys, none is left. And past
+    `max_keys` the least recently used key is forgotten, which at worst hands that key a full
+    bucket early (in open local mode any Authorization value is a new key)."""
+
+    def __init__(self, rpm: int, clock: Callable[[], float] = time.monotonic,
+                 max_keys: int = 10_000) -> None:
         self.capacity = float(rpm)
         self.rate = rpm / 60.0
         self.clock = clock
-        self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, last time)
+        self.max_keys = max_keys
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # (tokens, time)
+
+    def __len__(self) -> int:
+        return len(self._buckets)
 
     def take(self, key: str) -> float:
         now = self.clock()
-        tokens, last = self._buckets.get(key, (self.capacity, now))
+        self._prune(now)
+        tokens, last = self._buckets.pop(key, (self.capacity, now))
         tokens = min(self.capacity, tokens + (now - last) * self.rate)
-        if tokens >= 1.0:
-            self._buckets[key] = (tokens - 1.0, now)
-            return 0.0
-        self._buckets[key] = (tokens, now)
-        if len(self._buckets) > 100_000:  # bounded memory: forget full (idle) buckets
-            self._buckets = {k: b for k, b in self._buckets.items() if b[0] < self.capacity}
-        return (1.0 - tokens) / self.rate
+        allowed = tokens >= 1.0
+        if allowed:
+            tokens -= 1.0
+        self._buckets[key] = (tokens, now)  # most recently used: last
+        if len(self._buckets) > self.max_keys:
+            self._buckets.popitem(last=False)
+        return 0.0 if allowed else (1.0 - tokens) / self.rate
+
+    def _prune(self, now: float) -> None:
+        while self._buckets:
+            tokens, last = next(iter(self._buckets.values()))
+            if tokens + (now - last) * self.rate < self.capacity:
+                return
+            self._buckets.popitem(last=False)
 
 
 INFERENCE_SUFFIXES = ("/chat/completions", "/completions")

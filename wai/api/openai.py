@@ -10,29 +10,20 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 
 from wai.api import sse
 from wai.api.body import read_json
 from wai.api.errors import CFError, openai_error, openai_from_cf
-from wai.api.generation import collect, guarded
-from wai.api.workers import to_cf_error
-from wai.engine.base import Delta, EngineError, Failed, Finished, Generation, Usage
+from wai.api.framing import to_cf_error, usage_dict
+from wai.api.generation import GenerationResponse, collect
+from wai.engine.base import Delta, EngineError, Failed, Finished, Generation
 from wai.errors import RequestError
 from wai.runtime import Runtime
 from wai.schemas.openai import InvalidOpenAIRequest, parse_chat, parse_completion
 from wai.schemas.text_generation import TextGenerationInput
 
 router = APIRouter()
-
-def _usage(u: Usage) -> dict[str, Any]:
-    out: dict[str, Any] = {"prompt_tokens": u.prompt_tokens,
-                           "completion_tokens": u.completion_tokens,
-                           "total_tokens": u.total_tokens}
-    if u.cached_tokens:
-        out["prompt_tokens_details"] = {"cached_tokens": u.cached_tokens}
-    return out
-
 
 def _finish_reason(ev: Finished) -> str:
     return "length" if ev.reason == "length" else "stop"
@@ -46,7 +37,7 @@ async def _handle(request: Request, parse: Parser, chat: bool) -> Response:
     try:
         body = await read_json(request, runtime.settings.limits.max_body_bytes)
         req, inp, stops = parse(body)
-        served, generation = runtime.submit(req.model, inp, stops)
+        served, generation = runtime.submit(req.model, inp, stops, req.bias())
     except InvalidOpenAIRequest as e:
         return openai_error(400, e.message, e.param)
     except (CFError, RequestError, EngineError) as e:
@@ -57,8 +48,8 @@ async def _handle(request: Request, parse: Parser, chat: bool) -> Response:
     headers = {"x-wai-model": served.local_name}
     if req.stream:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
-        return StreamingResponse(_chunks(generation, meta, include_usage, chat),
-                                 headers={**sse.HEADERS, **headers})
+        return GenerationResponse(generation, _chunks(generation, meta, include_usage, chat),
+                                  headers)
     done = await collect(request, generation)
     if done is None:
         return openai_error(408, "the client closed the connection")
@@ -72,7 +63,7 @@ async def _handle(request: Request, parse: Parser, chat: bool) -> Response:
     else:
         choice = {"index": 0, "text": done.text, "finish_reason": reason, "logprobs": None}
     return JSONResponse({**meta, "object": obj, "choices": [choice],
-                         "usage": _usage(done.final.usage)}, headers=headers)
+                         "usage": usage_dict(done.final.usage)}, headers=headers)
 
 
 async def _chunks(generation: Generation, meta: dict[str, Any], include_usage: bool,
@@ -90,14 +81,14 @@ async def _chunks(generation: Generation, meta: dict[str, Any], include_usage: b
 
     if chat:
         yield chunk([{**choice(""), "delta": {"role": "assistant", "content": ""}}])
-    async for ev in guarded(generation):
+    async for ev in generation:
         if isinstance(ev, Delta):
             if ev.text:
                 yield chunk([choice(ev.text)])
         elif isinstance(ev, Finished):
             yield chunk([choice(None, _finish_reason(ev))])
             if include_usage:
-                yield chunk([], usage=_usage(ev.usage))
+                yield chunk([], usage=usage_dict(ev.usage))
         else:
             yield sse.event({"error": {"message": ev.message, "type": "server_error",
                                        "param": None, "code": "inference_failed"}})

@@ -7,6 +7,7 @@ that validate requests, with this server's limits (e.g. the `max_tokens` cap) fi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI
@@ -42,6 +43,15 @@ BINDING_ERROR = {
     "properties": {"internalCode": {"type": "integer"}, "name": {"type": "string"},
                    "message": {"type": "string"}, "description": {"type": "string"}},
 }
+
+
+def binding_request(inputs: dict[str, Any]) -> dict[str, Any]:
+    """What workerd's AI binding sends: the model inputs, and the binding options (of which the
+    server reads rejectIfBusy; the others steer the binding or the gateway, not inference)."""
+    return {"type": "object", "required": ["inputs"], "properties": {
+        "inputs": inputs,
+        "options": {"type": "object", "properties": {"rejectIfBusy": {"type": "boolean"}}}}}
+
 USAGE = {"type": "object", "properties": {
     "prompt_tokens": {"type": "integer"}, "completion_tokens": {"type": "integer"},
     "total_tokens": {"type": "integer"}}}
@@ -82,9 +92,26 @@ def _body(model: type[BaseModel], components: dict[str, Any],
             "content": _json({"$ref": f"#/components/schemas/{model.__name__}"})}
 
 
-def install(app: FastAPI, settings: Settings, model_ids: list[str]) -> None:
+def integer_pattern(n: int) -> str:
+    """A regex for the decimal integers 0..n-1 (no leading zeros): JSON object keys cannot
+    carry a numeric range any other way."""
+    top = str(max(n - 1, 0))
+    if len(top) == 1:
+        return f"^[0-{top}]$"
+    alts = ["0", f"[1-9][0-9]{{0,{len(top) - 2}}}"]
+    for i, ch in enumerate(top):
+        lo, hi = (1 if i == 0 else 0), int(ch) - 1
+        if hi >= lo:
+            alts.append(top[:i] + f"[{lo}-{hi}]" + "[0-9]" * (len(top) - i - 1))
+    alts.append(top)
+    return "^(" + "|".join(alts) + ")$"
+
+
+def install(app: FastAPI, settings: Settings, model_ids: list[str],
+            vocab_size: Callable[[], int | None] = lambda: None) -> None:
     """Replace app.openapi with the accurate document (built once, on first request).
-    `model_ids`: the ids this server answers (others get 5007)."""
+    `model_ids`: the ids this server answers (others get 5007); `vocab_size`: the smallest
+    vocabulary of the loaded models (token ids in logit_bias must be below it)."""
 
     def build() -> dict[str, Any]:
         if app.openapi_schema:
@@ -104,8 +131,16 @@ def install(app: FastAPI, settings: Settings, model_ids: list[str]) -> None:
         chat_body = _body(ChatCompletionRequest, components,
                           {**cap, "max_completion_tokens": cap["max_tokens"]})
         completion_body = _body(CompletionRequest, components, cap)
+        n_vocab = vocab_size()
         for name in ("ChatCompletionRequest", "CompletionRequest"):
-            components[name]["properties"]["model"]["enum"] = model_ids
+            props = components[name]["properties"]
+            props["model"]["enum"] = model_ids
+            if n_vocab:
+                bias = next(a for a in props["logit_bias"]["anyOf"] if a.get("type") == "object")
+                bias["propertyNames"] = {"pattern": integer_pattern(n_vocab)}
+                bias.pop("patternProperties", None)
+                bias["additionalProperties"] = {"type": "number", "minimum": -100,
+                                                "maximum": 100}
         doc["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
         doc["security"] = [{"bearer": []}]
         for path, item in doc["paths"].items():
@@ -113,28 +148,33 @@ def install(app: FastAPI, settings: Settings, model_ids: list[str]) -> None:
                 op.pop("requestBody", None)
                 responses = op.setdefault("responses", {})
                 responses.pop("422", None)
-                for param in op.get("parameters", []):
+                params = op.setdefault("parameters", [])
+                for param in params:
                     if param["name"] == "model" and param["in"] == "path":
                         param["schema"] = {"type": "string", "enum": model_ids}
+                # routes whose handler does not read {account_id} still take it
+                if "{account_id}" in path and not any(p["name"] == "account_id"
+                                                      for p in params):
+                    params.append({"name": "account_id", "in": "path", "required": True,
+                                   "schema": {"type": "string", "minLength": 1}})
                 if "/ai/run/" in path:
                     op["requestBody"] = run_body
                     responses["200"] = {"description": "the output, or its stream",
                                         "content": {**_json({"type": "object"}), **SSE}}
                     responses.update(_errors(CF_ERROR, CF_ERRORS))
                 elif path in ("/run", "/ai-gateway/run"):
-                    op["requestBody"] = {"required": True, "content": _json({
-                        "type": "object", "required": ["inputs"],
-                        "properties": {"inputs": {"$ref": "#/components/schemas/"
-                                                          "TextGenerationInput"},
-                                       "options": {"type": "object"}}})}
+                    components["BindingRequest"] = binding_request(
+                        {"$ref": "#/components/schemas/TextGenerationInput"})
+                    op["requestBody"] = {"required": True, "content": _json(
+                        {"$ref": "#/components/schemas/BindingRequest"})}
                     op["parameters"] = [
                         {"name": "version", "in": "query", "required": True,
                          "schema": {"type": "string", "enum": ["3"]}},
-                        # HTTP trims header values, and "<prefix>:" is allowed: any
-                        # non-empty string, unknown ids answered with 5007
+                        # the model ids; the server also takes them behind a "<prefix>:"
+                        # (as workerd sends them) and answers other ids with 5007
                         {"name": "cf-consn-model-id", "in": "header", "required": True,
-                         "description": "[prefix:]model id",
-                         "schema": {"type": "string", "minLength": 1}}]
+                         "description": "model id, optionally as <prefix>:<model id>",
+                         "schema": {"type": "string", "enum": model_ids}}]
                     responses["200"] = {"description": "the bare output, or its stream",
                                         "content": {**_json(OUTPUT), **SSE}}
                     responses.update(_errors(BINDING_ERROR, {**CF_ERRORS, 400: "bad input"}))

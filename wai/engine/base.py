@@ -34,6 +34,8 @@ class SamplingParams:
     repetition_penalty: float | None = None
     frequency_penalty: float | None = None
     presence_penalty: float | None = None
+    # (token id, bias added to its logit) pairs, applied before everything else
+    logit_bias: tuple[tuple[int, float], ...] = ()
 
 
 @dataclass(slots=True)
@@ -95,8 +97,16 @@ class PromptTooLong(EngineError):
     """prompt plus max_tokens does not fit in one sequence's context."""
 
 
+class EngineStopped(EngineError):
+    """The backend is closed (or closing): it takes no more requests."""
+
+
 class Generation:
-    """The caller's handle on one submitted request: an async stream of events plus cancel."""
+    """The caller's handle on one submitted request: an async stream of events plus cancel.
+
+    Cancellation is structural: a consumer that stops iterating before the final event (it
+    broke out, raised, or was cancelled because its client went away) cancels the request
+    when the iterator is closed, and `cancel()` after the end is a no-op."""
 
     def __init__(
         self, request_id: int, events: AsyncIterator[Event], cancel: Callable[[], None]
@@ -104,12 +114,26 @@ class Generation:
         self.request_id = request_id
         self._events = events
         self._cancel = cancel
+        self.done = False
 
     def __aiter__(self) -> AsyncIterator[Event]:
-        return self._events
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Event]:
+        try:
+            async for ev in self._events:
+                if isinstance(ev, Finished | Failed):
+                    self.done = True
+                yield ev
+                if self.done:
+                    return
+        finally:
+            self.cancel()
 
     def cancel(self) -> None:
-        self._cancel()
+        if not self.done:
+            self.done = True
+            self._cancel()
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +145,7 @@ class EngineStats:
     waiting: int
     requests_finished: int
     requests_cancelled: int
+    requests_failed: int = 0  # llama_decode errors, engine stopped under them
     tokens_generated: int = 0
     kv_cache_bytes: int = 0
 
@@ -130,6 +155,7 @@ class Tokenizer(abc.ABC):
 
     bos_id: int
     eos_id: int
+    n_vocab: int
 
     @abc.abstractmethod
     def tokenize(self, text: str, *, add_special: bool, parse_special: bool) -> list[int]:
@@ -148,6 +174,8 @@ class Backend(abc.ABC):
     tokenizer: Tokenizer
     chat_template: str | None
     metadata: dict[str, str]
+    # How the model runs (device, buffer types, weights, what the warm-up probe found)
+    info: dict[str, object]
 
     @abc.abstractmethod
     async def start(self) -> None:
@@ -155,7 +183,8 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def submit(self, request: GenerationRequest) -> Generation:
-        """Queue a request. Raises EngineBusy or PromptTooLong; never blocks on inference."""
+        """Queue a request. Raises EngineBusy, PromptTooLong or EngineStopped; never blocks on
+        inference."""
 
     @abc.abstractmethod
     def stats(self) -> EngineStats: ...

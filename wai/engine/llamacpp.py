@@ -2,34 +2,32 @@
 
 The model lives on one worker thread. Requests arrive through an inbox (a thread-safe queue),
 events leave through each request's asyncio queue (`call_soon_threadsafe`), so the event loop
-never waits on inference. One loop iteration is one `llama_decode` over a batch that mixes one
-decode token per running sequence with chunks of new prompts (see scheduler.py). Each sequence
-owns a slot (its llama.cpp seq_id) and a sampler chain; retiring it frees both, KV cells included.
+never waits on inference. One loop iteration is one step: decode tokens for every running
+sequence and chunks of new prompts, in as few `llama_decode` calls as batch invariance allows
+(see scheduler.py). Each sequence owns a slot (its llama.cpp seq_id) and a sampler chain; its
+end frees both, and its prompt's KV stays in the slot as a prefix cache.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import logging
-import os
 import queue
-import random
 import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import llama_cpp as L
 
+from wai.engine import hardware, probe
 from wai.engine.base import (
     Backend,
     Delta,
     EngineBusy,
-    EngineError,
     EngineStats,
+    EngineStopped,
     Event,
     Failed,
     Finished,
@@ -37,22 +35,28 @@ from wai.engine.base import (
     Generation,
     GenerationRequest,
     PromptTooLong,
-    SamplingParams,
-    Tokenizer,
     Usage,
 )
-from wai.engine.scheduler import Scheduler, Sequence, Work
+from wai.engine.gguf import (
+    LlamaTokenizer,
+    ModelLoadError,
+    check_gguf,
+    init_llama,
+    kv_cache_bytes,
+    load_model,
+    model_metadata,
+    read_metadata,
+)
+from wai.engine.hardware import ExtraBuffers
+from wai.engine.output import Output
+from wai.engine.params import LoadPlan, context_params, fallbacks, model_params, warm_up
+from wai.engine.sampling import make_sampler
+from wai.engine.scheduler import Scheduler, Seq, Work
 from wai.engine.weights import WeightsMode, compute_path
-from wai.text import IncrementalDetokenizer, StopMatcher
 
 log = logging.getLogger("wai.engine")
 
-_LLAMA_VOCAB_TYPE_SPM = 1
-_PENALTY_LAST_N = 64
-
-
-class ModelLoadError(EngineError):
-    """The file is missing, not a GGUF, truncated or otherwise unloadable."""
+__all__ = ["LlamaCppBackend", "LlamaCppConfig", "ModelLoadError"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,172 +71,39 @@ class LlamaCppConfig:
     max_waiting: int = 64  # bounded waiting queue; beyond it submit raises EngineBusy
     flash_attn: bool = True
     weights: WeightsMode = "auto"  # see weights.py
+    extra_buffers: ExtraBuffers = "auto"  # see hardware.py
+    gpu_layers: int = -1  # -1: all when the build has a GPU backend
+    probe_fault: str = ""  # fault injection for the warm-up probe (see probe.py)
     cache_dir: Path = Path.home() / ".cache" / "wai"
 
 
-# --- process-wide llama.cpp setup -------------------------------------------------------------
-
-_init_lock = threading.Lock()
-_initialised = False
-
-
-@L.llama_log_callback  # type: ignore[untyped-decorator]
-def _llama_log(level: int, text: bytes, _user: Any) -> None:
-    # ggml levels: 1 debug, 2 info, 3 warn, 4 error, 5 continuation. Keep only what matters.
-    if level in (3, 4):
-        log.log(logging.WARNING if level == 3 else logging.ERROR, "llama.cpp: %s",
-                text.decode("utf-8", "replace").rstrip())
-
-
-def _init_llama() -> None:
-    global _initialised
-    with _init_lock:
-        if not _initialised:
-            L.llama_log_set(_llama_log, ctypes.c_void_p(0))
-            L.llama_backend_init()
-            _initialised = True
+def plan_load(config: LlamaCppConfig, weights: Path) -> tuple[LoadPlan, str]:
+    """The load plan for this machine, checked by the warm-up probe (in a child process the
+    first time), and what the probe found."""
+    extra, why = hardware.use_extra_buffers(
+        config.extra_buffers, hardware.build_has_amx(hardware.system_info()),
+        hardware.cpu().has_amx)
+    first = LoadPlan(weights, weights != config.path, extra,
+                     hardware.gpu_layers(config.gpu_layers, hardware.gpu_available()))
+    cpu = hardware.cpu()
+    identity = {"llama_cpp": L.__version__, "build": hardware.system_info(),
+                "cpu": [cpu.arch, cpu.model, sorted(cpu.flags)]}
+    n_ctx = max(64, min(config.n_ctx_seq, 512))
+    run = {"n_ctx": n_ctx, "n_batch": min(config.n_batch, n_ctx), "threads": config.n_threads,
+           "flash_attn": config.flash_attn, "fault": config.probe_fault}
+    verdict = probe.choose(fallbacks(first, config.path), run=run, identity=identity,
+                           cache_dir=config.cache_dir)
+    if verdict.plan.extra_buffers == extra:
+        return verdict.plan, f"{verdict.note}; extra buffers: {why}"
+    return verdict.plan, verdict.note
 
 
-def check_gguf(path: Path) -> None:
-    """Refuse what is obviously not a GGUF before handing it to llama.cpp."""
-    try:
-        with path.open("rb") as f:
-            magic = f.read(4)
-    except OSError as e:
-        raise ModelLoadError(f"cannot read model file {path}: {e.strerror}") from e
-    if magic != b"GGUF":
-        raise ModelLoadError(f"{path} is not a GGUF file")
-
-
-# --- tokenizer ----------------------------------------------------------------------------------
-
-
-class LlamaTokenizer(Tokenizer):
-    """Tokenizer over a loaded model's vocabulary; safe to call from any thread."""
-
-    def __init__(self, model: Any) -> None:
-        self._model = model  # keeps the model (and so the vocab) alive
-        self.vocab = L.llama_model_get_vocab(model)
-        self.n_vocab = int(L.llama_vocab_n_tokens(self.vocab))
-        self.bos_id = int(L.llama_vocab_bos(self.vocab))
-        self.eos_id = int(L.llama_vocab_eos(self.vocab))
-        self.add_bos = bool(L.llama_vocab_get_add_bos(self.vocab))
-        self.is_spm = int(L.llama_vocab_type(self.vocab)) == _LLAMA_VOCAB_TYPE_SPM
-
-    def tokenize(self, text: str, *, add_special: bool, parse_special: bool) -> list[int]:
-        data = text.encode("utf-8")
-        cap = len(data) + 8
-        buf = (L.llama_token * cap)()
-        n = L.llama_tokenize(self.vocab, data, len(data), buf, cap, add_special, parse_special)
-        if n < 0:  # buffer too small: -n is the size needed
-            cap = -n
-            buf = (L.llama_token * cap)()
-            n = L.llama_tokenize(self.vocab, data, len(data), buf, cap, add_special, parse_special)
-        return list(buf[:n])
-
-    def piece(self, token: int, *, special: bool = False, lstrip: int = 0) -> bytes:
-        buf = ctypes.create_string_buffer(64)
-        n = L.llama_token_to_piece(self.vocab, token, buf, 64, lstrip, special)
-        if n < 0:
-            buf = ctypes.create_string_buffer(-n)
-            n = L.llama_token_to_piece(self.vocab, token, buf, -n, lstrip, special)
-        return buf.raw[:n]
-
-    def token_text(self, token: int) -> str:
-        return self.piece(token, special=True).decode("utf-8", "replace")
-
-    def is_eog(self, token: int) -> bool:
-        return bool(L.llama_vocab_is_eog(self.vocab, token))
-
-
-def _load_vocab_only(path: Path) -> Any:
-    _init_llama()
-    check_gguf(path)
-    params = L.llama_model_default_params()
-    params.vocab_only = True
-    model = L.llama_model_load_from_file(str(path).encode(), params)
-    if not model:
-        raise ModelLoadError(f"llama.cpp could not load {path} (truncated or corrupt?)")
-    return model
-
-
-def load_tokenizer(path: Path) -> LlamaTokenizer:
-    """A tokenizer from a GGUF's vocabulary alone (no weights): for tools and tests."""
-    return LlamaTokenizer(_load_vocab_only(path))
-
-
-def read_metadata(path: Path) -> dict[str, str]:
-    """A GGUF's metadata, without loading its weights."""
-    model = _load_vocab_only(path)
-    try:
-        return _model_metadata(model)
-    finally:
-        L.llama_model_free(model)
-
-
-def _model_metadata(model: Any) -> dict[str, str]:
-    meta: dict[str, str] = {}
-    for i in range(int(L.llama_model_meta_count(model))):
-        meta[_read_str(L.llama_model_meta_key_by_index, model, i)] = _read_str(
-            L.llama_model_meta_val_str_by_index, model, i
-        )
-    return meta
-
-
-def kv_cache_bytes(meta: dict[str, str], n_ctx: int) -> int:
-    """Size of an f16 K+V cache of n_ctx cells, from the model's hyperparameters (0 if the
-    metadata does not say, e.g. per-layer head counts)."""
-    arch = meta.get("general.architecture", "")
-
-    def num(key: str, default: int = 0) -> int:
-        value = meta.get(f"{arch}.{key}", "")
-        return int(value) if value.isdigit() else default
-
-    heads = num("attention.head_count")
-    k_len = num("attention.key_length", num("embedding_length") // heads if heads else 0)
-    v_len = num("attention.value_length", k_len)
-    return n_ctx * num("block_count") * num("attention.head_count_kv", heads) * (k_len + v_len) * 2
-
-
-def _read_str(fn: Any, model: Any, i: int) -> str:
-    size = 256
-    while True:
-        buf = ctypes.create_string_buffer(size)
-        n = int(fn(model, i, buf, size))
-        if n < size:
-            return buf.value.decode("utf-8", "replace") if n >= 0 else ""
-        size = n + 1
-
-
-# --- sampling -----------------------------------------------------------------------------------
-
-
-def _make_sampler(p: SamplingParams, n_vocab: int) -> Any:
-    chain = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
-    add = L.llama_sampler_chain_add
-    if p.repetition_penalty or p.frequency_penalty or p.presence_penalty:
-        add(chain, L.llama_sampler_init_penalties(
-            n_vocab, _PENALTY_LAST_N, p.repetition_penalty or 1.0,
-            p.frequency_penalty or 0.0, p.presence_penalty or 0.0))
-    if p.temperature <= 0.0:
-        add(chain, L.llama_sampler_init_greedy())
-        return chain
-    if p.top_k:
-        add(chain, L.llama_sampler_init_top_k(p.top_k))
-    if p.top_p is not None and p.top_p < 1.0:
-        add(chain, L.llama_sampler_init_top_p(p.top_p, 1))
-    add(chain, L.llama_sampler_init_temp(p.temperature))
-    seed = p.seed if p.seed is not None else random.getrandbits(32)
-    add(chain, L.llama_sampler_init_dist(seed & 0xFFFFFFFF))
-    return chain
-
-
-# --- the backend --------------------------------------------------------------------------------
+# --- inbox messages -----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
 class _Submit:
-    seq: Sequence
+    seq: Seq
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,45 +124,44 @@ class LlamaCppBackend(Backend):
     def __init__(self, config: LlamaCppConfig) -> None:
         self.config = config
         self.name = config.name
-        _init_llama()
+        init_llama()
         check_gguf(config.path)
         source_meta = read_metadata(config.path)
-        self.weights_path = compute_path(config.path, source_meta, config.weights,
-                                         config.cache_dir)
-        mparams = L.llama_model_default_params()
-        self._model = L.llama_model_load_from_file(str(self.weights_path).encode(), mparams)
-        if not self._model:
-            raise ModelLoadError(f"llama.cpp could not load {config.path} (truncated or corrupt?)")
+        weights = compute_path(config.path, source_meta, config.weights, config.cache_dir)
+        self.plan, probe_note = plan_load(config, weights)
+        self.weights_path = self.plan.weights
+        self._model = load_model(self.plan.weights, model_params(self.plan))
         self.tokenizer = LlamaTokenizer(self._model)
-        self.metadata = _model_metadata(self._model)
+        self.metadata = model_metadata(self._model)
         self.chat_template = self.metadata.get("tokenizer.chat_template")
         n_ctx_train = int(L.llama_model_n_ctx_train(self._model))
         self.n_ctx_seq = min(config.n_ctx_seq, n_ctx_train) if n_ctx_train > 0 else config.n_ctx_seq
 
-        cparams = L.llama_context_default_params()
-        cparams.n_ctx = self.n_ctx_seq * config.n_slots
-        cparams.n_batch = config.n_batch
-        cparams.n_ubatch = config.n_batch  # one llama_decode call = one ubatch
-        cparams.n_seq_max = config.n_slots
-        threads = config.n_threads or os.cpu_count() or 1
-        cparams.n_threads = threads
-        cparams.n_threads_batch = threads
-        # One KV stream per sequence: a decode row's result then does not depend on which other
-        # sequences share the batch (measured bit-identical with SmolLM2, flash attention on or
-        # off), and a sequence can never take another's cells.
-        cparams.kv_unified = False
-        cparams.flash_attn_type = (L.LLAMA_FLASH_ATTN_TYPE_ENABLED if config.flash_attn
-                                   else L.LLAMA_FLASH_ATTN_TYPE_DISABLED)
-        cparams.no_perf = True
-        self._ctx = L.llama_init_from_model(self._model, cparams)
+        n_ctx = self.n_ctx_seq * config.n_slots
+        self._ctx = L.llama_init_from_model(self._model, context_params(
+            n_ctx=n_ctx, n_batch=config.n_batch, n_seq=config.n_slots,
+            threads=config.n_threads, flash_attn=config.flash_attn))
         if not self._ctx:
             L.llama_model_free(self._model)
             raise ModelLoadError(f"could not create a context for {config.path}")
+        # Before the first request, as llama-server does: the first decode allocates compute
+        # buffers and touches every weight, and a failure shows here, not to a client.
+        rc = warm_up(self._ctx, self.tokenizer.n_vocab,
+                     min(32, config.n_batch, self.n_ctx_seq - 1))
+        if rc != 0:
+            L.llama_free(self._ctx)
+            L.llama_model_free(self._model)
+            raise ModelLoadError(f"the warm-up decode of {config.path} failed (rc={rc})")
         self._mem = L.llama_get_memory(self._ctx)
-        self.kv_bytes = kv_cache_bytes(self.metadata, cparams.n_ctx)
-        log.info("%s: %d slots x %d tokens of context, KV cache %.0f MiB, weights %s",
-                 self.name, config.n_slots, self.n_ctx_seq, self.kv_bytes / 2**20,
-                 self.weights_path.name)
+        self.kv_bytes = kv_cache_bytes(self.metadata, n_ctx)
+        device = hardware.placement(self.plan.gpu_layers)
+        self.info = {"device": device, "gpu_layers": self.plan.gpu_layers,
+                     "extra_buffers": self.plan.extra_buffers,
+                     "weights": self.plan.weights.name, "converted": self.plan.converted,
+                     "probe": probe_note}
+        log.info("%s: on %s, %s, weights %s; %d slots x %d tokens, KV cache %.0f MiB; %s",
+                 self.name, device, self.plan.describe(), self.plan.weights.name,
+                 config.n_slots, self.n_ctx_seq, self.kv_bytes / 2**20, probe_note)
         self._batch = L.llama_batch_init(config.n_batch, 0, 1)
         self._scheduler = Scheduler(config.n_slots, config.n_batch, config.prefill_chunk)
         # Events produced during a step, delivered to the event loop(s) in one call per step.
@@ -302,9 +172,9 @@ class LlamaCppBackend(Backend):
         # Admission control is checked in `submit` (event-loop thread) against this count, so
         # the caller learns "busy" before any response starts. Guarded by _count_lock.
         self._count_lock = threading.Lock()
+        self._closed = False
         self._outstanding = 0
-        self._finished = 0
-        self._cancelled = 0
+        self._counts = {"finished": 0, "cancelled": 0, "failed": 0}
         self._busy_slots = 0
         self._waiting = 0
         self._generated = 0
@@ -327,6 +197,8 @@ class LlamaCppBackend(Backend):
                 f"context window of {self.n_ctx_seq} tokens"
             )
         with self._count_lock:
+            if self._closed:
+                raise EngineStopped(f"the model {self.name} is shutting down")
             if request.reject_if_busy and self._outstanding >= self.config.n_slots:
                 raise EngineBusy("Capacity temporarily exceeded, please try again.")
             if self._outstanding >= self.config.n_slots + self.config.max_waiting:
@@ -338,7 +210,7 @@ class LlamaCppBackend(Backend):
         def emit(ev: Event) -> None:  # engine thread only
             self._outbox.append((loop, events, ev))
 
-        seq = Sequence(request=request, emit=emit)
+        seq = Seq(request=request, emit=emit)
         self._inbox.put(_Submit(seq))
         rid = request.request_id
         return Generation(rid, _drain(events), lambda: self._inbox.put(_Cancel(rid)))
@@ -349,13 +221,16 @@ class LlamaCppBackend(Backend):
                 slots_total=self.config.n_slots,
                 slots_busy=self._busy_slots,
                 waiting=self._waiting,
-                requests_finished=self._finished,
-                requests_cancelled=self._cancelled,
+                requests_finished=self._counts["finished"],
+                requests_cancelled=self._counts["cancelled"],
+                requests_failed=self._counts["failed"],
                 tokens_generated=self._generated,
                 kv_cache_bytes=self.kv_bytes,
             )
 
     async def close(self) -> None:
+        with self._count_lock:
+            self._closed = True  # from here on submit raises EngineStopped
         if self._thread is not None:
             self._inbox.put(_Stop())
             await asyncio.to_thread(self._thread.join)
@@ -370,9 +245,7 @@ class LlamaCppBackend(Backend):
 
     def _loop(self) -> None:
         sched = self._scheduler
-        while True:
-            if not self._drain_inbox(block=sched.idle()):
-                break
+        while self._drain_inbox(block=sched.idle()):
             for seq in sched.admit():
                 self._prepare(seq)
             self._publish_counts()
@@ -380,8 +253,16 @@ class LlamaCppBackend(Backend):
             if plan:
                 self._step(plan)
             self._flush()
+        # Stopping: whatever is still here, or was queued behind the stop, ends now.
+        while True:
+            try:
+                msg = self._inbox.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(msg, _Submit):
+                sched.add(msg.seq)
         for seq in [*sched.running, *sched.waiting]:
-            self._retire(seq, "cancelled")
+            self._end(seq, "error", "the engine stopped before this request finished")
         self._flush()
 
     def _flush(self) -> None:
@@ -395,15 +276,16 @@ class LlamaCppBackend(Backend):
             with contextlib.suppress(RuntimeError):  # that loop is closed: nobody is listening
                 loop.call_soon_threadsafe(_deliver, items)
 
-    def _prepare(self, seq: Sequence) -> None:
+    def _prepare(self, seq: Seq) -> None:
         """A newly admitted sequence: drop the slot's KV past the reused prefix, new sampler."""
         if not L.llama_memory_seq_rm(self._mem, seq.slot, seq.cached, -1):
             # partial removal is impossible for some (recurrent) models: start from scratch
             L.llama_memory_seq_rm(self._mem, seq.slot, -1, -1)
             seq.cached = seq.n_past = 0
-        seq.sampler = _make_sampler(seq.request.sampling, self.tokenizer.n_vocab)
-        seq.decoder = IncrementalDetokenizer()
-        seq.stopper = StopMatcher(list(seq.request.stop))
+        req = seq.request
+        seq.sampler = make_sampler(req.sampling, self.tokenizer.n_vocab)
+        seq.output = Output(self.tokenizer, stop=req.stop, max_tokens=req.max_tokens,
+                            ignore_eos=req.ignore_eos)
 
     def _drain_inbox(self, block: bool) -> bool:
         """Apply pending messages; False once asked to stop."""
@@ -415,9 +297,9 @@ class LlamaCppBackend(Backend):
                 if isinstance(msg, _Submit):
                     self._scheduler.add(msg.seq)
                 else:
-                    seq = self._scheduler.remove(msg.request_id)
+                    seq = self._scheduler.find(msg.request_id)
                     if seq is not None:
-                        self._release(seq, "cancelled")
+                        self._end(seq, "cancelled")
                 msg = self._inbox.get_nowait()
         except queue.Empty:
             return True
@@ -440,10 +322,7 @@ class LlamaCppBackend(Backend):
         if rc != 0:
             log.error("llama_decode failed (rc=%d) for %d sequences", rc, len(works))
             for work in works:
-                work.seq.emit(Failed(f"inference failed (llama_decode returned {rc})"))
-                self._scheduler.retire(work.seq, keep_cache=False)
-                L.llama_memory_seq_rm(self._mem, work.seq.slot, -1, -1)
-                self._release(work.seq, None)
+                self._end(work.seq, "error", f"inference failed (llama_decode returned {rc})")
             return
         for work, row in zip(works, rows, strict=True):
             work.seq.n_past += len(work.tokens)
@@ -471,53 +350,41 @@ class LlamaCppBackend(Backend):
         b.n_tokens = i
         return rows
 
-    def _sample(self, seq: Sequence, row: int) -> None:
+    def _sample(self, seq: Seq, row: int) -> None:
         tok = int(L.llama_sampler_sample(seq.sampler, self._ctx, row))
         seq.generated.append(tok)
-        req = seq.request
-        if self.tokenizer.is_eog(tok) and not req.ignore_eos:
-            self._finish(seq, "stop")
-            return
-        # SentencePiece vocabularies mark a leading space on the first word; drop it once.
-        lstrip = 1 if self.tokenizer.is_spm and len(seq.generated) == 1 else 0
-        text = seq.stopper.push(seq.decoder.push(self.tokenizer.piece(tok, lstrip=lstrip)))
-        seq.emit(Delta(text, tok))
-        if seq.stopper.stopped:
-            self._finish(seq, "stop")
-        elif len(seq.generated) >= req.max_tokens:
-            self._finish(seq, "length")
+        text, reason = seq.output.push(tok)
+        if text is not None:
+            seq.emit(Delta(text, tok))
+        if reason is not None:
+            self._end(seq, reason)
 
-    def _finish(self, seq: Sequence, reason: FinishReason) -> None:
-        self._scheduler.retire(seq)
-        self._release(seq, reason)
-
-    def _retire(self, seq: Sequence, reason: FinishReason) -> None:
-        self._scheduler.remove(seq.id)
-        self._release(seq, reason)
-
-    def _release(self, seq: Sequence, reason: FinishReason | None) -> None:
-        """Free a sequence that has left the scheduler: its sampler, then tell the caller (last,
-        so that a caller who sees the end also sees the slot free). Its KV cells stay in the
-        slot as a prefix cache for the next occupant (see scheduler.py)."""
+    def _end(self, seq: Seq, reason: FinishReason, error: str | None = None) -> None:
+        """The one way a sequence leaves the engine, whatever the reason: out of the scheduler
+        (a failed one's KV is cleared, others' stay as a prefix cache), sampler freed, counted,
+        and the caller told last, so that a caller who sees the end also sees the slot free."""
+        failed = reason == "error"
+        running = seq.slot >= 0 and self._scheduler.slots[seq.slot] is seq
+        self._scheduler.remove(seq, keep_cache=not failed)
+        if failed and running:
+            L.llama_memory_seq_rm(self._mem, seq.slot, -1, -1)
         if seq.sampler is not None:
             L.llama_sampler_free(seq.sampler)
             seq.sampler = None
         with self._count_lock:
             self._outstanding -= 1
             self._generated += len(seq.generated)
-            if reason == "cancelled":
-                self._cancelled += 1
-            else:
-                self._finished += 1
+            self._counts["failed" if failed else
+                         "cancelled" if reason == "cancelled" else "finished"] += 1
         self._publish_counts()
-        if reason is not None:
-            tail = ""
-            if seq.decoder is not None:
-                tail = seq.stopper.push(seq.decoder.flush()) + seq.stopper.flush()
-            if tail:
-                seq.emit(Delta(tail, -1))
-            usage = Usage(len(seq.request.prompt_tokens), len(seq.generated), seq.cached)
-            seq.emit(Finished(reason, usage))
+        if failed:
+            seq.emit(Failed(error or "inference failed"))
+            return
+        tail = seq.output.tail() if seq.output is not None else ""
+        if tail:
+            seq.emit(Delta(tail, -1))
+        seq.emit(Finished(reason, Usage(len(seq.request.prompt_tokens), len(seq.generated),
+                                        seq.cached)))
 
     def _publish_counts(self) -> None:
         with self._count_lock:
@@ -536,3 +403,4 @@ async def _drain(events: asyncio.Queue[Event]) -> AsyncIterator[Event]:
         yield ev
         if isinstance(ev, Finished | Failed):
             return
+

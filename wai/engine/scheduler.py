@@ -30,7 +30,9 @@ from wai.engine.base import Event, GenerationRequest
 
 
 @dataclass(slots=True, eq=False)
-class Sequence:
+class Seq:
+    """One request's state while the engine holds it."""
+
     request: GenerationRequest
     emit: Callable[[Event], None]
     slot: int = -1
@@ -38,8 +40,7 @@ class Sequence:
     cached: int = 0  # of which reused from the slot's previous occupant
     generated: list[int] = field(default_factory=list)
     sampler: Any = None  # backend-owned sampling state
-    decoder: Any = None  # backend-owned detokenizer state
-    stopper: Any = None  # backend-owned stop-string state
+    output: Any = None  # backend-owned output state (detokenizer, stop strings, end rules)
 
     @property
     def prefilling(self) -> bool:
@@ -58,7 +59,7 @@ class Sequence:
 class Work:
     """Tokens of one sequence in this step's batch, at positions start..start+len-1."""
 
-    seq: Sequence
+    seq: Seq
     tokens: list[int]
     start: int
     logits: bool  # sample after this chunk (a decode token, or the end of the prompt)
@@ -72,25 +73,25 @@ class Scheduler:
         self.n_slots = n_slots
         self.token_budget = token_budget
         self.chunk = chunk
-        self.waiting: deque[Sequence] = deque()
-        self.slots: list[Sequence | None] = [None] * n_slots
-        self._admitted: list[Sequence] = []  # running sequences in admission order
+        self.waiting: deque[Seq] = deque()
+        self.slots: list[Seq | None] = [None] * n_slots
+        self._admitted: list[Seq] = []  # running sequences in admission order
         # What each slot's KV stream holds once its sequence has left, and when it was used.
         self.slot_cache: list[list[int]] = [[] for _ in range(n_slots)]
         self._last_used = [0] * n_slots
         self._clock = itertools.count(1)
 
     @property
-    def running(self) -> list[Sequence]:
+    def running(self) -> list[Seq]:
         return list(self._admitted)
 
     def idle(self) -> bool:
         return not self.waiting and not self._admitted
 
-    def add(self, seq: Sequence) -> None:
+    def add(self, seq: Seq) -> None:
         self.waiting.append(seq)
 
-    def admit(self) -> list[Sequence]:
+    def admit(self) -> list[Seq]:
         """Move waiting sequences into free slots, each into the free slot with the longest
         cached prefix of its prompt (ties: the least recently used). Sets `cached`/`n_past`; the
         backend must drop the slot's KV past `cached`. Returns the newly admitted sequences."""
@@ -135,20 +136,18 @@ class Scheduler:
                 budget -= end - seq.n_past
         return plan
 
-    def remove(self, request_id: int) -> Sequence | None:
-        """Take a sequence out, waiting or running. Its slot is free again."""
-        for seq in self.waiting:
+    def find(self, request_id: int) -> Seq | None:
+        for seq in (*self.waiting, *self._admitted):
             if seq.id == request_id:
-                self.waiting.remove(seq)
-                return seq
-        for seq in self._admitted:
-            if seq.id == request_id:
-                self.retire(seq)
                 return seq
         return None
 
-    def retire(self, seq: Sequence, keep_cache: bool = True) -> None:
-        """Free the slot; its KV stays reusable unless keep_cache is False (KV cleared)."""
+    def remove(self, seq: Seq, keep_cache: bool = True) -> None:
+        """Take a sequence out, waiting or running. A running one frees its slot, whose KV
+        stays reusable unless keep_cache is False (the caller clears the KV)."""
+        if seq in self.waiting:
+            self.waiting.remove(seq)
+            return
         self._admitted.remove(seq)
         self.slots[seq.slot] = None
         self.slot_cache[seq.slot] = seq.reusable() if keep_cache else []

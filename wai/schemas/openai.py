@@ -1,7 +1,10 @@
 """OpenAI chat/completions requests, and their translation into Workers AI input.
 
 Parameters wai cannot honour are refused by name (`n` > 1, `logprobs`, `tools`, …) rather than
-ignored, so a client never believes it got something it did not.
+ignored, so a client never believes it got something it did not; unknown ones are refused as
+OpenAI itself refuses them ("Unrecognized request argument supplied: …"). Only bookkeeping that
+changes nothing about the output is accepted and ignored: `user`, `metadata`, `store`,
+`service_tier`, `prompt_cache_key`, `safety_identifier`, `parallel_tool_calls`.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from wai.schemas.text_generation import (
 
 MAX_STOPS = 4
 MAX_STOP_CHARS = 256
+MAX_LOGIT_BIAS = 300  # entries, as OpenAI caps it
 
 
 class InvalidOpenAIRequest(ValueError):
@@ -33,8 +37,12 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
+BiasValue = Annotated[float, Field(ge=-100, le=100)]
+TokenId = Annotated[str, Field(pattern=r"^(0|[1-9][0-9]{0,8})$")]
+
+
 class _Common(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="forbid")
 
     model: Annotated[str, Field(min_length=1, max_length=256)]
     stream: bool = False
@@ -47,13 +55,25 @@ class _Common(BaseModel):
     frequency_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
     presence_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
     repetition_penalty: Annotated[float, Field(ge=0, le=2)] | None = None
+    ignore_eos: bool | None = None  # Workers AI's and vLLM's extension: generate to max_tokens
     stop: (Annotated[str, Field(max_length=MAX_STOP_CHARS)]
            | Annotated[list[Annotated[str, Field(max_length=MAX_STOP_CHARS)]],
                        Field(max_length=MAX_STOPS)]
            | None) = None
     n: Annotated[int, Field(ge=1, le=1)] | None = None
-    user: str | None = None
+    logit_bias: Annotated[dict[TokenId, BiasValue], Field(max_length=MAX_LOGIT_BIAS)] | None = None
     options: RunOptions | None = None
+    # accepted and ignored: bookkeeping, no effect on the output
+    user: str | None = None
+    metadata: dict[str, str] | None = None
+    store: bool | None = None
+    service_tier: str | None = None
+    prompt_cache_key: str | None = None
+    safety_identifier: str | None = None
+
+    def bias(self) -> list[tuple[int, float]]:
+        """logit_bias as (token id, bias) pairs; ids are checked against the vocabulary later."""
+        return [(int(k), float(v)) for k, v in (self.logit_bias or {}).items()]
 
     def stops(self) -> list[str]:
         """The stop strings (their count and lengths are bounded by the schema above)."""
@@ -62,7 +82,7 @@ class _Common(BaseModel):
     def sampling(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for name in ("temperature", "top_p", "top_k", "frequency_penalty", "presence_penalty",
-                     "repetition_penalty"):
+                     "repetition_penalty", "ignore_eos"):
             value = getattr(self, name)
             if value is not None:
                 out[name] = value
@@ -98,6 +118,8 @@ class ChatCompletionRequest(_Common):
     functions: Annotated[list[Any], Field(max_length=0)] | None = None
     function_call: None = None
     response_format: TextFormat | None = None
+    parallel_tool_calls: bool | None = None  # meaningless without tools: ignored
+    modalities: list[Literal["text"]] | None = None
 
 
 class CompletionRequest(_Common):
@@ -128,6 +150,13 @@ def _refuse_unsupported(body: dict[str, Any], chat: bool) -> None:
             ("function_call", body.get("function_call") is not None),
             ("response_format", isinstance(response_format, dict)
              and response_format.get("type", "text") != "text"),
+            ("modalities", isinstance(body.get("modalities"), list)
+             and any(m != "text" for m in body["modalities"])),
+            ("audio", body.get("audio") is not None),
+            ("prediction", body.get("prediction") is not None),
+            ("reasoning_effort", body.get("reasoning_effort") is not None),
+            ("web_search_options", body.get("web_search_options") is not None),
+            ("verbosity", body.get("verbosity") is not None),
         ]
     else:
         unsupported += [("echo", given("echo")), ("suffix", given("suffix")),
@@ -150,6 +179,9 @@ def _validate(model: type[_Common], body: Any) -> Any:
     except ValidationError as e:
         err = e.errors()[0]
         param = ".".join(str(p) for p in err["loc"]) or None
+        if err["type"] == "extra_forbidden":
+            raise InvalidOpenAIRequest(f"Unrecognized request argument supplied: {param}",
+                                       param) from None
         raise InvalidOpenAIRequest(f"{param}: {err['msg']}", param) from None
 
 

@@ -1,0 +1,47 @@
+"""What every route family shares: usage objects, the Cloudflare error for a lower-layer failure,
+and Workers AI's event stream (the REST route streams it, the Worker binding passes it through).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from wai.api import sse
+from wai.api.errors import CFError
+from wai.engine.base import Delta, Finished, Generation, Usage
+from wai.errors import INTERNAL
+from wai.runtime import classify
+
+
+def usage_dict(usage: Usage) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+    }
+    if usage.cached_tokens:
+        out["prompt_tokens_details"] = {"cached_tokens": usage.cached_tokens}
+    return out
+
+
+def to_cf_error(e: Exception) -> CFError:
+    """The Cloudflare error for what the lower layers raised about a request."""
+    if isinstance(e, CFError):
+        return e
+    f = classify(e)
+    headers = {"retry-after": str(f.retry_after)} if f.retry_after else None
+    return CFError.inference(f.status, f.code, f.message, headers=headers)
+
+
+async def cf_sse(generation: Generation) -> AsyncIterator[bytes]:
+    """Workers AI's stream: a padded event per token, a usage event, [DONE]; a failure is an
+    error event (the status line has gone out already)."""
+    async for ev in generation:
+        if isinstance(ev, Delta):
+            yield sse.event({"response": ev.text, "p": sse.padding(ev.text)})
+        elif isinstance(ev, Finished):
+            yield sse.event({"response": "", "usage": usage_dict(ev.usage)})
+        else:
+            yield sse.event({"response": "", "error": {"code": INTERNAL, "message": ev.message}})
+    yield sse.DONE

@@ -1,0 +1,164 @@
+"""GGUF files through llama.cpp: process-wide setup, metadata, and the tokenizer."""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+import llama_cpp as L
+
+from wai.engine.base import EngineError, Tokenizer
+
+log = logging.getLogger("wai.engine")
+
+_LLAMA_VOCAB_TYPE_SPM = 1
+
+
+class ModelLoadError(EngineError):
+    """The file is missing, not a GGUF, truncated, otherwise unloadable, or crashes the
+    engine with every setting tried."""
+
+
+# --- process-wide llama.cpp setup -------------------------------------------------------------
+
+_init_lock = threading.Lock()
+_initialised = False
+
+
+@L.llama_log_callback  # type: ignore[untyped-decorator]
+def _llama_log(level: int, text: bytes, _user: Any) -> None:
+    # ggml levels: 1 debug, 2 info, 3 warn, 4 error, 5 continuation. Keep only what matters.
+    if level in (3, 4):
+        log.log(logging.WARNING if level == 3 else logging.ERROR, "llama.cpp: %s",
+                text.decode("utf-8", "replace").rstrip())
+
+
+def init_llama() -> None:
+    global _initialised
+    with _init_lock:
+        if not _initialised:
+            L.llama_log_set(_llama_log, ctypes.c_void_p(0))
+            L.llama_backend_init()
+            _initialised = True
+
+
+def check_gguf(path: Path) -> None:
+    """Refuse what is obviously not a GGUF before handing it to llama.cpp."""
+    try:
+        with path.open("rb") as f:
+            magic = f.read(4)
+    except OSError as e:
+        raise ModelLoadError(f"cannot read model file {path}: {e.strerror}") from e
+    if magic != b"GGUF":
+        raise ModelLoadError(f"{path} is not a GGUF file")
+
+
+def load_model(path: Path, params: Any) -> Any:
+    """A llama_model*, or ModelLoadError."""
+    init_llama()
+    check_gguf(path)
+    model = L.llama_model_load_from_file(str(path).encode(), params)
+    if not model:
+        raise ModelLoadError(f"llama.cpp could not load {path} (truncated or corrupt?)")
+    return model
+
+
+def _load_vocab_only(path: Path) -> Any:
+    params = L.llama_model_default_params()
+    params.vocab_only = True
+    return load_model(path, params)
+
+
+# --- tokenizer ----------------------------------------------------------------------------------
+
+
+class LlamaTokenizer(Tokenizer):
+    """Tokenizer over a loaded model's vocabulary; safe to call from any thread."""
+
+    def __init__(self, model: Any) -> None:
+        self._model = model  # keeps the model (and so the vocab) alive
+        self.vocab = L.llama_model_get_vocab(model)
+        self.n_vocab = int(L.llama_vocab_n_tokens(self.vocab))
+        self.bos_id = int(L.llama_vocab_bos(self.vocab))
+        self.eos_id = int(L.llama_vocab_eos(self.vocab))
+        self.add_bos = bool(L.llama_vocab_get_add_bos(self.vocab))
+        self.is_spm = int(L.llama_vocab_type(self.vocab)) == _LLAMA_VOCAB_TYPE_SPM
+
+    def tokenize(self, text: str, *, add_special: bool, parse_special: bool) -> list[int]:
+        data = text.encode("utf-8")
+        cap = len(data) + 8
+        buf = (L.llama_token * cap)()
+        n = L.llama_tokenize(self.vocab, data, len(data), buf, cap, add_special, parse_special)
+        if n < 0:  # buffer too small: -n is the size needed
+            cap = -n
+            buf = (L.llama_token * cap)()
+            n = L.llama_tokenize(self.vocab, data, len(data), buf, cap, add_special, parse_special)
+        return list(buf[:n])
+
+    def piece(self, token: int, *, special: bool = False, lstrip: int = 0) -> bytes:
+        buf = ctypes.create_string_buffer(64)
+        n = L.llama_token_to_piece(self.vocab, token, buf, 64, lstrip, special)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = L.llama_token_to_piece(self.vocab, token, buf, -n, lstrip, special)
+        return buf.raw[:n]
+
+    def token_text(self, token: int) -> str:
+        return self.piece(token, special=True).decode("utf-8", "replace")
+
+    def is_eog(self, token: int) -> bool:
+        return bool(L.llama_vocab_is_eog(self.vocab, token))
+
+
+def load_tokenizer(path: Path) -> LlamaTokenizer:
+    """A tokenizer from a GGUF's vocabulary alone (no weights): for tools and tests."""
+    return LlamaTokenizer(_load_vocab_only(path))
+
+
+# --- metadata -----------------------------------------------------------------------------------
+
+
+def read_metadata(path: Path) -> dict[str, str]:
+    """A GGUF's metadata, without loading its weights."""
+    model = _load_vocab_only(path)
+    try:
+        return model_metadata(model)
+    finally:
+        L.llama_model_free(model)
+
+
+def model_metadata(model: Any) -> dict[str, str]:
+    meta: dict[str, str] = {}
+    for i in range(int(L.llama_model_meta_count(model))):
+        meta[_read_str(L.llama_model_meta_key_by_index, model, i)] = _read_str(
+            L.llama_model_meta_val_str_by_index, model, i
+        )
+    return meta
+
+
+def _read_str(fn: Any, model: Any, i: int) -> str:
+    size = 256
+    while True:
+        buf = ctypes.create_string_buffer(size)
+        n = int(fn(model, i, buf, size))
+        if n < size:
+            return buf.value.decode("utf-8", "replace") if n >= 0 else ""
+        size = n + 1
+
+
+def kv_cache_bytes(meta: dict[str, str], n_ctx: int) -> int:
+    """Size of an f16 K+V cache of n_ctx cells, from the model's hyperparameters (0 if the
+    metadata does not say, e.g. per-layer head counts)."""
+    arch = meta.get("general.architecture", "")
+
+    def num(key: str, default: int = 0) -> int:
+        value = meta.get(f"{arch}.{key}", "")
+        return int(value) if value.isdigit() else default
+
+    heads = num("attention.head_count")
+    k_len = num("attention.key_length", num("embedding_length") // heads if heads else 0)
+    v_len = num("attention.value_length", k_len)
+    return n_ctx * num("block_count") * num("attention.head_count_kv", heads) * (k_len + v_len) * 2

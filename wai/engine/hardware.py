@@ -1,0 +1,126 @@
+"""Where a model runs, and with which of llama.cpp's optional code paths.
+
+Three decisions, each a pure function so that every branch is unit tested on any machine:
+
+- `extra_buffers`: llama.cpp's "extra buffer types" hold weights repacked for special kernels
+  (x86 AMX tiles, Arm/x86 repacked Q4_0). A llama.cpp built with its AMX path by GCC 12 loads
+  an invalid tile configuration and dies with SIGSEGV on the first matmul on every AMX CPU
+  (Sapphire Rapids and newer; llama.cpp issue 20824). wai's own build leaves AMX out; for a
+  build that has it (one the user brought), `auto` turns extra buffers off on a CPU that
+  reports AMX. Elsewhere they stay on.
+- `gpu_layers`: -1 (auto) offloads every layer when the build has a GPU backend, else none.
+- the device a model runs on, named for /healthz and `wai models`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import llama_cpp as L
+
+from wai.machine import Cpu, this_cpu
+
+log = logging.getLogger("wai.engine")
+
+ExtraBuffers = Literal["auto", "on", "off"]
+ALL_LAYERS = 999  # llama.cpp clamps to the model's layer count
+
+
+def use_extra_buffers(mode: ExtraBuffers, build_has_amx: bool, cpu_has_amx: bool
+                      ) -> tuple[bool, str]:
+    """Whether to load weights into extra buffer types, and why (for the log)."""
+    if mode == "on":
+        return True, "engine.extra_buffers = on"
+    if mode == "off":
+        return False, "engine.extra_buffers = off"
+    if build_has_amx and cpu_has_amx:
+        return False, "llama.cpp was built with AMX and this CPU has AMX (crash-prone path)"
+    return True, "no AMX path in play"
+
+
+def gpu_layers(setting: int, gpu_available: bool) -> int:
+    """Layers to offload: the setting, or with -1 (auto) all of them when there is a GPU."""
+    if setting >= 0:
+        return setting if gpu_available else 0
+    return ALL_LAYERS if gpu_available else 0
+
+
+def build_has_amx(system_info: str) -> bool:
+    return "AMX_INT8 = 1" in system_info
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    name: str  # "CPU", "CUDA0", ...
+    description: str  # "AMD EPYC 9R14", "NVIDIA H200", ...
+    kind: Literal["cpu", "gpu", "igpu", "accel", "other"]
+
+
+_KINDS: dict[int, Literal["cpu", "gpu", "igpu", "accel", "other"]] = {
+    0: "cpu", 1: "gpu", 2: "igpu", 3: "accel"}
+
+
+@functools.cache
+def system_info() -> str:
+    return bytes(L.llama_print_system_info()).decode("utf-8", "replace")
+
+
+@functools.cache
+def cpu() -> Cpu:
+    return this_cpu()
+
+
+@functools.cache
+def devices() -> tuple[Device, ...]:
+    """The devices llama.cpp's backends registered (through ggml's C API: llama-cpp-python
+    does not bind it). Falls back to just the CPU if the library does not export it."""
+    try:
+        lib = ctypes.CDLL(str(_ggml_library()))
+        lib.ggml_backend_dev_count.restype = ctypes.c_size_t
+        lib.ggml_backend_dev_get.restype = ctypes.c_void_p
+        lib.ggml_backend_dev_get.argtypes = [ctypes.c_size_t]
+        for fn in (lib.ggml_backend_dev_name, lib.ggml_backend_dev_description):
+            fn.restype = ctypes.c_char_p
+            fn.argtypes = [ctypes.c_void_p]
+        lib.ggml_backend_dev_type.restype = ctypes.c_int
+        lib.ggml_backend_dev_type.argtypes = [ctypes.c_void_p]
+        found = []
+        for i in range(lib.ggml_backend_dev_count()):
+            dev = lib.ggml_backend_dev_get(i)
+            found.append(Device(
+                (lib.ggml_backend_dev_name(dev) or b"?").decode(),
+                (lib.ggml_backend_dev_description(dev) or b"").decode(errors="replace"),
+                _KINDS.get(lib.ggml_backend_dev_type(dev), "other")))
+        if found:
+            return tuple(found)
+    except (OSError, AttributeError) as e:
+        log.debug("cannot list ggml devices: %s", e)
+    return (Device("CPU", cpu().model, "cpu"),)
+
+
+def _ggml_library() -> Path:
+    lib_dir = Path(L.__file__).parent / "lib"
+    for name in ("libggml.so", "libggml.dylib", "ggml.dll"):
+        if (lib_dir / name).exists():
+            return lib_dir / name
+    raise OSError(f"no ggml library in {lib_dir}")
+
+
+def gpu_available() -> bool:
+    return bool(L.llama_supports_gpu_offload()) and any(
+        d.kind in ("gpu", "igpu") for d in devices())
+
+
+def placement(n_gpu_layers: int) -> str:
+    """Where a model with this many offloaded layers runs, in words."""
+    gpus = [d for d in devices() if d.kind in ("gpu", "igpu")]
+    cpu_text = f"CPU ({cpu().model or cpu().arch})"
+    if n_gpu_layers <= 0 or not gpus:
+        return cpu_text
+    names = ", ".join(f"{d.name} ({d.description})" for d in gpus)
+    return names if n_gpu_layers >= ALL_LAYERS else f"{names} ({n_gpu_layers} layers) + {cpu_text}"

@@ -1,0 +1,97 @@
+"""llama.cpp model and context parameters, in one place for the engine and its warm-up probe
+(which must load the model exactly as the engine will)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import llama_cpp as L
+
+
+@dataclass(frozen=True, slots=True)
+class LoadPlan:
+    """How to load one model: which file, which buffer types, how many layers on the GPU."""
+
+    weights: Path  # the file llama.cpp loads
+    converted: bool  # weights is wai's Q8_0 conversion of the configured file
+    extra_buffers: bool  # llama.cpp's extra (repacking, AMX) buffer types
+    gpu_layers: int
+
+    def describe(self) -> str:
+        return (f"extra buffers {'on' if self.extra_buffers else 'off'}, "
+                f"{'Q8_0 conversion' if self.converted else 'the file as is'}, "
+                f"{self.gpu_layers} GPU layers")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"weights": str(self.weights), "converted": self.converted,
+                "extra_buffers": self.extra_buffers, "gpu_layers": self.gpu_layers}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> LoadPlan:
+        return cls(Path(d["weights"]), bool(d["converted"]), bool(d["extra_buffers"]),
+                   int(d["gpu_layers"]))
+
+
+def fallbacks(first: LoadPlan, original: Path) -> list[LoadPlan]:
+    """The plans to try, safest last: as configured; without extra buffer types; with the
+    file's own weights instead of the conversion; on the CPU alone."""
+    plain = replace(first, extra_buffers=False)
+    own = replace(plain, weights=original, converted=False)
+    plans: list[LoadPlan] = []
+    for plan in (first, plain, own, replace(own, gpu_layers=0)):
+        if plan not in plans:
+            plans.append(plan)
+    return plans
+
+
+def model_params(plan: LoadPlan) -> Any:
+    params = L.llama_model_default_params()
+    params.use_extra_bufts = plan.extra_buffers
+    params.n_gpu_layers = plan.gpu_layers
+    return params
+
+
+def context_params(*, n_ctx: int, n_batch: int, n_seq: int, threads: int,
+                   flash_attn: bool) -> Any:
+    cparams = L.llama_context_default_params()
+    cparams.n_ctx = n_ctx
+    cparams.n_batch = n_batch
+    cparams.n_ubatch = n_batch  # one llama_decode call = one ubatch
+    cparams.n_seq_max = n_seq
+    threads = threads or os.cpu_count() or 1
+    cparams.n_threads = threads
+    cparams.n_threads_batch = threads
+    # One KV stream per sequence: a decode row's result then does not depend on which other
+    # sequences share the batch (measured bit-identical with SmolLM2, flash attention on or
+    # off), and a sequence can never take another's cells.
+    cparams.kv_unified = False
+    cparams.flash_attn_type = (L.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn
+                               else L.LLAMA_FLASH_ATTN_TYPE_DISABLED)
+    cparams.no_perf = True
+    return cparams
+
+
+def warm_up(ctx: Any, n_vocab: int, n_tokens: int) -> int:
+    """Decode a short prompt of n_tokens (batched matmuls) and then one token (the single-row
+    path) on sequence 0, then forget them. Returns llama_decode's first non-zero code, or 0.
+    n_tokens + 1 must fit the sequence's context and n_tokens the batch."""
+    batch = L.llama_batch_init(n_tokens, 0, 1)
+    try:
+        for rows, start in ((n_tokens, 0), (1, n_tokens)):
+            for i in range(rows):
+                batch.token[i] = (start + i) % n_vocab
+                batch.pos[i] = start + i
+                batch.n_seq_id[i] = 1
+                batch.seq_id[i][0] = 0
+                batch.logits[i] = int(i == rows - 1)
+            batch.n_tokens = rows
+            rc = int(L.llama_decode(ctx, batch))
+            if rc != 0:
+                return rc
+        return 0
+    finally:
+        L.llama_memory_seq_rm(L.llama_get_memory(ctx), 0, -1, -1)
+        L.llama_batch_free(batch)

@@ -47,7 +47,10 @@ class Server:
         return stats
 
 
-def start_server(tmp: Path, *args: str, env: dict[str, str] | None = None) -> Server:
+def start_server(tmp: Path, *args: str, env: dict[str, str] | None = None,
+                 healthy: bool = True) -> Server:
+    """A real `wai serve` on a free port, once /healthz answers (200, or with healthy=False
+    any answer: a server whose models all failed still serves)."""
     port = free_port()
     log = tmp / f"wai-{port}.log"
     with log.open("wb") as out:
@@ -61,7 +64,9 @@ def start_server(tmp: Path, *args: str, env: dict[str, str] | None = None) -> Se
         if proc.poll() is not None:
             raise RuntimeError(f"wai exited with {proc.returncode}:\n{log.read_text()}")
         try:
-            if requests.get(f"{url}/healthz", timeout=1).status_code == 200:
+            health = requests.get(f"{url}/healthz", timeout=1)
+            if health.status_code == 200 or (
+                    not healthy and health.json().get("status") != "loading"):
                 return Server(url, proc, log)
         except requests.ConnectionError:
             pass

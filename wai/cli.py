@@ -97,15 +97,24 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
+    from wai.engine import hardware
     from wai.runtime import Runtime
 
-    runtime = Runtime(_settings(args))
+    settings = _settings(args)
+    runtime = Runtime(settings)
     width = max(len(s.id) for s in runtime.catalog.specs)
     print(f"{'MODEL ID'.ljust(width)}  {'FAMILY':8}  CONTEXT  SERVED BY")
     for spec in runtime.catalog.specs:
         ctx = str(spec.context_window or "-")
         local = runtime.local_name_for(spec.id) or "-"
         print(f"{spec.id.ljust(width)}  {spec.family:8}  {ctx:>7}  {local}")
+    layers = hardware.gpu_layers(settings.engine.gpu_layers, hardware.gpu_available())
+    device = hardware.placement(layers)
+    print(f"\n{'LOCAL MODEL'.ljust(width)}  DEVICE / FILE")
+    for name, local in runtime.local_models().items():
+        print(f"{name.ljust(width)}  {device}: {local.path}")
+    for name, reason in runtime.failed.items():
+        print(f"{name.ljust(width)}  unavailable: {reason}")
     return 0
 
 

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.conftest import LLAMA2, TOKEN, Server
+from tests.conftest import LLAMA2, TOKEN, Server, start_server, stop_server
 from wai import Ai, AiError, AsyncAi
+from wai.client import _event
 
 
 def test_sync_run_and_stream(server: Server) -> None:
@@ -62,3 +66,62 @@ def test_local_runs_the_engine_in_process(server: Server) -> None:
         with pytest.raises(AiError) as info:
             ai.run("@cf/acme/none", {"prompt": "hi"})
         assert info.value.code == 5007
+
+
+def test_breaking_out_of_a_local_stream_cancels_the_generation() -> None:
+    with Ai.local(engine={"slots": 1}) as ai:
+        body = {"prompt": "Tell me a long story", "max_tokens": 400, "ignore_eos": True,
+                "stream": True}
+        for _ in ai.run(LLAMA2, body):
+            break
+        stats = next(iter(ai._runtime.stats().values()))
+        deadline = time.monotonic() + 10
+        while stats.slots_busy and time.monotonic() < deadline:
+            time.sleep(0.05)
+            stats = next(iter(ai._runtime.stats().values()))
+        assert stats.slots_busy == 0 and stats.requests_cancelled == 1
+        assert stats.tokens_generated < 400
+
+
+def test_a_mid_stream_error_event_raises() -> None:
+    # the exact event wai's stream carries when inference fails after the response started
+    line = 'data: {"response":"","error":{"code":5000,"message":"inference failed"}}'
+    with pytest.raises(AiError) as info:
+        _event(line)
+    assert info.value.code == 5000 and "inference failed" in info.value.message
+    assert _event('data: {"response":"hi","p":"xx"}') == {"response": "hi", "p": "xx"}
+    assert _event("data: [DONE]") is None
+
+
+@pytest.fixture(scope="module")
+def one_slot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = start_server(tmp_path_factory.mktemp("one-slot"), "--token", TOKEN,
+                       env={"WAI_SLOTS": "1", "WAI_MAX_WAITING": "0"})
+    yield srv
+    stop_server(srv)
+
+
+def test_a_busy_server_is_retried_after_retry_after(one_slot: Server) -> None:
+    # one request holds the only slot for about a second; the client's first try gets 429
+    # (Retry-After: 1), its retry gets the slot
+    hold = {"prompt": "Tell me a story", "max_tokens": 60, "ignore_eos": True}
+    body = {"prompt": "Hi", "max_tokens": 2}
+    with Ai(base_url=f"{one_slot.url}/client/v4", token=TOKEN) as ai, \
+            Ai(base_url=f"{one_slot.url}/client/v4", token=TOKEN, max_retries=0) as impatient:
+        holder = threading.Thread(target=ai.run, args=(LLAMA2, hold))
+        holder.start()
+        deadline = time.monotonic() + 10
+        while one_slot.stats()["slots_busy"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with pytest.raises(AiError) as info:
+            impatient.run(LLAMA2, body)
+        assert info.value.code == 3040 and info.value.status == 429
+        assert holder.is_alive()
+        t0 = time.monotonic()
+        out = ai.run(LLAMA2, body)
+        waited = time.monotonic() - t0
+        holder.join()
+    assert out["usage"]["completion_tokens"] == 2
+    assert waited >= 0.9  # it was answered 429 and waited out Retry-After before retrying
+    log = one_slot.log.read_text()
+    assert "Traceback" not in log

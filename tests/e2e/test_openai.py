@@ -108,3 +108,71 @@ def test_wrong_key_is_an_openai_shaped_401(server: Server) -> None:
         c.models.list()
     r = requests.get(f"{server.url}/v1/models", timeout=10)
     assert r.status_code == 401 and "error" in r.json()
+
+
+def test_logit_bias_bans_and_forces_tokens(client: openai.OpenAI, server: Server) -> None:
+    kw = {"model": LLAMA2, "messages": MESSAGES, "max_tokens": 6, "temperature": 0,
+          "stream": True}
+    free = [c for c in client.chat.completions.create(**kw) if c.choices]  # type: ignore[call-overload]
+    first = "".join(c.choices[0].delta.content or "" for c in free[:3])
+    assert first
+    # the token ids behind the greedy text, read back through the server's own tokenizer
+    ids = _token_ids(server, first)
+    banned = client.chat.completions.create(  # type: ignore[call-overload]
+        **{**kw, "stream": False}, logit_bias={str(ids[0]): -100})
+    assert not (banned.choices[0].message.content or "").startswith(first)
+    (zebra,) = _token_ids(server, " zebra")
+    forced = client.chat.completions.create(  # type: ignore[call-overload]
+        **{**kw, "stream": False, "max_tokens": 3}, logit_bias={str(zebra): 100})
+    assert forced.choices[0].message.content == " zebra zebra zebra"
+
+
+def _token_ids(server: Server, text: str) -> list[int]:
+    """Token ids of text in the served model's vocabulary (the embedded one)."""
+    from wai.catalog import embedded_model_path
+    from wai.engine.gguf import load_tokenizer
+
+    return load_tokenizer(embedded_model_path()).tokenize(text, add_special=False,
+                                                          parse_special=False)
+
+
+@pytest.mark.parametrize(("bias", "fragment"), [
+    ({"99999999": 5}, "not in the model's vocabulary"),
+    ({"12": 101}, "logit_bias"),
+    ({"-3": 1}, "logit_bias"),
+    ({str(i): 1 for i in range(301)}, "logit_bias"),
+])
+def test_logit_bias_is_validated(client: openai.OpenAI, bias: dict[str, float],
+                                 fragment: str) -> None:
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model=LLAMA2, messages=MESSAGES, max_tokens=2,  # type: ignore[arg-type]
+                                       logit_bias=bias)
+    assert fragment in str(info.value)
+
+
+@pytest.mark.parametrize("param", ["frobnicate", "reasoning_effort", "prediction", "audio",
+                                   "web_search_options", "verbosity"])
+def test_no_parameter_is_silently_ignored(client: openai.OpenAI, param: str) -> None:
+    value: object = {"type": "content", "content": "x"} if param == "prediction" else "high"
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model=LLAMA2, messages=MESSAGES, max_tokens=2,  # type: ignore[arg-type]
+                                       extra_body={param: value})
+    body = info.value.body
+    assert isinstance(body, dict) and body["param"] == param
+
+
+def test_bookkeeping_parameters_are_accepted(client: openai.OpenAI) -> None:
+    out = client.chat.completions.create(  # type: ignore[call-overload]
+        model=LLAMA2, messages=MESSAGES, max_tokens=2, user="u-1", metadata={"k": "v"},
+        store=False, service_tier="auto", modalities=["text"])
+    assert out.choices[0].message.content is not None
+
+
+def test_models_lists_exactly_the_ids_that_answer(server: Server) -> None:
+    r = requests.get(f"{server.url}/v1/models", headers=server.auth, timeout=10)
+    ids = [m["id"] for m in r.json()["data"]]
+    assert len(ids) == len(set(ids)) and LLAMA2 in ids
+    for mid in ids:
+        body = {"model": mid, "messages": MESSAGES, "max_tokens": 1}
+        assert requests.post(f"{server.url}/v1/chat/completions", headers=server.auth,
+                             json=body, timeout=30).status_code == 200, mid

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 import requests
 
-from tests.conftest import Server
+from tests.conftest import LLAMA2, Server
 from tests.e2e.sse import read_events
 
 
@@ -50,3 +51,28 @@ def test_utf8_safe_streaming_with_accents_and_emoji(server: Server) -> None:
     streamed = "".join(ev["response"] for ev in events[:-1])
     assert "\ufffd" not in streamed
     assert streamed == _post(server, **body).json()["result"]["response"]
+
+
+EMOJI = "Reply with ten emoji: 😀😃😄"  # greedy: tokens 1, 2, 4, 5, … end inside a character
+
+
+@pytest.mark.parametrize("max_tokens", [1, 2, 4])
+def test_a_character_cut_by_max_tokens_is_dropped_on_every_route(server: Server,
+                                                                  max_tokens: int) -> None:
+    body = {"prompt": EMOJI, "max_tokens": max_tokens, "temperature": 0}
+    texts = []
+    whole = _post(server, **body).json()["result"]
+    assert whole["usage"]["completion_tokens"] == max_tokens  # the token still counts
+    texts.append(whole["response"])
+    events = read_events(_post(server, stream=True, **body))
+    texts.append("".join(ev["response"] for ev in events[:-1]))
+    binding = requests.post(f"{server.url}/run?version=3", timeout=60, json={"inputs": body},
+                            headers={**server.auth, "cf-consn-model-id": LLAMA2})
+    texts.append(binding.json()["response"])
+    chat = requests.post(f"{server.url}/v1/chat/completions", headers=server.auth, timeout=60,
+                         json={"model": LLAMA2, "messages": [{"role": "user", "content": EMOJI}],
+                               "max_tokens": max_tokens, "temperature": 0})
+    texts.append(chat.json()["choices"][0]["message"]["content"])
+    for text in texts:
+        assert "\ufffd" not in text
+    assert len(set(texts[:3])) == 1

@@ -106,9 +106,9 @@ async def completions(request: Request) -> Response:
 async def models(request: Request) -> Response:
     runtime: Runtime = request.app.state.runtime
     created = int(time.time())
-    data = [{"id": spec.id, "object": "model", "created": created,
-             "owned_by": runtime.local_name_for(spec.id) or "wai"}
-            for spec in runtime.catalog.specs]
+    data = [{"id": mid, "object": "model", "created": created,
+             "owned_by": runtime.local_name_for(mid) or "wai"}
+            for mid in runtime.answering_ids()]
     return JSONResponse({"object": "list", "data": data})
 
 

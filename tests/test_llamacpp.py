@@ -1,0 +1,112 @@
+"""engine/llamacpp.py with the real model: how requests end, whatever ends them."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+
+from wai.catalog import embedded_model_path
+from wai.engine.base import (
+    Delta,
+    EngineStopped,
+    Event,
+    Failed,
+    Finished,
+    GenerationRequest,
+    SamplingParams,
+)
+from wai.engine.llamacpp import LlamaCppBackend, LlamaCppConfig
+
+
+@pytest.fixture(scope="module")
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    loop = asyncio.new_event_loop()
+    yield loop
+    loop.close()
+
+
+def backend(loop: asyncio.AbstractEventLoop) -> LlamaCppBackend:
+    b = LlamaCppBackend(LlamaCppConfig(path=embedded_model_path(), name="t", n_slots=2,
+                                       n_ctx_seq=256, n_batch=192, prefill_chunk=64))
+    loop.run_until_complete(b.start())
+    return b
+
+
+def request(tokens: list[int], max_tokens: int = 8) -> GenerationRequest:
+    return GenerationRequest(tokens, max_tokens, SamplingParams(temperature=0),
+                             ignore_eos=True)
+
+
+async def events_of(b: LlamaCppBackend, req: GenerationRequest) -> list[Event]:
+    return [ev async for ev in b.submit(req)]
+
+
+async def settled(b: LlamaCppBackend) -> None:
+    for _ in range(200):
+        s = b.stats()
+        if s.slots_busy == 0 and s.waiting == 0:
+            return
+        await asyncio.sleep(0.01)
+
+
+def test_a_failed_decode_is_counted_as_failed(loop: asyncio.AbstractEventLoop) -> None:
+    b = backend(loop)
+    try:
+        ok = b.tokenizer.tokenize("Hello", add_special=True, parse_special=False)
+        # llama_decode refuses a token id outside the vocabulary
+        evs = loop.run_until_complete(events_of(b, request([b.tokenizer.n_vocab + 7])))
+        assert isinstance(evs[-1], Failed) and "llama_decode" in evs[-1].message
+        s = b.stats()
+        assert (s.requests_failed, s.requests_finished, s.slots_busy) == (1, 0, 0)
+        evs = loop.run_until_complete(events_of(b, request(ok)))  # the slot works again
+        assert isinstance(evs[-1], Finished) and evs[-1].usage.completion_tokens == 8
+        assert b.stats().requests_finished == 1
+    finally:
+        loop.run_until_complete(b.close())
+
+
+def test_breaking_out_of_a_generation_cancels_it(loop: asyncio.AbstractEventLoop) -> None:
+    b = backend(loop)
+    try:
+        prompt = b.tokenizer.tokenize("Tell me a story", add_special=True, parse_special=False)
+
+        async def first_token() -> None:
+            async for ev in b.submit(request(prompt, max_tokens=200)):
+                assert isinstance(ev, Delta)
+                break
+            await settled(b)
+
+        loop.run_until_complete(first_token())
+        s = b.stats()
+        assert (s.requests_cancelled, s.slots_busy) == (1, 0)
+        assert s.tokens_generated < 200
+    finally:
+        loop.run_until_complete(b.close())
+
+
+def test_submit_after_close_raises_and_queued_requests_end(
+        loop: asyncio.AbstractEventLoop) -> None:
+    b = backend(loop)
+    prompt = b.tokenizer.tokenize("Hello there", add_special=True, parse_special=False)
+
+    async def go() -> list[Event]:
+        # queued behind the stop message: it must end, not hang
+        pending = [b.submit(request(prompt, max_tokens=200)) for _ in range(4)]
+        await b.close()
+        ends = []
+        for gen in pending:
+            evs = [ev async for ev in gen]
+            ends.append(evs[-1])
+        return ends
+
+    ends = loop.run_until_complete(asyncio.wait_for(go(), timeout=60))
+    assert all(isinstance(ev, Finished | Failed) for ev in ends)
+    assert any(isinstance(ev, Failed) and "stopped" in ev.message for ev in ends)
+    with pytest.raises(EngineStopped):
+        loop.run_until_complete(_submit(b, prompt))
+
+
+async def _submit(b: LlamaCppBackend, prompt: list[int]) -> None:
+    b.submit(request(prompt))

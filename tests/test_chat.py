@@ -85,8 +85,15 @@ def test_jinja_renders_a_chat_template() -> None:
         "{{ ''.__class__.__mro__[1].__subclasses__() }}",
         "{{ messages.__class__.__init__.__globals__ }}",
         "{% for c in [].__class__.__base__.__subclasses__() %}{{ c }}{% endfor %}",
+        "{{ cycler.__init__.__globals__.os.system('true') }}",
+        "{{ joiner.__init__.__globals__ }}",
+        "{{ raise_exception.__globals__ }}",
+        "{{ strftime_now.__globals__['__builtins__'] }}",
+        "{{ os.system('true') }}",
+        "{{ self.__init__.__globals__.__builtins__.__import__('os') }}",
         # ImmutableSandboxedEnvironment: no mutation of data passed in
         "{{ messages.append({'role': 'x'}) }}",
+        "{% set ns = namespace(x=1) %}{{ ns.__class__.__init__.__globals__ }}",
         "{{ raise_exception('nope') }}",
     ],
 )
@@ -98,3 +105,43 @@ def test_jinja_sandbox_refuses_escapes(source: str) -> None:
 def test_a_template_that_does_not_parse_is_refused() -> None:
     with pytest.raises(ChatTemplateError):
         JinjaFormat("{% for %}")
+
+
+# --- the 70 templates llama.cpp ships (tests/data/templates) ------------------------------------
+
+TEMPLATES = sorted((Path(__file__).parent / "data" / "templates").glob("*.jinja"))
+CONVERSATION = [Message("system", "You are terse."), Message("user", "Hi"),
+                Message("assistant", "Hello!"), Message("user", "What is 2+2?")]
+TOOL = {"type": "function", "function": {
+    "name": "get_weather", "description": "The weather in a city",
+    "parameters": {"type": "object", "required": ["city"], "properties": {
+        "city": {"type": "string", "description": "The city"}}}}}
+# Templates that refuse a system role by design, with their own message (raise_exception).
+REFUSES = {"google-gemma-2-2b-it.jinja": "System role not supported"}
+
+
+def test_all_of_llama_cpps_templates_are_here() -> None:
+    assert len(TEMPLATES) == 70
+
+
+@pytest.mark.parametrize("path", TEMPLATES, ids=lambda p: p.name)
+def test_real_templates_parse_and_render(path: Path) -> None:
+    fmt = JinjaFormat(path.read_text(), bos_token="<s>", eos_token="</s>")
+    # tool-use variants are what a model uses when the request has tools
+    tools = [TOOL] if "tool_use" in path.name else None
+    if path.name in REFUSES:
+        with pytest.raises(ChatTemplateError, match=REFUSES[path.name]):
+            fmt.render(CONVERSATION, tools)
+        return
+    text = fmt.render(CONVERSATION, tools)
+    for m in CONVERSATION[1:]:
+        assert m.content in text
+    if tools:
+        assert "get_weather" in text
+
+
+def test_break_and_generation_blocks_and_transformers_tojson() -> None:
+    source = ("{% for m in messages %}{% if loop.index > 1 %}{% break %}{% endif %}"
+              "{% generation %}{{ m.content | tojson }}{% endgeneration %}{% endfor %}")
+    text = JinjaFormat(source).render([Message("user", "<a & 'é'>"), Message("user", "x")])
+    assert text == '"<a & \'é\'>"'

@@ -4,8 +4,6 @@ from pathlib import Path
 
 import pytest
 
-from wai.api.auth import check_authorization
-from wai.api.errors import CFError
 from wai.settings import SettingsError, is_loopback, load_settings
 
 
@@ -33,10 +31,13 @@ def test_loopback(host: str, loop: bool) -> None:
     assert is_loopback(host) is loop
 
 
-def test_token_check() -> None:
-    tokens = [b"alpha", b"beta"]
-    check_authorization("Bearer beta", tokens)
-    for header, code in [(None, 9106), ("Bearer gamma", 10000), ("Token beta", 6003)]:
-        with pytest.raises(CFError) as info:
-            check_authorization(header, tokens)
-        assert info.value.code == code
+def test_engine_portability_settings_from_the_environment() -> None:
+    s = load_settings(None, env={"WAI_GPU_LAYERS": "20", "WAI_EXTRA_BUFFERS": "off",
+                                 "WAI_PROBE_FAULT": "extra_buffers,converted"})
+    assert (s.engine.gpu_layers, s.engine.extra_buffers, s.engine.probe_fault) == (
+        20, "off", "extra_buffers,converted")
+    assert load_settings(None, env={}).engine.gpu_layers == -1
+    with pytest.raises(SettingsError):
+        load_settings(None, env={"WAI_EXTRA_BUFFERS": "maybe"})
+    with pytest.raises(SettingsError):
+        load_settings(None, env={"WAI_GPU_LAYERS": "-2"})

@@ -121,8 +121,16 @@ class GenerationBlock(jinja2.ext.Extension):
         return body
 
 
+class _Sandbox(ImmutableSandboxedEnvironment):
+    def unsafe_undefined(self, obj: Any, attribute: str) -> jinja2.Undefined:
+        # Jinja's default hands back an Undefined that prints as "": reaching for an unsafe
+        # attribute (__class__, __globals__, ...) is an attack, not a typo, so refuse it.
+        raise SecurityError(f"access to attribute {attribute!r} of a "
+                            f"{type(obj).__name__!r} object is unsafe")
+
+
 def template_environment() -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(
+    env = _Sandbox(
         trim_blocks=True, lstrip_blocks=True, undefined=jinja2.Undefined,
         extensions=[jinja2.ext.loopcontrols, GenerationBlock],
     )

@@ -106,8 +106,8 @@ def cmd_models(args: argparse.Namespace) -> int:
     print(f"{'MODEL ID'.ljust(width)}  {'FAMILY':8}  CONTEXT  SERVED BY")
     for spec in runtime.catalog.specs:
         ctx = str(spec.context_window or "-")
-        local = runtime.local_name_for(spec.id) or "-"
-        print(f"{spec.id.ljust(width)}  {spec.family:8}  {ctx:>7}  {local}")
+        served_by = runtime.local_name_for(spec.id) or "-"
+        print(f"{spec.id.ljust(width)}  {spec.family:8}  {ctx:>7}  {served_by}")
     layers = hardware.gpu_layers(settings.engine.gpu_layers, hardware.gpu_available())
     device = hardware.placement(layers)
     print(f"\n{'LOCAL MODEL'.ljust(width)}  DEVICE / FILE")

@@ -36,16 +36,23 @@ TOKEN = "fuzz-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
-def fuzz(strategy: Any, n: int, base_url: str, skip: list[Any], label: str,
-         counter: collections.Counter[str], failures: list[str]) -> None:
-    @settings(max_examples=n, deadline=None, database=None,
-              suppress_health_check=list(HealthCheck))
+def fuzz(
+    strategy: Any,
+    n: int,
+    base_url: str,
+    skip: list[Any],
+    label: str,
+    counter: collections.Counter[str],
+    failures: list[str],
+) -> None:
+    @settings(max_examples=n, deadline=None, database=None, suppress_health_check=list(HealthCheck))
     @given(case=strategy)
     def run(case: schemathesis.Case) -> None:
         counter["cases"] += 1
         try:
-            response = case.call_and_validate(base_url=base_url, headers=AUTH, timeout=60,
-                                              excluded_checks=skip)
+            response = case.call_and_validate(
+                base_url=base_url, headers=AUTH, timeout=60, excluded_checks=skip
+            )
             counter[f"{response.status_code // 100}xx"] += 1
         except FailureGroup as e:
             counter["failures"] += 1
@@ -62,8 +69,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    server = start_server(args.out, "--token", TOKEN,
-                          env={**os.environ, "WAI_MAX_TOKENS": "1", "WAI_SLOTS": "4"})
+    server = start_server(
+        args.out, "--token", TOKEN, env={**os.environ, "WAI_MAX_TOKENS": "1", "WAI_SLOTS": "4"}
+    )
     stats: dict[str, collections.Counter[str]] = {}
     failures: list[str] = []
     t0 = time.monotonic()
@@ -78,8 +86,15 @@ def main() -> None:
             counter = stats.setdefault(label, collections.Counter())
             skip = list(excluded)
             for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
-                fuzz(op.as_strategy(generation_mode=mode), per_op, server.url, skip, label,
-                     counter, failures)
+                fuzz(
+                    op.as_strategy(generation_mode=mode),
+                    per_op,
+                    server.url,
+                    skip,
+                    label,
+                    counter,
+                    failures,
+                )
             print(label, dict(counter), flush=True)
         alive = requests.get(f"{server.url}/healthz", timeout=5).status_code == 200
     finally:
@@ -91,10 +106,13 @@ def main() -> None:
         total.update(c)
     lines = ["| operation | cases | 2xx | 4xx | 5xx | failures |", "|---|---:|---:|---:|---:|---:|"]
     for label, c in [*stats.items(), ("all", total)]:
-        lines.append(f"| {label} | {c['cases']} | {c['2xx']} | {c['4xx']} | {c['5xx']} | "
-                     f"{c['failures']} |")
-    lines.append(f"\n{total['cases']} cases in {elapsed:.0f} s; server answering afterwards: "
-                 f"{alive}; tracebacks in its log: {log.count('Traceback')}")
+        lines.append(
+            f"| {label} | {c['cases']} | {c['2xx']} | {c['4xx']} | {c['5xx']} | {c['failures']} |"
+        )
+    lines.append(
+        f"\n{total['cases']} cases in {elapsed:.0f} s; server answering afterwards: "
+        f"{alive}; tracebacks in its log: {log.count('Traceback')}"
+    )
     report = "\n".join(lines)
     print(report)
     for f in failures[:20]:

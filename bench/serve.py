@@ -44,15 +44,33 @@ sys.path.insert(0, str(ROOT))
 
 from wai.catalog import embedded_model_path  # noqa: E402
 
-TOPICS = ["cats", "the sea", "a robot", "winter", "bread", "a lighthouse", "trains", "bees",
-          "a volcano", "chess", "the moon", "a library", "rain", "a violin", "maps", "tea"]
+TOPICS = [
+    "cats",
+    "the sea",
+    "a robot",
+    "winter",
+    "bread",
+    "a lighthouse",
+    "trains",
+    "bees",
+    "a volcano",
+    "chess",
+    "the moon",
+    "a library",
+    "rain",
+    "a violin",
+    "maps",
+    "tea",
+]
 MODEL_ID = "@cf/meta/llama-2-7b-chat-int8"
 
 
 def prompt_for(i: int) -> str:
     topic = TOPICS[i % len(TOPICS)]
-    return (f"<|im_start|>user\nWrite a long story about {topic}, number {i}.<|im_end|>\n"
-            "<|im_start|>assistant\n")
+    return (
+        f"<|im_start|>user\nWrite a long story about {topic}, number {i}.<|im_end|>\n"
+        "<|im_start|>assistant\n"
+    )
 
 
 N_TG = 128
@@ -74,11 +92,13 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def process(cmd: list[str], health: str, env: dict[str, str] | None = None,
-            timeout: float = 120) -> Iterator[None]:
+def process(
+    cmd: list[str], health: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> Iterator[None]:
     log = open(ROOT / "bench" / "out" / f"{Path(cmd[0]).name}-{time.time():.0f}.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-                            env={**os.environ, **(env or {})})
+    proc = subprocess.Popen(
+        cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ, **(env or {})}
+    )
     try:
         deadline = time.monotonic() + timeout
         while True:
@@ -119,10 +139,17 @@ async def sse_data(resp: httpx.Response) -> AsyncIterator[str]:
 
 async def wai_request(client: httpx.AsyncClient, base: str, i: int, n: int) -> Sample:
     s = Sample(time.perf_counter())
-    body = {"prompt": prompt_for(i), "raw": True, "stream": True, "max_tokens": n,
-            "ignore_eos": True, "temperature": 0}
-    async with client.stream("POST", f"{base}/client/v4/accounts/bench/ai/run/{MODEL_ID}",
-                             json=body) as r:
+    body = {
+        "prompt": prompt_for(i),
+        "raw": True,
+        "stream": True,
+        "max_tokens": n,
+        "ignore_eos": True,
+        "temperature": 0,
+    }
+    async with client.stream(
+        "POST", f"{base}/client/v4/accounts/bench/ai/run/{MODEL_ID}", json=body
+    ) as r:
         r.raise_for_status()
         async for data in sse_data(r):
             if data == "[DONE]":
@@ -134,8 +161,14 @@ async def wai_request(client: httpx.AsyncClient, base: str, i: int, n: int) -> S
 
 async def llama_server_request(client: httpx.AsyncClient, base: str, i: int, n: int) -> Sample:
     s = Sample(time.perf_counter())
-    body = {"prompt": prompt_for(i), "n_predict": n, "stream": True, "ignore_eos": True,
-            "temperature": 0, "cache_prompt": True}
+    body = {
+        "prompt": prompt_for(i),
+        "n_predict": n,
+        "stream": True,
+        "ignore_eos": True,
+        "temperature": 0,
+        "cache_prompt": True,
+    }
     async with client.stream("POST", f"{base}/completion", json=body) as r:
         r.raise_for_status()
         async for data in sse_data(r):
@@ -149,8 +182,13 @@ async def llama_server_request(client: httpx.AsyncClient, base: str, i: int, n: 
 async def llama_cpp_py_request(client: httpx.AsyncClient, base: str, i: int, n: int) -> Sample:
     s = Sample(time.perf_counter())
     # llama-cpp-python's server has no ignore_eos: suppress both end tokens of SmolLM2 instead
-    body = {"prompt": prompt_for(i), "max_tokens": n, "stream": True, "temperature": 0,
-            "logit_bias": {"0": -100, "2": -100}}
+    body = {
+        "prompt": prompt_for(i),
+        "max_tokens": n,
+        "stream": True,
+        "temperature": 0,
+        "logit_bias": {"0": -100, "2": -100},
+    }
     async with client.stream("POST", f"{base}/v1/completions", json=body) as r:
         r.raise_for_status()
         async for data in sse_data(r):
@@ -165,8 +203,9 @@ async def llama_cpp_py_request(client: httpx.AsyncClient, base: str, i: int, n: 
 Requester = Callable[[httpx.AsyncClient, str, int, int], Any]
 
 
-async def load(base: str, request: Requester, clients: int, rounds: int,
-               n: int) -> tuple[float, list[Sample]]:
+async def load(
+    base: str, request: Requester, clients: int, rounds: int, n: int
+) -> tuple[float, list[Sample]]:
     limits = httpx.Limits(max_connections=clients + 4)
     async with httpx.AsyncClient(timeout=600, limits=limits) as client:
         await request(client, base, 10_000, 8)  # warm-up
@@ -201,10 +240,21 @@ class Row:
 def summarize(engine: str, clients: int, wall: float, samples: list[Sample]) -> Row:
     tokens = sum(len(s.token_times) for s in samples)
     ttft = [(s.token_times[0] - s.start) * 1000 for s in samples if s.token_times]
-    tpot = [(s.token_times[-1] - s.token_times[0]) * 1000 / (len(s.token_times) - 1)
-            for s in samples if len(s.token_times) > 1]
-    return Row(engine, clients, tokens / wall, pct(ttft, 50), pct(ttft, 95), pct(tpot, 50),
-               pct(tpot, 95), tokens)
+    tpot = [
+        (s.token_times[-1] - s.token_times[0]) * 1000 / (len(s.token_times) - 1)
+        for s in samples
+        if len(s.token_times) > 1
+    ]
+    return Row(
+        engine,
+        clients,
+        tokens / wall,
+        pct(ttft, 50),
+        pct(ttft, 95),
+        pct(tpot, 50),
+        pct(tpot, 95),
+        tokens,
+    )
 
 
 # --- the engines ------------------------------------------------------------------------------
@@ -213,11 +263,15 @@ def summarize(engine: str, clients: int, wall: float, samples: list[Sample]) -> 
 def run_wai(model: Path, levels: list[int], rounds: int, n: int) -> list[Row]:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    env = {"WAI_SLOTS": str(max(levels)), "WAI_CTX_PER_SLOT": "512",
-           "WAI_DEFAULT_MODEL": str(model)}
+    env = {
+        "WAI_SLOTS": str(max(levels)),
+        "WAI_CTX_PER_SLOT": "512",
+        "WAI_DEFAULT_MODEL": str(model),
+    }
     rows = []
-    with process([sys.executable, "-m", "wai.cli", "serve", "--port", str(port)],
-                 f"{base}/healthz", env):
+    with process(
+        [sys.executable, "-m", "wai.cli", "serve", "--port", str(port)], f"{base}/healthz", env
+    ):
         for c in levels:
             wall, samples = asyncio.run(load(base, wai_request, c, rounds, n))
             rows.append(summarize("wai", c, wall, samples))
@@ -225,15 +279,29 @@ def run_wai(model: Path, levels: list[int], rounds: int, n: int) -> list[Row]:
     return rows
 
 
-def run_llama_server(bin_dir: Path, model: Path, levels: list[int], rounds: int,
-                     n: int, label: str = "llama-server") -> list[Row]:
+def run_llama_server(
+    bin_dir: Path, model: Path, levels: list[int], rounds: int, n: int, label: str = "llama-server"
+) -> list[Row]:
     rows = []
     for c in levels:
         port = free_port()
         base = f"http://127.0.0.1:{port}"
-        cmd = [str(bin_dir / "llama-server"), "-m", str(model), "--port", str(port),
-               "--parallel", str(c), "-c", str(512 * c), "-t", "2", "-tb", "2",
-               "--no-webui"]
+        cmd = [
+            str(bin_dir / "llama-server"),
+            "-m",
+            str(model),
+            "--port",
+            str(port),
+            "--parallel",
+            str(c),
+            "-c",
+            str(512 * c),
+            "-t",
+            "2",
+            "-tb",
+            "2",
+            "--no-webui",
+        ]
         with process(cmd, f"{base}/health"):
             wall, samples = asyncio.run(load(base, llama_server_request, c, rounds, n))
         rows.append(summarize(label, c, wall, samples))
@@ -244,8 +312,21 @@ def run_llama_server(bin_dir: Path, model: Path, levels: list[int], rounds: int,
 def run_llama_cpp_py(model: Path, levels: list[int], n: int) -> list[Row]:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--port", str(port),
-           "--n_ctx", "2048", "--n_threads", "2", "--n_threads_batch", "2"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        str(model),
+        "--port",
+        str(port),
+        "--n_ctx",
+        "2048",
+        "--n_threads",
+        "2",
+        "--n_threads_batch",
+        "2",
+    ]
     rows = []
     with process(cmd, f"{base}/v1/models"):
         for c in levels:
@@ -261,14 +342,16 @@ def engine_decode(model: Path, n: int) -> float:
     from wai.engine.llamacpp import LlamaCppBackend, LlamaCppConfig
 
     async def go() -> float:
-        backend = LlamaCppBackend(LlamaCppConfig(model, "bench", n_slots=1, n_ctx_seq=512,
-                                                 n_batch=256))
+        backend = LlamaCppBackend(
+            LlamaCppConfig(model, "bench", n_slots=1, n_ctx_seq=512, n_batch=256)
+        )
         await backend.start()
         prompt = backend.tokenizer.tokenize(prompt_for(1), add_special=True, parse_special=True)
         best = 0.0
         for _ in range(3):
-            gen = backend.submit(GenerationRequest(prompt, n, SamplingParams(temperature=0),
-                                                   ignore_eos=True))
+            gen = backend.submit(
+                GenerationRequest(prompt, n, SamplingParams(temperature=0), ignore_eos=True)
+            )
             times = [time.perf_counter() async for _ in gen]
             best = max(best, (n - 1) / (times[-2] - times[0]))
         await backend.close()
@@ -278,9 +361,26 @@ def engine_decode(model: Path, n: int) -> float:
 
 
 def llama_bench_tg(bin_dir: Path, model: Path, n: int) -> float:
-    out = subprocess.run([str(bin_dir / "llama-bench"), "-m", str(model), "-p", "0", "-n",
-                          str(n), "-t", "2", "-r", "3", "-o", "json"],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [
+            str(bin_dir / "llama-bench"),
+            "-m",
+            str(model),
+            "-p",
+            "0",
+            "-n",
+            str(n),
+            "-t",
+            "2",
+            "-r",
+            "3",
+            "-o",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return float(json.loads(out)[0]["avg_ts"])
 
 
@@ -288,29 +388,39 @@ def llama_bench_tg(bin_dir: Path, model: Path, n: int) -> float:
 
 
 def _fmt(r: Row) -> str:
-    return (f"{r.engine:13} {r.clients:>3} clients  {r.tok_s:7.1f} tok/s  "
-            f"TTFT p50 {r.ttft_p50:7.0f} ms p95 {r.ttft_p95:7.0f} ms  "
-            f"TPOT p50 {r.tpot_p50:6.1f} ms p95 {r.tpot_p95:6.1f} ms")
+    return (
+        f"{r.engine:13} {r.clients:>3} clients  {r.tok_s:7.1f} tok/s  "
+        f"TTFT p50 {r.ttft_p50:7.0f} ms p95 {r.ttft_p95:7.0f} ms  "
+        f"TPOT p50 {r.tpot_p50:6.1f} ms p95 {r.tpot_p95:6.1f} ms"
+    )
 
 
 def table(rows: list[Row], tg: float | None, engine_tg: float | None) -> str:
     anchor = {r.clients: r for r in rows if r.engine == "llama-server"}
-    lines = ["| engine | clients | tok/s | vs llama-server | TTFT p50 ms | TTFT p95 ms "
-             "| TPOT p50 ms | TPOT p95 ms |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| engine | clients | tok/s | vs llama-server | TTFT p50 ms | TTFT p95 ms "
+        "| TPOT p50 ms | TPOT p95 ms |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
         ratio = f"{r.tok_s / anchor[r.clients].tok_s:.2f}x" if r.clients in anchor else "-"
-        lines.append(f"| {r.engine} | {r.clients} | {r.tok_s:.1f} | {ratio} | {r.ttft_p50:.0f} "
-                     f"| {r.ttft_p95:.0f} | {r.tpot_p50:.1f} | {r.tpot_p95:.1f} |")
+        lines.append(
+            f"| {r.engine} | {r.clients} | {r.tok_s:.1f} | {ratio} | {r.ttft_p50:.0f} "
+            f"| {r.ttft_p95:.0f} | {r.tpot_p50:.1f} | {r.tpot_p95:.1f} |"
+        )
     if tg is not None:
         for r in rows:
             if r.engine == "wai" and r.clients == 1:
                 decode = 1000 / r.tpot_p50
-                lines.append(f"\nsingle stream vs llama-bench tg{N_TG} ({tg:.1f} tok/s): wai over "
-                             f"HTTP {r.tok_s:.1f} tok/s end to end ({r.tok_s / tg:.2f}x), "
-                             f"decode {decode:.1f} tok/s ({decode / tg:.2f}x)")
+                lines.append(
+                    f"\nsingle stream vs llama-bench tg{N_TG} ({tg:.1f} tok/s): wai over "
+                    f"HTTP {r.tok_s:.1f} tok/s end to end ({r.tok_s / tg:.2f}x), "
+                    f"decode {decode:.1f} tok/s ({decode / tg:.2f}x)"
+                )
         if engine_tg is not None and tg is not None:
-            lines.append(f"wai engine in-process, one stream: {engine_tg:.1f} tok/s "
-                         f"({engine_tg / tg:.2f}x)")
+            lines.append(
+                f"wai engine in-process, one stream: {engine_tg:.1f} tok/s ({engine_tg / tg:.2f}x)"
+            )
     return "\n".join(lines)
 
 
@@ -325,10 +435,15 @@ def plot(rows: list[Row], path: Path) -> None:
         rs = [r for r in rows if r.engine == engine]
         ax1.plot([r.clients for r in rs], [r.tok_s for r in rs], marker="o", label=engine)
         ax2.plot([r.clients for r in rs], [r.ttft_p95 for r in rs], marker="o", label=engine)
-    ax1.set(xlabel="concurrent streaming clients", ylabel="aggregate output tok/s",
-            title="Throughput")
-    ax2.set(xlabel="concurrent streaming clients", ylabel="TTFT p95 (ms)", yscale="log",
-            title="Time to first token, p95")
+    ax1.set(
+        xlabel="concurrent streaming clients", ylabel="aggregate output tok/s", title="Throughput"
+    )
+    ax2.set(
+        xlabel="concurrent streaming clients",
+        ylabel="TTFT p95 (ms)",
+        yscale="log",
+        title="Time to first token, p95",
+    )
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
         ax.legend()
@@ -353,8 +468,14 @@ def main() -> None:
 
     bin_dir = None
     if any(e.startswith("llama-server") for e in engines):
-        bin_dir = Path(subprocess.run([str(ROOT / "bench" / "build_llama_server.sh")],
-                                      capture_output=True, text=True, check=True).stdout.strip())
+        bin_dir = Path(
+            subprocess.run(
+                [str(ROOT / "bench" / "build_llama_server.sh")],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.strip()
+        )
     rows: list[Row] = []
     if "wai" in engines:
         rows += run_wai(model, levels, args.rounds, args.max_tokens)
@@ -363,8 +484,9 @@ def main() -> None:
     if bin_dir is not None and "llama-server-q8" in engines:
         q8 = converted(model)
         if q8 != model:
-            rows += run_llama_server(bin_dir, q8, levels, args.rounds, args.max_tokens,
-                                     "llama-server-q8")
+            rows += run_llama_server(
+                bin_dir, q8, levels, args.rounds, args.max_tokens, "llama-server-q8"
+            )
     if "llama-cpp-py" in engines:
         rows += run_llama_cpp_py(model, levels, args.max_tokens)
     tg = llama_bench_tg(bin_dir, model, N_TG) if bin_dir is not None else None
@@ -372,8 +494,10 @@ def main() -> None:
 
     report = table(rows, tg, engine_tg)
     print()
-    print(f"model {model.name}, {args.max_tokens} output tokens/request, {args.rounds} "
-          f"request(s) per client, {os.cpu_count()} cores")
+    print(
+        f"model {model.name}, {args.max_tokens} output tokens/request, {args.rounds} "
+        f"request(s) per client, {os.cpu_count()} cores"
+    )
     print(report)
     (args.out / "serve.md").write_text(report + "\n")
     (args.out / "serve.json").write_text(json.dumps([r.__dict__ for r in rows], indent=1))

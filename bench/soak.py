@@ -42,17 +42,25 @@ def rss_kib(pid: int) -> int:
 
 async def one(client: httpx.AsyncClient, url: str, kind: str, rng: random.Random) -> str | None:
     """Run one request; None if it went as expected, else what went wrong."""
-    body: dict[str, object] = {"prompt": f"Tell me about {rng.choice(TOPICS)}.",
-                               "max_tokens": rng.randint(16, 64)}
+    body: dict[str, object] = {
+        "prompt": f"Tell me about {rng.choice(TOPICS)}.",
+        "max_tokens": rng.randint(16, 64),
+    }
     if kind == "invalid":
         body = rng.choice([{"prompt": 5}, {"messages": "x"}, {"prompt": "a", "top_k": 99}, {}])
         r = await client.post(url, json=body)
-        return None if r.status_code == 400 and r.json()["errors"][0]["code"] == 5006 \
+        return (
+            None
+            if r.status_code == 400 and r.json()["errors"][0]["code"] == 5006
             else f"invalid: {r.status_code} {r.text[:100]}"
+        )
     if kind == "complete":
         r = await client.post(url, json=body)
-        return None if r.status_code == 200 and "response" in r.json()["result"] \
+        return (
+            None
+            if r.status_code == 200 and "response" in r.json()["result"]
             else f"complete: {r.status_code} {r.text[:100]}"
+        )
     async with client.stream("POST", url, json={**body, "stream": True}) as r:
         if r.status_code != 200:
             return f"{kind}: {r.status_code}"
@@ -67,8 +75,9 @@ async def one(client: httpx.AsyncClient, url: str, kind: str, rng: random.Random
     return f"{kind}: stream ended without [DONE]"
 
 
-async def client_loop(n: int, url: str, until: float, lat: dict[str, list[float]],
-                      errors: list[str]) -> None:
+async def client_loop(
+    n: int, url: str, until: float, lat: dict[str, list[float]], errors: list[str]
+) -> None:
     rng = random.Random(n)
     kinds, weights = zip(*KINDS, strict=True)
     headers = {"Authorization": f"Bearer {TOKEN}"}
@@ -85,16 +94,20 @@ async def client_loop(n: int, url: str, until: float, lat: dict[str, list[float]
                 errors.append(problem)
 
 
-async def sample_memory(pid: int, t0: float, until: float,
-                        samples: list[tuple[float, int]]) -> None:
+async def sample_memory(
+    pid: int, t0: float, until: float, samples: list[tuple[float, int]]
+) -> None:
     while time.monotonic() < until:
         samples.append((time.monotonic() - t0, rss_kib(pid)))
         await asyncio.sleep(5)
 
 
 def pct(values: list[float], p: int) -> float:
-    return statistics.quantiles(values, n=100, method="inclusive")[p - 1] if len(values) > 1 \
+    return (
+        statistics.quantiles(values, n=100, method="inclusive")[p - 1]
+        if len(values) > 1
         else (values[0] if values else 0.0)
+    )
 
 
 def main() -> None:
@@ -114,14 +127,16 @@ def main() -> None:
     async def run() -> None:
         t0 = time.monotonic()
         until = t0 + duration
-        await asyncio.gather(sample_memory(server.proc.pid, t0, until, samples),
-                             *(client_loop(i, url, until, lat, errors)
-                               for i in range(args.clients)))
+        await asyncio.gather(
+            sample_memory(server.proc.pid, t0, until, samples),
+            *(client_loop(i, url, until, lat, errors) for i in range(args.clients)),
+        )
 
     try:
         asyncio.run(run())
-        final = httpx.get(f"{server.url}/wai/v1/stats",
-                          headers={"Authorization": f"Bearer {TOKEN}"}).json()
+        final = httpx.get(
+            f"{server.url}/wai/v1/stats", headers={"Authorization": f"Bearer {TOKEN}"}
+        ).json()
     finally:
         stop_server(server)
     warm_at = max(60.0, duration / 10)
@@ -130,27 +145,36 @@ def main() -> None:
     drift = (end - warm) / warm * 100
     lines = ["| kind | requests | p50 ms | p95 ms |", "|---|---:|---:|---:|"]
     for kind, _ in KINDS:
-        lines.append(f"| {kind} | {len(lat[kind])} | {pct(lat[kind], 50):.0f} | "
-                     f"{pct(lat[kind], 95):.0f} |")
-    lines.append(f"\n{args.clients} clients for {args.minutes:g} min: "
-                 f"{sum(len(v) for v in lat.values())} requests, {len(errors)} unexpected "
-                 f"errors; server RSS {samples[0][1] / 1024:.0f} MiB at start, "
-                 f"{warm / 1024:.0f} MiB after warm-up ({warm_at:.0f} s), {end / 1024:.0f} MiB "
-                 f"at the end: drift {drift:+.2f} %; tracebacks in the server log: "
-                 f"{server.log.read_text().count('Traceback')}; engine after the run: "
-                 f"{json.dumps(next(iter(final['models'].values())))}")
+        lines.append(
+            f"| {kind} | {len(lat[kind])} | {pct(lat[kind], 50):.0f} | {pct(lat[kind], 95):.0f} |"
+        )
+    lines.append(
+        f"\n{args.clients} clients for {args.minutes:g} min: "
+        f"{sum(len(v) for v in lat.values())} requests, {len(errors)} unexpected "
+        f"errors; server RSS {samples[0][1] / 1024:.0f} MiB at start, "
+        f"{warm / 1024:.0f} MiB after warm-up ({warm_at:.0f} s), {end / 1024:.0f} MiB "
+        f"at the end: drift {drift:+.2f} %; tracebacks in the server log: "
+        f"{server.log.read_text().count('Traceback')}; engine after the run: "
+        f"{json.dumps(next(iter(final['models'].values())))}"
+    )
     report = "\n".join(lines)
     print(report)
     for e in errors[:20]:
         print("ERROR", e)
     (args.out / "soak.md").write_text(report + "\n")
-    (args.out / "soak.json").write_text(json.dumps(
-        {"samples": samples, "errors": errors, "latency": lat}, indent=1))
+    (args.out / "soak.json").write_text(
+        json.dumps({"samples": samples, "errors": errors, "latency": lat}, indent=1)
+    )
     plot(samples, lat, warm_at, args.out / "soak.png", args)
 
 
-def plot(samples: list[tuple[float, int]], lat: dict[str, list[float]], warm_at: float,
-         path: Path, args: argparse.Namespace) -> None:
+def plot(
+    samples: list[tuple[float, int]],
+    lat: dict[str, list[float]],
+    warm_at: float,
+    path: Path,
+    args: argparse.Namespace,
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -163,8 +187,13 @@ def plot(samples: list[tuple[float, int]], lat: dict[str, list[float]], warm_at:
     ax1.legend()
     kinds = [k for k, _ in KINDS]
     ax2.bar(kinds, [pct(lat[k], 50) for k in kinds], label="p50")
-    ax2.bar(kinds, [pct(lat[k], 95) - pct(lat[k], 50) for k in kinds],
-            bottom=[pct(lat[k], 50) for k in kinds], alpha=0.5, label="p95")
+    ax2.bar(
+        kinds,
+        [pct(lat[k], 95) - pct(lat[k], 50) for k in kinds],
+        bottom=[pct(lat[k], 50) for k in kinds],
+        alpha=0.5,
+        label="p95",
+    )
     ax2.set(ylabel="latency (ms)", title="Latency per kind")
     ax2.legend()
     fig.suptitle(f"soak: {args.clients} clients, {args.minutes:g} min, SmolLM2-135M, 2 cores")

@@ -35,8 +35,11 @@ from types import ModuleType
 PACKAGE = "llama-cpp-python"
 VERSION = "0.3.36"
 NO_AMX = ("-mno-amx-tile", "-mno-amx-int8", "-mno-amx-bf16")
-GPU_ARGS = {"cuda": ["-DGGML_CUDA=on"], "metal": ["-DGGML_METAL=on"],
-            "vulkan": ["-DGGML_VULKAN=on"]}
+GPU_ARGS = {
+    "cuda": ["-DGGML_CUDA=on"],
+    "metal": ["-DGGML_METAL=on"],
+    "vulkan": ["-DGGML_VULKAN=on"],
+}
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -58,8 +61,11 @@ def compiler_accepts(flags: tuple[str, ...]) -> bool:
         src = Path(tmp) / "t.c"
         src.write_text("int main(void) { return 0; }\n")
         try:
-            r = subprocess.run([cc, *flags, "-c", str(src), "-o", str(Path(tmp) / "t.o")],
-                               capture_output=True, timeout=60)
+            r = subprocess.run(
+                [cc, *flags, "-c", str(src), "-o", str(Path(tmp) / "t.o")],
+                capture_output=True,
+                timeout=60,
+            )
         except (OSError, subprocess.SubprocessError):
             return False
     return r.returncode == 0
@@ -74,7 +80,7 @@ def cmake_args(user: str, gpu: str | None, x86: bool, no_amx_ok: bool) -> list[s
         for var in ("CMAKE_C_FLAGS", "CMAKE_CXX_FLAGS"):
             prefix = f"-D{var}="
             mine = [a for a in args if a.startswith(prefix)]
-            theirs = mine[-1][len(prefix):] if mine else ""
+            theirs = mine[-1][len(prefix) :] if mine else ""
             args = [a for a in args if not a.startswith(prefix)]
             args.append(prefix + " ".join(filter(None, [theirs, *NO_AMX])))
     return args
@@ -98,16 +104,34 @@ def build(wheelhouse: Path, args: list[str], log_path: Path) -> Path:
     env = {**os.environ, "CMAKE_ARGS": shlex.join(args), "FORCE_CMAKE": "1"}
     env.setdefault("CMAKE_BUILD_PARALLEL_LEVEL", str(os.cpu_count() or 1))
     out = Path(tempfile.mkdtemp(prefix="wheel-", dir=wheelhouse.parent))
-    cmd = [sys.executable, "-m", "pip", "wheel", "-v", "--no-deps", "--no-cache-dir",
-           "--no-binary", PACKAGE, "-w", str(out), f"{PACKAGE}=={VERSION}"]
-    print(f"wai: building llama.cpp ({PACKAGE} {VERSION}) for this CPU; this is the one long "
-          f"step of the first install (about 5 minutes on 2 cores). Log: {log_path}", flush=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        "-v",
+        "--no-deps",
+        "--no-cache-dir",
+        "--no-binary",
+        PACKAGE,
+        "-w",
+        str(out),
+        f"{PACKAGE}=={VERSION}",
+    ]
+    print(
+        f"wai: building llama.cpp ({PACKAGE} {VERSION}) for this CPU; this is the one long "
+        f"step of the first install (about 5 minutes on 2 cores). Log: {log_path}",
+        flush=True,
+    )
     print(f"wai: CMAKE_ARGS={shlex.join(args)}", flush=True)
     start = time.monotonic()
     shown = -10
-    with log_path.open("w") as log, subprocess.Popen(
-        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    ) as proc:
+    with (
+        log_path.open("w") as log,
+        subprocess.Popen(
+            cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        ) as proc,
+    ):
         assert proc.stdout is not None
         for line in proc.stdout:
             log.write(line)
@@ -117,8 +141,9 @@ def build(wheelhouse: Path, args: list[str], log_path: Path) -> Path:
                 print(f"wai: llama.cpp build {pct:3d}%  ({_elapsed(start)})", flush=True)
     if proc.returncode != 0:
         tail = log_path.read_text().splitlines()[-30:]
-        sys.exit("wai: the llama.cpp build failed:\n" + "\n".join(tail)
-                 + f"\n(full log: {log_path})")
+        sys.exit(
+            "wai: the llama.cpp build failed:\n" + "\n".join(tail) + f"\n(full log: {log_path})"
+        )
     wheels = list(out.glob("*.whl"))
     if len(wheels) != 1:
         sys.exit(f"wai: expected one wheel in {out}, found {wheels}")
@@ -128,8 +153,11 @@ def build(wheelhouse: Path, args: list[str], log_path: Path) -> Path:
     shutil.rmtree(out, ignore_errors=True)
     seconds = time.monotonic() - start
     print(f"wai: llama.cpp built in {_elapsed(start)}: {target}", flush=True)
-    (wheelhouse / "build.json").write_text(json.dumps(
-        {"cmake_args": args, "seconds": round(seconds, 1), "wheel": target.name}, indent=1))
+    (wheelhouse / "build.json").write_text(
+        json.dumps(
+            {"cmake_args": args, "seconds": round(seconds, 1), "wheel": target.name}, indent=1
+        )
+    )
     return target
 
 
@@ -141,17 +169,25 @@ def _elapsed(start: float) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--gpu", choices=sorted(GPU_ARGS), default=os.environ.get("GPU") or None)
-    ap.add_argument("--cache-dir", type=Path, default=Path(
-        os.environ.get("WAI_CACHE_DIR") or Path.home() / ".cache" / "wai"))
+    ap.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=Path(os.environ.get("WAI_CACHE_DIR") or Path.home() / ".cache" / "wai"),
+    )
     opts = ap.parse_args()
 
     machine = _machine()
     cpu = machine.this_cpu()
-    args = cmake_args(os.environ.get("CMAKE_ARGS", ""), opts.gpu, cpu.is_x86,
-                      cpu.is_x86 and compiler_accepts(NO_AMX))
+    args = cmake_args(
+        os.environ.get("CMAKE_ARGS", ""),
+        opts.gpu,
+        cpu.is_x86,
+        cpu.is_x86 and compiler_accepts(NO_AMX),
+    )
     tag = f"{sys.implementation.cache_tag}-{sysconfig.get_platform()}"
-    key = machine.build_key(cpu, package=f"{PACKAGE}=={VERSION}", python_tag=tag,
-                            build_args=shlex.join(args))
+    key = machine.build_key(
+        cpu, package=f"{PACKAGE}=={VERSION}", python_tag=tag, build_args=shlex.join(args)
+    )
     marker = Path(sys.prefix) / ".wai-llama-build"
     if marker.exists() and marker.read_text().strip() == key:
         return  # this environment already has the build for this CPU
@@ -164,8 +200,19 @@ def main() -> None:
     else:
         wheel = build(wheelhouse, args, wheelhouse / "build.log")
     # --no-deps: `pip install -e .` right after brings the pure-Python dependencies.
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
-                    "--force-reinstall", str(wheel)], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--force-reinstall",
+            str(wheel),
+        ],
+        check=True,
+    )
     marker.write_text(key + "\n")
 
 

@@ -47,8 +47,9 @@ class Server:
         return stats
 
 
-def start_server(tmp: Path, *args: str, env: dict[str, str] | None = None,
-                 healthy: bool = True) -> Server:
+def start_server(
+    tmp: Path, *args: str, env: dict[str, str] | None = None, healthy: bool = True
+) -> Server:
     """A real `wai serve` on a free port, once /healthz answers (200, or with healthy=False
     any answer: a server whose models all failed still serves)."""
     port = free_port()
@@ -56,7 +57,10 @@ def start_server(tmp: Path, *args: str, env: dict[str, str] | None = None,
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "wai.cli", "serve", "--port", str(port), *args],
-            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
         )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -66,7 +70,8 @@ def start_server(tmp: Path, *args: str, env: dict[str, str] | None = None,
         try:
             health = requests.get(f"{url}/healthz", timeout=1)
             if health.status_code == 200 or (
-                    not healthy and health.json().get("status") != "loading"):
+                not healthy and health.json().get("status") != "loading"
+            ):
                 return Server(url, proc, log)
         except requests.ConnectionError:
             pass
@@ -86,7 +91,11 @@ def stop_server(server: Server) -> None:
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """The shared server: one token configured, 4 slots."""
-    srv = start_server(tmp_path_factory.mktemp("wai"), "--token", TOKEN,
-                       env={"WAI_SLOTS": "4", "WAI_MAX_WAITING": "16"})
+    srv = start_server(
+        tmp_path_factory.mktemp("wai"),
+        "--token",
+        TOKEN,
+        env={"WAI_SLOTS": "4", "WAI_MAX_WAITING": "16"},
+    )
     yield srv
     stop_server(srv)

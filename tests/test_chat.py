@@ -19,8 +19,26 @@ def llama_tok() -> LlamaTokenizer:
     return load_tokenizer(VOCAB)
 
 
-SYS = [3532, 14816, 29903, 6778, 13, 3492, 526, 1935, 344, 29889, 13, 29966, 829, 14816, 29903,
-       6778, 13, 13]
+SYS = [
+    3532,
+    14816,
+    29903,
+    6778,
+    13,
+    3492,
+    526,
+    1935,
+    344,
+    29889,
+    13,
+    29966,
+    829,
+    14816,
+    29903,
+    6778,
+    13,
+    13,
+]
 
 
 def test_vector_1_user_only(llama_tok: LlamaTokenizer) -> None:
@@ -37,12 +55,40 @@ def test_vector_2_system_and_user(llama_tok: LlamaTokenizer) -> None:
 
 def test_vector_3_multi_turn(llama_tok: LlamaTokenizer) -> None:
     ids = Llama2Format().encode(
-        [Message("system", "You are terse."), Message("user", "Hi"),
-         Message("assistant", "Hello."), Message("user", "Bye")],
+        [
+            Message("system", "You are terse."),
+            Message("user", "Hi"),
+            Message("assistant", "Hello."),
+            Message("user", "Bye"),
+        ],
         llama_tok,
     )
-    assert ids == [1, 518, 25580, 29962, *SYS, 18567, 518, 29914, 25580, 29962, 15043, 29889,
-                   29871, 2, 1, 518, 25580, 29962, 2648, 29872, 518, 29914, 25580, 29962]
+    assert ids == [
+        1,
+        518,
+        25580,
+        29962,
+        *SYS,
+        18567,
+        518,
+        29914,
+        25580,
+        29962,
+        15043,
+        29889,
+        29871,
+        2,
+        1,
+        518,
+        25580,
+        29962,
+        2648,
+        29872,
+        518,
+        29914,
+        25580,
+        29962,
+    ]
 
 
 def test_llama2_literal_special_text_stays_text(llama_tok: LlamaTokenizer) -> None:
@@ -110,12 +156,24 @@ def test_a_template_that_does_not_parse_is_refused() -> None:
 # --- the 70 templates llama.cpp ships (tests/data/templates) ------------------------------------
 
 TEMPLATES = sorted((Path(__file__).parent / "data" / "templates").glob("*.jinja"))
-CONVERSATION = [Message("system", "You are terse."), Message("user", "Hi"),
-                Message("assistant", "Hello!"), Message("user", "What is 2+2?")]
-TOOL = {"type": "function", "function": {
-    "name": "get_weather", "description": "The weather in a city",
-    "parameters": {"type": "object", "required": ["city"], "properties": {
-        "city": {"type": "string", "description": "The city"}}}}}
+CONVERSATION = [
+    Message("system", "You are terse."),
+    Message("user", "Hi"),
+    Message("assistant", "Hello!"),
+    Message("user", "What is 2+2?"),
+]
+TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city",
+        "parameters": {
+            "type": "object",
+            "required": ["city"],
+            "properties": {"city": {"type": "string", "description": "The city"}},
+        },
+    },
+}
 # Templates that refuse a system role by design, with their own message (raise_exception).
 REFUSES = {"google-gemma-2-2b-it.jinja": "System role not supported"}
 
@@ -141,7 +199,9 @@ def test_real_templates_parse_and_render(path: Path) -> None:
 
 
 def test_break_and_generation_blocks_and_transformers_tojson() -> None:
-    source = ("{% for m in messages %}{% if loop.index > 1 %}{% break %}{% endif %}"
-              "{% generation %}{{ m.content | tojson }}{% endgeneration %}{% endfor %}")
+    source = (
+        "{% for m in messages %}{% if loop.index > 1 %}{% break %}{% endif %}"
+        "{% generation %}{{ m.content | tojson }}{% endgeneration %}{% endfor %}"
+    )
     text = JinjaFormat(source).render([Message("user", "<a & 'é'>"), Message("user", "x")])
-    assert text == '"<a & \'é\'>"'
+    assert text == "\"<a & 'é'>\""

@@ -17,17 +17,22 @@ def test_inference_errors_carry_result_object_and_request_id() -> None:
 
 
 def test_gateway_errors_carry_null_result_and_no_request_id() -> None:
-    err = CFError(401, 10000, "Authentication error", gateway=True,
-                  chain=[{"code": 1, "message": "m"}])
+    err = CFError(
+        401, 10000, "Authentication error", gateway=True, chain=[{"code": 1, "message": "m"}]
+    )
     body = err.body("req-1")
     assert body["result"] is None
-    assert body["errors"][0] == {"code": 10000, "message": "Authentication error",
-                                 "error_chain": [{"code": 1, "message": "m"}]}
+    assert body["errors"][0] == {
+        "code": 10000,
+        "message": "Authentication error",
+        "error_chain": [{"code": 1, "message": "m"}],
+    }
 
 
 def test_response_sets_headers_and_exact_content_type() -> None:
-    resp = CFError.inference(429, OUT_OF_CAPACITY, "busy", headers={"retry-after": "1"}) \
-        .response("r")
+    resp = CFError.inference(429, OUT_OF_CAPACITY, "busy", headers={"retry-after": "1"}).response(
+        "r"
+    )
     assert resp.status_code == 429
     assert resp.headers["retry-after"] == "1" and resp.headers["cf-ai-req-id"] == "r"
     assert resp.headers["content-type"] == "application/json"
@@ -37,8 +42,12 @@ def test_openai_shape_maps_unknown_model_to_404() -> None:
     resp = openai_from_cf(CFError.inference(400, NO_SUCH_MODEL, "No such model: x"))
     assert resp.status_code == 404
     body = json.loads(bytes(resp.body))
-    assert body["error"] == {"message": "No such model: x", "type": "not_found_error",
-                             "param": None, "code": "model_not_found"}
+    assert body["error"] == {
+        "message": "No such model: x",
+        "type": "not_found_error",
+        "param": None,
+        "code": "model_not_found",
+    }
 
 
 def test_the_route_decides_the_shape() -> None:

@@ -61,9 +61,15 @@ def test_a_limited_key_stays_limited_while_others_come_and_go() -> None:
     assert b.take("k") > 0
 
 
-@pytest.mark.parametrize(("header", "host"), [
-    (b"localhost:8787", "localhost"), (b"[::1]:8787", "[::1]"), (b"127.0.0.1", "127.0.0.1"),
-    (b"Evil.Example:80", "evil.example"), (b"::1", "::1"),
-])
+@pytest.mark.parametrize(
+    ("header", "host"),
+    [
+        (b"localhost:8787", "localhost"),
+        (b"[::1]:8787", "[::1]"),
+        (b"127.0.0.1", "127.0.0.1"),
+        (b"Evil.Example:80", "evil.example"),
+        (b"::1", "::1"),
+    ],
+)
 def test_host_is_read_without_port(header: bytes, host: str) -> None:
     assert _host({"headers": [(b"host", header)]}) == host

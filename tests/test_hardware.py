@@ -8,9 +8,11 @@ from wai.engine import hardware
 from wai.engine.hardware import ALL_LAYERS, build_has_amx, gpu_layers, use_extra_buffers
 
 # llama_print_system_info() of a -march=native build on a Sapphire Rapids CPU, and of wai's own
-AMX_BUILD = ("CPU : SSE3 = 1 | SSSE3 = 1 | AVX = 1 | AVX2 = 1 | F16C = 1 | FMA = 1 | BMI2 = 1 | "
-             "AVX512 = 1 | AVX512_VNNI = 1 | AVX512_BF16 = 1 | AMX_INT8 = 1 | LLAMAFILE = 1 | "
-             "OPENMP = 1 | REPACK = 1 | ")
+AMX_BUILD = (
+    "CPU : SSE3 = 1 | SSSE3 = 1 | AVX = 1 | AVX2 = 1 | F16C = 1 | FMA = 1 | BMI2 = 1 | "
+    "AVX512 = 1 | AVX512_VNNI = 1 | AVX512_BF16 = 1 | AMX_INT8 = 1 | LLAMAFILE = 1 | "
+    "OPENMP = 1 | REPACK = 1 | "
+)
 NO_AMX_BUILD = AMX_BUILD.replace("AMX_INT8 = 1 | ", "")
 
 
@@ -23,14 +25,18 @@ def test_wai_builds_llama_cpp_without_amx() -> None:
     assert not build_has_amx(hardware.system_info())
 
 
-@pytest.mark.parametrize(("build_amx", "cpu_amx", "expected"), [
-    (True, True, False),  # the crash-prone combination: AMX buffers off
-    (True, False, True),
-    (False, True, True),
-    (False, False, True),
-])
+@pytest.mark.parametrize(
+    ("build_amx", "cpu_amx", "expected"),
+    [
+        (True, True, False),  # the crash-prone combination: AMX buffers off
+        (True, False, True),
+        (False, True, True),
+        (False, False, True),
+    ],
+)
 def test_auto_turns_extra_buffers_off_only_where_amx_would_run(
-        build_amx: bool, cpu_amx: bool, expected: bool) -> None:
+    build_amx: bool, cpu_amx: bool, expected: bool
+) -> None:
     use, why = use_extra_buffers("auto", build_amx, cpu_amx)
     assert use is expected and why
 
@@ -41,9 +47,16 @@ def test_an_explicit_setting_wins(mode: str, amx: bool) -> None:
     assert use_extra_buffers(mode, amx, amx)[0] is (mode == "on")  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize(("setting", "gpu", "expected"), [
-    (-1, True, ALL_LAYERS), (-1, False, 0), (0, True, 0), (12, True, 12), (12, False, 0),
-])
+@pytest.mark.parametrize(
+    ("setting", "gpu", "expected"),
+    [
+        (-1, True, ALL_LAYERS),
+        (-1, False, 0),
+        (0, True, 0),
+        (12, True, 12),
+        (12, False, 0),
+    ],
+)
 def test_gpu_layers(setting: int, gpu: bool, expected: int) -> None:
     assert gpu_layers(setting, gpu) == expected
 

@@ -28,15 +28,22 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
 
 
 def backend(loop: asyncio.AbstractEventLoop) -> LlamaCppBackend:
-    b = LlamaCppBackend(LlamaCppConfig(path=embedded_model_path(), name="t", n_slots=2,
-                                       n_ctx_seq=256, n_batch=192, prefill_chunk=64))
+    b = LlamaCppBackend(
+        LlamaCppConfig(
+            path=embedded_model_path(),
+            name="t",
+            n_slots=2,
+            n_ctx_seq=256,
+            n_batch=192,
+            prefill_chunk=64,
+        )
+    )
     loop.run_until_complete(b.start())
     return b
 
 
 def request(tokens: list[int], max_tokens: int = 8) -> GenerationRequest:
-    return GenerationRequest(tokens, max_tokens, SamplingParams(temperature=0),
-                             ignore_eos=True)
+    return GenerationRequest(tokens, max_tokens, SamplingParams(temperature=0), ignore_eos=True)
 
 
 async def events_of(b: LlamaCppBackend, req: GenerationRequest) -> list[Event]:
@@ -86,8 +93,7 @@ def test_breaking_out_of_a_generation_cancels_it(loop: asyncio.AbstractEventLoop
         loop.run_until_complete(b.close())
 
 
-def test_submit_after_close_raises_and_queued_requests_end(
-        loop: asyncio.AbstractEventLoop) -> None:
+def test_submit_after_close_raises_and_queued_requests_end(loop: asyncio.AbstractEventLoop) -> None:
     b = backend(loop)
     prompt = b.tokenizer.tokenize("Hello there", add_special=True, parse_special=False)
 

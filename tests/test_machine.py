@@ -40,8 +40,11 @@ def test_parse_arm_features() -> None:
 
 
 def _key(cpu: Cpu, **kw: str) -> str:
-    args = {"package": "llama-cpp-python==0.3.36", "python_tag": "cpython-311-linux-x86_64",
-            "build_args": ""} | kw
+    args = {
+        "package": "llama-cpp-python==0.3.36",
+        "python_tag": "cpython-311-linux-x86_64",
+        "build_args": "",
+    } | kw
     return build_key(cpu, **args)
 
 

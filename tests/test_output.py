@@ -27,11 +27,13 @@ def run(out: Output, tokens: list[int]) -> tuple[str, str | None]:
 def test_length_ends_at_max_tokens(tok: LlamaTokenizer) -> None:
     ids = tok.tokenize("one two three four", add_special=False, parse_special=False)
     assert run(Output(tok, stop=(), max_tokens=2, ignore_eos=False), ids) == (
-        tok.piece(ids[0]).decode() + tok.piece(ids[1]).decode(), "length")
+        tok.piece(ids[0]).decode() + tok.piece(ids[1]).decode(),
+        "length",
+    )
 
 
 def test_end_of_generation_is_not_text_unless_ignored(tok: LlamaTokenizer) -> None:
-    ids = tok.tokenize("hi", add_special=False, parse_special=False) + [tok.eos_id]
+    ids = [*tok.tokenize("hi", add_special=False, parse_special=False), tok.eos_id]
     assert run(Output(tok, stop=(), max_tokens=9, ignore_eos=False), ids) == ("hi", "stop")
     text, reason = run(Output(tok, stop=(), max_tokens=9, ignore_eos=True), ids)
     assert (text, reason) == ("hi", None)  # counted, generation goes on, special text hidden
@@ -40,7 +42,9 @@ def test_end_of_generation_is_not_text_unless_ignored(tok: LlamaTokenizer) -> No
 def test_stop_string_across_tokens(tok: LlamaTokenizer) -> None:
     ids = tok.tokenize("alpha beta gamma", add_special=False, parse_special=False)
     assert run(Output(tok, stop=("a g",), max_tokens=20, ignore_eos=False), ids) == (
-        "alpha bet", "stop")
+        "alpha bet",
+        "stop",
+    )
 
 
 def test_a_character_cut_by_the_end_is_dropped(tok: LlamaTokenizer) -> None:

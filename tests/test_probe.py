@@ -25,28 +25,43 @@ def test_fallbacks_go_from_configured_to_safest() -> None:
     src = embedded_model_path()
     conv = Path("/cache/x.q8_0.gguf")
     got = fallbacks(LoadPlan(conv, True, True, 999), src)
-    assert got == [LoadPlan(conv, True, True, 999), LoadPlan(conv, True, False, 999),
-                   LoadPlan(src, False, False, 999), LoadPlan(src, False, False, 0)]
+    assert got == [
+        LoadPlan(conv, True, True, 999),
+        LoadPlan(conv, True, False, 999),
+        LoadPlan(src, False, False, 999),
+        LoadPlan(src, False, False, 0),
+    ]
     # nothing to fall back to twice: duplicates are dropped
     assert fallbacks(LoadPlan(src, False, False, 0), src) == [LoadPlan(src, False, False, 0)]
 
 
-@pytest.mark.parametrize(("fault", "plan", "hit"), [
-    ("", LoadPlan(Path("w"), True, True, 9), False),
-    ("any", LoadPlan(Path("w"), False, False, 0), True),
-    ("extra_buffers", LoadPlan(Path("w"), False, True, 0), True),
-    ("extra_buffers", LoadPlan(Path("w"), True, False, 0), False),
-    ("converted, gpu", LoadPlan(Path("w"), False, False, 3), True),
-    ("converted", LoadPlan(Path("w"), False, False, 3), False),
-])
+@pytest.mark.parametrize(
+    ("fault", "plan", "hit"),
+    [
+        ("", LoadPlan(Path("w"), True, True, 9), False),
+        ("any", LoadPlan(Path("w"), False, False, 0), True),
+        ("extra_buffers", LoadPlan(Path("w"), False, True, 0), True),
+        ("extra_buffers", LoadPlan(Path("w"), True, False, 0), False),
+        ("converted, gpu", LoadPlan(Path("w"), False, False, 3), True),
+        ("converted", LoadPlan(Path("w"), False, False, 3), False),
+    ],
+)
 def test_fault_matching(fault: str, plan: LoadPlan, hit: bool) -> None:
     assert fault_matches(fault, plan) is hit
 
 
-@pytest.mark.parametrize(("rc", "crash"), [
-    (0, False), (1, False), (EXIT_LOAD_FAILED, False), (-11, True), (-6, True), (139, True),
-    (0xC0000005, True),
-])
+@pytest.mark.parametrize(
+    ("rc", "crash"),
+    [
+        (0, False),
+        (1, False),
+        (EXIT_LOAD_FAILED, False),
+        (-11, True),
+        (-6, True),
+        (139, True),
+        (0xC0000005, True),
+    ],
+)
 def test_what_counts_as_a_crash(rc: int, crash: bool) -> None:
     assert is_crash(rc) is crash
 
@@ -61,19 +76,25 @@ def test_a_passing_warm_up_is_remembered(tmp_path: Path) -> None:
 
 def test_a_crashing_setting_falls_back_to_a_safer_one(tmp_path: Path) -> None:
     ps = plans(embedded_model_path(), converted=False)
-    verdict = choose(ps, run={**RUN, "fault": "extra_buffers"}, identity=IDENTITY,
-                     cache_dir=tmp_path)
+    verdict = choose(
+        ps, run={**RUN, "fault": "extra_buffers"}, identity=IDENTITY, cache_dir=tmp_path
+    )
     assert verdict.plan == LoadPlan(embedded_model_path(), False, False, 0)
     assert "died from SIGABRT" in verdict.note and "chose extra buffers off" in verdict.note
-    remembered = choose(ps, run={**RUN, "fault": "extra_buffers"}, identity=IDENTITY,
-                        cache_dir=tmp_path)
+    remembered = choose(
+        ps, run={**RUN, "fault": "extra_buffers"}, identity=IDENTITY, cache_dir=tmp_path
+    )
     assert remembered.plan == verdict.plan
 
 
 def test_when_every_setting_crashes_the_model_fails_with_the_reason(tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError, match="crashed on this machine with every setting"):
-        choose(plans(embedded_model_path()), run={**RUN, "fault": "any"}, identity=IDENTITY,
-               cache_dir=tmp_path)
+        choose(
+            plans(embedded_model_path()),
+            run={**RUN, "fault": "any"},
+            identity=IDENTITY,
+            cache_dir=tmp_path,
+        )
     assert not list(tmp_path.rglob("*.json"))  # a failure is not remembered
 
 

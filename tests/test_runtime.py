@@ -16,15 +16,18 @@ from wai.settings import Settings
 LLAMA2 = "@cf/meta/llama-2-7b-chat-int8"
 
 
-@pytest.mark.parametrize(("exc", "status", "code", "retry"), [
-    (UnknownModel("x"), 400, 5007, None),
-    (ModelUnavailable("x", "bad file"), 503, 3043, None),
-    (EngineStopped("stopping"), 503, 3043, 1),
-    (InvalidInput("no"), 400, 5006, None),
-    (PromptTooLong("long"), 400, 5006, None),
-    (EngineBusy("busy"), 429, 3040, 1),
-    (RuntimeError("bug"), 500, 5000, None),
-])
+@pytest.mark.parametrize(
+    ("exc", "status", "code", "retry"),
+    [
+        (UnknownModel("x"), 400, 5007, None),
+        (ModelUnavailable("x", "bad file"), 503, 3043, None),
+        (EngineStopped("stopping"), 503, 3043, 1),
+        (InvalidInput("no"), 400, 5006, None),
+        (PromptTooLong("long"), 400, 5006, None),
+        (EngineBusy("busy"), 429, 3040, 1),
+        (RuntimeError("bug"), 500, 5000, None),
+    ],
+)
 def test_classify(exc: Exception, status: int, code: int, retry: int | None) -> None:
     f = classify(exc)
     assert (f.status, f.code, f.retry_after) == (status, code, retry)
@@ -32,8 +35,11 @@ def test_classify(exc: Exception, status: int, code: int, retry: int | None) -> 
 
 
 def test_the_embedded_model_answers_unmapped_ids_even_with_models_configured() -> None:
-    rt = Runtime(Settings.model_validate({"models": {"mine": {
-        "path": str(embedded_model_path()), "serves": ["@cf/acme/mine"]}}}))
+    rt = Runtime(
+        Settings.model_validate(
+            {"models": {"mine": {"path": str(embedded_model_path()), "serves": ["@cf/acme/mine"]}}}
+        )
+    )
     assert rt.local_name_for(LLAMA2) == EMBEDDED_NAME
     assert rt.local_name_for("@cf/acme/mine") == "mine"
     assert rt.local_name_for("@cf/acme/none") is None
@@ -54,13 +60,15 @@ def test_max_tokens_cap() -> None:
 
 
 def test_limits_on_prompt_and_messages() -> None:
-    rt = Runtime(Settings.model_validate({"limits": {"max_prompt_chars": 5, "max_messages": 2,
-                                                     "max_message_chars": 3}}))
+    rt = Runtime(
+        Settings.model_validate(
+            {"limits": {"max_prompt_chars": 5, "max_messages": 2, "max_message_chars": 3}}
+        )
+    )
     with pytest.raises(InvalidInput, match="prompt"):
         rt.check_limits(parse_text_generation({"prompt": "too long"}))
     msgs = [{"role": "user", "content": "hi"}] * 3
     with pytest.raises(InvalidInput, match="more than 2"):
         rt.check_limits(parse_text_generation({"messages": msgs}))
     with pytest.raises(InvalidInput, match="messages/0"):
-        rt.check_limits(parse_text_generation({"messages": [{"role": "user",
-                                                             "content": "four"}]}))
+        rt.check_limits(parse_text_generation({"messages": [{"role": "user", "content": "four"}]}))

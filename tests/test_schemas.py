@@ -13,8 +13,14 @@ def test_defaults_follow_the_spec() -> None:
 
 def test_content_parts_are_joined() -> None:
     inp = parse_text_generation(
-        {"messages": [{"role": "user", "content": [{"type": "text", "text": "a"},
-                                                   {"type": "text", "text": "b"}]}]}
+        {
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}],
+                }
+            ]
+        }
     )
     assert inp.messages is not None and inp.messages[0].text() == "ab"
 

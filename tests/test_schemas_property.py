@@ -14,16 +14,41 @@ from wai.schemas.text_generation import TextGenerationInput, parse_text_generati
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=8),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
     max_leaves=12,
 )
-KEYS = ["prompt", "messages", "raw", "stream", "max_tokens", "temperature", "top_p", "top_k",
-        "seed", "repetition_penalty", "frequency_penalty", "presence_penalty", "lora",
-        "response_format", "tools", "options", "model", "stop", "n", "logprobs",
-        "max_completion_tokens", "stream_options", "echo", "best_of"]
-messages = st.lists(st.fixed_dictionaries({"role": st.text(max_size=10)},
-                                          optional={"content": json_values}), max_size=3)
+KEYS = [
+    "prompt",
+    "messages",
+    "raw",
+    "stream",
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "top_k",
+    "seed",
+    "repetition_penalty",
+    "frequency_penalty",
+    "presence_penalty",
+    "lora",
+    "response_format",
+    "tools",
+    "options",
+    "model",
+    "stop",
+    "n",
+    "logprobs",
+    "max_completion_tokens",
+    "stream_options",
+    "echo",
+    "best_of",
+]
+messages = st.lists(
+    st.fixed_dictionaries({"role": st.text(max_size=10)}, optional={"content": json_values}),
+    max_size=3,
+)
 bodies = st.dictionaries(st.sampled_from(KEYS), json_values | messages, max_size=8) | json_values
 
 

@@ -10,8 +10,11 @@ from wai.settings import SettingsError, is_loopback, load_settings
 def test_sources_in_order_file_env_overrides(tmp_path: Path) -> None:
     cfg = tmp_path / "wai.toml"
     cfg.write_text('port = 9000\ntokens = ["from-file"]\n[engine]\nslots = 2\n')
-    s = load_settings(cfg, env={"WAI_PORT": "9001", "WAI_TOKENS": "a, b"},
-                      overrides={"engine.slots": 3, "host": None})
+    s = load_settings(
+        cfg,
+        env={"WAI_PORT": "9001", "WAI_TOKENS": "a, b"},
+        overrides={"engine.slots": 3, "host": None},
+    )
     assert (s.port, s.tokens, s.engine.slots, s.host) == (9001, ["a", "b"], 3, "127.0.0.1")
 
 
@@ -24,18 +27,35 @@ def test_unknown_keys_and_bad_values_are_errors(tmp_path: Path) -> None:
         load_settings(None, env={"WAI_PORT": "eighty"})
 
 
-@pytest.mark.parametrize(("host", "loop"), [("127.0.0.1", True), ("::1", True),
-                                            ("localhost", True), ("0.0.0.0", False),
-                                            ("10.0.0.1", False), ("example.com", False)])
+@pytest.mark.parametrize(
+    ("host", "loop"),
+    [
+        ("127.0.0.1", True),
+        ("::1", True),
+        ("localhost", True),
+        ("0.0.0.0", False),
+        ("10.0.0.1", False),
+        ("example.com", False),
+    ],
+)
 def test_loopback(host: str, loop: bool) -> None:
     assert is_loopback(host) is loop
 
 
 def test_engine_portability_settings_from_the_environment() -> None:
-    s = load_settings(None, env={"WAI_GPU_LAYERS": "20", "WAI_EXTRA_BUFFERS": "off",
-                                 "WAI_PROBE_FAULT": "extra_buffers,converted"})
+    s = load_settings(
+        None,
+        env={
+            "WAI_GPU_LAYERS": "20",
+            "WAI_EXTRA_BUFFERS": "off",
+            "WAI_PROBE_FAULT": "extra_buffers,converted",
+        },
+    )
     assert (s.engine.gpu_layers, s.engine.extra_buffers, s.engine.probe_fault) == (
-        20, "off", "extra_buffers,converted")
+        20,
+        "off",
+        "extra_buffers,converted",
+    )
     assert load_settings(None, env={}).engine.gpu_layers == -1
     with pytest.raises(SettingsError):
         load_settings(None, env={"WAI_EXTRA_BUFFERS": "maybe"})

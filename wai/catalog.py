@@ -27,8 +27,13 @@ class ModelSpec:
     aliases: tuple[str, ...] = ()
 
 
-def _m(id: str, family: str, ctx: int | None = None, system: str | None = None,
-       aliases: tuple[str, ...] = ()) -> ModelSpec:
+def _m(
+    id: str,
+    family: str,
+    ctx: int | None = None,
+    system: str | None = None,
+    aliases: tuple[str, ...] = (),
+) -> ModelSpec:
     return ModelSpec(id, family, ctx, system, aliases)
 
 
@@ -39,11 +44,20 @@ CATALOG: tuple[ModelSpec, ...] = (
     _m("@cf/meta-llama/llama-2-7b-chat-hf-lora", "llama2", 8192),
     _m("@hf/thebloke/codellama-7b-instruct-awq", "llama2", 4096),
     _m("@hf/thebloke/llamaguard-7b-awq", "inst", 4096),
-    _m("@cf/mistral/mistral-7b-instruct-v0.1", "mistral", 2824, CHAT_SYSTEM,
-       ("@cf/mistral/mistral-7b-instruct-v0.1-vllm",)),
+    _m(
+        "@cf/mistral/mistral-7b-instruct-v0.1",
+        "mistral",
+        2824,
+        CHAT_SYSTEM,
+        ("@cf/mistral/mistral-7b-instruct-v0.1-vllm",),
+    ),
     _m("@hf/thebloke/mistral-7b-instruct-v0.1-awq", "mistral", 4096),
-    _m("@hf/mistral/mistral-7b-instruct-v0.2", "mistral", 3072,
-       aliases=("@hf/mistralai/mistral-7b-instruct-v0.2",)),
+    _m(
+        "@hf/mistral/mistral-7b-instruct-v0.2",
+        "mistral",
+        3072,
+        aliases=("@hf/mistralai/mistral-7b-instruct-v0.2",),
+    ),
     _m("@cf/mistral/mistral-7b-instruct-v0.2-lora", "mistral", 15000),
     _m("@cf/mistral/mixtral-8x7b-instruct-v0.1-awq", "mistral"),
     _m("@hf/thebloke/zephyr-7b-beta-awq", "zephyr", 4096),
@@ -69,8 +83,12 @@ CATALOG: tuple[ModelSpec, ...] = (
     _m("@hf/thebloke/deepseek-coder-6.7b-instruct-awq", "deepseek", 4096),
     _m("@hf/thebloke/deepseek-coder-6.7b-base-awq", "bare", 4096),
     _m("@cf/deepseek-ai/deepseek-math-7b-instruct", "bare", 4096),
-    _m("@cf/meta/llama-3-8b-instruct", "llama3", 7968,
-       aliases=("@hf/meta-llama/meta-llama-3-8b-instruct",)),
+    _m(
+        "@cf/meta/llama-3-8b-instruct",
+        "llama3",
+        7968,
+        aliases=("@hf/meta-llama/meta-llama-3-8b-instruct",),
+    ),
     _m("@cf/meta/llama-3-8b-instruct-awq", "llama3", 8192),
     _m("@cf/meta/llama-3.1-8b-instruct", "llama3", 7968),
     _m("@cf/meta/llama-3.1-8b-instruct-fp8", "llama3", 32000),

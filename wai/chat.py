@@ -103,10 +103,16 @@ def _strftime_now(fmt: str) -> str:
     return datetime.now().strftime(fmt)
 
 
-def _tojson(value: Any, ensure_ascii: bool = False, indent: int | None = None,
-            separators: tuple[str, str] | None = None, sort_keys: bool = False) -> str:
-    return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators,
-                      sort_keys=sort_keys)
+def _tojson(
+    value: Any,
+    ensure_ascii: bool = False,
+    indent: int | None = None,
+    separators: tuple[str, str] | None = None,
+    sort_keys: bool = False,
+) -> str:
+    return json.dumps(
+        value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys
+    )
 
 
 class GenerationBlock(jinja2.ext.Extension):
@@ -116,8 +122,7 @@ class GenerationBlock(jinja2.ext.Extension):
 
     def parse(self, parser: Parser) -> list[nodes.Node]:
         next(parser.stream)
-        body: list[nodes.Node] = parser.parse_statements(("name:endgeneration",),
-                                                         drop_needle=True)
+        body: list[nodes.Node] = parser.parse_statements(("name:endgeneration",), drop_needle=True)
         return body
 
 
@@ -125,13 +130,16 @@ class _Sandbox(ImmutableSandboxedEnvironment):
     def unsafe_undefined(self, obj: Any, attribute: str) -> jinja2.Undefined:
         # Jinja's default hands back an Undefined that prints as "": reaching for an unsafe
         # attribute (__class__, __globals__, ...) is an attack, not a typo, so refuse it.
-        raise SecurityError(f"access to attribute {attribute!r} of a "
-                            f"{type(obj).__name__!r} object is unsafe")
+        raise SecurityError(
+            f"access to attribute {attribute!r} of a {type(obj).__name__!r} object is unsafe"
+        )
 
 
 def template_environment() -> ImmutableSandboxedEnvironment:
     env = _Sandbox(
-        trim_blocks=True, lstrip_blocks=True, undefined=jinja2.Undefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        undefined=jinja2.Undefined,
         extensions=[jinja2.ext.loopcontrols, GenerationBlock],
     )
     env.filters["tojson"] = _tojson
@@ -151,8 +159,7 @@ class JinjaFormat(ChatFormat):
         self.bos_token = bos_token
         self.eos_token = eos_token
 
-    def render(self, messages: Sequence[Message], tools: list[dict[str, Any]] | None = None
-               ) -> str:
+    def render(self, messages: Sequence[Message], tools: list[dict[str, Any]] | None = None) -> str:
         """The prompt text. `tools` (OpenAI-style function definitions), when there are any,
         reach the template as `tools` (else None, as transformers passes it), and as JSON text
         in `functions` for templates that read that name (firefunction-v2; "" when none, as

@@ -36,18 +36,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     mode = f"{len(settings.tokens)} token(s)" if settings.tokens else "open local mode (no tokens)"
-    logging.getLogger("wai").info("serving on http://%s:%d, %s", settings.host, settings.port,
-                                  mode)
+    logging.getLogger("wai").info("serving on http://%s:%d, %s", settings.host, settings.port, mode)
     # uvicorn drains on SIGTERM (stops accepting, waits up to drain_seconds for in-flight
     # requests), then re-raises the signal with the handler it found. A no-op handler here makes
     # a completed drain exit 0 instead of dying by the signal.
     signal.signal(signal.SIGTERM, lambda *_: None)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
-                log_level="warning", timeout_graceful_shutdown=math.ceil(settings.drain_seconds),
-                loop="uvloop", http="httptools")
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        timeout_graceful_shutdown=math.ceil(settings.drain_seconds),
+        loop="uvloop",
+        http="httptools",
+    )
     logging.getLogger("wai").info("drained and stopped")
     return 0
 
@@ -61,8 +67,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.seed is not None:
         body["seed"] = args.seed
     if args.system:
-        body["messages"] = [{"role": "system", "content": args.system},
-                            {"role": "user", "content": args.prompt}]
+        body["messages"] = [
+            {"role": "system", "content": args.system},
+            {"role": "user", "content": args.prompt},
+        ]
     else:
         body["prompt"] = args.prompt
 
@@ -146,11 +154,14 @@ def cmd_wrangler_config(args: argparse.Namespace) -> int:
     address = args.address or f"{settings.host}:{settings.port}"
     token = args.token if args.token is not None else (settings.tokens or [""])[0]
     if not PLUGIN.exists():
-        print(f"wai: the plugin module is not at {PLUGIN} (run from a wai checkout)",
-              file=sys.stderr)
+        print(
+            f"wai: the plugin module is not at {PLUGIN} (run from a wai checkout)", file=sys.stderr
+        )
         return 1
-    print(WRANGLER_SNIPPET.format(binding=args.binding, plugin=PLUGIN, address=address,
-                                  token=token), end="")
+    print(
+        WRANGLER_SNIPPET.format(binding=args.binding, plugin=PLUGIN, address=address, token=token),
+        end="",
+    )
     return 0
 
 
@@ -159,20 +170,33 @@ def build_parser() -> argparse.ArgumentParser:
         prog="wai", description="A self-hosted, Workers AI-compatible LLM inference server."
     )
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", type=Path, default=None,
-                        help="TOML configuration file (default: $WAI_CONFIG)")
+    common.add_argument(
+        "--config", type=Path, default=None, help="TOML configuration file (default: $WAI_CONFIG)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", parents=[common], help="serve the HTTP API",
-                           description="Serve the Workers AI REST API.")
+    serve = sub.add_parser(
+        "serve",
+        parents=[common],
+        help="serve the HTTP API",
+        description="Serve the Workers AI REST API.",
+    )
     serve.add_argument("--host", default=None, help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=None, help="port (default 8787)")
-    serve.add_argument("--token", action="append", metavar="T",
-                       help="accepted Bearer token; repeatable (also $WAI_TOKENS, comma-separated)")
+    serve.add_argument(
+        "--token",
+        action="append",
+        metavar="T",
+        help="accepted Bearer token; repeatable (also $WAI_TOKENS, comma-separated)",
+    )
     serve.set_defaults(func=cmd_serve)
 
-    run = sub.add_parser("run", parents=[common], help="generate once, in-process",
-                         description="Run one generation in-process and print it.")
+    run = sub.add_parser(
+        "run",
+        parents=[common],
+        help="generate once, in-process",
+        description="Run one generation in-process and print it.",
+    )
     run.add_argument("model", help="model id, e.g. @cf/meta/llama-2-7b-chat-int8")
     run.add_argument("prompt")
     run.add_argument("--stream", action="store_true", help="print tokens as they are generated")
@@ -182,14 +206,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--system", default=None, help="system message (uses chat messages)")
     run.set_defaults(func=cmd_run)
 
-    models = sub.add_parser("models", parents=[common], help="list the catalog",
-                            description="List catalog ids and the local model serving each.")
+    models = sub.add_parser(
+        "models",
+        parents=[common],
+        help="list the catalog",
+        description="List catalog ids and the local model serving each.",
+    )
     models.set_defaults(func=cmd_models)
 
     wrangler = sub.add_parser(
-        "wrangler-config", parents=[common], help="print the wrangler.toml AI binding snippet",
+        "wrangler-config",
+        parents=[common],
+        help="print the wrangler.toml AI binding snippet",
         description="Print the dev-only wrangler.toml [[unsafe.bindings]] block (and the "
-                    "Miniflare options) that wire a Worker's AI binding to this wai.")
+        "Miniflare options) that wire a Worker's AI binding to this wai.",
+    )
     wrangler.add_argument("--binding", default="AI", help="binding name in the Worker (AI)")
     wrangler.add_argument("--address", default=None, help="wai's host:port (from config)")
     wrangler.add_argument("--token", default=None, help="wai token to send (first configured)")

@@ -97,9 +97,14 @@ def _retry_wait(resp: httpx.Response, attempt: int) -> float | None:
 class Ai:
     """Synchronous client."""
 
-    def __init__(self, base_url: str = DEFAULT_BASE_URL, token: str | None = None,
-                 account_id: str = "local", timeout: float = 300.0,
-                 max_retries: int = MAX_RETRIES) -> None:
+    def __init__(
+        self,
+        base_url: str = DEFAULT_BASE_URL,
+        token: str | None = None,
+        account_id: str = "local",
+        timeout: float = 300.0,
+        max_retries: int = MAX_RETRIES,
+    ) -> None:
         self.base_url = base_url
         self.account_id = account_id
         self.max_retries = max_retries
@@ -151,9 +156,14 @@ class Ai:
 class AsyncAi:
     """Asynchronous client: `await ai.run(...)`; streams are async iterators."""
 
-    def __init__(self, base_url: str = DEFAULT_BASE_URL, token: str | None = None,
-                 account_id: str = "local", timeout: float = 300.0,
-                 max_retries: int = MAX_RETRIES) -> None:
+    def __init__(
+        self,
+        base_url: str = DEFAULT_BASE_URL,
+        token: str | None = None,
+        account_id: str = "local",
+        timeout: float = 300.0,
+        max_retries: int = MAX_RETRIES,
+    ) -> None:
         self.base_url = base_url
         self.account_id = account_id
         self.max_retries = max_retries
@@ -206,8 +216,9 @@ class LocalAi:
 
         self._runtime = Runtime(Settings.model_validate(settings))
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="wai-local",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="wai-local", daemon=True
+        )
         self._thread.start()
         self._call(self._runtime.start())
 
@@ -276,8 +287,13 @@ async def _local_events(
             yield {"response": ev.text}
         elif isinstance(ev, Finished):
             u = ev.usage
-            yield {"response": "", "usage": {
-                "prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
-                "total_tokens": u.total_tokens}}
+            yield {
+                "response": "",
+                "usage": {
+                    "prompt_tokens": u.prompt_tokens,
+                    "completion_tokens": u.completion_tokens,
+                    "total_tokens": u.total_tokens,
+                },
+            }
         elif isinstance(ev, Failed):
             raise AiError(INTERNAL, ev.message)

@@ -61,10 +61,14 @@ def this_cpu() -> Cpu:
     if cpuinfo.exists():
         return parse_cpuinfo(cpuinfo.read_text(errors="replace"), arch)
     if sys.platform == "darwin":
-        features = " ".join(_sysctl(k) for k in ("machdep.cpu.features",
-                                                  "machdep.cpu.leaf7_features"))
-        return Cpu(arch, _sysctl("machdep.cpu.brand_string"),
-                   frozenset(f.lower().replace(".", "_") for f in features.split()))
+        features = " ".join(
+            _sysctl(k) for k in ("machdep.cpu.features", "machdep.cpu.leaf7_features")
+        )
+        return Cpu(
+            arch,
+            _sysctl("machdep.cpu.brand_string"),
+            frozenset(f.lower().replace(".", "_") for f in features.split()),
+        )
     return Cpu(arch, platform.processor(), frozenset())
 
 
@@ -73,8 +77,7 @@ def build_key(cpu: Cpu, *, package: str, python_tag: str, build_args: str) -> st
     CPU's model and every feature flag (a -march=native build may use any of them), the
     package version, the Python ABI and the build arguments (GPU backend, CMake flags)."""
     h = hashlib.sha256()
-    for part in (cpu.arch, cpu.model, " ".join(sorted(cpu.flags)), package, python_tag,
-                 build_args):
+    for part in (cpu.arch, cpu.model, " ".join(sorted(cpu.flags)), package, python_tag, build_args):
         h.update(part.encode())
         h.update(b"\0")
     return h.hexdigest()[:16]

@@ -103,7 +103,8 @@ class Runtime:
                 self.failed[EMBEDDED_NAME] = str(e)
         # explicit routes: id -> local model name
         self._routes: dict[str, str] = {
-            mid: name for name, m in self._local.items() for mid in m.serves}
+            mid: name for name, m in self._local.items() for mid in m.serves
+        }
         self.backends: dict[str, Backend] = {}
         self._formats: dict[str, ChatFormat] = {}
         self.ready = False
@@ -112,11 +113,20 @@ class Runtime:
         e = self.settings.engine
         for name, local in self._local.items():
             config = LlamaCppConfig(
-                path=local.path, name=name, n_slots=e.slots, n_ctx_seq=e.ctx_per_slot,
-                n_batch=e.batch_tokens, n_threads=e.threads, max_waiting=e.max_waiting,
-                prefill_chunk=e.prefill_chunk, flash_attn=e.flash_attn, weights=e.weights,
-                extra_buffers=e.extra_buffers, gpu_layers=e.gpu_layers,
-                probe_fault=e.probe_fault, cache_dir=self.settings.cache_dir,
+                path=local.path,
+                name=name,
+                n_slots=e.slots,
+                n_ctx_seq=e.ctx_per_slot,
+                n_batch=e.batch_tokens,
+                n_threads=e.threads,
+                max_waiting=e.max_waiting,
+                prefill_chunk=e.prefill_chunk,
+                flash_attn=e.flash_attn,
+                weights=e.weights,
+                extra_buffers=e.extra_buffers,
+                gpu_layers=e.gpu_layers,
+                probe_fault=e.probe_fault,
+                cache_dir=self.settings.cache_dir,
             )
             log.info("loading %s from %s", name, local.path)
             try:
@@ -128,8 +138,9 @@ class Runtime:
                 continue
             await backend.start()
             self.backends[name] = backend
-            self._formats[name] = format_for(local.template, backend.chat_template,
-                                             backend.tokenizer)
+            self._formats[name] = format_for(
+                local.template, backend.chat_template, backend.tokenizer
+            )
         self.ready = True
 
     async def close(self) -> None:
@@ -210,11 +221,16 @@ class Runtime:
         n_vocab = served.backend.tokenizer.n_vocab
         for token, _ in logit_bias:
             if not 0 <= token < n_vocab:
-                raise InvalidInput(f"'/logit_bias': token {token} is not in the model's "
-                                   f"vocabulary (0..{n_vocab - 1})")
+                raise InvalidInput(
+                    f"'/logit_bias': token {token} is not in the model's "
+                    f"vocabulary (0..{n_vocab - 1})"
+                )
 
     def submit(
-        self, model_id: str, inp: TextGenerationInput, stop: Sequence[str] = (),
+        self,
+        model_id: str,
+        inp: TextGenerationInput,
+        stop: Sequence[str] = (),
         logit_bias: Sequence[tuple[int, float]] = (),
     ) -> tuple[Served, Generation]:
         """Resolve, check, template and queue. Raises RequestError or EngineError."""
@@ -225,9 +241,13 @@ class Runtime:
             prompt_tokens=self.prompt_tokens(served, inp),
             max_tokens=self.max_tokens(inp),
             sampling=SamplingParams(
-                temperature=inp.temperature, top_p=inp.top_p, top_k=inp.top_k, seed=inp.seed,
+                temperature=inp.temperature,
+                top_p=inp.top_p,
+                top_k=inp.top_k,
+                seed=inp.seed,
                 repetition_penalty=inp.repetition_penalty,
-                frequency_penalty=inp.frequency_penalty, presence_penalty=inp.presence_penalty,
+                frequency_penalty=inp.frequency_penalty,
+                presence_penalty=inp.presence_penalty,
                 logit_bias=tuple(logit_bias),
             ),
             reject_if_busy=bool(inp.options and inp.options.reject_if_busy),

@@ -45,17 +45,25 @@ class EngineSettings(_Strict):
     max_waiting: int = Field(64, ge=0, le=100000, description="queued requests per model")
     flash_attn: bool = Field(True, description="flash attention")
     weights: Literal["auto", "as-is"] = Field(
-        "auto", description="auto: compute Q4_1/Q5_1 files as Q8_0 (batched kernels)")
+        "auto", description="auto: compute Q4_1/Q5_1 files as Q8_0 (batched kernels)"
+    )
     extra_buffers: Literal["auto", "on", "off"] = Field(
-        "auto", description="llama.cpp's extra (repacked/AMX) weight buffers; auto: off when "
-        "llama.cpp has its AMX path and the CPU has AMX")
+        "auto",
+        description="llama.cpp's extra (repacked/AMX) weight buffers; auto: off when "
+        "llama.cpp has its AMX path and the CPU has AMX",
+    )
     gpu_layers: int = Field(
-        -1, ge=-1, le=100_000,
-        description="layers offloaded to the GPU; -1: all when llama.cpp has a GPU backend")
+        -1,
+        ge=-1,
+        le=100_000,
+        description="layers offloaded to the GPU; -1: all when llama.cpp has a GPU backend",
+    )
     probe_fault: str = Field(
-        "", pattern=r"^[a-z_, ]*$",
+        "",
+        pattern=r"^[a-z_, ]*$",
         description="fault injection: make the warm-up probe abort for matching settings "
-        "(any, extra_buffers, converted, gpu)")
+        "(any, extra_buffers, converted, gpu)",
+    )
 
     @model_validator(mode="after")
     def _budget_fits(self) -> EngineSettings:

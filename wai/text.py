@@ -52,7 +52,7 @@ class StopMatcher:
             self._held = ""
             return buf[:cut]
         keep = max((_overlap(buf, s) for s in self.stops), default=0)
-        self._held = buf[len(buf) - keep:] if keep else ""
+        self._held = buf[len(buf) - keep :] if keep else ""
         return buf[: len(buf) - keep]
 
     def flush(self) -> str:

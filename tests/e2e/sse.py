@@ -19,6 +19,6 @@ def parse_events(raw: str) -> list[Any]:
     for block in raw.split("\n\n")[:-1]:
         assert block.startswith("data: "), block
         assert "\n" not in block, block
-        payload = block[len("data: "):]
+        payload = block[len("data: ") :]
         events.append(payload if payload == "[DONE]" else json.loads(payload))
     return events

@@ -8,11 +8,20 @@ from tests.conftest import LLAMA2, Server
 from tests.e2e.sse import read_events
 
 
-def _run(server: Server, body: object, model: str = LLAMA2, path: str = "/run?version=3",
-         **headers: str) -> requests.Response:
-    return requests.post(f"{server.url}{path}", json=body, timeout=60,
-                         headers={**server.auth, "cf-consn-model-id": model,
-                                  "cf-consn-sdk-version": "2.0.0", **headers})
+def _run(
+    server: Server, body: object, model: str = LLAMA2, path: str = "/run?version=3", **headers: str
+) -> requests.Response:
+    return requests.post(
+        f"{server.url}{path}",
+        json=body,
+        timeout=60,
+        headers={
+            **server.auth,
+            "cf-consn-model-id": model,
+            "cf-consn-sdk-version": "2.0.0",
+            **headers,
+        },
+    )
 
 
 def test_bare_output_with_exact_content_type_and_request_id(server: Server) -> None:
@@ -25,14 +34,17 @@ def test_bare_output_with_exact_content_type_and_request_id(server: Server) -> N
 
 
 def test_prefixed_model_id_and_gateway_route(server: Server) -> None:
-    r = _run(server, {"inputs": {"prompt": "Hi", "max_tokens": 2}, "options": {}},
-             model=f"my-prefix:{LLAMA2}", path="/ai-gateway/run?version=3")
+    r = _run(
+        server,
+        {"inputs": {"prompt": "Hi", "max_tokens": 2}, "options": {}},
+        model=f"my-prefix:{LLAMA2}",
+        path="/ai-gateway/run?version=3",
+    )
     assert r.status_code == 200 and "response" in r.json()
 
 
 def test_stream_is_the_workers_ai_sse(server: Server) -> None:
-    r = _run(server, {"inputs": {"prompt": "Hi", "max_tokens": 4, "stream": True},
-                      "options": {}})
+    r = _run(server, {"inputs": {"prompt": "Hi", "max_tokens": 4, "stream": True}, "options": {}})
     assert r.headers["content-type"] == "text/event-stream"
     events = read_events(r)
     assert events[-1] == "[DONE]" and "usage" in events[-2]
@@ -56,9 +68,12 @@ def test_old_protocol_versions_are_refused_clearly(server: Server) -> None:
 
 
 def test_wrangler_proxy_route_forwards_the_binding_protocol(server: Server) -> None:
-    r = _run(server, {"inputs": {"prompt": "Hi", "max_tokens": 2}, "options": {}},
-             path="/client/v4/accounts/acc/ai/run/proxy",
-             **{"X-Forwarded": "https://workers-binding.ai/run?version=3"})
+    r = _run(
+        server,
+        {"inputs": {"prompt": "Hi", "max_tokens": 2}, "options": {}},
+        path="/client/v4/accounts/acc/ai/run/proxy",
+        **{"X-Forwarded": "https://workers-binding.ai/run?version=3"},
+    )
     assert r.status_code == 200 and r.headers["content-type"] == "application/json"
     assert "response" in r.json()
 

@@ -13,8 +13,13 @@ import requests
 
 from tests.conftest import LLAMA2, TOKEN, Server
 
-LONG = {"prompt": "Tell me a very long story about the sea.", "max_tokens": 1500,
-        "temperature": 0.8, "stream": True, "ignore_eos": True}
+LONG = {
+    "prompt": "Tell me a very long story about the sea.",
+    "max_tokens": 1500,
+    "temperature": 0.8,
+    "stream": True,
+    "ignore_eos": True,
+}
 
 
 def wait_for(cond: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -59,32 +64,49 @@ def test_stream_disconnect_frees_the_slot(server: Server) -> None:
     assert server.stats()["requests_cancelled"] == before + 1
 
 
-def _raw_post(server: Server, body: object, path: str = f"/client/v4/accounts/a/ai/run/{LLAMA2}",
-              extra: str = "") -> socket.socket:
+def _raw_post(
+    server: Server,
+    body: object,
+    path: str = f"/client/v4/accounts/a/ai/run/{LLAMA2}",
+    extra: str = "",
+) -> socket.socket:
     host, port = server.url.removeprefix("http://").split(":")
     payload = json.dumps(body).encode()
     sock = socket.create_connection((host, int(port)))
     sock.sendall(
         f"POST {path} HTTP/1.1\r\nHost: {host}\r\n{extra}"
         f"Authorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(payload)}\r\n\r\n".encode() + payload
+        f"Content-Length: {len(payload)}\r\n\r\n".encode()
+        + payload
     )
     return sock
 
 
 ROUTES = {
-    "openai": ("/v1/chat/completions", lambda b: {
-        "model": LLAMA2, "messages": [{"role": "user", "content": b["prompt"]}],
-        "max_tokens": b["max_tokens"], "stream": b["stream"], "ignore_eos": True}, ""),
-    "binding": ("/run?version=3", lambda b: {"inputs": b, "options": {}},
-                f"cf-consn-model-id: {LLAMA2}\r\n"),
+    "openai": (
+        "/v1/chat/completions",
+        lambda b: {
+            "model": LLAMA2,
+            "messages": [{"role": "user", "content": b["prompt"]}],
+            "max_tokens": b["max_tokens"],
+            "stream": b["stream"],
+            "ignore_eos": True,
+        },
+        "",
+    ),
+    "binding": (
+        "/run?version=3",
+        lambda b: {"inputs": b, "options": {}},
+        f"cf-consn-model-id: {LLAMA2}\r\n",
+    ),
 }
 
 
 @pytest.mark.parametrize("stream", [True, False])
 @pytest.mark.parametrize("route", sorted(ROUTES))
-def test_disconnect_frees_the_slot_on_other_routes(server: Server, route: str,
-                                                   stream: bool) -> None:
+def test_disconnect_frees_the_slot_on_other_routes(
+    server: Server, route: str, stream: bool
+) -> None:
     wait_for(lambda: idle(server))
     before = server.stats()["requests_cancelled"]
     path, wrap, extra = ROUTES[route]
@@ -114,8 +136,10 @@ def test_disconnect_during_prefill_frees_the_slot(server: Server, stream: bool) 
     wait_for(lambda: idle(server))
     before = server.stats()
     # ~1600 prompt tokens: a dozen 128-token prefill steps
-    sock = _raw_post(server, {"prompt": "lorem ipsum dolor " * 230, "raw": True,
-                              "stream": stream, "max_tokens": 64})
+    sock = _raw_post(
+        server,
+        {"prompt": "lorem ipsum dolor " * 230, "raw": True, "stream": stream, "max_tokens": 64},
+    )
     try:
         wait_for(lambda: server.stats()["slots_busy"] == 1)
     finally:
@@ -131,8 +155,12 @@ def test_reject_if_busy_fails_fast_with_3040(server: Server) -> None:
     slots = server.stats()["slots_total"]
     with streams(server, slots):
         wait_for(lambda: server.stats()["slots_busy"] == slots)
-        r = requests.post(server.run_url(), headers=server.auth, timeout=10,
-                          json={"prompt": "hi", "options": {"rejectIfBusy": True}})
+        r = requests.post(
+            server.run_url(),
+            headers=server.auth,
+            timeout=10,
+            json={"prompt": "hi", "options": {"rejectIfBusy": True}},
+        )
         assert r.status_code == 429
         assert r.headers["retry-after"]
         err = r.json()["errors"][0]
@@ -145,13 +173,13 @@ def test_full_queue_answers_429(server: Server) -> None:
     wait_for(lambda: idle(server))
     capacity = server.stats()["slots_total"] + 16  # WAI_MAX_WAITING=16 in conftest
     with streams(server, capacity):
-        r = requests.post(server.run_url(), headers=server.auth, timeout=10,
-                          json={"prompt": "hi"})
+        r = requests.post(server.run_url(), headers=server.auth, timeout=10, json={"prompt": "hi"})
         assert r.status_code == 429
         assert r.json()["errors"][0]["code"] == 3040
         wait_for(lambda: server.stats()["waiting"] == 16)
     wait_for(lambda: idle(server))
     # and the server still answers
-    r = requests.post(server.run_url(), headers=server.auth, timeout=30,
-                      json={"prompt": "hi", "max_tokens": 2})
+    r = requests.post(
+        server.run_url(), headers=server.auth, timeout=30, json={"prompt": "hi", "max_tokens": 2}
+    )
     assert r.status_code == 200

@@ -9,8 +9,13 @@ from tests.conftest import ROOT
 
 
 def wai(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "wai.cli", *args], cwd=ROOT, text=True,
-                          capture_output=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "wai.cli", *args],
+        cwd=ROOT,
+        text=True,
+        capture_output=True,
+        timeout=timeout,
+    )
 
 
 def test_help_lists_the_commands() -> None:
@@ -36,8 +41,17 @@ def test_models_lists_the_catalog_and_the_local_model() -> None:
 
 
 def test_run_prints_a_generation() -> None:
-    args = ("run", "@cf/meta/llama-2-7b-chat-int8", "What is 2+2?", "--max-tokens", "8",
-            "--temperature", "0", "--seed", "1")
+    args = (
+        "run",
+        "@cf/meta/llama-2-7b-chat-int8",
+        "What is 2+2?",
+        "--max-tokens",
+        "8",
+        "--temperature",
+        "0",
+        "--seed",
+        "1",
+    )
     r = wai(*args)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip()

@@ -19,8 +19,12 @@ def test_sync_run_and_stream(server: Server) -> None:
     with Ai(base_url=f"{server.url}/client/v4", token=TOKEN, account_id="acc") as ai:
         out = ai.run(LLAMA2, {"prompt": "Tell me a joke", "max_tokens": 8, "temperature": 0})
         assert out["response"] and out["usage"]["completion_tokens"] <= 8
-        events = list(ai.run(LLAMA2, {"prompt": "Tell me a joke", "max_tokens": 8,
-                                      "temperature": 0, "stream": True}))
+        events = list(
+            ai.run(
+                LLAMA2,
+                {"prompt": "Tell me a joke", "max_tokens": 8, "temperature": 0, "stream": True},
+            )
+        )
         assert "".join(e["response"] for e in events) == out["response"]
         assert events[-1]["usage"] == out["usage"]
 
@@ -33,8 +37,10 @@ def test_errors_are_typed_with_the_cloudflare_code(server: Server) -> None:
         with pytest.raises(AiError) as info:
             ai.run(LLAMA2, {"prompt": "hi", "temperature": 9})
         assert info.value.code == 5006
-    with Ai(base_url=f"{server.url}/client/v4", token="wrong") as ai, \
-            pytest.raises(AiError) as info:
+    with (
+        Ai(base_url=f"{server.url}/client/v4", token="wrong") as ai,
+        pytest.raises(AiError) as info,
+    ):
         ai.run(LLAMA2, {"prompt": "hi"})
     assert info.value.code == 10000
 
@@ -43,8 +49,9 @@ def test_async_run_and_stream(server: Server) -> None:
     async def go() -> tuple[dict[str, Any], list[dict[str, Any]]]:
         async with AsyncAi(base_url=f"{server.url}/client/v4", token=TOKEN) as ai:
             out = await ai.run(LLAMA2, {"prompt": "Hello", "max_tokens": 6, "temperature": 0})
-            stream = await ai.run(LLAMA2, {"prompt": "Hello", "max_tokens": 6,
-                                           "temperature": 0, "stream": True})
+            stream = await ai.run(
+                LLAMA2, {"prompt": "Hello", "max_tokens": 6, "temperature": 0, "stream": True}
+            )
             events = [e async for e in stream]
             with pytest.raises(AiError):
                 await ai.run("@cf/acme/none", {"prompt": "hi"})
@@ -70,8 +77,12 @@ def test_local_runs_the_engine_in_process(server: Server) -> None:
 
 def test_breaking_out_of_a_local_stream_cancels_the_generation() -> None:
     with Ai.local(engine={"slots": 1}) as ai:
-        body = {"prompt": "Tell me a long story", "max_tokens": 400, "ignore_eos": True,
-                "stream": True}
+        body = {
+            "prompt": "Tell me a long story",
+            "max_tokens": 400,
+            "ignore_eos": True,
+            "stream": True,
+        }
         for _ in ai.run(LLAMA2, body):
             break
         stats = next(iter(ai._runtime.stats().values()))
@@ -95,8 +106,12 @@ def test_a_mid_stream_error_event_raises() -> None:
 
 @pytest.fixture(scope="module")
 def one_slot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = start_server(tmp_path_factory.mktemp("one-slot"), "--token", TOKEN,
-                       env={"WAI_SLOTS": "1", "WAI_MAX_WAITING": "0"})
+    srv = start_server(
+        tmp_path_factory.mktemp("one-slot"),
+        "--token",
+        TOKEN,
+        env={"WAI_SLOTS": "1", "WAI_MAX_WAITING": "0"},
+    )
     yield srv
     stop_server(srv)
 
@@ -106,8 +121,10 @@ def test_a_busy_server_is_retried_after_retry_after(one_slot: Server) -> None:
     # (Retry-After: 1), its retry gets the slot
     hold = {"prompt": "Tell me a story", "max_tokens": 60, "ignore_eos": True}
     body = {"prompt": "Hi", "max_tokens": 2}
-    with Ai(base_url=f"{one_slot.url}/client/v4", token=TOKEN) as ai, \
-            Ai(base_url=f"{one_slot.url}/client/v4", token=TOKEN, max_retries=0) as impatient:
+    with (
+        Ai(base_url=f"{one_slot.url}/client/v4", token=TOKEN) as ai,
+        Ai(base_url=f"{one_slot.url}/client/v4", token=TOKEN, max_retries=0) as impatient,
+    ):
         holder = threading.Thread(target=ai.run, args=(LLAMA2, hold))
         holder.start()
         deadline = time.monotonic() + 10

@@ -15,11 +15,17 @@ from tests.e2e.test_capacity import wait_for
 
 
 def test_sigterm_finishes_in_flight_streams_then_exits_0(tmp_path: Path) -> None:
-    server = start_server(tmp_path, "--token", TOKEN,
-                          env={"WAI_SLOTS": "4", "WAI_DRAIN_SECONDS": "60"})
+    server = start_server(
+        tmp_path, "--token", TOKEN, env={"WAI_SLOTS": "4", "WAI_DRAIN_SECONDS": "60"}
+    )
     url = server.run_url(LLAMA2)
-    body = {"prompt": "Tell me a long story", "max_tokens": 48, "stream": True,
-            "ignore_eos": True, "temperature": 0}
+    body = {
+        "prompt": "Tell me a long story",
+        "max_tokens": 48,
+        "stream": True,
+        "ignore_eos": True,
+        "temperature": 0,
+    }
     started = ThreadPoolExecutor(8)
 
     def stream(_: int) -> list[object]:

@@ -29,15 +29,20 @@ def test_missing_authorization(server: Server) -> None:
 
 
 def test_invalid_token(server: Server) -> None:
-    r = requests.post(server.run_url(), headers={"Authorization": "Bearer wrong-token"},
-                      json={"prompt": "hi"}, timeout=10)
+    r = requests.post(
+        server.run_url(),
+        headers={"Authorization": "Bearer wrong-token"},
+        json={"prompt": "hi"},
+        timeout=10,
+    )
     assert _error(r, 401, 10000)["message"] == "Authentication error"
 
 
 @pytest.mark.parametrize("header", ["Bearer", "Bearer ", "Basic abc", f"Bearer Bearer {TOKEN}"])
 def test_malformed_authorization(server: Server, header: str) -> None:
-    r = requests.post(server.run_url(), headers={"Authorization": header},
-                      json={"prompt": "hi"}, timeout=10)
+    r = requests.post(
+        server.run_url(), headers={"Authorization": header}, json={"prompt": "hi"}, timeout=10
+    )
     err = _error(r, 400, 6003)
     assert err["error_chain"][0]["code"] == 6111
 
@@ -47,8 +52,12 @@ def test_stats_route_needs_a_token_too(server: Server) -> None:
 
 
 def test_unknown_model(server: Server) -> None:
-    r = requests.post(server.run_url("@cf/acme/does-not-exist"), headers=server.auth,
-                      json={"prompt": "hi"}, timeout=10)
+    r = requests.post(
+        server.run_url("@cf/acme/does-not-exist"),
+        headers=server.auth,
+        json={"prompt": "hi"},
+        timeout=10,
+    )
     err = _error(r, 400, 5007)
     assert "@cf/acme/does-not-exist" in err["message"]
     assert err["result"] == {}
@@ -99,14 +108,22 @@ def test_malformed_json(server: Server, raw: bytes) -> None:
 
 
 def test_unknown_keys_are_ignored(server: Server) -> None:
-    r = requests.post(server.run_url(), headers=server.auth, timeout=30,
-                      json={"prompt": "hi", "max_tokens": 2, "some_future_flag": True})
+    r = requests.post(
+        server.run_url(),
+        headers=server.auth,
+        timeout=30,
+        json={"prompt": "hi", "max_tokens": 2, "some_future_flag": True},
+    )
     assert r.status_code == 200
 
 
 def test_prompt_longer_than_context_is_refused_not_truncated(server: Server) -> None:
-    r = requests.post(server.run_url(), headers=server.auth, timeout=30,
-                      json={"prompt": "word " * 5000, "raw": True})
+    r = requests.post(
+        server.run_url(),
+        headers=server.auth,
+        timeout=30,
+        json={"prompt": "word " * 5000, "raw": True},
+    )
     err = _error(r, 400, 5006)
     assert "context window" in err["message"]
 
@@ -117,8 +134,12 @@ def test_empty_conversation_is_refused(server: Server) -> None:
 
 
 def test_body_over_the_limit(server: Server) -> None:
-    r = requests.post(server.run_url(), headers=server.auth, timeout=30,
-                      data=b'{"prompt": "' + b"a" * (1 << 20) + b'"}')
+    r = requests.post(
+        server.run_url(),
+        headers=server.auth,
+        timeout=30,
+        data=b'{"prompt": "' + b"a" * (1 << 20) + b'"}',
+    )
     _error(r, 413, 3006)
 
 

@@ -21,8 +21,12 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 @pytest.fixture(scope="session")
 def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     # max_tokens capped at 8 (and documented so), to keep generated requests short
-    srv = start_server(tmp_path_factory.mktemp("fuzz"), "--token", TOKEN,
-                       env={"WAI_MAX_TOKENS": "8", "WAI_SLOTS": "4"})
+    srv = start_server(
+        tmp_path_factory.mktemp("fuzz"),
+        "--token",
+        TOKEN,
+        env={"WAI_MAX_TOKENS": "8", "WAI_SLOTS": "4"},
+    )
     yield srv
     stop_server(srv)
 
@@ -37,8 +41,7 @@ schema = schemathesis.pytest.from_fixture("api_schema")
 
 
 @schema.parametrize()
-@settings(max_examples=8, deadline=None, derandomize=True,
-          suppress_health_check=list(HealthCheck))
+@settings(max_examples=8, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 def test_api_conforms_and_never_fails(case: schemathesis.Case, fuzz_server: Server) -> None:
     # Both excluded checks expect 401 for a request with no Authorization header at all;
     # Cloudflare's API answers 400 with code 9106 there, and wai copies Cloudflare (a wrong
@@ -46,8 +49,9 @@ def test_api_conforms_and_never_fails(case: schemathesis.Case, fuzz_server: Serv
     excluded = [schemathesis.checks.missing_required_header, schemathesis.checks.ignored_auth]
     if _mislabelled(case):
         excluded.append(schemathesis.checks.positive_data_acceptance)
-    case.call_and_validate(base_url=fuzz_server.url, headers=AUTH, timeout=60,
-                           excluded_checks=excluded)
+    case.call_and_validate(
+        base_url=fuzz_server.url, headers=AUTH, timeout=60, excluded_checks=excluded
+    )
 
 
 def _mislabelled(case: schemathesis.Case) -> bool:

@@ -29,41 +29,58 @@ def test_dns_rebinding_host_is_refused_on_loopback(server: Server) -> None:
 
 
 def test_oversized_headers_are_refused(server: Server) -> None:
-    reply = _raw(server, b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Big: "
-                 + b"a" * 20_000 + b"\r\n\r\n")
+    reply = _raw(
+        server, b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n"
+    )
     assert reply.startswith(b"HTTP/1.1 431")
     assert requests.get(f"{server.url}/healthz", timeout=5).status_code == 200
 
 
 def test_no_cors_grant_for_other_origins(server: Server) -> None:
-    r = requests.options(server.run_url(LLAMA2), timeout=5, headers={
-        "Origin": "https://evil.example", "Access-Control-Request-Method": "POST"})
+    r = requests.options(
+        server.run_url(LLAMA2),
+        timeout=5,
+        headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
+    )
     assert "access-control-allow-origin" not in r.headers
-    r = requests.get(f"{server.url}/healthz", headers={"Origin": "https://evil.example"},
-                     timeout=5)
+    r = requests.get(f"{server.url}/healthz", headers={"Origin": "https://evil.example"}, timeout=5)
     assert "access-control-allow-origin" not in r.headers
 
 
 @pytest.fixture(scope="module")
 def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = start_server(tmp_path_factory.mktemp("limited"), "--token", TOKEN,
-                       "--token", "second-token", env={"WAI_RATE_LIMIT_RPM": "3"})
+    srv = start_server(
+        tmp_path_factory.mktemp("limited"),
+        "--token",
+        TOKEN,
+        "--token",
+        "second-token",
+        env={"WAI_RATE_LIMIT_RPM": "3"},
+    )
     yield srv
     stop_server(srv)
 
 
 def test_rate_limit_per_token(limited: Server) -> None:
     body = {"prompt": "Hi", "max_tokens": 1}
-    codes = [requests.post(limited.run_url(LLAMA2), headers=limited.auth, json=body,
-                           timeout=30).status_code for _ in range(3)]
+    codes = [
+        requests.post(
+            limited.run_url(LLAMA2), headers=limited.auth, json=body, timeout=30
+        ).status_code
+        for _ in range(3)
+    ]
     assert codes == [200, 200, 200]
     r = requests.post(limited.run_url(LLAMA2), headers=limited.auth, json=body, timeout=30)
     assert r.status_code == 429
     assert r.json()["errors"][0]["code"] == 3021
     assert int(r.headers["retry-after"]) >= 1
     other = {"Authorization": "Bearer second-token"}
-    assert requests.post(limited.run_url(LLAMA2), headers=other, json=body,
-                         timeout=30).status_code == 200
+    assert (
+        requests.post(limited.run_url(LLAMA2), headers=other, json=body, timeout=30).status_code
+        == 200
+    )
     # non-inference routes are not counted
-    assert requests.get(f"{limited.url}/wai/v1/stats", headers=limited.auth,
-                        timeout=5).status_code == 200
+    assert (
+        requests.get(f"{limited.url}/wai/v1/stats", headers=limited.auth, timeout=5).status_code
+        == 200
+    )

@@ -21,9 +21,21 @@ JUNK_ID = "@cf/qwen/qwen1.5-0.5b-chat"
 
 
 def with_template(src: Path, dst: Path, template: str) -> Path:
-    subprocess.run([sys.executable, "-m", "gguf.scripts.gguf_new_metadata", "--force",
-                    "--chat-template", template, str(src), str(dst)],
-                   check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gguf.scripts.gguf_new_metadata",
+            "--force",
+            "--chat-template",
+            template,
+            str(src),
+            str(dst),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     return dst
 
 
@@ -33,9 +45,11 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, 
     src = embedded_model_path()
     marker = tmp / "pwned"
     # CVE-2024-34359's shape: reach os through Python internals and run a command.
-    escape = ("{{ self.__init__.__globals__.__builtins__.__import__('os')"
-              ".system('touch " + str(marker) + "') }}"
-              "{% for m in messages %}{{ m.content }}{% endfor %}")
+    escape = (
+        "{{ self.__init__.__globals__.__builtins__.__import__('os')"
+        ".system('touch " + str(marker) + "') }}"
+        "{% for m in messages %}{{ m.content }}{% endfor %}"
+    )
     evil = with_template(src, tmp / "evil.gguf", escape)
     unparsable = with_template(src, tmp / "unparsable.gguf", "{% for m in %}")
     truncated = tmp / "truncated.gguf"
@@ -45,7 +59,7 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, 
     config = tmp / "wai.toml"
     config.write_text(f"""
 default_model = "{src}"
-cache_dir = "{tmp / 'cache'}"
+cache_dir = "{tmp / "cache"}"
 [engine]
 slots = 1
 ctx_per_slot = 512
@@ -84,15 +98,13 @@ def test_the_server_runs_and_reports_refused_models(hostile: tuple[Server, Path]
 
 def test_a_sandbox_escape_in_a_template_is_refused(hostile: tuple[Server, Path]) -> None:
     server, marker = hostile
-    r = _post(server, EVIL_ID, {"messages": [{"role": "user", "content": "Hi"}],
-                                 "max_tokens": 2})
+    r = _post(server, EVIL_ID, {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2})
     assert r.status_code == 400
     err = r.json()["errors"][0]
     assert err["code"] == 5006 and "refused" in err["message"]
     assert not marker.exists()
     # raw prompts never touch the template
-    assert _post(server, EVIL_ID, {"prompt": "Hi", "raw": True, "max_tokens": 2}) \
-        .status_code == 200
+    assert _post(server, EVIL_ID, {"prompt": "Hi", "raw": True, "max_tokens": 2}).status_code == 200
 
 
 def test_a_template_that_does_not_parse_refuses_chat_only(hostile: tuple[Server, Path]) -> None:
@@ -101,10 +113,12 @@ def test_a_template_that_does_not_parse_refuses_chat_only(hostile: tuple[Server,
     assert r.status_code == 400 and "does not parse" in r.json()["errors"][0]["message"]
 
 
-@pytest.mark.parametrize(("model", "reason"), [(TRUNCATED_ID, "truncated or corrupt"),
-                                               (JUNK_ID, "not a GGUF file")])
-def test_ids_of_unloadable_files_say_why(hostile: tuple[Server, Path], model: str,
-                                        reason: str) -> None:
+@pytest.mark.parametrize(
+    ("model", "reason"), [(TRUNCATED_ID, "truncated or corrupt"), (JUNK_ID, "not a GGUF file")]
+)
+def test_ids_of_unloadable_files_say_why(
+    hostile: tuple[Server, Path], model: str, reason: str
+) -> None:
     server, _ = hostile
     r = _post(server, model, {"prompt": "Hi"})
     assert r.status_code == 503

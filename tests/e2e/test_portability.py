@@ -19,8 +19,12 @@ def test_a_crashing_setting_is_replaced_before_the_server_is_healthy(tmp_path: P
         (runs,) = health["runs"].values()
         assert runs["extra_buffers"] is False and runs["device"].startswith("CPU")
         assert "died from SIGABRT" in runs["probe"]
-        r = requests.post(server.run_url(LLAMA2), headers=server.auth, timeout=60,
-                          json={"prompt": "Hi", "max_tokens": 4, "temperature": 0})
+        r = requests.post(
+            server.run_url(LLAMA2),
+            headers=server.auth,
+            timeout=60,
+            json={"prompt": "Hi", "max_tokens": 4, "temperature": 0},
+        )
         assert r.status_code == 200 and r.json()["result"]["response"]
     finally:
         stop_server(server)
@@ -43,17 +47,20 @@ def test_when_every_setting_crashes_only_that_model_fails(tmp_path: Path) -> Non
     env = {"WAI_CACHE_DIR": str(tmp_path / "cache"), "WAI_PROBE_FAULT": "any"}
     config = tmp_path / "wai.toml"
     # a second model (the same file under another name) to show the server still serves
-    config.write_text('[models.other]\npath = "/nonexistent/model.gguf"\n'
-                      'serves = ["@cf/acme/other"]\n')
-    server = start_server(tmp_path, "--token", TOKEN, "--config", str(config), env=env,
-                          healthy=False)
+    config.write_text(
+        '[models.other]\npath = "/nonexistent/model.gguf"\nserves = ["@cf/acme/other"]\n'
+    )
+    server = start_server(
+        tmp_path, "--token", TOKEN, "--config", str(config), env=env, healthy=False
+    )
     try:
         health = requests.get(f"{server.url}/healthz", timeout=5)
         assert health.status_code == 503
         failed = health.json()["failed"]
         assert "crashed on this machine with every setting" in " ".join(failed.values())
-        r = requests.post(server.run_url(LLAMA2), headers=server.auth, timeout=60,
-                          json={"prompt": "Hi"})
+        r = requests.post(
+            server.run_url(LLAMA2), headers=server.auth, timeout=60, json={"prompt": "Hi"}
+        )
         assert r.status_code == 503 and r.json()["errors"][0]["code"] == 3043
         assert "every setting tried" in r.json()["errors"][0]["message"]
     finally:

@@ -22,9 +22,21 @@ def test_seed_curl_form_encoded(server: Server) -> None:
     # The seed's curl sends JSON with no Content-Type, so it goes out form-encoded.
     body = json.dumps({"messages": SEED_MESSAGES, "max_tokens": 16})
     out = subprocess.run(
-        ["curl", "-s", "-i", server.run_url(), "-X", "POST",
-         "-H", f"Authorization: Bearer {TOKEN}", "-d", body],
-        capture_output=True, timeout=60, check=True,
+        [
+            "curl",
+            "-s",
+            "-i",
+            server.run_url(),
+            "-X",
+            "POST",
+            "-H",
+            f"Authorization: Bearer {TOKEN}",
+            "-d",
+            body,
+        ],
+        capture_output=True,
+        timeout=60,
+        check=True,
     ).stdout.decode()
     head, _, payload = out.partition("\r\n\r\n")
     assert head.startswith("HTTP/1.1 200")
@@ -36,8 +48,12 @@ def test_seed_curl_form_encoded(server: Server) -> None:
 
 def test_seed_python_requests(server: Server) -> None:
     api_base_url = f"{server.url}/client/v4/accounts/acc/ai/run/"
-    r = requests.post(f"{api_base_url}{LLAMA2}", headers=server.auth,
-                      json={"messages": SEED_MESSAGES, "max_tokens": 16}, timeout=60)
+    r = requests.post(
+        f"{api_base_url}{LLAMA2}",
+        headers=server.auth,
+        json={"messages": SEED_MESSAGES, "max_tokens": 16},
+        timeout=60,
+    )
     assert r.status_code == 200
     assert r.headers["content-type"] == "application/json"
     assert r.headers["x-wai-model"] == "SmolLM2-135M-Instruct-Q4_1"
@@ -58,22 +74,21 @@ def test_seed_python_as_written_sends_a_bare_string(server: Server) -> None:
 
 @pytest.fixture
 def cf(server: Server) -> Iterator[cloudflare.Cloudflare]:
-    with cloudflare.Cloudflare(api_token=TOKEN, base_url=f"{server.url}/client/v4",
-                               max_retries=0) as client:
+    with cloudflare.Cloudflare(
+        api_token=TOKEN, base_url=f"{server.url}/client/v4", max_retries=0
+    ) as client:
         yield client
 
 
 def test_cloudflare_sdk_messages(cf: cloudflare.Cloudflare) -> None:
-    out = cf.ai.run(LLAMA2, account_id="acc", messages=SEED_MESSAGES,
-                                 max_tokens=12, temperature=0)
+    out = cf.ai.run(LLAMA2, account_id="acc", messages=SEED_MESSAGES, max_tokens=12, temperature=0)
     assert isinstance(out, dict)
     assert isinstance(out["response"], str) and out["response"]
     assert out["usage"]["completion_tokens"] <= 12
 
 
 def test_cloudflare_sdk_prompt(cf: cloudflare.Cloudflare) -> None:
-    out = cf.ai.run(LLAMA2, account_id="acc", prompt="Tell me a story",
-                                 max_tokens=12, seed=7)
+    out = cf.ai.run(LLAMA2, account_id="acc", prompt="Tell me a story", max_tokens=12, seed=7)
     assert isinstance(out, dict) and out["response"]
 
 
@@ -86,25 +101,40 @@ def test_cloudflare_sdk_error_is_raised_with_code(cf: cloudflare.Cloudflare) -> 
 
 @pytest.mark.parametrize("path_model", [LLAMA2, LLAMA2.replace("/", "%2F")])
 def test_model_path_literal_or_encoded(server: Server, path_model: str) -> None:
-    r = requests.post(server.run_url(path_model), headers=server.auth,
-                      json={"prompt": "Hi", "max_tokens": 4}, timeout=30)
+    r = requests.post(
+        server.run_url(path_model),
+        headers=server.auth,
+        json={"prompt": "Hi", "max_tokens": 4},
+        timeout=30,
+    )
     assert r.status_code == 200, r.text
 
 
 def test_every_catalog_text_generation_id_resolves(server: Server) -> None:
-    for model in ["@cf/mistral/mistral-7b-instruct-v0.1", "@cf/meta/llama-3.1-8b-instruct",
-                  "@hf/thebloke/zephyr-7b-beta-awq", "@cf/qwen/qwen1.5-0.5b-chat"]:
-        r = requests.post(server.run_url(model), headers=server.auth,
-                          json={"prompt": "Hi", "max_tokens": 2}, timeout=30)
+    for model in [
+        "@cf/mistral/mistral-7b-instruct-v0.1",
+        "@cf/meta/llama-3.1-8b-instruct",
+        "@hf/thebloke/zephyr-7b-beta-awq",
+        "@cf/qwen/qwen1.5-0.5b-chat",
+    ]:
+        r = requests.post(
+            server.run_url(model),
+            headers=server.auth,
+            json={"prompt": "Hi", "max_tokens": 2},
+            timeout=30,
+        )
         assert r.status_code == 200, (model, r.text)
         assert r.headers["x-wai-model"] == "SmolLM2-135M-Instruct-Q4_1"
 
 
 def test_greedy_is_deterministic_and_raw_differs_from_templated(server: Server) -> None:
     def run(**kw: object) -> str:
-        r = requests.post(server.run_url(), headers=server.auth, timeout=60,
-                          json={"prompt": "The capital of France is", "max_tokens": 12,
-                                "temperature": 0, **kw})
+        r = requests.post(
+            server.run_url(),
+            headers=server.auth,
+            timeout=60,
+            json={"prompt": "The capital of France is", "max_tokens": 12, "temperature": 0, **kw},
+        )
         assert r.status_code == 200, r.text
         text: str = r.json()["result"]["response"]
         return text
@@ -117,9 +147,19 @@ def test_greedy_is_deterministic_and_raw_differs_from_templated(server: Server) 
 
 def test_seeded_sampling_is_reproducible(server: Server) -> None:
     def run(seed: int) -> str:
-        r = requests.post(server.run_url(), headers=server.auth, timeout=60,
-                          json={"prompt": "Write a poem", "max_tokens": 16, "temperature": 1.0,
-                                "top_k": 40, "top_p": 0.95, "seed": seed})
+        r = requests.post(
+            server.run_url(),
+            headers=server.auth,
+            timeout=60,
+            json={
+                "prompt": "Write a poem",
+                "max_tokens": 16,
+                "temperature": 1.0,
+                "top_k": 40,
+                "top_p": 0.95,
+                "seed": seed,
+            },
+        )
         text: str = r.json()["result"]["response"]
         return text
 
@@ -127,17 +167,33 @@ def test_seeded_sampling_is_reproducible(server: Server) -> None:
 
 
 def test_penalties_are_accepted(server: Server) -> None:
-    r = requests.post(server.run_url(), headers=server.auth, timeout=60,
-                      json={"prompt": "List fruits", "max_tokens": 8, "temperature": 0,
-                            "repetition_penalty": 1.3, "frequency_penalty": 0.5,
-                            "presence_penalty": -0.5})
+    r = requests.post(
+        server.run_url(),
+        headers=server.auth,
+        timeout=60,
+        json={
+            "prompt": "List fruits",
+            "max_tokens": 8,
+            "temperature": 0,
+            "repetition_penalty": 1.3,
+            "frequency_penalty": 0.5,
+            "presence_penalty": -0.5,
+        },
+    )
     assert r.status_code == 200, r.text
 
 
 def test_max_tokens_is_respected(server: Server) -> None:
-    r = requests.post(server.run_url(), headers=server.auth, timeout=60,
-                      json={"prompt": "Count from one to one hundred in words.",
-                            "max_tokens": 5, "temperature": 0})
+    r = requests.post(
+        server.run_url(),
+        headers=server.auth,
+        timeout=60,
+        json={
+            "prompt": "Count from one to one hundred in words.",
+            "max_tokens": 5,
+            "temperature": 0,
+        },
+    )
     assert r.json()["result"]["usage"]["completion_tokens"] == 5
 
 

@@ -32,8 +32,11 @@ def test_stream_format(server: Server) -> None:
 
 
 def test_streamed_text_equals_non_streamed_at_temperature_0(server: Server) -> None:
-    body = {"messages": [{"role": "user", "content": "Describe the sea in two sentences."}],
-            "max_tokens": 48, "temperature": 0}
+    body = {
+        "messages": [{"role": "user", "content": "Describe the sea in two sentences."}],
+        "max_tokens": 48,
+        "temperature": 0,
+    }
     whole = _post(server, **body).json()["result"]
     events = read_events(_post(server, stream=True, **body))
     streamed = "".join(ev["response"] for ev in events[:-1])
@@ -43,8 +46,12 @@ def test_streamed_text_equals_non_streamed_at_temperature_0(server: Server) -> N
 
 
 def test_utf8_safe_streaming_with_accents_and_emoji(server: Server) -> None:
-    body = {"prompt": "Réponds en français avec des emoji 😀🎉: qu'est-ce qu'un café crème ?",
-            "raw": True, "max_tokens": 64, "temperature": 0}
+    body = {
+        "prompt": "Réponds en français avec des emoji 😀🎉: qu'est-ce qu'un café crème ?",
+        "raw": True,
+        "max_tokens": 64,
+        "temperature": 0,
+    }
     r = _post(server, stream=True, **body)
     # read_events decodes the whole body as strict UTF-8, and each event's JSON separately.
     events = read_events(r)
@@ -57,8 +64,9 @@ EMOJI = "Reply with ten emoji: 😀😃😄"  # greedy: tokens 1, 2, 4, 5, … e
 
 
 @pytest.mark.parametrize("max_tokens", [1, 2, 4])
-def test_a_character_cut_by_max_tokens_is_dropped_on_every_route(server: Server,
-                                                                  max_tokens: int) -> None:
+def test_a_character_cut_by_max_tokens_is_dropped_on_every_route(
+    server: Server, max_tokens: int
+) -> None:
     body = {"prompt": EMOJI, "max_tokens": max_tokens, "temperature": 0}
     texts = []
     whole = _post(server, **body).json()["result"]
@@ -66,12 +74,24 @@ def test_a_character_cut_by_max_tokens_is_dropped_on_every_route(server: Server,
     texts.append(whole["response"])
     events = read_events(_post(server, stream=True, **body))
     texts.append("".join(ev["response"] for ev in events[:-1]))
-    binding = requests.post(f"{server.url}/run?version=3", timeout=60, json={"inputs": body},
-                            headers={**server.auth, "cf-consn-model-id": LLAMA2})
+    binding = requests.post(
+        f"{server.url}/run?version=3",
+        timeout=60,
+        json={"inputs": body},
+        headers={**server.auth, "cf-consn-model-id": LLAMA2},
+    )
     texts.append(binding.json()["response"])
-    chat = requests.post(f"{server.url}/v1/chat/completions", headers=server.auth, timeout=60,
-                         json={"model": LLAMA2, "messages": [{"role": "user", "content": EMOJI}],
-                               "max_tokens": max_tokens, "temperature": 0})
+    chat = requests.post(
+        f"{server.url}/v1/chat/completions",
+        headers=server.auth,
+        timeout=60,
+        json={
+            "model": LLAMA2,
+            "messages": [{"role": "user", "content": EMOJI}],
+            "max_tokens": max_tokens,
+            "temperature": 0,
+        },
+    )
     texts.append(chat.json()["choices"][0]["message"]["content"])
     for text in texts:
         assert "\ufffd" not in text

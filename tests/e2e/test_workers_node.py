@@ -19,8 +19,13 @@ NODE_DIR = ROOT / "tests" / "node"
 def results(server: Server) -> dict[str, Any]:
     assert (NODE_DIR / "node_modules" / "miniflare").is_dir(), "run `make test` (npm ci)"
     address = server.url.removeprefix("http://")
-    out = subprocess.run(["node", "run-workers.mjs", address, TOKEN], cwd=NODE_DIR,
-                         capture_output=True, text=True, timeout=240)
+    out = subprocess.run(
+        ["node", "run-workers.mjs", address, TOKEN],
+        cwd=NODE_DIR,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert out.returncode == 0, out.stderr
     data: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     return data

@@ -36,8 +36,12 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         finally:
             await runtime.close()
 
-    app = FastAPI(title="wai", version=wai.__version__, lifespan=lifespan,
-                  summary="A self-hosted, Workers AI-compatible LLM inference server")
+    app = FastAPI(
+        title="wai",
+        version=wai.__version__,
+        lifespan=lifespan,
+        summary="A self-hosted, Workers AI-compatible LLM inference server",
+    )
     app.state.runtime = runtime
     app.include_router(binding.router)  # first: its /ai/run/proxy before the REST route
     app.include_router(workers.router)
@@ -46,11 +50,21 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     @app.get("/healthz")
     async def healthz() -> Response:
         if not runtime.ready or not runtime.backends:
-            return JSONResponse({"status": "loading" if not runtime.ready else "no model",
-                                 "failed": runtime.failed}, status_code=503)
-        return JSONResponse({"status": "ok", "models": sorted(runtime.backends),
-                             "failed": runtime.failed,
-                             "runs": {name: b.info for name, b in runtime.backends.items()}})
+            return JSONResponse(
+                {
+                    "status": "loading" if not runtime.ready else "no model",
+                    "failed": runtime.failed,
+                },
+                status_code=503,
+            )
+        return JSONResponse(
+            {
+                "status": "ok",
+                "models": sorted(runtime.backends),
+                "failed": runtime.failed,
+                "runs": {name: b.info for name, b in runtime.backends.items()},
+            }
+        )
 
     @app.get("/wai/v1/stats")
     async def stats() -> dict[str, Any]:
@@ -59,8 +73,12 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
 
     model_ids = [spec.id for spec in runtime.catalog.specs]
     model_ids += [mid for m in settings.models.values() for mid in m.serves if mid not in model_ids]
-    openapi.install(app, settings, model_ids, lambda: min(
-        (b.tokenizer.n_vocab for b in runtime.backends.values()), default=None))
+    openapi.install(
+        app,
+        settings,
+        model_ids,
+        lambda: min((b.tokenizer.n_vocab for b in runtime.backends.values()), default=None),
+    )
     app.add_exception_handler(CFError, _cf_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
@@ -68,8 +86,12 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     # outermost last: edge checks, then auth, then per-token rate limits
     app.add_middleware(RateLimit, rpm=settings.rate_limit_rpm)
     app.add_middleware(TokenAuth, tokens=settings.tokens)
-    app.add_middleware(EdgeGuard, max_header_bytes=settings.limits.max_header_bytes,
-                       allowed_hosts=settings.allowed_hosts, loopback=settings.loopback)
+    app.add_middleware(
+        EdgeGuard,
+        max_header_bytes=settings.limits.max_header_bytes,
+        allowed_hosts=settings.allowed_hosts,
+        loopback=settings.loopback,
+    )
     return app
 
 
@@ -83,8 +105,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     if exc.status_code == 404:
         err = CFError(404, NO_ROUTE, "No route for that URI", gateway=True)
     elif exc.status_code == 405:
-        err = CFError(405, METHOD_NOT_ALLOWED, "Method not allowed", gateway=True,
-                      headers=exc.headers)
+        err = CFError(
+            405, METHOD_NOT_ALLOWED, "Method not allowed", gateway=True, headers=exc.headers
+        )
     else:
         err = CFError(exc.status_code, exc.status_code, str(exc.detail), gateway=True)
     return err.response()

@@ -30,13 +30,23 @@ _TOKEN_FORMAT = re.compile(r"[A-Za-z0-9._~+/=-]{1,512}")
 def check_authorization(header: str | None, tokens: Sequence[bytes]) -> None:
     """Raise CFError unless the header carries one of `tokens`."""
     if header is None:
-        raise CFError(400, MISSING_AUTH,
-                      "Missing X-Auth-Key, X-Auth-Email or Authorization headers", gateway=True)
+        raise CFError(
+            400,
+            MISSING_AUTH,
+            "Missing X-Auth-Key, X-Auth-Email or Authorization headers",
+            gateway=True,
+        )
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not _TOKEN_FORMAT.fullmatch(token):
-        raise CFError(400, INVALID_HEADERS, "Invalid request headers", gateway=True,
-                      chain=[{"code": INVALID_AUTH_FORMAT,
-                              "message": "Invalid format for Authorization header"}])
+        raise CFError(
+            400,
+            INVALID_HEADERS,
+            "Invalid request headers",
+            gateway=True,
+            chain=[
+                {"code": INVALID_AUTH_FORMAT, "message": "Invalid format for Authorization header"}
+            ],
+        )
     presented = token.encode()
     ok = False
     for candidate in tokens:

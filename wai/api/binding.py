@@ -30,15 +30,25 @@ from wai.schemas.text_generation import parse_text_generation
 router = APIRouter()
 
 DEPRECATED_SDK = 5019
-_NAMES = {5006: "InvalidInput", 5007: "NoSuchModel", 3006: "RequestTooLarge",
-          3040: "OutOfCapacity", 3008: "Aborted", 5019: "DeprecatedSdkVersion"}
+_NAMES = {
+    5006: "InvalidInput",
+    5007: "NoSuchModel",
+    3006: "RequestTooLarge",
+    3040: "OutOfCapacity",
+    3008: "Aborted",
+    5019: "DeprecatedSdkVersion",
+}
 
 
 def binding_error(err: CFError, request_id: str) -> JSONResponse:
     description = f"{err.message.removeprefix('AiError: ')} ({request_id})"
     name = _NAMES.get(err.code, "AiError")
-    body = {"internalCode": err.code, "name": name, "message": f"{name}: {description}",
-            "description": description}
+    body = {
+        "internalCode": err.code,
+        "name": name,
+        "message": f"{name}: {description}",
+        "description": description,
+    }
     headers = {**err.headers, "cf-ai-req-id": request_id}
     return JSONResponse(body, status_code=err.status, headers=headers)
 
@@ -65,9 +75,13 @@ async def run_binding(request: Request) -> Response:
     request_id = str(uuid.uuid4())
     try:
         if _version(request) != "3":
-            raise CFError.inference(405, DEPRECATED_SDK, "Deprecated SDK version: this server "
-                                    "speaks the binding protocol version 3 (@cloudflare/ai "
-                                    "1.2.x, or env.AI.run)")
+            raise CFError.inference(
+                405,
+                DEPRECATED_SDK,
+                "Deprecated SDK version: this server "
+                "speaks the binding protocol version 3 (@cloudflare/ai "
+                "1.2.x, or env.AI.run)",
+            )
         model_id = request.headers.get("cf-consn-model-id", "")
         if not model_id:
             raise bad_input("missing header cf-consn-model-id")
@@ -85,8 +99,9 @@ async def run_binding(request: Request) -> Response:
         return binding_error(CFError.inference(408, ABORTED, "Aborted"), request_id)
     if isinstance(done.final, Failed):
         return binding_error(CFError.inference(500, INTERNAL, done.final.message), request_id)
-    return JSONResponse({"response": done.text, "usage": usage_dict(done.final.usage)},
-                        headers=headers)
+    return JSONResponse(
+        {"response": done.text, "usage": usage_dict(done.final.usage)}, headers=headers
+    )
 
 
 def _version(request: Request) -> str | None:
@@ -102,7 +117,7 @@ def _inputs(body: Any) -> Any:
     """The model inputs from `{"inputs", "options"}`; binding options that matter here
     (rejectIfBusy) are folded in where the REST schema expects them."""
     if not isinstance(body, dict) or "inputs" not in body:
-        raise bad_input("expected a JSON object {\"inputs\": …, \"options\": …}")
+        raise bad_input('expected a JSON object {"inputs": …, "options": …}')
     inputs, options = body["inputs"], body.get("options")
     if options is not None and not isinstance(options, dict):
         raise bad_input("'/options': Input should be an object")

@@ -12,8 +12,9 @@ from wai.api.errors import REQUEST_TOO_LARGE, CFError, bad_input
 
 
 def _too_large(limit: int) -> CFError:
-    return CFError.inference(413, REQUEST_TOO_LARGE,
-                             f"Request too large: the body exceeds {limit} bytes")
+    return CFError.inference(
+        413, REQUEST_TOO_LARGE, f"Request too large: the body exceeds {limit} bytes"
+    )
 
 
 async def read_body(request: Request, limit: int) -> bytes:

@@ -28,10 +28,27 @@ from wai.errors import (
     REQUEST_TOO_LARGE,
 )
 
-__all__ = ["ABORTED", "AUTH_ERROR", "BAD_INPUT", "INTERNAL", "INVALID_AUTH_FORMAT",
-           "INVALID_HEADERS", "METHOD_NOT_ALLOWED", "MISSING_AUTH", "MODEL_UNAVAILABLE",
-           "NO_ROUTE", "NO_SUCH_MODEL", "OUT_OF_CAPACITY", "REQUEST_TOO_LARGE", "CFError",
-           "bad_input", "error_response", "is_openai_path", "openai_error", "openai_from_cf"]
+__all__ = [
+    "ABORTED",
+    "AUTH_ERROR",
+    "BAD_INPUT",
+    "INTERNAL",
+    "INVALID_AUTH_FORMAT",
+    "INVALID_HEADERS",
+    "METHOD_NOT_ALLOWED",
+    "MISSING_AUTH",
+    "MODEL_UNAVAILABLE",
+    "NO_ROUTE",
+    "NO_SUCH_MODEL",
+    "OUT_OF_CAPACITY",
+    "REQUEST_TOO_LARGE",
+    "CFError",
+    "bad_input",
+    "error_response",
+    "is_openai_path",
+    "openai_error",
+    "openai_from_cf",
+]
 
 
 class CFError(Exception):
@@ -86,23 +103,43 @@ def bad_input(detail: str) -> CFError:
 
 # --- the same errors, shaped for OpenAI clients (on the OpenAI-compatible routes) -------------
 
-_OPENAI_TYPES = {400: "invalid_request_error", 401: "invalid_request_error",
-                 404: "not_found_error", 408: "timeout_error", 413: "invalid_request_error",
-                 429: "rate_limit_error", 500: "server_error"}
-_OPENAI_CODES = {NO_SUCH_MODEL: "model_not_found", OUT_OF_CAPACITY: "rate_limit_exceeded",
-                 REQUEST_TOO_LARGE: "request_too_large", AUTH_ERROR: "invalid_api_key",
-                 MISSING_AUTH: "missing_api_key"}
+_OPENAI_TYPES = {
+    400: "invalid_request_error",
+    401: "invalid_request_error",
+    404: "not_found_error",
+    408: "timeout_error",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
+    500: "server_error",
+}
+_OPENAI_CODES = {
+    NO_SUCH_MODEL: "model_not_found",
+    OUT_OF_CAPACITY: "rate_limit_exceeded",
+    REQUEST_TOO_LARGE: "request_too_large",
+    AUTH_ERROR: "invalid_api_key",
+    MISSING_AUTH: "missing_api_key",
+}
 
 
 def is_openai_path(path: str) -> bool:
     return path.startswith("/v1/") or "/ai/v1/" in path
 
 
-def openai_error(status: int, message: str, param: str | None = None, code: str | None = None,
-                 headers: Mapping[str, str] | None = None) -> JSONResponse:
-    body = {"error": {"message": message,
-                      "type": _OPENAI_TYPES.get(status, "invalid_request_error"),
-                      "param": param, "code": code}}
+def openai_error(
+    status: int,
+    message: str,
+    param: str | None = None,
+    code: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    body = {
+        "error": {
+            "message": message,
+            "type": _OPENAI_TYPES.get(status, "invalid_request_error"),
+            "param": param,
+            "code": code,
+        }
+    }
     return JSONResponse(body, status_code=status, headers=dict(headers or {}))
 
 
@@ -110,8 +147,13 @@ def openai_from_cf(err: CFError) -> JSONResponse:
     """A Cloudflare error as OpenAI clients expect it: unknown model is a 404, a missing key a
     401; the Cloudflare code survives in `error.code` when OpenAI has no name for it."""
     status = {NO_SUCH_MODEL: 404, MISSING_AUTH: 401}.get(err.code, err.status)
-    return openai_error(status, err.message.removeprefix("AiError: "), None,
-                        _OPENAI_CODES.get(err.code, str(err.code)), err.headers)
+    return openai_error(
+        status,
+        err.message.removeprefix("AiError: "),
+        None,
+        _OPENAI_CODES.get(err.code, str(err.code)),
+        err.headers,
+    )
 
 
 def error_response(path: str, err: CFError) -> JSONResponse:

@@ -21,8 +21,9 @@ class GenerationResponse(StreamingResponse):
     cancelled in `finally` (a no-op once it has finished), as llama.cpp's server reader does in
     its destructor: every disconnect path is the same path."""
 
-    def __init__(self, generation: Generation, body: AsyncIterator[bytes],
-                 headers: Mapping[str, str]) -> None:
+    def __init__(
+        self, generation: Generation, body: AsyncIterator[bytes], headers: Mapping[str, str]
+    ) -> None:
         super().__init__(body, headers={**sse.HEADERS, **headers})
         self.generation = generation
 

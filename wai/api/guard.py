@@ -31,8 +31,9 @@ LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]", "::1", "workers-binding.ai"
 class EdgeGuard:
     """Header size and Host checks, before anything else runs."""
 
-    def __init__(self, app: ASGIApp, max_header_bytes: int, allowed_hosts: Sequence[str],
-                 loopback: bool) -> None:
+    def __init__(
+        self, app: ASGIApp, max_header_bytes: int, allowed_hosts: Sequence[str], loopback: bool
+    ) -> None:
         self.app = app
         self.max_header_bytes = max_header_bytes
         hosts = {h.lower() for h in allowed_hosts}
@@ -46,14 +47,28 @@ class EdgeGuard:
             return
         size = sum(len(k) + len(v) + 4 for k, v in scope["headers"])
         if size > self.max_header_bytes:
-            err = CFError(431, INVALID_HEADERS, "Invalid request headers", gateway=True, chain=[
-                {"code": HEADERS_TOO_LARGE,
-                 "message": f"headers total {size} bytes, over {self.max_header_bytes}"}])
+            err = CFError(
+                431,
+                INVALID_HEADERS,
+                "Invalid request headers",
+                gateway=True,
+                chain=[
+                    {
+                        "code": HEADERS_TOO_LARGE,
+                        "message": f"headers total {size} bytes, over {self.max_header_bytes}",
+                    }
+                ],
+            )
             await error_response(scope["path"], err)(scope, receive, send)
             return
         if self.allowed and _host(scope) not in self.allowed:
-            err = CFError(400, INVALID_HEADERS, "Invalid request headers", gateway=True, chain=[
-                {"code": HOST_NOT_ALLOWED, "message": "Host header not allowed"}])
+            err = CFError(
+                400,
+                INVALID_HEADERS,
+                "Invalid request headers",
+                gateway=True,
+                chain=[{"code": HOST_NOT_ALLOWED, "message": "Host header not allowed"}],
+            )
             await error_response(scope["path"], err)(scope, receive, send)
             return
         await self.app(scope, receive, send)
@@ -78,8 +93,9 @@ class TokenBuckets:
     `max_keys` the least recently used key is forgotten, which at worst hands that key a full
     bucket early (in open local mode any Authorization value is a new key)."""
 
-    def __init__(self, rpm: int, clock: Callable[[], float] = time.monotonic,
-                 max_keys: int = 10_000) -> None:
+    def __init__(
+        self, rpm: int, clock: Callable[[], float] = time.monotonic, max_keys: int = 10_000
+    ) -> None:
         self.capacity = float(rpm)
         self.rate = rpm / 60.0
         self.clock = clock
@@ -116,8 +132,10 @@ INFERENCE_SUFFIXES = ("/chat/completions", "/completions")
 def is_inference(scope: Scope) -> bool:
     path: str = scope["path"]
     return scope["method"] == "POST" and (
-        "/ai/run/" in path or path in ("/run", "/ai-gateway/run") or
-        path.endswith(INFERENCE_SUFFIXES))
+        "/ai/run/" in path
+        or path in ("/run", "/ai-gateway/run")
+        or path.endswith(INFERENCE_SUFFIXES)
+    )
 
 
 class RateLimit:
@@ -136,8 +154,11 @@ class RateLimit:
         wait = self.buckets.take(hashlib.sha256(auth).hexdigest())
         if wait > 0:
             err = CFError.inference(
-                429, RATE_LIMITED, "rate limiting: inference request per min rate reached",
-                headers={"retry-after": str(math.ceil(wait))})
+                429,
+                RATE_LIMITED,
+                "rate limiting: inference request per min rate reached",
+                headers={"retry-after": str(math.ceil(wait))},
+            )
             await error_response(scope["path"], err)(scope, receive, send)
             return
         await self.app(scope, receive, send)

@@ -25,6 +25,7 @@ from wai.schemas.text_generation import TextGenerationInput
 
 router = APIRouter()
 
+
 def _finish_reason(ev: Finished) -> str:
     return "length" if ev.reason == "length" else "stop"
 
@@ -43,13 +44,17 @@ async def _handle(request: Request, parse: Parser, chat: bool) -> Response:
     except (CFError, RequestError, EngineError) as e:
         return openai_from_cf(to_cf_error(e))
     prefix, obj = ("chatcmpl", "chat.completion") if chat else ("cmpl", "text_completion")
-    meta = {"id": f"{prefix}-{secrets.token_hex(12)}", "created": int(time.time()),
-            "model": req.model}
+    meta = {
+        "id": f"{prefix}-{secrets.token_hex(12)}",
+        "created": int(time.time()),
+        "model": req.model,
+    }
     headers = {"x-wai-model": served.local_name}
     if req.stream:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
-        return GenerationResponse(generation, _chunks(generation, meta, include_usage, chat),
-                                  headers)
+        return GenerationResponse(
+            generation, _chunks(generation, meta, include_usage, chat), headers
+        )
     done = await collect(request, generation)
     if done is None:
         return openai_error(408, "the client closed the connection")
@@ -57,17 +62,23 @@ async def _handle(request: Request, parse: Parser, chat: bool) -> Response:
         return openai_error(500, done.final.message, code="inference_failed")
     reason = _finish_reason(done.final)
     if chat:
-        choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant",
-                                                          "content": done.text},
-                                  "finish_reason": reason, "logprobs": None}
+        choice: dict[str, Any] = {
+            "index": 0,
+            "message": {"role": "assistant", "content": done.text},
+            "finish_reason": reason,
+            "logprobs": None,
+        }
     else:
         choice = {"index": 0, "text": done.text, "finish_reason": reason, "logprobs": None}
-    return JSONResponse({**meta, "object": obj, "choices": [choice],
-                         "usage": usage_dict(done.final.usage)}, headers=headers)
+    return JSONResponse(
+        {**meta, "object": obj, "choices": [choice], "usage": usage_dict(done.final.usage)},
+        headers=headers,
+    )
 
 
-async def _chunks(generation: Generation, meta: dict[str, Any], include_usage: bool,
-                  chat: bool) -> AsyncIterator[bytes]:
+async def _chunks(
+    generation: Generation, meta: dict[str, Any], include_usage: bool, chat: bool
+) -> AsyncIterator[bytes]:
     """OpenAI stream chunks: chat.completion.chunk (deltas) or text_completion (text)."""
     obj = "chat.completion.chunk" if chat else "text_completion"
 
@@ -75,8 +86,9 @@ async def _chunks(generation: Generation, meta: dict[str, Any], include_usage: b
         return sse.event({**meta, "object": obj, "choices": choices, **extra})
 
     def choice(text: str | None, reason: str | None = None) -> dict[str, Any]:
-        body = ({"delta": {} if text is None else {"content": text}} if chat
-                else {"text": text or ""})
+        body = (
+            {"delta": {} if text is None else {"content": text}} if chat else {"text": text or ""}
+        )
         return {"index": 0, **body, "finish_reason": reason, "logprobs": None}
 
     if chat:
@@ -90,8 +102,16 @@ async def _chunks(generation: Generation, meta: dict[str, Any], include_usage: b
             if include_usage:
                 yield chunk([], usage=usage_dict(ev.usage))
         else:
-            yield sse.event({"error": {"message": ev.message, "type": "server_error",
-                                       "param": None, "code": "inference_failed"}})
+            yield sse.event(
+                {
+                    "error": {
+                        "message": ev.message,
+                        "type": "server_error",
+                        "param": None,
+                        "code": "inference_failed",
+                    }
+                }
+            )
     yield sse.DONE
 
 
@@ -106,15 +126,26 @@ async def completions(request: Request) -> Response:
 async def models(request: Request) -> Response:
     runtime: Runtime = request.app.state.runtime
     created = int(time.time())
-    data = [{"id": mid, "object": "model", "created": created,
-             "owned_by": runtime.local_name_for(mid) or "wai"}
-            for mid in runtime.answering_ids()]
+    data = [
+        {
+            "id": mid,
+            "object": "model",
+            "created": created,
+            "owned_by": runtime.local_name_for(mid) or "wai",
+        }
+        for mid in runtime.answering_ids()
+    ]
     return JSONResponse({"object": "list", "data": data})
 
 
 for base in ("/v1", "/client/v4/accounts/{account_id}/ai/v1"):
-    router.add_api_route(f"{base}/chat/completions", chat_completions, methods=["POST"],
-                         summary="OpenAI chat completions")
-    router.add_api_route(f"{base}/completions", completions, methods=["POST"],
-                         summary="OpenAI completions")
+    router.add_api_route(
+        f"{base}/chat/completions",
+        chat_completions,
+        methods=["POST"],
+        summary="OpenAI chat completions",
+    )
+    router.add_api_route(
+        f"{base}/completions", completions, methods=["POST"], summary="OpenAI completions"
+    )
     router.add_api_route(f"{base}/models", models, methods=["GET"], summary="OpenAI models")

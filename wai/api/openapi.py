@@ -23,50 +23,99 @@ CF_ERROR = {
     "type": "object",
     "required": ["errors", "success", "result", "messages"],
     "properties": {
-        "errors": {"type": "array", "items": {
-            "type": "object", "required": ["code", "message"],
-            "properties": {"code": {"type": "integer"}, "message": {"type": "string"},
-                           "error_chain": {"type": "array"}}}},
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["code", "message"],
+                "properties": {
+                    "code": {"type": "integer"},
+                    "message": {"type": "string"},
+                    "error_chain": {"type": "array"},
+                },
+            },
+        },
         "success": {"type": "boolean", "enum": [False]},
         "result": {"type": ["object", "null"]},
         "messages": {"type": "array"},
     },
 }
 OPENAI_ERROR = {
-    "type": "object", "required": ["error"],
-    "properties": {"error": {"type": "object", "required": ["message", "type"], "properties": {
-        "message": {"type": "string"}, "type": {"type": "string"},
-        "param": {"type": ["string", "null"]}, "code": {"type": ["string", "null"]}}}},
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["message", "type"],
+            "properties": {
+                "message": {"type": "string"},
+                "type": {"type": "string"},
+                "param": {"type": ["string", "null"]},
+                "code": {"type": ["string", "null"]},
+            },
+        }
+    },
 }
 BINDING_ERROR = {
     "type": "object",
-    "properties": {"internalCode": {"type": "integer"}, "name": {"type": "string"},
-                   "message": {"type": "string"}, "description": {"type": "string"}},
+    "properties": {
+        "internalCode": {"type": "integer"},
+        "name": {"type": "string"},
+        "message": {"type": "string"},
+        "description": {"type": "string"},
+    },
 }
 
 
 def binding_request(inputs: dict[str, Any]) -> dict[str, Any]:
     """What workerd's AI binding sends: the model inputs, and the binding options (of which the
     server reads rejectIfBusy; the others steer the binding or the gateway, not inference)."""
-    return {"type": "object", "required": ["inputs"], "properties": {
-        "inputs": inputs,
-        "options": {"type": "object", "properties": {"rejectIfBusy": {"type": "boolean"}}}}}
+    return {
+        "type": "object",
+        "required": ["inputs"],
+        "properties": {
+            "inputs": inputs,
+            "options": {"type": "object", "properties": {"rejectIfBusy": {"type": "boolean"}}},
+        },
+    }
 
-USAGE = {"type": "object", "properties": {
-    "prompt_tokens": {"type": "integer"}, "completion_tokens": {"type": "integer"},
-    "total_tokens": {"type": "integer"}}}
-OUTPUT = {"type": "object", "required": ["response"],
-          "properties": {"response": {"type": "string"}, "usage": USAGE}}
+
+USAGE = {
+    "type": "object",
+    "properties": {
+        "prompt_tokens": {"type": "integer"},
+        "completion_tokens": {"type": "integer"},
+        "total_tokens": {"type": "integer"},
+    },
+}
+OUTPUT = {
+    "type": "object",
+    "required": ["response"],
+    "properties": {"response": {"type": "string"}, "usage": USAGE},
+}
 # each server-sent event: a `data:` line (JSON text, or [DONE])
-SSE = {"text/event-stream": {"schema": {"type": "object", "required": ["data"],
-                                        "properties": {"data": {"type": "string"}}}}}
+SSE = {
+    "text/event-stream": {
+        "schema": {
+            "type": "object",
+            "required": ["data"],
+            "properties": {"data": {"type": "string"}},
+        }
+    }
+}
 
 # status -> why, per family of routes
-CF_ERRORS = {400: "bad input, unknown model, or bad auth header", 401: "invalid token",
-             404: "no route (e.g. an empty path segment)", 405: "wrong method",
-             408: "client went away", 413: "body too large",
-             429: "busy or rate limited", 431: "headers too large",
-             503: "the model's weights failed to load"}
+CF_ERRORS = {
+    400: "bad input, unknown model, or bad auth header",
+    401: "invalid token",
+    404: "no route (e.g. an empty path segment)",
+    405: "wrong method",
+    408: "client went away",
+    413: "body too large",
+    429: "busy or rate limited",
+    431: "headers too large",
+    503: "the model's weights failed to load",
+}
 
 
 def _json(schema: dict[str, Any]) -> dict[str, Any]:
@@ -74,12 +123,14 @@ def _json(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def _errors(schema: dict[str, Any], statuses: dict[int, str]) -> dict[str, Any]:
-    return {str(code): {"description": why, "content": _json(schema)}
-            for code, why in statuses.items()}
+    return {
+        str(code): {"description": why, "content": _json(schema)} for code, why in statuses.items()
+    }
 
 
-def _body(model: type[BaseModel], components: dict[str, Any],
-          tweak: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def _body(
+    model: type[BaseModel], components: dict[str, Any], tweak: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
     schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
     components.update(schema.pop("$defs", {}))
     for prop, extra in tweak.items():
@@ -88,8 +139,7 @@ def _body(model: type[BaseModel], components: dict[str, Any],
             if alt.get("type") in ("integer", "number"):
                 alt.update(extra)
     components[model.__name__] = schema
-    return {"required": True,
-            "content": _json({"$ref": f"#/components/schemas/{model.__name__}"})}
+    return {"required": True, "content": _json({"$ref": f"#/components/schemas/{model.__name__}"})}
 
 
 def integer_pattern(n: int) -> str:
@@ -107,8 +157,12 @@ def integer_pattern(n: int) -> str:
     return "^(" + "|".join(alts) + ")$"
 
 
-def install(app: FastAPI, settings: Settings, model_ids: list[str],
-            vocab_size: Callable[[], int | None] = lambda: None) -> None:
+def install(
+    app: FastAPI,
+    settings: Settings,
+    model_ids: list[str],
+    vocab_size: Callable[[], int | None] = lambda: None,
+) -> None:
     """Replace app.openapi with the accurate document (built once, on first request).
     `model_ids`: the ids this server answers (others get 5007); `vocab_size`: the smallest
     vocabulary of the loaded models (token ids in logit_bias must be below it)."""
@@ -116,8 +170,9 @@ def install(app: FastAPI, settings: Settings, model_ids: list[str],
     def build() -> dict[str, Any]:
         if app.openapi_schema:
             return app.openapi_schema
-        doc = get_openapi(title=app.title, version=app.version, summary=app.summary,
-                          routes=app.routes)
+        doc = get_openapi(
+            title=app.title, version=app.version, summary=app.summary, routes=app.routes
+        )
         components = doc.setdefault("components", {}).setdefault("schemas", {})
         cap = {"max_tokens": {"maximum": settings.limits.max_tokens}}
         run_body = _body(TextGenerationInput, components, cap)
@@ -127,9 +182,11 @@ def install(app: FastAPI, settings: Settings, model_ids: list[str],
         run_schema["properties"]["max_tokens"]["default"] = min(256, settings.limits.max_tokens)
         for prop in ("prompt", "messages"):
             run_schema["properties"][prop] = next(
-                alt for alt in run_schema["properties"][prop]["anyOf"] if alt != {"type": "null"})
-        chat_body = _body(ChatCompletionRequest, components,
-                          {**cap, "max_completion_tokens": cap["max_tokens"]})
+                alt for alt in run_schema["properties"][prop]["anyOf"] if alt != {"type": "null"}
+            )
+        chat_body = _body(
+            ChatCompletionRequest, components, {**cap, "max_completion_tokens": cap["max_tokens"]}
+        )
         completion_body = _body(CompletionRequest, components, cap)
         n_vocab = vocab_size()
         for name in ("ChatCompletionRequest", "CompletionRequest"):
@@ -139,8 +196,7 @@ def install(app: FastAPI, settings: Settings, model_ids: list[str],
                 bias = next(a for a in props["logit_bias"]["anyOf"] if a.get("type") == "object")
                 bias["propertyNames"] = {"pattern": integer_pattern(n_vocab)}
                 bias.pop("patternProperties", None)
-                bias["additionalProperties"] = {"type": "number", "minimum": -100,
-                                                "maximum": 100}
+                bias["additionalProperties"] = {"type": "number", "minimum": -100, "maximum": 100}
         doc["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
         doc["security"] = [{"bearer": []}]
         for path, item in doc["paths"].items():
@@ -153,44 +209,73 @@ def install(app: FastAPI, settings: Settings, model_ids: list[str],
                     if param["name"] == "model" and param["in"] == "path":
                         param["schema"] = {"type": "string", "enum": model_ids}
                 # routes whose handler does not read {account_id} still take it
-                if "{account_id}" in path and not any(p["name"] == "account_id"
-                                                      for p in params):
-                    params.append({"name": "account_id", "in": "path", "required": True,
-                                   "schema": {"type": "string", "minLength": 1}})
+                if "{account_id}" in path and not any(p["name"] == "account_id" for p in params):
+                    params.append(
+                        {
+                            "name": "account_id",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string", "minLength": 1},
+                        }
+                    )
                 if "/ai/run/" in path:
                     op["requestBody"] = run_body
-                    responses["200"] = {"description": "the output, or its stream",
-                                        "content": {**_json({"type": "object"}), **SSE}}
+                    responses["200"] = {
+                        "description": "the output, or its stream",
+                        "content": {**_json({"type": "object"}), **SSE},
+                    }
                     responses.update(_errors(CF_ERROR, CF_ERRORS))
                 elif path in ("/run", "/ai-gateway/run"):
                     components["BindingRequest"] = binding_request(
-                        {"$ref": "#/components/schemas/TextGenerationInput"})
-                    op["requestBody"] = {"required": True, "content": _json(
-                        {"$ref": "#/components/schemas/BindingRequest"})}
+                        {"$ref": "#/components/schemas/TextGenerationInput"}
+                    )
+                    op["requestBody"] = {
+                        "required": True,
+                        "content": _json({"$ref": "#/components/schemas/BindingRequest"}),
+                    }
                     op["parameters"] = [
-                        {"name": "version", "in": "query", "required": True,
-                         "schema": {"type": "string", "enum": ["3"]}},
+                        {
+                            "name": "version",
+                            "in": "query",
+                            "required": True,
+                            "schema": {"type": "string", "enum": ["3"]},
+                        },
                         # the model ids; the server also takes them behind a "<prefix>:"
                         # (as workerd sends them) and answers other ids with 5007
-                        {"name": "cf-consn-model-id", "in": "header", "required": True,
-                         "description": "model id, optionally as <prefix>:<model id>",
-                         "schema": {"type": "string", "enum": model_ids}}]
-                    responses["200"] = {"description": "the bare output, or its stream",
-                                        "content": {**_json(OUTPUT), **SSE}}
+                        {
+                            "name": "cf-consn-model-id",
+                            "in": "header",
+                            "required": True,
+                            "description": "model id, optionally as <prefix>:<model id>",
+                            "schema": {"type": "string", "enum": model_ids},
+                        },
+                    ]
+                    responses["200"] = {
+                        "description": "the bare output, or its stream",
+                        "content": {**_json(OUTPUT), **SSE},
+                    }
                     responses.update(_errors(BINDING_ERROR, {**CF_ERRORS, 400: "bad input"}))
                     responses.update(_errors(CF_ERROR, {k: CF_ERRORS[k] for k in (401, 404, 431)}))
                 elif path.endswith(("/chat/completions", "/completions")):
                     op["requestBody"] = chat_body if "chat" in path else completion_body
-                    responses["200"] = {"description": "the completion, or its chunks",
-                                        "content": {**_json({"type": "object"}), **SSE}}
+                    responses["200"] = {
+                        "description": "the completion, or its chunks",
+                        "content": {**_json({"type": "object"}), **SSE},
+                    }
                     responses.update(_errors(OPENAI_ERROR, {**CF_ERRORS, 404: "no such model"}))
                 else:
-                    responses.update(_errors(OPENAI_ERROR if is_openai_path(path) else CF_ERROR,
-                                             {k: CF_ERRORS[k] for k in (400, 401, 404, 431)}))
+                    responses.update(
+                        _errors(
+                            OPENAI_ERROR if is_openai_path(path) else CF_ERROR,
+                            {k: CF_ERRORS[k] for k in (400, 401, 404, 431)},
+                        )
+                    )
                 if method == "get" and path == "/healthz":
                     op["security"] = []
-                    responses["503"] = {"description": "no model can be served yet",
-                                        "content": _json({"type": "object"})}
+                    responses["503"] = {
+                        "description": "no model can be served yet",
+                        "content": _json({"type": "object"}),
+                    }
         app.openapi_schema = doc
         return doc
 

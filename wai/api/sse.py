@@ -14,10 +14,12 @@ DONE = b"data: [DONE]\n\n"
 HEADERS = {"content-type": MEDIA_TYPE, "cache-control": "no-cache"}
 
 
-
 def event(payload: dict[str, Any]) -> bytes:
-    return b"data: " + json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode() \
+    return (
+        b"data: "
+        + json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
         + b"\n\n"
+    )
 
 
 def padding(text: str) -> str:

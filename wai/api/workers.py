@@ -40,8 +40,9 @@ async def _complete(
 ) -> Response:
     done = await collect(request, generation)
     if done is None:
-        return CFError.inference(408, ABORTED, "Aborted: the client closed the connection") \
-            .response(request_id)
+        return CFError.inference(
+            408, ABORTED, "Aborted: the client closed the connection"
+        ).response(request_id)
     if isinstance(done.final, Failed):
         return CFError.inference(500, INTERNAL, done.final.message).response(request_id)
     result = {"response": done.text, "usage": usage_dict(done.final.usage)}

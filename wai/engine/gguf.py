@@ -32,8 +32,11 @@ _initialised = False
 def _llama_log(level: int, text: bytes, _user: Any) -> None:
     # ggml levels: 1 debug, 2 info, 3 warn, 4 error, 5 continuation. Keep only what matters.
     if level in (3, 4):
-        log.log(logging.WARNING if level == 3 else logging.ERROR, "llama.cpp: %s",
-                text.decode("utf-8", "replace").rstrip())
+        log.log(
+            logging.WARNING if level == 3 else logging.ERROR,
+            "llama.cpp: %s",
+            text.decode("utf-8", "replace").rstrip(),
+        )
 
 
 def init_llama() -> None:

@@ -31,8 +31,9 @@ ExtraBuffers = Literal["auto", "on", "off"]
 ALL_LAYERS = 999  # llama.cpp clamps to the model's layer count
 
 
-def use_extra_buffers(mode: ExtraBuffers, build_has_amx: bool, cpu_has_amx: bool
-                      ) -> tuple[bool, str]:
+def use_extra_buffers(
+    mode: ExtraBuffers, build_has_amx: bool, cpu_has_amx: bool
+) -> tuple[bool, str]:
     """Whether to load weights into extra buffer types, and why (for the log)."""
     if mode == "on":
         return True, "engine.extra_buffers = on"
@@ -62,7 +63,11 @@ class Device:
 
 
 _KINDS: dict[int, Literal["cpu", "gpu", "igpu", "accel", "other"]] = {
-    0: "cpu", 1: "gpu", 2: "igpu", 3: "accel"}
+    0: "cpu",
+    1: "gpu",
+    2: "igpu",
+    3: "accel",
+}
 
 
 @functools.cache
@@ -92,10 +97,13 @@ def devices() -> tuple[Device, ...]:
         found = []
         for i in range(lib.ggml_backend_dev_count()):
             dev = lib.ggml_backend_dev_get(i)
-            found.append(Device(
-                (lib.ggml_backend_dev_name(dev) or b"?").decode(),
-                (lib.ggml_backend_dev_description(dev) or b"").decode(errors="replace"),
-                _KINDS.get(lib.ggml_backend_dev_type(dev), "other")))
+            found.append(
+                Device(
+                    (lib.ggml_backend_dev_name(dev) or b"?").decode(),
+                    (lib.ggml_backend_dev_description(dev) or b"").decode(errors="replace"),
+                    _KINDS.get(lib.ggml_backend_dev_type(dev), "other"),
+                )
+            )
         if found:
             return tuple(found)
     except (OSError, AttributeError) as e:
@@ -113,7 +121,8 @@ def _ggml_library() -> Path:
 
 def gpu_available() -> bool:
     return bool(L.llama_supports_gpu_offload()) and any(
-        d.kind in ("gpu", "igpu") for d in devices())
+        d.kind in ("gpu", "igpu") for d in devices()
+    )
 
 
 def placement(n_gpu_layers: int) -> str:

@@ -81,18 +81,31 @@ def plan_load(config: LlamaCppConfig, weights: Path) -> tuple[LoadPlan, str]:
     """The load plan for this machine, checked by the warm-up probe (in a child process the
     first time), and what the probe found."""
     extra, why = hardware.use_extra_buffers(
-        config.extra_buffers, hardware.build_has_amx(hardware.system_info()),
-        hardware.cpu().has_amx)
-    first = LoadPlan(weights, weights != config.path, extra,
-                     hardware.gpu_layers(config.gpu_layers, hardware.gpu_available()))
+        config.extra_buffers, hardware.build_has_amx(hardware.system_info()), hardware.cpu().has_amx
+    )
+    first = LoadPlan(
+        weights,
+        weights != config.path,
+        extra,
+        hardware.gpu_layers(config.gpu_layers, hardware.gpu_available()),
+    )
     cpu = hardware.cpu()
-    identity = {"llama_cpp": L.__version__, "build": hardware.system_info(),
-                "cpu": [cpu.arch, cpu.model, sorted(cpu.flags)]}
+    identity = {
+        "llama_cpp": L.__version__,
+        "build": hardware.system_info(),
+        "cpu": [cpu.arch, cpu.model, sorted(cpu.flags)],
+    }
     n_ctx = max(64, min(config.n_ctx_seq, 512))
-    run = {"n_ctx": n_ctx, "n_batch": min(config.n_batch, n_ctx), "threads": config.n_threads,
-           "flash_attn": config.flash_attn, "fault": config.probe_fault}
-    verdict = probe.choose(fallbacks(first, config.path), run=run, identity=identity,
-                           cache_dir=config.cache_dir)
+    run = {
+        "n_ctx": n_ctx,
+        "n_batch": min(config.n_batch, n_ctx),
+        "threads": config.n_threads,
+        "flash_attn": config.flash_attn,
+        "fault": config.probe_fault,
+    }
+    verdict = probe.choose(
+        fallbacks(first, config.path), run=run, identity=identity, cache_dir=config.cache_dir
+    )
     if verdict.plan.extra_buffers == extra:
         return verdict.plan, f"{verdict.note}; extra buffers: {why}"
     return verdict.plan, verdict.note
@@ -138,16 +151,22 @@ class LlamaCppBackend(Backend):
         self.n_ctx_seq = min(config.n_ctx_seq, n_ctx_train) if n_ctx_train > 0 else config.n_ctx_seq
 
         n_ctx = self.n_ctx_seq * config.n_slots
-        self._ctx = L.llama_init_from_model(self._model, context_params(
-            n_ctx=n_ctx, n_batch=config.n_batch, n_seq=config.n_slots,
-            threads=config.n_threads, flash_attn=config.flash_attn))
+        self._ctx = L.llama_init_from_model(
+            self._model,
+            context_params(
+                n_ctx=n_ctx,
+                n_batch=config.n_batch,
+                n_seq=config.n_slots,
+                threads=config.n_threads,
+                flash_attn=config.flash_attn,
+            ),
+        )
         if not self._ctx:
             L.llama_model_free(self._model)
             raise ModelLoadError(f"could not create a context for {config.path}")
         # Before the first request, as llama-server does: the first decode allocates compute
         # buffers and touches every weight, and a failure shows here, not to a client.
-        rc = warm_up(self._ctx, self.tokenizer.n_vocab,
-                     min(32, config.n_batch, self.n_ctx_seq - 1))
+        rc = warm_up(self._ctx, self.tokenizer.n_vocab, min(32, config.n_batch, self.n_ctx_seq - 1))
         if rc != 0:
             L.llama_free(self._ctx)
             L.llama_model_free(self._model)
@@ -155,13 +174,25 @@ class LlamaCppBackend(Backend):
         self._mem = L.llama_get_memory(self._ctx)
         self.kv_bytes = kv_cache_bytes(self.metadata, n_ctx)
         device = hardware.placement(self.plan.gpu_layers)
-        self.info = {"device": device, "gpu_layers": self.plan.gpu_layers,
-                     "extra_buffers": self.plan.extra_buffers,
-                     "weights": self.plan.weights.name, "converted": self.plan.converted,
-                     "probe": probe_note}
-        log.info("%s: on %s, %s, weights %s; %d slots x %d tokens, KV cache %.0f MiB; %s",
-                 self.name, device, self.plan.describe(), self.plan.weights.name,
-                 config.n_slots, self.n_ctx_seq, self.kv_bytes / 2**20, probe_note)
+        self.info = {
+            "device": device,
+            "gpu_layers": self.plan.gpu_layers,
+            "extra_buffers": self.plan.extra_buffers,
+            "weights": self.plan.weights.name,
+            "converted": self.plan.converted,
+            "probe": probe_note,
+        }
+        log.info(
+            "%s: on %s, %s, weights %s; %d slots x %d tokens, KV cache %.0f MiB; %s",
+            self.name,
+            device,
+            self.plan.describe(),
+            self.plan.weights.name,
+            config.n_slots,
+            self.n_ctx_seq,
+            self.kv_bytes / 2**20,
+            probe_note,
+        )
         self._batch = L.llama_batch_init(config.n_batch, 0, 1)
         self._scheduler = Scheduler(config.n_slots, config.n_batch, config.prefill_chunk)
         # Events produced during a step, delivered to the event loop(s) in one call per step.
@@ -183,8 +214,9 @@ class LlamaCppBackend(Backend):
 
     async def start(self) -> None:
         if self._thread is None:
-            self._thread = threading.Thread(target=self._loop, name=f"engine-{self.name}",
-                                            daemon=True)
+            self._thread = threading.Thread(
+                target=self._loop, name=f"engine-{self.name}", daemon=True
+            )
             self._thread.start()
 
     def submit(self, request: GenerationRequest) -> Generation:
@@ -284,8 +316,9 @@ class LlamaCppBackend(Backend):
             seq.cached = seq.n_past = 0
         req = seq.request
         seq.sampler = make_sampler(req.sampling, self.tokenizer.n_vocab)
-        seq.output = Output(self.tokenizer, stop=req.stop, max_tokens=req.max_tokens,
-                            ignore_eos=req.ignore_eos)
+        seq.output = Output(
+            self.tokenizer, stop=req.stop, max_tokens=req.max_tokens, ignore_eos=req.ignore_eos
+        )
 
     def _drain_inbox(self, block: bool) -> bool:
         """Apply pending messages; False once asked to stop."""
@@ -374,8 +407,9 @@ class LlamaCppBackend(Backend):
         with self._count_lock:
             self._outstanding -= 1
             self._generated += len(seq.generated)
-            self._counts["failed" if failed else
-                         "cancelled" if reason == "cancelled" else "finished"] += 1
+            self._counts[
+                "failed" if failed else "cancelled" if reason == "cancelled" else "finished"
+            ] += 1
         self._publish_counts()
         if failed:
             seq.emit(Failed(error or "inference failed"))
@@ -383,8 +417,9 @@ class LlamaCppBackend(Backend):
         tail = seq.output.tail() if seq.output is not None else ""
         if tail:
             seq.emit(Delta(tail, -1))
-        seq.emit(Finished(reason, Usage(len(seq.request.prompt_tokens), len(seq.generated),
-                                        seq.cached)))
+        seq.emit(
+            Finished(reason, Usage(len(seq.request.prompt_tokens), len(seq.generated), seq.cached))
+        )
 
     def _publish_counts(self) -> None:
         with self._count_lock:
@@ -403,4 +438,3 @@ async def _drain(events: asyncio.Queue[Event]) -> AsyncIterator[Event]:
         yield ev
         if isinstance(ev, Finished | Failed):
             return
-

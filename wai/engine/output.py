@@ -23,8 +23,9 @@ class PieceSource(Protocol):
 
 
 class Output:
-    def __init__(self, tokenizer: PieceSource, *, stop: Sequence[str], max_tokens: int,
-                 ignore_eos: bool) -> None:
+    def __init__(
+        self, tokenizer: PieceSource, *, stop: Sequence[str], max_tokens: int, ignore_eos: bool
+    ) -> None:
         self._tok = tokenizer
         self._decoder = IncrementalDetokenizer()
         self._stopper = StopMatcher(list(stop))

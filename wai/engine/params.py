@@ -21,18 +21,25 @@ class LoadPlan:
     gpu_layers: int
 
     def describe(self) -> str:
-        return (f"extra buffers {'on' if self.extra_buffers else 'off'}, "
-                f"{'Q8_0 conversion' if self.converted else 'the file as is'}, "
-                f"{self.gpu_layers} GPU layers")
+        return (
+            f"extra buffers {'on' if self.extra_buffers else 'off'}, "
+            f"{'Q8_0 conversion' if self.converted else 'the file as is'}, "
+            f"{self.gpu_layers} GPU layers"
+        )
 
     def as_dict(self) -> dict[str, Any]:
-        return {"weights": str(self.weights), "converted": self.converted,
-                "extra_buffers": self.extra_buffers, "gpu_layers": self.gpu_layers}
+        return {
+            "weights": str(self.weights),
+            "converted": self.converted,
+            "extra_buffers": self.extra_buffers,
+            "gpu_layers": self.gpu_layers,
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LoadPlan:
-        return cls(Path(d["weights"]), bool(d["converted"]), bool(d["extra_buffers"]),
-                   int(d["gpu_layers"]))
+        return cls(
+            Path(d["weights"]), bool(d["converted"]), bool(d["extra_buffers"]), int(d["gpu_layers"])
+        )
 
 
 def fallbacks(first: LoadPlan, original: Path) -> list[LoadPlan]:
@@ -54,8 +61,7 @@ def model_params(plan: LoadPlan) -> Any:
     return params
 
 
-def context_params(*, n_ctx: int, n_batch: int, n_seq: int, threads: int,
-                   flash_attn: bool) -> Any:
+def context_params(*, n_ctx: int, n_batch: int, n_seq: int, threads: int, flash_attn: bool) -> Any:
     cparams = L.llama_context_default_params()
     cparams.n_ctx = n_ctx
     cparams.n_batch = n_batch
@@ -68,8 +74,9 @@ def context_params(*, n_ctx: int, n_batch: int, n_seq: int, threads: int,
     # sequences share the batch (measured bit-identical with SmolLM2, flash attention on or
     # off), and a sequence can never take another's cells.
     cparams.kv_unified = False
-    cparams.flash_attn_type = (L.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn
-                               else L.LLAMA_FLASH_ATTN_TYPE_DISABLED)
+    cparams.flash_attn_type = (
+        L.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn else L.LLAMA_FLASH_ATTN_TYPE_DISABLED
+    )
     cparams.no_perf = True
     return cparams
 

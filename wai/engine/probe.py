@@ -44,10 +44,12 @@ class Verdict:
 
 def fault_matches(fault: str, plan: LoadPlan) -> bool:
     wanted = {f.strip() for f in fault.split(",") if f.strip()}
-    return bool(wanted & {"any"}
-                or ("extra_buffers" in wanted and plan.extra_buffers)
-                or ("converted" in wanted and plan.converted)
-                or ("gpu" in wanted and plan.gpu_layers > 0))
+    return bool(
+        wanted & {"any"}
+        or ("extra_buffers" in wanted and plan.extra_buffers)
+        or ("converted" in wanted and plan.converted)
+        or ("gpu" in wanted and plan.gpu_layers > 0)
+    )
 
 
 def _describe_exit(rc: int) -> str:
@@ -72,13 +74,16 @@ def cache_key(identity: dict[str, Any], plans: list[LoadPlan]) -> str:
             files.append([str(plan.weights), st.st_size, st.st_mtime_ns])
         except OSError:
             files.append([str(plan.weights), None, None])
-    blob = json.dumps({"identity": identity, "plans": [p.as_dict() for p in plans],
-                       "files": files}, sort_keys=True)
+    blob = json.dumps(
+        {"identity": identity, "plans": [p.as_dict() for p in plans], "files": files},
+        sort_keys=True,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
-def choose(plans: list[LoadPlan], *, run: dict[str, Any], identity: dict[str, Any],
-           cache_dir: Path) -> Verdict:
+def choose(
+    plans: list[LoadPlan], *, run: dict[str, Any], identity: dict[str, Any], cache_dir: Path
+) -> Verdict:
     """The first plan whose warm-up survives. `run`: the child's context settings (n_ctx,
     n_batch, threads, flash_attn, fault); `identity`: what else decides the verdict (the
     llama.cpp build, the CPU)."""
@@ -92,8 +97,11 @@ def choose(plans: list[LoadPlan], *, run: dict[str, Any], identity: dict[str, An
     for plan in plans:
         rc, tail = _run_child(plan, run)
         if rc == 0:
-            note = "warm-up passed" if not failures else \
-                f"warm-up fell back: {'; '.join(failures)}; chose {plan.describe()}"
+            note = (
+                "warm-up passed"
+                if not failures
+                else f"warm-up fell back: {'; '.join(failures)}; chose {plan.describe()}"
+            )
             _save(path, plan, note)
             return Verdict(plan, note)
         if not is_crash(rc):
@@ -102,18 +110,27 @@ def choose(plans: list[LoadPlan], *, run: dict[str, Any], identity: dict[str, An
             log.info("warm-up probe %s (%s); loading as planned", _describe_exit(rc), tail)
             return Verdict(plans[0], f"warm-up probe inconclusive: {tail or _describe_exit(rc)}")
         failures.append(f"{plan.describe()} {_describe_exit(rc)}")
-        log.warning("warm-up with %s %s; trying a safer setting", plan.describe(),
-                    _describe_exit(rc))
-    raise ModelLoadError("the engine crashed on this machine with every setting tried: "
-                         + "; ".join(failures))
+        log.warning(
+            "warm-up with %s %s; trying a safer setting", plan.describe(), _describe_exit(rc)
+        )
+    raise ModelLoadError(
+        "the engine crashed on this machine with every setting tried: " + "; ".join(failures)
+    )
 
 
 def _save(path: Path, plan: LoadPlan, note: str) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps({"plan": plan.as_dict(), "note": note,
-                                   "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}))
+        tmp.write_text(
+            json.dumps(
+                {
+                    "plan": plan.as_dict(),
+                    "note": note,
+                    "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                }
+            )
+        )
         tmp.replace(path)
     except OSError as e:  # a read-only cache costs a probe per start, nothing more
         log.warning("cannot remember the warm-up verdict in %s: %s", path, e)
@@ -121,12 +138,13 @@ def _save(path: Path, plan: LoadPlan, note: str) -> None:
 
 def _run_child(plan: LoadPlan, run: dict[str, Any]) -> tuple[int, str]:
     root = str(Path(__file__).resolve().parents[2])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])),
+    }
     cmd = [sys.executable, "-m", "wai.engine.probe", json.dumps({"plan": plan.as_dict(), **run})]
     try:
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True,
-                              timeout=PROBE_TIMEOUT)
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=PROBE_TIMEOUT)
     except subprocess.TimeoutExpired:
         return 1, f"no answer in {PROBE_TIMEOUT:.0f} s"
     lines = [ln for ln in (proc.stderr or "").splitlines() if ln.strip()]
@@ -147,9 +165,16 @@ def _child(spec: dict[str, Any]) -> int:
         print(e, file=sys.stderr)
         return EXIT_LOAD_FAILED
     n_ctx, n_batch = int(spec["n_ctx"]), int(spec["n_batch"])
-    ctx = L.llama_init_from_model(model, context_params(
-        n_ctx=n_ctx, n_batch=n_batch, n_seq=1, threads=int(spec["threads"]),
-        flash_attn=bool(spec["flash_attn"])))
+    ctx = L.llama_init_from_model(
+        model,
+        context_params(
+            n_ctx=n_ctx,
+            n_batch=n_batch,
+            n_seq=1,
+            threads=int(spec["threads"]),
+            flash_attn=bool(spec["flash_attn"]),
+        ),
+    )
     if not ctx:
         print("could not create a context", file=sys.stderr)
         return EXIT_LOAD_FAILED

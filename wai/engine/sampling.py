@@ -24,9 +24,16 @@ def make_sampler(p: SamplingParams, n_vocab: int) -> Any:
             biases[i].bias = bias
         add(chain, L.llama_sampler_init_logit_bias(n_vocab, len(p.logit_bias), biases))
     if p.repetition_penalty or p.frequency_penalty or p.presence_penalty:
-        add(chain, L.llama_sampler_init_penalties(
-            n_vocab, PENALTY_LAST_N, p.repetition_penalty or 1.0,
-            p.frequency_penalty or 0.0, p.presence_penalty or 0.0))
+        add(
+            chain,
+            L.llama_sampler_init_penalties(
+                n_vocab,
+                PENALTY_LAST_N,
+                p.repetition_penalty or 1.0,
+                p.frequency_penalty or 0.0,
+                p.presence_penalty or 0.0,
+            ),
+        )
     if p.temperature <= 0.0:
         add(chain, L.llama_sampler_init_greedy())
         return chain

@@ -120,8 +120,7 @@ class Scheduler:
         plan: list[Work] = []
         for seq in self._admitted:
             if not seq.prefilling:
-                plan.append(Work(seq, [seq.generated[-1]], seq.n_past, logits=True,
-                                 decode=True))
+                plan.append(Work(seq, [seq.generated[-1]], seq.n_past, logits=True, decode=True))
                 budget -= 1
         for seq in self._admitted:
             if budget <= 0:
@@ -131,8 +130,9 @@ class Scheduler:
                 end = min(len(prompt), (seq.n_past // self.chunk + 1) * self.chunk)
                 if end - seq.n_past > budget:
                     continue  # the whole aligned chunk, or nothing this step
-                plan.append(Work(seq, list(prompt[seq.n_past : end]), seq.n_past,
-                                 logits=end == len(prompt)))
+                plan.append(
+                    Work(seq, list(prompt[seq.n_past : end]), seq.n_past, logits=end == len(prompt))
+                )
                 budget -= end - seq.n_past
         return plan
 

@@ -48,8 +48,12 @@ def compute_path(path: Path, meta: dict[str, str], mode: WeightsMode, cache_dir:
         return target
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(f".tmp{os.getpid()}")
-    log.info("converting %s (%s) to Q8_0 for batched CPU kernels: %s",
-             path.name, _NO_BATCHED_KERNEL[ftype], target)
+    log.info(
+        "converting %s (%s) to Q8_0 for batched CPU kernels: %s",
+        path.name,
+        _NO_BATCHED_KERNEL[ftype],
+        target,
+    )
     params = L.llama_model_quantize_default_params()
     params.ftype = _FTYPE_Q8_0
     params.allow_requantize = True

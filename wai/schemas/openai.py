@@ -56,10 +56,13 @@ class _Common(BaseModel):
     presence_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
     repetition_penalty: Annotated[float, Field(ge=0, le=2)] | None = None
     ignore_eos: bool | None = None  # Workers AI's and vLLM's extension: generate to max_tokens
-    stop: (Annotated[str, Field(max_length=MAX_STOP_CHARS)]
-           | Annotated[list[Annotated[str, Field(max_length=MAX_STOP_CHARS)]],
-                       Field(max_length=MAX_STOPS)]
-           | None) = None
+    stop: (
+        Annotated[str, Field(max_length=MAX_STOP_CHARS)]
+        | Annotated[
+            list[Annotated[str, Field(max_length=MAX_STOP_CHARS)]], Field(max_length=MAX_STOPS)
+        ]
+        | None
+    ) = None
     n: Annotated[int, Field(ge=1, le=1)] | None = None
     logit_bias: Annotated[dict[TokenId, BiasValue], Field(max_length=MAX_LOGIT_BIAS)] | None = None
     options: RunOptions | None = None
@@ -81,8 +84,15 @@ class _Common(BaseModel):
 
     def sampling(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        for name in ("temperature", "top_p", "top_k", "frequency_penalty", "presence_penalty",
-                     "repetition_penalty", "ignore_eos"):
+        for name in (
+            "temperature",
+            "top_p",
+            "top_k",
+            "frequency_penalty",
+            "presence_penalty",
+            "repetition_penalty",
+            "ignore_eos",
+        ):
             value = getattr(self, name)
             if value is not None:
                 out[name] = value
@@ -123,9 +133,10 @@ class ChatCompletionRequest(_Common):
 
 
 class CompletionRequest(_Common):
-    prompt: (Annotated[str, Field(min_length=1)]
-             | Annotated[list[Annotated[str, Field(min_length=1)]],
-                         Field(min_length=1, max_length=1)])
+    prompt: (
+        Annotated[str, Field(min_length=1)]
+        | Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1, max_length=1)]
+    )
     logprobs: None = None
     echo: Literal[False] | None = None
     suffix: None = None
@@ -136,6 +147,7 @@ def _refuse_unsupported(body: dict[str, Any], chat: bool) -> None:
     """Parameters OpenAI defines but wai cannot honour: a 400 that names them."""
     if body.get("n") not in (None, 1):
         raise InvalidOpenAIRequest("n > 1 is not supported: one choice per request", "n")
+
     def given(name: str) -> bool:  # present with a value other than null/false
         return body.get(name) is not None and body.get(name) is not False
 
@@ -148,10 +160,15 @@ def _refuse_unsupported(body: dict[str, Any], chat: bool) -> None:
             ("tool_choice", body.get("tool_choice") not in (None, "none")),
             ("functions", bool(body.get("functions"))),
             ("function_call", body.get("function_call") is not None),
-            ("response_format", isinstance(response_format, dict)
-             and response_format.get("type", "text") != "text"),
-            ("modalities", isinstance(body.get("modalities"), list)
-             and any(m != "text" for m in body["modalities"])),
+            (
+                "response_format",
+                isinstance(response_format, dict) and response_format.get("type", "text") != "text",
+            ),
+            (
+                "modalities",
+                isinstance(body.get("modalities"), list)
+                and any(m != "text" for m in body["modalities"]),
+            ),
             ("audio", body.get("audio") is not None),
             ("prediction", body.get("prediction") is not None),
             ("reasoning_effort", body.get("reasoning_effort") is not None),
@@ -159,8 +176,11 @@ def _refuse_unsupported(body: dict[str, Any], chat: bool) -> None:
             ("verbosity", body.get("verbosity") is not None),
         ]
     else:
-        unsupported += [("echo", given("echo")), ("suffix", given("suffix")),
-                        ("best_of", body.get("best_of") not in (None, 1))]
+        unsupported += [
+            ("echo", given("echo")),
+            ("suffix", given("suffix")),
+            ("best_of", body.get("best_of") not in (None, 1)),
+        ]
     for param, used in unsupported:
         if used:
             raise InvalidOpenAIRequest(f"'{param}' is not supported by this server", param)
@@ -180,8 +200,9 @@ def _validate(model: type[_Common], body: Any) -> Any:
         err = e.errors()[0]
         param = ".".join(str(p) for p in err["loc"]) or None
         if err["type"] == "extra_forbidden":
-            raise InvalidOpenAIRequest(f"Unrecognized request argument supplied: {param}",
-                                       param) from None
+            raise InvalidOpenAIRequest(
+                f"Unrecognized request argument supplied: {param}", param
+            ) from None
         raise InvalidOpenAIRequest(f"{param}: {err['msg']}", param) from None
 
 
@@ -189,8 +210,9 @@ def parse_chat(body: Any) -> tuple[ChatCompletionRequest, TextGenerationInput, l
     req: ChatCompletionRequest = _validate(ChatCompletionRequest, body)
     messages = []
     for m in req.messages:
-        content = m.content if isinstance(m.content, str) else \
-            "".join(p.text for p in m.content or [])
+        content = (
+            m.content if isinstance(m.content, str) else "".join(p.text for p in m.content or [])
+        )
         messages.append({"role": m.role, "content": content})
     max_tokens = req.max_completion_tokens or req.max_tokens
     inp = _to_input({"messages": messages, **_max(max_tokens), **req.sampling()})

@@ -94,8 +94,10 @@ def parse_text_generation(body: Any) -> TextGenerationInput:
         raise InvalidInput(f"Type mismatch of '/', '{_json_type(body)}' not in 'object'")
     for name in ("prompt", "messages"):
         if name in body and body[name] is None:
-            raise InvalidInput(f"Type mismatch of '/{name}', 'null' not in "
-                               f"'{'string' if name == 'prompt' else 'array'}'")
+            raise InvalidInput(
+                f"Type mismatch of '/{name}', 'null' not in "
+                f"'{'string' if name == 'prompt' else 'array'}'"
+            )
     for name in UNSUPPORTED_FIELDS:
         if body.get(name) is not None:
             raise InvalidInput(f"'/{name}' is not supported by this server yet")

@@ -65,3 +65,28 @@ def test_this_machine_lists_a_cpu_device() -> None:
     devices = hardware.devices()
     assert any(d.kind == "cpu" for d in devices)
     assert hardware.placement(0).startswith("CPU")
+
+
+CONDA_MAPS = """\
+7f0000000000-7f0000100000 r-xp 00000000 08:01 123 /usr/lib/x86_64-linux-gnu/libc.so.6
+7f0000200000-7f0000300000 r-xp 00000000 08:01 456 /opt/conda/lib/libstdc++.so.6.0.33
+7f0000400000-7f0000500000 rw-p 00000000 00:00 0
+"""
+SYSTEM_MAPS = CONDA_MAPS.replace("/opt/conda/lib/", "/usr/lib/x86_64-linux-gnu/")
+
+
+def test_a_foreign_libstdcxx_is_found() -> None:
+    assert hardware.foreign_libstdcxx(CONDA_MAPS) == "/opt/conda/lib/libstdc++.so.6.0.33"
+    assert hardware.foreign_libstdcxx(SYSTEM_MAPS) is None
+    assert hardware.foreign_libstdcxx("") is None
+
+
+def test_libstdcxx_advice_only_when_offloading() -> None:
+    advice = hardware.libstdcxx_advice(ALL_LAYERS, CONDA_MAPS)
+    assert advice and "LD_PRELOAD=" in advice
+    assert hardware.libstdcxx_advice(0, CONDA_MAPS) is None
+    assert hardware.libstdcxx_advice(ALL_LAYERS, SYSTEM_MAPS) is None
+
+
+def test_this_process_is_read() -> None:
+    assert hardware.foreign_libstdcxx(hardware.process_maps()) is None  # this venv: system's

@@ -51,6 +51,40 @@ def gpu_layers(setting: int, gpu_available: bool) -> int:
     return ALL_LAYERS if gpu_available else 0
 
 
+SYSTEM_LIB_DIRS = ("/usr/lib", "/lib", "/usr/lib64", "/lib64", "/usr/local/lib")
+
+
+def foreign_libstdcxx(maps: str) -> str | None:
+    """A libstdc++ this process loaded from outside the system's library directories (a conda
+    or PyTorch environment ships its own), from /proc/self/maps; None if there is none. A CUDA
+    build of llama.cpp linked against the system one crashes at model load beside it."""
+    for line in maps.splitlines():
+        parts = line.split(maxsplit=5)
+        path = parts[5].strip() if len(parts) == 6 else ""
+        if "/libstdc++.so" in path and not path.startswith(SYSTEM_LIB_DIRS):
+            return path
+    return None
+
+
+def libstdcxx_advice(n_gpu_layers: int, maps: str) -> str | None:
+    """What to tell the user before offloading to a GPU beside a foreign libstdc++."""
+    foreign = foreign_libstdcxx(maps) if n_gpu_layers > 0 else None
+    if foreign is None:
+        return None
+    return (
+        f"this Python process loaded its own libstdc++ ({foreign}); a GPU build of "
+        "llama.cpp can crash at model load beside it. If the GPU warm-up fails, start wai "
+        "with LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libstdc++.so.6 (your system's libstdc++)"
+    )
+
+
+def process_maps() -> str:
+    try:
+        return Path("/proc/self/maps").read_text()
+    except OSError:  # not Linux
+        return ""
+
+
 def build_has_amx(system_info: str) -> bool:
     return "AMX_INT8 = 1" in system_info
 

@@ -89,6 +89,9 @@ def plan_load(config: LlamaCppConfig, weights: Path) -> tuple[LoadPlan, str]:
         extra,
         hardware.gpu_layers(config.gpu_layers, hardware.gpu_available()),
     )
+    advice = hardware.libstdcxx_advice(first.gpu_layers, hardware.process_maps())
+    if advice:
+        log.warning("%s: %s", config.name, advice)
     cpu = hardware.cpu()
     identity = {
         "llama_cpp": L.__version__,

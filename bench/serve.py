@@ -95,7 +95,9 @@ def free_port() -> int:
 def process(
     cmd: list[str], health: str, env: dict[str, str] | None = None, timeout: float = 120
 ) -> Iterator[None]:
-    log = open(ROOT / "bench" / "out" / f"{Path(cmd[0]).name}-{time.time():.0f}.log", "wb")  # noqa: SIM115
+    log_dir = ROOT / "bench" / "out"  # a fresh clone has none yet
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log = open(log_dir / f"{Path(cmd[0]).name}-{time.time():.0f}.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
         cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ, **(env or {})}
     )

@@ -94,8 +94,8 @@ def _retry_wait(resp: httpx.Response, attempt: int) -> float | None:
     return wait if 0 <= wait <= MAX_RETRY_WAIT else None
 
 
-class Ai:
-    """Synchronous client."""
+class _Remote:
+    """What both HTTP clients share: where to send, how to authenticate, when to retry."""
 
     def __init__(
         self,
@@ -108,7 +108,25 @@ class Ai:
         self.base_url = base_url
         self.account_id = account_id
         self.max_retries = max_retries
-        self._http = httpx.Client(headers=_headers(token), timeout=timeout)
+        self._http = self._open(_headers(token), timeout)
+
+    def _open(self, headers: dict[str, str], timeout: float) -> Any:
+        raise NotImplementedError
+
+    def _url(self, model: str) -> str:
+        return _url(self.base_url, self.account_id, model)
+
+    def _retry_after(self, resp: httpx.Response, attempt: int) -> float | None:
+        return _retry_wait(resp, attempt) if attempt < self.max_retries else None
+
+
+class Ai(_Remote):
+    """Synchronous client."""
+
+    _http: httpx.Client
+
+    def _open(self, headers: dict[str, str], timeout: float) -> httpx.Client:
+        return httpx.Client(headers=headers, timeout=timeout)
 
     @staticmethod
     def local(**settings: Any) -> LocalAi:
@@ -117,12 +135,12 @@ class Ai:
 
     def run(self, model: str, inputs: dict[str, Any]) -> Any:
         """`{"response": …, "usage": …}`, or with `"stream": True` an iterator of events."""
-        url = _url(self.base_url, self.account_id, model)
+        url = self._url(model)
         if inputs.get("stream"):
             return self._stream(url, inputs)
         for attempt in range(self.max_retries + 1):
             resp = self._http.post(url, json=inputs)
-            wait = _retry_wait(resp, attempt) if attempt < self.max_retries else None
+            wait = self._retry_after(resp, attempt)
             if wait is None:
                 break
             time.sleep(wait)
@@ -132,7 +150,7 @@ class Ai:
         for attempt in range(self.max_retries + 1):
             with self._http.stream("POST", url, json=inputs) as resp:
                 if resp.status_code >= 400:
-                    wait = _retry_wait(resp, attempt) if attempt < self.max_retries else None
+                    wait = self._retry_after(resp, attempt)
                     if wait is None:
                         raise _error(resp.status_code, resp.read())
                 else:
@@ -153,29 +171,21 @@ class Ai:
         self.close()
 
 
-class AsyncAi:
+class AsyncAi(_Remote):
     """Asynchronous client: `await ai.run(...)`; streams are async iterators."""
 
-    def __init__(
-        self,
-        base_url: str = DEFAULT_BASE_URL,
-        token: str | None = None,
-        account_id: str = "local",
-        timeout: float = 300.0,
-        max_retries: int = MAX_RETRIES,
-    ) -> None:
-        self.base_url = base_url
-        self.account_id = account_id
-        self.max_retries = max_retries
-        self._http = httpx.AsyncClient(headers=_headers(token), timeout=timeout)
+    _http: httpx.AsyncClient
+
+    def _open(self, headers: dict[str, str], timeout: float) -> httpx.AsyncClient:
+        return httpx.AsyncClient(headers=headers, timeout=timeout)
 
     async def run(self, model: str, inputs: dict[str, Any]) -> Any:
-        url = _url(self.base_url, self.account_id, model)
+        url = self._url(model)
         if inputs.get("stream"):
             return self._stream(url, inputs)
         for attempt in range(self.max_retries + 1):
             resp = await self._http.post(url, json=inputs)
-            wait = _retry_wait(resp, attempt) if attempt < self.max_retries else None
+            wait = self._retry_after(resp, attempt)
             if wait is None:
                 break
             await asyncio.sleep(wait)
@@ -185,7 +195,7 @@ class AsyncAi:
         for attempt in range(self.max_retries + 1):
             async with self._http.stream("POST", url, json=inputs) as resp:
                 if resp.status_code >= 400:
-                    wait = _retry_wait(resp, attempt) if attempt < self.max_retries else None
+                    wait = self._retry_after(resp, attempt)
                     if wait is None:
                         raise _error(resp.status_code, await resp.aread())
                 else:

@@ -131,12 +131,16 @@ class Runtime:
             log.info("loading %s from %s", name, local.path)
             try:
                 backend = await asyncio.to_thread(LlamaCppBackend, config)
+                try:
+                    await backend.start()
+                except ModelLoadError:
+                    await backend.close()
+                    raise
             except ModelLoadError as err:
                 # A bad file costs its own ids, not the server: they answer with the reason.
                 log.error("model %s refused: %s", name, err)
                 self.failed[name] = str(err)
                 continue
-            await backend.start()
             self.backends[name] = backend
             self._formats[name] = format_for(
                 local.template, backend.chat_template, backend.tokenizer

@@ -36,6 +36,7 @@ def worktree(rev: str) -> Path:
 
 def run(tree: Path, args: argparse.Namespace, out: Path) -> list[dict[str, float]]:
     out.mkdir(parents=True, exist_ok=True)
+    (tree / "bench" / "out").mkdir(parents=True, exist_ok=True)  # older serve.py logs there
     cmd = [
         sys.executable,
         "bench/serve.py",
@@ -50,7 +51,9 @@ def run(tree: Path, args: argparse.Namespace, out: Path) -> list[dict[str, float
     ]
     # the tree's own wai package first (this checkout's editable install comes later)
     env = {**os.environ, "PYTHONPATH": str(tree)}
-    subprocess.run(cmd, cwd=tree, env=env, check=True, capture_output=True, timeout=1800)
+    proc = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True, timeout=1800)
+    if proc.returncode != 0:
+        sys.exit(f"bench/serve.py failed in {tree}:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
     rows: list[dict[str, float]] = json.loads((out / "serve.json").read_text())
     return rows
 

@@ -61,3 +61,5 @@ def test_engine_portability_settings_from_the_environment() -> None:
         load_settings(None, env={"WAI_EXTRA_BUFFERS": "maybe"})
     with pytest.raises(SettingsError):
         load_settings(None, env={"WAI_GPU_LAYERS": "-2"})
+    with pytest.raises(SettingsError):  # a typo would silently inject nothing
+        load_settings(None, env={"WAI_PROBE_FAULT": "extra_bufers"})

@@ -60,9 +60,9 @@ class EngineSettings(_Strict):
     )
     probe_fault: str = Field(
         "",
-        pattern=r"^[a-z_, ]*$",
+        pattern=r"^ *((any|extra_buffers|converted|gpu) *(, *|$))*$",
         description="fault injection: make the warm-up probe abort for matching settings "
-        "(any, extra_buffers, converted, gpu)",
+        "(comma-separated: any, extra_buffers, converted, gpu)",
     )
 
     @model_validator(mode="after")

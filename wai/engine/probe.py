@@ -33,7 +33,6 @@ log = logging.getLogger("wai.engine")
 
 EXIT_LOAD_FAILED = 3  # the child could not load the file: not a crash, nothing to fall back to
 PROBE_TIMEOUT = 900.0  # seconds; a 70B model can take minutes to read from disk
-FAULTS = frozenset({"any", "extra_buffers", "converted", "gpu"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,11 @@ NO_ROUTE = 7000
 METHOD_NOT_ALLOWED = 7001
 
 
+def bad_input_message(detail: object) -> str:
+    """Workers AI's wording for a 5006, whatever found the problem."""
+    return f"Bad input: Error: {detail}"
+
+
 class RequestError(Exception):
     """Something wrong with what the client asked for."""
 

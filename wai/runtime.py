@@ -34,6 +34,7 @@ from wai.errors import (
     ModelUnavailable,
     RequestError,
     UnknownModel,
+    bad_input_message,
 )
 from wai.schemas.text_generation import TextGenerationInput
 from wai.settings import LocalModel, Settings
@@ -60,7 +61,7 @@ def classify(e: Exception) -> Failure:
     if isinstance(e, EngineStopped):
         return Failure(503, MODEL_UNAVAILABLE, str(e), retry_after=1)
     if isinstance(e, InvalidInput | PromptTooLong):
-        return Failure(400, BAD_INPUT, f"Bad input: Error: {e}")
+        return Failure(400, BAD_INPUT, bad_input_message(e))
     if isinstance(e, EngineBusy):
         return Failure(429, OUT_OF_CAPACITY, str(e), retry_after=1)
     if isinstance(e, RequestError):

@@ -26,6 +26,7 @@ from wai.errors import (
     NO_SUCH_MODEL,
     OUT_OF_CAPACITY,
     REQUEST_TOO_LARGE,
+    bad_input_message,
 )
 
 __all__ = [
@@ -98,7 +99,7 @@ class CFError(Exception):
 
 
 def bad_input(detail: str) -> CFError:
-    return CFError.inference(400, BAD_INPUT, f"Bad input: Error: {detail}")
+    return CFError.inference(400, BAD_INPUT, bad_input_message(detail))
 
 
 # --- the same errors, shaped for OpenAI clients (on the OpenAI-compatible routes) -------------

@@ -116,3 +116,28 @@ def test_submit_after_close_raises_and_queued_requests_end(loop: asyncio.Abstrac
 
 async def _submit(b: LlamaCppBackend, prompt: list[int]) -> None:
     b.submit(request(prompt))
+
+
+def test_vectorised_greedy_picks_what_the_sampler_chain_picks(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    b = backend(loop)
+    try:
+        prompts = [
+            b.tokenizer.tokenize(t, add_special=True, parse_special=False)
+            for t in ("Tell me about the sea", "Name three colours")
+        ]
+        # repetition_penalty 1.0 is an exact no-op, but it makes the engine use a llama.cpp
+        # sampler chain (greedy at its end) instead of the vectorised argmax
+        chain = SamplingParams(temperature=0, repetition_penalty=1.0)
+
+        async def both(params: SamplingParams) -> list[list[int]]:
+            reqs = [GenerationRequest(p, 24, params, ignore_eos=True) for p in prompts]
+            runs = await asyncio.gather(*[events_of(b, r) for r in reqs])
+            return [[ev.token for ev in evs if isinstance(ev, Delta)] for evs in runs]
+
+        fast = loop.run_until_complete(both(SamplingParams(temperature=0)))
+        slow = loop.run_until_complete(both(chain))
+        assert fast == slow and all(len(t) == 24 for t in fast)
+    finally:
+        loop.run_until_complete(b.close())

@@ -50,7 +50,7 @@ from wai.engine.gguf import (
 from wai.engine.hardware import ExtraBuffers
 from wai.engine.output import Output
 from wai.engine.params import LoadPlan, context_params, fallbacks, model_params, warm_up
-from wai.engine.sampling import make_sampler
+from wai.engine.sampling import greedy_tokens, is_plain_greedy, make_sampler
 from wai.engine.scheduler import Scheduler, Seq, Work
 from wai.engine.weights import WeightsMode, compute_path
 
@@ -330,7 +330,12 @@ class LlamaCppBackend(Backend):
             L.llama_memory_seq_rm(self._mem, seq.slot, -1, -1)
             seq.cached = seq.n_past = 0
         req = seq.request
-        seq.sampler = make_sampler(req.sampling, self.tokenizer.n_vocab)
+        # plain greedy needs no sampler chain: its rows are picked together (see _greedy)
+        seq.sampler = (
+            None
+            if is_plain_greedy(req.sampling)
+            else make_sampler(req.sampling, self.tokenizer.n_vocab)
+        )
         seq.output = Output(
             self.tokenizer, stop=req.stop, max_tokens=req.max_tokens, ignore_eos=req.ignore_eos
         )
@@ -372,11 +377,33 @@ class LlamaCppBackend(Backend):
             for work in works:
                 self._end(work.seq, "error", f"inference failed (llama_decode returned {rc})")
             return
+        greedy = self._greedy(works, rows)
         for work, row in zip(works, rows, strict=True):
             work.seq.n_past += len(work.tokens)
             if row >= 0:
-                self._sample(work.seq, row)
+                tok = greedy.get(work.seq.id)
+                if tok is None:
+                    tok = int(L.llama_sampler_sample(work.seq.sampler, self._ctx, row))
+                self._accept(work.seq, tok)
         self._flush()  # a new prompt's first token goes out now, not after the whole step
+
+    def _greedy(self, works: list[Work], rows: list[int]) -> dict[int, int]:
+        """Tokens for the plain-greedy sequences of this call, all in one pass (request id ->
+        token). Outputs are numbered in batch order among the rows that have logits."""
+        picks: list[tuple[int, int]] = []  # (request id, output index)
+        n_outputs = 0
+        for work, row in zip(works, rows, strict=True):
+            if row < 0:
+                continue
+            if work.seq.sampler is None:
+                picks.append((work.seq.id, n_outputs))
+            n_outputs += 1
+        if not picks:
+            return {}
+        tokens = greedy_tokens(
+            self._ctx, self.tokenizer.n_vocab, n_outputs, [out for _, out in picks]
+        )
+        return {rid: tok for (rid, _), tok in zip(picks, tokens, strict=True)}
 
     def _fill_batch(self, plan: list[Work]) -> list[int]:
         """Write the plan into the llama_batch; returns each work's logits row (-1: none)."""
@@ -398,8 +425,7 @@ class LlamaCppBackend(Backend):
         b.n_tokens = i
         return rows
 
-    def _sample(self, seq: Seq, row: int) -> None:
-        tok = int(L.llama_sampler_sample(seq.sampler, self._ctx, row))
+    def _accept(self, seq: Seq, tok: int) -> None:
         seq.generated.append(tok)
         text, reason = seq.output.push(tok)
         if text is not None:

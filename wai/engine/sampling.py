@@ -3,13 +3,32 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from typing import Any
 
 import llama_cpp as L
+import numpy as np
 
 from wai.engine.base import SamplingParams
 
 PENALTY_LAST_N = 64  # tokens the repetition/frequency/presence penalties look back over
+
+
+def is_plain_greedy(p: SamplingParams) -> bool:
+    """Greedy with nothing that reshapes the logits first: the argmax of the raw logits."""
+    return p.temperature <= 0.0 and not (
+        p.logit_bias or p.repetition_penalty or p.frequency_penalty or p.presence_penalty
+    )
+
+
+def greedy_tokens(ctx: Any, n_vocab: int, n_outputs: int, outputs: Sequence[int]) -> list[int]:
+    """The argmax token of each listed output row of the last decode, in one vectorised pass
+    over the step's logits (a sampler chain per row would copy the whole vocabulary into a
+    candidate array per sequence). Ties go to the lowest token id, as llama.cpp's greedy
+    sampler does."""
+    logits = np.ctypeslib.as_array(L.llama_get_logits(ctx), shape=(n_outputs, n_vocab))
+    picked: list[int] = logits[list(outputs)].argmax(axis=1).tolist()
+    return picked
 
 
 def make_sampler(p: SamplingParams, n_vocab: int) -> Any:

@@ -162,12 +162,15 @@ class Runtime:
             return self._default
         return None
 
-    def answering_ids(self) -> list[str]:
-        """The model ids that get an answer from a loaded model: catalog ids (in catalog
-        order), then configured ids outside the catalog."""
+    def known_ids(self) -> list[str]:
+        """Every id this server resolves: catalog ids (in catalog order), then configured ids
+        outside the catalog. Others are unknown (5007)."""
         ids = [spec.id for spec in self.catalog.specs]
-        ids += [mid for mid in self._routes if mid not in self.catalog]
-        return [mid for mid in ids if self.local_name_for(mid) in self.backends]
+        return ids + [mid for mid in self._routes if mid not in self.catalog]
+
+    def answering_ids(self) -> list[str]:
+        """The known ids whose local model is loaded (the others answer 503/3043)."""
+        return [mid for mid in self.known_ids() if self.local_name_for(mid) in self.backends]
 
     def local_models(self) -> dict[str, LocalModel]:
         return dict(self._local)

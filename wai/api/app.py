@@ -71,12 +71,10 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         """Engine counters per local model (slots, queue, finished and cancelled requests)."""
         return {"models": {name: asdict(s) for name, s in runtime.stats().items()}}
 
-    model_ids = [spec.id for spec in runtime.catalog.specs]
-    model_ids += [mid for m in settings.models.values() for mid in m.serves if mid not in model_ids]
     openapi.install(
         app,
         settings,
-        model_ids,
+        runtime.known_ids(),
         lambda: min((b.tokenizer.n_vocab for b in runtime.backends.values()), default=None),
     )
     app.add_exception_handler(CFError, _cf_error)

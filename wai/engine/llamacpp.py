@@ -40,8 +40,6 @@ from wai.engine.base import (
 from wai.engine.gguf import (
     LlamaTokenizer,
     ModelLoadError,
-    check_gguf,
-    init_llama,
     kv_cache_bytes,
     load_model,
     model_metadata,
@@ -80,8 +78,9 @@ class LlamaCppConfig:
 def plan_load(config: LlamaCppConfig, weights: Path) -> tuple[LoadPlan, str]:
     """The load plan for this machine, checked by the warm-up probe (in a child process the
     first time), and what the probe found."""
+    cpu = hardware.cpu()
     extra, why = hardware.use_extra_buffers(
-        config.extra_buffers, hardware.build_has_amx(hardware.system_info()), hardware.cpu().has_amx
+        config.extra_buffers, hardware.build_has_amx(hardware.system_info()), cpu.has_amx
     )
     first = LoadPlan(
         weights,
@@ -92,7 +91,6 @@ def plan_load(config: LlamaCppConfig, weights: Path) -> tuple[LoadPlan, str]:
     advice = hardware.libstdcxx_advice(first.gpu_layers, hardware.process_maps())
     if advice:
         log.warning("%s: %s", config.name, advice)
-    cpu = hardware.cpu()
     identity = {
         "llama_cpp": L.__version__,
         "build": hardware.system_info(),
@@ -140,9 +138,7 @@ class LlamaCppBackend(Backend):
     def __init__(self, config: LlamaCppConfig) -> None:
         self.config = config
         self.name = config.name
-        init_llama()
-        check_gguf(config.path)
-        source_meta = read_metadata(config.path)
+        source_meta = read_metadata(config.path)  # refuses a missing or non-GGUF file
         weights = compute_path(config.path, source_meta, config.weights, config.cache_dir)
         self.plan, probe_note = plan_load(config, weights)
         self.weights_path = self.plan.weights

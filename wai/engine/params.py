@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +28,7 @@ class LoadPlan:
         )
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "weights": str(self.weights),
-            "converted": self.converted,
-            "extra_buffers": self.extra_buffers,
-            "gpu_layers": self.gpu_layers,
-        }
+        return {**asdict(self), "weights": str(self.weights)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LoadPlan:

@@ -17,7 +17,8 @@ from wai.engine.base import (
     GenerationRequest,
     SamplingParams,
 )
-from wai.engine.llamacpp import LlamaCppBackend, LlamaCppConfig
+from wai.engine.inthread import InThreadBackend
+from wai.engine.llamacpp import LlamaCppConfig
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +28,8 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
     loop.close()
 
 
-def backend(loop: asyncio.AbstractEventLoop) -> LlamaCppBackend:
-    b = LlamaCppBackend(
+def backend(loop: asyncio.AbstractEventLoop) -> InThreadBackend:
+    b = InThreadBackend(
         LlamaCppConfig(
             path=embedded_model_path(),
             name="t",
@@ -46,11 +47,11 @@ def request(tokens: list[int], max_tokens: int = 8) -> GenerationRequest:
     return GenerationRequest(tokens, max_tokens, SamplingParams(temperature=0), ignore_eos=True)
 
 
-async def events_of(b: LlamaCppBackend, req: GenerationRequest) -> list[Event]:
+async def events_of(b: InThreadBackend, req: GenerationRequest) -> list[Event]:
     return [ev async for ev in b.submit(req)]
 
 
-async def settled(b: LlamaCppBackend) -> None:
+async def settled(b: InThreadBackend) -> None:
     for _ in range(200):
         s = b.stats()
         if s.slots_busy == 0 and s.waiting == 0:
@@ -114,7 +115,7 @@ def test_submit_after_close_raises_and_queued_requests_end(loop: asyncio.Abstrac
         loop.run_until_complete(_submit(b, prompt))
 
 
-async def _submit(b: LlamaCppBackend, prompt: list[int]) -> None:
+async def _submit(b: InThreadBackend, prompt: list[int]) -> None:
     b.submit(request(prompt))
 
 

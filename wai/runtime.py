@@ -23,7 +23,10 @@ from wai.engine.base import (
     PromptTooLong,
     SamplingParams,
 )
-from wai.engine.llamacpp import LlamaCppBackend, LlamaCppConfig, ModelLoadError
+from wai.engine.gguf import ModelLoadError
+from wai.engine.inthread import InThreadBackend
+from wai.engine.llamacpp import LlamaCppConfig
+from wai.engine.process import ProcessBackend
 from wai.errors import (
     BAD_INPUT,
     INTERNAL,
@@ -131,7 +134,11 @@ class Runtime:
             )
             log.info("loading %s from %s", name, local.path)
             try:
-                backend = await asyncio.to_thread(LlamaCppBackend, config)
+                backend: Backend = (
+                    ProcessBackend(config)
+                    if e.isolation == "process"
+                    else await asyncio.to_thread(InThreadBackend, config)
+                )
                 try:
                     await backend.start()
                 except ModelLoadError:
@@ -170,7 +177,12 @@ class Runtime:
 
     def answering_ids(self) -> list[str]:
         """The known ids whose local model is loaded (the others answer 503/3043)."""
-        return [mid for mid in self.known_ids() if self.local_name_for(mid) in self.backends]
+        failed = self.failures()
+        return [
+            mid
+            for mid in self.known_ids()
+            if (name := self.local_name_for(mid)) in self.backends and name not in failed
+        ]
 
     def local_models(self) -> dict[str, LocalModel]:
         return dict(self._local)
@@ -181,6 +193,9 @@ class Runtime:
             raise ModelUnavailable(model_id, self.failed[name])
         if name is None or name not in self.backends:
             raise UnknownModel(model_id)
+        failure = self.backends[name].failure
+        if failure is not None:
+            raise ModelUnavailable(model_id, failure)
         spec = self.catalog.get(model_id) or ModelSpec(model_id, "custom")
         return Served(model_id, spec, self.backends[name], self._formats[name])
 
@@ -266,3 +281,8 @@ class Runtime:
 
     def stats(self) -> dict[str, EngineStats]:
         return {name: b.stats() for name, b in self.backends.items()}
+
+    def failures(self) -> dict[str, str]:
+        """Local models that cannot answer, and why: refused at start, or given up since."""
+        given_up = {n: b.failure for n, b in self.backends.items() if b.failure is not None}
+        return {**self.failed, **given_up}

@@ -58,6 +58,11 @@ class EngineSettings(_Strict):
         le=100_000,
         description="layers offloaded to the GPU; -1: all when llama.cpp has a GPU backend",
     )
+    isolation: Literal["process", "thread"] = Field(
+        "process",
+        description="process: each model's engine in its own supervised process (a crash "
+        "costs that model's requests, then it restarts); thread: in the server's process",
+    )
     probe_fault: str = Field(
         "",
         pattern=r"^ *((any|extra_buffers|converted|gpu) *(, *|$))*$",
@@ -137,6 +142,7 @@ _ENV = {
     "WAI_EXTRA_BUFFERS": ("engine.extra_buffers", str),
     "WAI_GPU_LAYERS": ("engine.gpu_layers", int),
     "WAI_PROBE_FAULT": ("engine.probe_fault", str),
+    "WAI_ENGINE_ISOLATION": ("engine.isolation", str),
     "WAI_SLOTS": ("engine.slots", int),
     "WAI_CTX_PER_SLOT": ("engine.ctx_per_slot", int),
     "WAI_THREADS": ("engine.threads", int),

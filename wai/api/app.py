@@ -49,19 +49,18 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
 
     @app.get("/healthz")
     async def healthz() -> Response:
-        if not runtime.ready or not runtime.backends:
+        failed = runtime.failures()
+        answering = sorted(n for n in runtime.backends if n not in failed)
+        if not runtime.ready or not answering:
             return JSONResponse(
-                {
-                    "status": "loading" if not runtime.ready else "no model",
-                    "failed": runtime.failed,
-                },
+                {"status": "loading" if not runtime.ready else "no model", "failed": failed},
                 status_code=503,
             )
         return JSONResponse(
             {
                 "status": "ok",
-                "models": sorted(runtime.backends),
-                "failed": runtime.failed,
+                "models": answering,
+                "failed": failed,
                 "runs": {name: b.info for name, b in runtime.backends.items()},
             }
         )

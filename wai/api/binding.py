@@ -19,8 +19,8 @@ from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response
 
 from wai.api.body import read_json
-from wai.api.errors import ABORTED, INTERNAL, CFError, bad_input
-from wai.api.framing import cf_sse, to_cf_error, usage_dict
+from wai.api.errors import ABORTED, CFError, bad_input
+from wai.api.framing import cf_sse, failed_error, to_cf_error, usage_dict
 from wai.api.generation import GenerationResponse, collect
 from wai.engine.base import EngineError, Failed
 from wai.errors import RequestError
@@ -98,7 +98,7 @@ async def run_binding(request: Request) -> Response:
     if done is None:
         return binding_error(CFError.inference(408, ABORTED, "Aborted"), request_id)
     if isinstance(done.final, Failed):
-        return binding_error(CFError.inference(500, INTERNAL, done.final.message), request_id)
+        return binding_error(failed_error(done.final), request_id)
     return JSONResponse(
         {"response": done.text, "usage": usage_dict(done.final.usage)}, headers=headers
     )

@@ -9,8 +9,8 @@ from typing import Any
 
 from wai.api import sse
 from wai.api.errors import CFError
-from wai.engine.base import Delta, Finished, Generation, Usage
-from wai.errors import INTERNAL
+from wai.engine.base import Delta, Failed, Finished, Generation, Usage
+from wai.errors import INTERNAL, MODEL_UNAVAILABLE
 from wai.runtime import classify
 
 
@@ -34,6 +34,14 @@ def to_cf_error(e: Exception) -> CFError:
     return CFError.inference(f.status, f.code, f.message, headers=headers)
 
 
+def failed_error(f: Failed) -> CFError:
+    """The Cloudflare error for a generation that failed after it was queued: 503 (3043, worth
+    a retry: the model's engine is restarting) when its engine process died under it, else 500."""
+    if f.crashed:
+        return CFError.inference(503, MODEL_UNAVAILABLE, f.message, headers={"retry-after": "1"})
+    return CFError.inference(500, INTERNAL, f.message)
+
+
 async def cf_sse(generation: Generation) -> AsyncIterator[bytes]:
     """Workers AI's stream: a padded event per token, a usage event, [DONE]; a failure is an
     error event (the status line has gone out already)."""
@@ -43,5 +51,6 @@ async def cf_sse(generation: Generation) -> AsyncIterator[bytes]:
         elif isinstance(ev, Finished):
             yield sse.event({"response": "", "usage": usage_dict(ev.usage)})
         else:
-            yield sse.event({"response": "", "error": {"code": INTERNAL, "message": ev.message}})
+            code = MODEL_UNAVAILABLE if ev.crashed else INTERNAL
+            yield sse.event({"response": "", "error": {"code": code, "message": ev.message}})
     yield sse.DONE

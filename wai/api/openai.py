@@ -59,6 +59,10 @@ async def _handle(request: Request, parse: Parser, chat: bool) -> Response:
     if done is None:
         return openai_error(408, "the client closed the connection")
     if isinstance(done.final, Failed):
+        if done.final.crashed:
+            return openai_error(
+                503, done.final.message, code="engine_restarting", headers={"retry-after": "1"}
+            )
         return openai_error(500, done.final.message, code="inference_failed")
     reason = _finish_reason(done.final)
     if chat:
@@ -108,7 +112,7 @@ async def _chunks(
                         "message": ev.message,
                         "type": "server_error",
                         "param": None,
-                        "code": "inference_failed",
+                        "code": "engine_restarting" if ev.crashed else "inference_failed",
                     }
                 }
             )

@@ -8,8 +8,8 @@ from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response
 
 from wai.api.body import read_json
-from wai.api.errors import ABORTED, INTERNAL, CFError
-from wai.api.framing import cf_sse, to_cf_error, usage_dict
+from wai.api.errors import ABORTED, CFError
+from wai.api.framing import cf_sse, failed_error, to_cf_error, usage_dict
 from wai.api.generation import GenerationResponse, collect
 from wai.engine.base import EngineError, Failed, Generation
 from wai.errors import RequestError
@@ -44,7 +44,7 @@ async def _complete(
             408, ABORTED, "Aborted: the client closed the connection"
         ).response(request_id)
     if isinstance(done.final, Failed):
-        return CFError.inference(500, INTERNAL, done.final.message).response(request_id)
+        return failed_error(done.final).response(request_id)
     result = {"response": done.text, "usage": usage_dict(done.final.usage)}
     return JSONResponse(
         {"result": result, "success": True, "errors": [], "messages": []}, headers=headers

@@ -80,6 +80,8 @@ class Finished:
 @dataclass(frozen=True, slots=True)
 class Failed:
     message: str
+    # The engine process died under this request (the model is restarting): worth a retry.
+    crashed: bool = False
 
 
 Event = Delta | Finished | Failed
@@ -145,9 +147,26 @@ class EngineStats:
     waiting: int
     requests_finished: int
     requests_cancelled: int
-    requests_failed: int = 0  # llama_decode errors, engine stopped under them
+    requests_failed: int = 0  # llama_decode errors, engine stopped or crashed under them
     tokens_generated: int = 0
     kv_cache_bytes: int = 0
+    steps: int = 0  # llama_decode calls
+    decode_seconds: float = 0.0  # time spent inside them
+    restarts: int = 0  # engine processes started again after a crash
+
+
+@dataclass(frozen=True, slots=True)
+class Counters:
+    """What an engine reports after each step; monotonic except busy and waiting."""
+
+    busy: int = 0
+    waiting: int = 0
+    finished: int = 0
+    cancelled: int = 0
+    failed: int = 0
+    generated: int = 0
+    steps: int = 0
+    decode_ns: int = 0
 
 
 class Tokenizer(abc.ABC):
@@ -188,6 +207,11 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def stats(self) -> EngineStats: ...
+
+    @property
+    def failure(self) -> str | None:
+        """Why this model cannot answer any more (its engine kept crashing), or None."""
+        return None
 
     @abc.abstractmethod
     async def close(self) -> None:

@@ -1,21 +1,21 @@
-"""llama.cpp in-process, through llama-cpp-python's low-level API, with continuous batching.
+"""llama.cpp through llama-cpp-python's low-level API, with continuous batching.
 
-The model lives on one worker thread. Requests arrive through an inbox (a thread-safe queue),
-events leave through each request's asyncio queue (`call_soon_threadsafe`), so the event loop
-never waits on inference. One loop iteration is one step: decode tokens for every running
-sequence and chunks of new prompts, in as few `llama_decode` calls as batch invariance allows
-(see scheduler.py). Each sequence owns a slot (its llama.cpp seq_id) and a sampler chain; its
-end frees both, and its prompt's KV stays in the slot as a prefix cache.
+`LlamaCppEngine` owns one model and its context and runs the step loop on the thread that calls
+`run` (the engine process's main thread, see worker.py; or a thread of the server, see
+inthread.py). Requests and cancels arrive through an inbox (a thread-safe queue); the events a
+step produces leave in one call to the sink, with the engine's counters. One loop iteration is
+one step: decode tokens for every running sequence and chunks of new prompts, in as few
+`llama_decode` calls as batch invariance allows (see scheduler.py). Each sequence owns a slot
+(its llama.cpp seq_id) and a sampler chain; its end frees both, and its prompt's KV stays in the
+slot as a prefix cache. Nothing here knows about asyncio.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import queue
-import threading
-from collections.abc import AsyncIterator
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,18 +23,13 @@ import llama_cpp as L
 
 from wai.engine import hardware, probe
 from wai.engine.base import (
-    Backend,
+    Counters,
     Delta,
-    EngineBusy,
-    EngineStats,
-    EngineStopped,
     Event,
     Failed,
     Finished,
     FinishReason,
-    Generation,
     GenerationRequest,
-    PromptTooLong,
     Usage,
 )
 from wai.engine.gguf import (
@@ -54,7 +49,7 @@ from wai.engine.weights import WeightsMode, compute_path
 
 log = logging.getLogger("wai.engine")
 
-__all__ = ["LlamaCppBackend", "LlamaCppConfig", "ModelLoadError"]
+__all__ = ["LlamaCppConfig", "LlamaCppEngine", "ModelLoadError", "Sink"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,9 +70,10 @@ class LlamaCppConfig:
     cache_dir: Path = Path.home() / ".cache" / "wai"
 
 
-def plan_load(config: LlamaCppConfig, weights: Path) -> tuple[LoadPlan, str]:
+def plan_load(config: LlamaCppConfig, weights: Path, floor: int = 0) -> tuple[LoadPlan, str]:
     """The load plan for this machine, checked by the warm-up probe (in a child process the
-    first time), and what the probe found."""
+    first time), and what the probe found. `floor` skips that many of the fallback plans (the
+    supervisor's step down after repeated crashes); the safest one is always left."""
     cpu = hardware.cpu()
     extra, why = hardware.use_extra_buffers(
         config.extra_buffers, hardware.build_has_amx(hardware.system_info()), cpu.has_amx
@@ -104,9 +100,9 @@ def plan_load(config: LlamaCppConfig, weights: Path) -> tuple[LoadPlan, str]:
         "flash_attn": config.flash_attn,
         "fault": config.probe_fault,
     }
-    verdict = probe.choose(
-        fallbacks(first, config.path), run=run, identity=identity, cache_dir=config.cache_dir
-    )
+    plans = fallbacks(first, config.path)
+    plans = plans[min(floor, len(plans) - 1) :]
+    verdict = probe.choose(plans, run=run, identity=identity, cache_dir=config.cache_dir)
     if verdict.plan.extra_buffers == extra:
         return verdict.plan, f"{verdict.note}; extra buffers: {why}"
     return verdict.plan, verdict.note
@@ -117,7 +113,7 @@ def plan_load(config: LlamaCppConfig, weights: Path) -> tuple[LoadPlan, str]:
 
 @dataclass(frozen=True, slots=True)
 class _Submit:
-    seq: Seq
+    request: GenerationRequest
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,16 +127,23 @@ class _Stop:
 
 _Message = _Submit | _Cancel | _Stop
 
+# Called on the engine thread once per step (and at the end of a sequence cancelled while
+# idle): the events of that step, in order, as (request id, event), and the counters after it.
+Sink = Callable[[list[tuple[int, Event]], Counters], None]
 
-class LlamaCppBackend(Backend):
+
+class LlamaCppEngine:
+    """One model, its context and its scheduler; `run` is the step loop."""
+
     tokenizer: LlamaTokenizer
 
-    def __init__(self, config: LlamaCppConfig) -> None:
+    def __init__(self, config: LlamaCppConfig, sink: Sink, *, floor: int = 0) -> None:
         self.config = config
         self.name = config.name
+        self._sink = sink
         source_meta = read_metadata(config.path)  # refuses a missing or non-GGUF file
         weights = compute_path(config.path, source_meta, config.weights, config.cache_dir)
-        self.plan, probe_note = plan_load(config, weights)
+        self.plan, probe_note = plan_load(config, weights, floor)
         self.weights_path = self.plan.weights
         self._model = load_model(self.plan.weights, model_params(self.plan))
         self.tokenizer = LlamaTokenizer(self._model)
@@ -166,7 +169,7 @@ class LlamaCppBackend(Backend):
         self._mem = L.llama_get_memory(self._ctx)
         self.kv_bytes = kv_cache_bytes(self.metadata, n_ctx)
         device = hardware.placement(self.plan.gpu_layers)
-        self.info = {
+        self.info: dict[str, object] = {
             "device": device,
             "gpu_layers": self.plan.gpu_layers,
             "extra_buffers": self.plan.extra_buffers,
@@ -187,96 +190,46 @@ class LlamaCppBackend(Backend):
         )
         self._batch = L.llama_batch_init(config.n_batch, 0, 1)
         self._scheduler = Scheduler(config.n_slots, config.n_batch, config.prefill_chunk)
-        # Events produced during a step, delivered to the event loop(s) in one call per step.
-        self._outbox: list[tuple[asyncio.AbstractEventLoop, asyncio.Queue[Event], Event]] = []
-
         self._inbox: queue.SimpleQueue[_Message] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        # Admission control is checked in `submit` (event-loop thread) against this count, so
-        # the caller learns "busy" before any response starts. Guarded by _count_lock.
-        self._count_lock = threading.Lock()
-        self._closed = False
-        self._outstanding = 0
+        # Events produced since the last flush, handed to the sink in one call.
+        self._outbox: list[tuple[int, Event]] = []
         self._counts = {"finished": 0, "cancelled": 0, "failed": 0}
-        self._busy_slots = 0
-        self._waiting = 0
         self._generated = 0
+        self._steps = 0
+        self._decode_ns = 0
+        self._sent = Counters()
 
-    # -- event-loop side --
+    # -- any thread --
 
-    async def start(self) -> None:
-        """Start the engine thread; returns once its warm-up decode has passed. Raises
-        ModelLoadError (the thread then ends) if it failed."""
-        if self._thread is not None:
-            return
-        warmed: queue.SimpleQueue[int] = queue.SimpleQueue()
-        self._thread = threading.Thread(
-            target=self._loop, args=(warmed,), name=f"engine-{self.name}", daemon=True
+    def submit(self, request: GenerationRequest) -> None:
+        """Queue a request (already admitted and checked against n_ctx_seq by the caller)."""
+        self._inbox.put(_Submit(request))
+
+    def cancel(self, request_id: int) -> None:
+        self._inbox.put(_Cancel(request_id))
+
+    def stop(self) -> None:
+        """Make `run` end: whatever is still running or queued ends with an error event."""
+        self._inbox.put(_Stop())
+
+    def counters(self) -> Counters:
+        sched = self._scheduler
+        return Counters(
+            busy=len(sched.running),
+            waiting=len(sched.waiting),
+            finished=self._counts["finished"],
+            cancelled=self._counts["cancelled"],
+            failed=self._counts["failed"],
+            generated=self._generated,
+            steps=self._steps,
+            decode_ns=self._decode_ns,
         )
-        self._thread.start()
-        rc = await asyncio.to_thread(warmed.get)
-        if rc != 0:
-            await asyncio.to_thread(self._thread.join)
-            self._thread = None
-            raise ModelLoadError(f"the warm-up decode of {self.config.path} failed (rc={rc})")
 
-    def submit(self, request: GenerationRequest) -> Generation:
-        n_prompt = len(request.prompt_tokens)
-        if n_prompt == 0:
-            raise PromptTooLong("the prompt is empty after tokenization")
-        if n_prompt + request.max_tokens > self.n_ctx_seq:
-            raise PromptTooLong(
-                f"prompt ({n_prompt} tokens) plus max_tokens ({request.max_tokens}) exceeds the "
-                f"context window of {self.n_ctx_seq} tokens"
-            )
-        with self._count_lock:
-            if self._closed:
-                raise EngineStopped(f"the model {self.name} is shutting down")
-            if request.reject_if_busy and self._outstanding >= self.config.n_slots:
-                raise EngineBusy("Capacity temporarily exceeded, please try again.")
-            if self._outstanding >= self.config.n_slots + self.config.max_waiting:
-                raise EngineBusy("Capacity temporarily exceeded, please try again.")
-            self._outstanding += 1
-        loop = asyncio.get_running_loop()
-        events: asyncio.Queue[Event] = asyncio.Queue()
+    # -- the engine thread --
 
-        def emit(ev: Event) -> None:  # engine thread only
-            self._outbox.append((loop, events, ev))
-
-        seq = Seq(request=request, emit=emit)
-        self._inbox.put(_Submit(seq))
-        rid = request.request_id
-        return Generation(rid, _drain(events), lambda: self._inbox.put(_Cancel(rid)))
-
-    def stats(self) -> EngineStats:
-        with self._count_lock:
-            return EngineStats(
-                slots_total=self.config.n_slots,
-                slots_busy=self._busy_slots,
-                waiting=self._waiting,
-                requests_finished=self._counts["finished"],
-                requests_cancelled=self._counts["cancelled"],
-                requests_failed=self._counts["failed"],
-                tokens_generated=self._generated,
-                kv_cache_bytes=self.kv_bytes,
-            )
-
-    async def close(self) -> None:
-        with self._count_lock:
-            self._closed = True  # from here on submit raises EngineStopped
-        if self._thread is not None:
-            self._inbox.put(_Stop())
-            await asyncio.to_thread(self._thread.join)
-            self._thread = None
-        if self._ctx:
-            L.llama_batch_free(self._batch)
-            L.llama_free(self._ctx)
-            L.llama_model_free(self._model)
-            self._ctx = None
-
-    # -- engine thread --
-
-    def _loop(self, warmed: queue.SimpleQueue[int]) -> None:
+    def run(self, ready: Callable[[int], None]) -> None:
+        """Warm up, report it through `ready(rc)` (0: passed), then step until `stop`. Returns
+        at once when the warm-up failed."""
         # Before the first request, as llama-server does: the first decode allocates compute
         # buffers and touches every weight, and a failure shows here, not to a client. On this
         # thread, the one that decodes from now on: llama.cpp's OpenMP thread team belongs to
@@ -284,18 +237,17 @@ class LlamaCppBackend(Backend):
         # measured 30% slower decoding on 2 cores.
         cfg = self.config
         rc = warm_up(self._ctx, self.tokenizer.n_vocab, min(32, cfg.n_batch, self.n_ctx_seq - 1))
-        warmed.put(rc)
+        ready(rc)
         if rc != 0:
             return
         sched = self._scheduler
         while self._drain_inbox(block=sched.idle()):
             for seq in sched.admit():
                 self._prepare(seq)
-            self._publish_counts()
             plan = sched.schedule()
             if plan:
                 self._step(plan)
-            self._flush()
+            self._flush(force=True)
         # Stopping: whatever is still here, or was queued behind the stop, ends now.
         while True:
             try:
@@ -303,21 +255,29 @@ class LlamaCppBackend(Backend):
             except queue.Empty:
                 break
             if isinstance(msg, _Submit):
-                sched.add(msg.seq)
+                sched.add(Seq(msg.request))
         for seq in [*sched.running, *sched.waiting]:
             self._end(seq, "error", "the engine stopped before this request finished")
-        self._flush()
+        self._flush(force=True)
 
-    def _flush(self) -> None:
-        if not self._outbox:
+    def free(self) -> None:
+        """Free the context and the model (after `run` has returned, or instead of it)."""
+        if self._ctx:
+            L.llama_batch_free(self._batch)
+            L.llama_free(self._ctx)
+            L.llama_model_free(self._model)
+            self._ctx = None
+
+    def _flush(self, force: bool = False) -> None:
+        """Hand the pending events to the sink; with force, the counters even without events
+        when they changed (a sequence was admitted: the caller's stats should show it)."""
+        if not self._outbox and not force:
             return
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue[Event], Event]]] = {}
-        for loop, q, ev in self._outbox:
-            by_loop.setdefault(loop, []).append((q, ev))
-        self._outbox = []
-        for loop, items in by_loop.items():
-            with contextlib.suppress(RuntimeError):  # that loop is closed: nobody is listening
-                loop.call_soon_threadsafe(_deliver, items)
+        counters = self.counters()
+        if self._outbox or counters != self._sent:
+            events, self._outbox = self._outbox, []
+            self._sent = counters
+            self._sink(events, counters)
 
     def _prepare(self, seq: Seq) -> None:
         """A newly admitted sequence: drop the slot's KV past the reused prefix, new sampler."""
@@ -344,7 +304,7 @@ class LlamaCppBackend(Backend):
                 if isinstance(msg, _Stop):
                     return False
                 if isinstance(msg, _Submit):
-                    self._scheduler.add(msg.seq)
+                    self._scheduler.add(Seq(msg.request))
                 else:
                     seq = self._scheduler.find(msg.request_id)
                     if seq is not None:
@@ -367,7 +327,10 @@ class LlamaCppBackend(Backend):
 
     def _run(self, works: list[Work]) -> None:
         rows = self._fill_batch(works)
+        t0 = time.perf_counter_ns()
         rc = L.llama_decode(self._ctx, self._batch)
+        self._decode_ns += time.perf_counter_ns() - t0
+        self._steps += 1
         if rc != 0:
             log.error("llama_decode failed (rc=%d) for %d sequences", rc, len(works))
             for work in works:
@@ -425,7 +388,7 @@ class LlamaCppBackend(Backend):
         seq.generated.append(tok)
         text, reason = seq.output.push(tok)
         if text is not None:
-            seq.emit(Delta(text, tok))
+            self._outbox.append((seq.id, Delta(text, tok)))
         if reason is not None:
             self._end(seq, reason)
 
@@ -441,37 +404,15 @@ class LlamaCppBackend(Backend):
         if seq.sampler is not None:
             L.llama_sampler_free(seq.sampler)
             seq.sampler = None
-        with self._count_lock:
-            self._outstanding -= 1
-            self._generated += len(seq.generated)
-            self._counts[
-                "failed" if failed else "cancelled" if reason == "cancelled" else "finished"
-            ] += 1
-        self._publish_counts()
+        self._generated += len(seq.generated)
+        self._counts[
+            "failed" if failed else "cancelled" if reason == "cancelled" else "finished"
+        ] += 1
         if failed:
-            seq.emit(Failed(error or "inference failed"))
+            self._outbox.append((seq.id, Failed(error or "inference failed")))
             return
         tail = seq.output.tail() if seq.output is not None else ""
         if tail:
-            seq.emit(Delta(tail, -1))
-        seq.emit(
-            Finished(reason, Usage(len(seq.request.prompt_tokens), len(seq.generated), seq.cached))
-        )
-
-    def _publish_counts(self) -> None:
-        with self._count_lock:
-            self._busy_slots = len(self._scheduler.running)
-            self._waiting = len(self._scheduler.waiting)
-
-
-def _deliver(items: list[tuple[asyncio.Queue[Event], Event]]) -> None:
-    for q, ev in items:
-        q.put_nowait(ev)
-
-
-async def _drain(events: asyncio.Queue[Event]) -> AsyncIterator[Event]:
-    while True:
-        ev = await events.get()
-        yield ev
-        if isinstance(ev, Finished | Failed):
-            return
+            self._outbox.append((seq.id, Delta(tail, -1)))
+        usage = Usage(len(seq.request.prompt_tokens), len(seq.generated), seq.cached)
+        self._outbox.append((seq.id, Finished(reason, usage)))

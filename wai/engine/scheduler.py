@@ -22,11 +22,10 @@ from __future__ import annotations
 
 import itertools
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from wai.engine.base import Event, GenerationRequest
+from wai.engine.base import GenerationRequest
 
 
 @dataclass(slots=True, eq=False)
@@ -34,7 +33,6 @@ class Seq:
     """One request's state while the engine holds it."""
 
     request: GenerationRequest
-    emit: Callable[[Event], None]
     slot: int = -1
     n_past: int = 0  # tokens of this sequence already in the KV cache
     cached: int = 0  # of which reused from the slot's previous occupant

@@ -1,0 +1,121 @@
+"""The caller's side of an engine, shared by the in-thread and the engine-process backends.
+
+Everything here runs on the event loop's thread: admission control (checked in `submit`, so
+the caller learns "busy" or "too long" before any response starts), one asyncio queue per
+request that the engine's per-step event batches are dealt into, and the counters behind
+`stats()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterable
+
+from wai.engine.base import (
+    Counters,
+    EngineBusy,
+    EngineStats,
+    EngineStopped,
+    Event,
+    Failed,
+    Finished,
+    Generation,
+    GenerationRequest,
+    PromptTooLong,
+)
+
+
+class Frontend:
+    def __init__(self, name: str, n_slots: int, max_waiting: int) -> None:
+        self.name = name
+        self.n_slots = n_slots
+        self.max_waiting = max_waiting
+        self.closed = False
+        self._queues: dict[int, asyncio.Queue[Event]] = {}
+        self.counters = Counters()
+        # Counters of engines that have died (their successors count from zero), and the
+        # requests they took with them.
+        self._past = Counters()
+        self._lost = 0
+
+    def open(self, request: GenerationRequest, n_ctx_seq: int) -> asyncio.Queue[Event]:
+        """Admit a request: raises PromptTooLong, EngineStopped or EngineBusy."""
+        n_prompt = len(request.prompt_tokens)
+        if n_prompt == 0:
+            raise PromptTooLong("the prompt is empty after tokenization")
+        if n_prompt + request.max_tokens > n_ctx_seq:
+            raise PromptTooLong(
+                f"prompt ({n_prompt} tokens) plus max_tokens ({request.max_tokens}) exceeds the "
+                f"context window of {n_ctx_seq} tokens"
+            )
+        if self.closed:
+            raise EngineStopped(f"the model {self.name} is shutting down")
+        outstanding = len(self._queues)
+        if request.reject_if_busy and outstanding >= self.n_slots:
+            raise EngineBusy("Capacity temporarily exceeded, please try again.")
+        if outstanding >= self.n_slots + self.max_waiting:
+            raise EngineBusy("Capacity temporarily exceeded, please try again.")
+        q: asyncio.Queue[Event] = asyncio.Queue()
+        self._queues[request.request_id] = q
+        return q
+
+    def generation(
+        self, request_id: int, q: asyncio.Queue[Event], cancel: Callable[[], None]
+    ) -> Generation:
+        return Generation(request_id, _drain(q), cancel)
+
+    def open_ids(self) -> list[int]:
+        return list(self._queues)
+
+    def deliver(self, events: Iterable[tuple[int, Event]], counters: Counters | None) -> None:
+        """Deal one step's events to their requests; a final event closes its request."""
+        if counters is not None:
+            self.counters = counters
+        for rid, ev in events:
+            q = self._queues.get(rid)
+            if q is None:
+                continue
+            q.put_nowait(ev)
+            if isinstance(ev, Finished | Failed):
+                del self._queues[rid]
+
+    def lose(self, request_ids: Iterable[int], message: str) -> None:
+        """The engine died under these requests: they end with a Failed that says so, and its
+        counters are kept so that the totals stay monotonic."""
+        lost = [rid for rid in request_ids if rid in self._queues]
+        self._lost += len(lost)
+        self.deliver(((rid, Failed(message, crashed=True)) for rid in lost), None)
+        c, p = self.counters, self._past
+        self._past = Counters(
+            finished=p.finished + c.finished,
+            cancelled=p.cancelled + c.cancelled,
+            failed=p.failed + c.failed,
+            generated=p.generated + c.generated,
+            steps=p.steps + c.steps,
+            decode_ns=p.decode_ns + c.decode_ns,
+        )
+        self.counters = Counters()
+
+    def stats(self, kv_cache_bytes: int, restarts: int = 0) -> EngineStats:
+        c, p = self.counters, self._past
+        return EngineStats(
+            slots_total=self.n_slots,
+            slots_busy=c.busy,
+            waiting=c.waiting,
+            requests_finished=p.finished + c.finished,
+            requests_cancelled=p.cancelled + c.cancelled,
+            requests_failed=p.failed + c.failed + self._lost,
+            tokens_generated=p.generated + c.generated,
+            kv_cache_bytes=kv_cache_bytes,
+            steps=p.steps + c.steps,
+            decode_seconds=(p.decode_ns + c.decode_ns) / 1e9,
+            restarts=restarts,
+        )
+
+
+async def _drain(events: asyncio.Queue[Event]) -> AsyncIterator[Event]:
+    while True:
+        ev = await events.get()
+        yield ev
+        if isinstance(ev, Finished | Failed):
+            return

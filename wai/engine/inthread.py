@@ -1,0 +1,77 @@
+"""llama.cpp on a thread of the calling process (`engine.isolation: thread`).
+
+The engine's step loop runs on one thread of the server; its per-step event batches reach the
+event loop through `call_soon_threadsafe`. Cheaper to start than an engine process and with no
+channel in between, but a native crash in llama.cpp takes the whole process with it: the
+default is the engine process (process.py). Tests and benchmarks use this one to look at the
+engine alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+import threading
+
+from wai.engine.base import Backend, Counters, EngineStats, Event, Generation, GenerationRequest
+from wai.engine.frontend import Frontend
+from wai.engine.gguf import LlamaTokenizer, ModelLoadError
+from wai.engine.llamacpp import LlamaCppConfig, LlamaCppEngine
+
+
+class InThreadBackend(Backend):
+    tokenizer: LlamaTokenizer
+
+    def __init__(self, config: LlamaCppConfig) -> None:
+        """Loads the model (blocking: call it from a worker thread)."""
+        self.config = config
+        self.name = config.name
+        self.engine = LlamaCppEngine(config, self._sink)
+        self.tokenizer = self.engine.tokenizer
+        self.n_ctx_seq = self.engine.n_ctx_seq
+        self.chat_template = self.engine.chat_template
+        self.metadata = self.engine.metadata
+        self.info = self.engine.info
+        self._front = Frontend(config.name, config.n_slots, config.max_waiting)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    async def start(self) -> None:
+        """Start the engine thread; returns once its warm-up decode has passed. Raises
+        ModelLoadError (the thread then ends) if it failed."""
+        if self._thread is not None:
+            return
+        self._loop = asyncio.get_running_loop()
+        warmed: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self._thread = threading.Thread(
+            target=self.engine.run, args=(warmed.put,), name=f"engine-{self.name}", daemon=True
+        )
+        self._thread.start()
+        rc = await asyncio.to_thread(warmed.get)
+        if rc != 0:
+            await asyncio.to_thread(self._thread.join)
+            self._thread = None
+            raise ModelLoadError(f"the warm-up decode of {self.config.path} failed (rc={rc})")
+
+    def _sink(self, events: list[tuple[int, Event]], counters: Counters) -> None:  # engine thread
+        if self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is listening
+                self._loop.call_soon_threadsafe(self._front.deliver, events, counters)
+
+    def submit(self, request: GenerationRequest) -> Generation:
+        q = self._front.open(request, self.n_ctx_seq)
+        self.engine.submit(request)
+        rid = request.request_id
+        return self._front.generation(rid, q, lambda: self.engine.cancel(rid))
+
+    def stats(self) -> EngineStats:
+        return self._front.stats(self.engine.kv_bytes)
+
+    async def close(self) -> None:
+        self._front.closed = True  # from here on submit raises EngineStopped
+        if self._thread is not None:
+            self.engine.stop()
+            await asyncio.to_thread(self._thread.join)
+            self._thread = None
+        self.engine.free()

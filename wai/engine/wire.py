@@ -1,0 +1,161 @@
+"""The channel between the server and an engine process: length-prefixed msgpack frames.
+
+Two pipes per engine process. The server sends `Submit`, `Cancel` and `Stop`; the engine sends
+`Ready` (or `Fatal`) once, then one `Step` per engine step: every event the step produced, and
+the engine's counters after it. One message per step, not per token, is what keeps the channel
+off the per-token path (a step at 64 sequences is one frame of ~64 deltas).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from typing import Any
+
+import msgspec
+
+from wai.engine.base import (
+    Counters,
+    Delta,
+    Event,
+    Failed,
+    Finished,
+    FinishReason,
+    GenerationRequest,
+    Usage,
+)
+
+_HEADER = struct.Struct("<I")
+HEADER_SIZE = _HEADER.size
+MAX_FRAME = 1 << 30  # a frame is a step's events: far below this; more means a broken channel
+
+# --- server -> engine -------------------------------------------------------------------------
+
+
+class Submit(msgspec.Struct, tag="submit", array_like=True):
+    request: GenerationRequest
+
+
+class Cancel(msgspec.Struct, tag="cancel", array_like=True):
+    request_id: int
+
+
+class Stop(msgspec.Struct, tag="stop", array_like=True):
+    pass
+
+
+ToEngine = Submit | Cancel | Stop
+
+# --- engine -> server -------------------------------------------------------------------------
+
+
+class DeltaMsg(msgspec.Struct, tag="d", array_like=True):
+    rid: int
+    text: str
+    token: int
+
+
+class EndMsg(msgspec.Struct, tag="e", array_like=True):
+    rid: int
+    reason: FinishReason
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+
+
+class FailMsg(msgspec.Struct, tag="f", array_like=True):
+    rid: int
+    message: str
+
+
+EventMsg = DeltaMsg | EndMsg | FailMsg
+
+
+class Ready(msgspec.Struct, tag="ready", array_like=True):
+    n_ctx_seq: int
+    chat_template: str | None
+    metadata: dict[str, str]
+    info: dict[str, Any]
+    kv_bytes: int
+
+
+class Step(msgspec.Struct, tag="step", array_like=True):
+    events: list[EventMsg]
+    counters: Counters
+
+
+class Fatal(msgspec.Struct, tag="fatal", array_like=True):
+    """The model cannot be loaded (not a crash: restarting would not help)."""
+
+    message: str
+
+
+FromEngine = Ready | Step | Fatal
+
+# --- events <-> messages ----------------------------------------------------------------------
+
+
+def event_msg(rid: int, ev: Event) -> EventMsg:
+    if isinstance(ev, Delta):
+        return DeltaMsg(rid, ev.text, ev.token)
+    if isinstance(ev, Finished):
+        u = ev.usage
+        return EndMsg(rid, ev.reason, u.prompt_tokens, u.completion_tokens, u.cached_tokens)
+    return FailMsg(rid, ev.message)
+
+
+def msg_event(m: EventMsg) -> tuple[int, Event]:
+    if isinstance(m, DeltaMsg):
+        return m.rid, Delta(m.text, m.token)
+    if isinstance(m, EndMsg):
+        return m.rid, Finished(
+            m.reason, Usage(m.prompt_tokens, m.completion_tokens, m.cached_tokens)
+        )
+    return m.rid, Failed(m.message)
+
+
+# --- framing ----------------------------------------------------------------------------------
+
+_encoder = msgspec.msgpack.Encoder()
+to_engine = msgspec.msgpack.Decoder(ToEngine)
+from_engine = msgspec.msgpack.Decoder(FromEngine)
+
+
+def frame(msg: ToEngine | FromEngine) -> bytes:
+    body = _encoder.encode(msg)
+    return _HEADER.pack(len(body)) + body
+
+
+def frame_size(header: bytes) -> int:
+    (n,) = _HEADER.unpack(header)
+    if n > MAX_FRAME:
+        raise ValueError(f"frame of {n} bytes: the channel is out of step")
+    return int(n)
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Blocking write of a whole frame (a pipe may take it in parts)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def read_exactly(fd: int, n: int) -> bytes | None:
+    """Blocking read of n bytes; None at end of file (the other side has gone)."""
+    parts = []
+    while n:
+        chunk = os.read(fd, n)
+        if not chunk:
+            return None
+        parts.append(chunk)
+        n -= len(chunk)
+    return b"".join(parts)
+
+
+def read_frame(fd: int) -> ToEngine | None:
+    """The next message to the engine, or None when the server has gone."""
+    header = read_exactly(fd, HEADER_SIZE)
+    if header is None:
+        return None
+    body = read_exactly(fd, frame_size(header))
+    return None if body is None else to_engine.decode(body)

@@ -1,0 +1,122 @@
+"""An engine process: `python -m wai.engine.worker SPEC` runs one model for the server.
+
+Started and supervised by process.py. SPEC (JSON) holds the model's LlamaCppConfig, the fallback
+floor, the two pipe descriptors and the log level. The main thread runs the engine's step loop;
+a reader thread feeds it what the server sends. When the server goes away (its end of the
+request pipe closes, whatever killed it), the engine stops and this process exits, so an engine
+never outlives its server. SIGINT is ignored: Ctrl-C in a terminal reaches the whole process
+group, and the server, not the engine, decides when to stop (after draining).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from wai.engine import wire
+from wai.engine.base import Counters, Event
+from wai.engine.gguf import ModelLoadError
+from wai.engine.llamacpp import LlamaCppConfig, LlamaCppEngine
+
+log = logging.getLogger("wai.engine")
+
+EXIT_LOAD_FAILED = 3
+
+
+class WorkerSpec(msgspec.Struct):
+    config: dict[str, Any]
+    floor: int
+    fd_in: int
+    fd_out: int
+    log_level: int = logging.INFO
+
+
+def config_from(d: dict[str, Any]) -> LlamaCppConfig:
+    return LlamaCppConfig(**{**d, "path": Path(d["path"]), "cache_dir": Path(d["cache_dir"])})
+
+
+class _Sender:
+    """Frames to the server. Once the server is gone, everything is dropped."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.gone = False
+
+    def send(self, msg: wire.FromEngine) -> None:
+        if self.gone:
+            return
+        try:
+            wire.write_all(self.fd, wire.frame(msg))
+        except OSError:  # EPIPE: the server has gone; the reader sees EOF and stops us
+            self.gone = True
+
+    def step(self, events: list[tuple[int, Event]], counters: Counters) -> None:
+        self.send(wire.Step([wire.event_msg(rid, ev) for rid, ev in events], counters))
+
+
+def _read(fd: int, engine: LlamaCppEngine) -> None:
+    """Reader thread: the server's messages into the engine's inbox, until Stop or EOF."""
+    try:
+        while True:
+            msg = wire.read_frame(fd)
+            if msg is None or isinstance(msg, wire.Stop):
+                break
+            if isinstance(msg, wire.Submit):
+                engine.submit(msg.request)
+            else:
+                engine.cancel(msg.request_id)
+    except (OSError, ValueError, msgspec.DecodeError) as e:
+        log.error("engine channel broken: %s", e)
+    finally:
+        engine.stop()
+
+
+def main(argv: list[str]) -> int:
+    spec = msgspec.json.decode(argv[1], type=WorkerSpec)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    config = config_from(spec.config)
+    logging.basicConfig(
+        level=spec.log_level,
+        format=f"%(asctime)s %(levelname)s %(name)s[{config.name}]: %(message)s",
+    )
+    out = _Sender(spec.fd_out)
+    try:
+        engine = LlamaCppEngine(config, out.step, floor=spec.floor)
+    except ModelLoadError as e:
+        out.send(wire.Fatal(str(e)))
+        return EXIT_LOAD_FAILED
+
+    warm_up_rc = 0
+
+    def ready(rc: int) -> None:
+        nonlocal warm_up_rc
+        warm_up_rc = rc
+        if rc != 0:
+            out.send(wire.Fatal(f"the warm-up decode of {config.path} failed (rc={rc})"))
+            return
+        out.send(
+            wire.Ready(
+                n_ctx_seq=engine.n_ctx_seq,
+                chat_template=engine.chat_template,
+                metadata=engine.metadata,
+                info=engine.info,
+                kv_bytes=engine.kv_bytes,
+            )
+        )
+        threading.Thread(target=_read, args=(spec.fd_in, engine), daemon=True).start()
+
+    try:
+        engine.run(ready)
+    finally:
+        engine.free()
+    return EXIT_LOAD_FAILED if warm_up_rc else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

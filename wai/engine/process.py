@@ -268,11 +268,11 @@ class ProcessBackend(Backend):
                 up_for,
                 len(held),
             )
-            if not await self._restart(up_for):
+            if not await self._restart(up_for, f"{what} after {up_for:.0f} s of serving"):
                 return
 
-    async def _restart(self, up_for: float | None) -> bool:
-        reasons: list[str] = []
+    async def _restart(self, up_for: float | None, crash: str) -> bool:
+        reasons = [crash]
         while not self._closing:
             delay = self.policy.after_crash(up_for)
             if delay is None:

@@ -339,12 +339,14 @@ def run_llama_cpp_py(model: Path, levels: list[int], n: int) -> list[Row]:
 
 
 def engine_decode(model: Path, n: int) -> float:
-    """wai's engine alone, in-process: one stream, decode tok/s after the first token."""
+    """wai's engine alone, on a thread of this process: one stream, decode tok/s after the
+    first token."""
     from wai.engine.base import GenerationRequest, SamplingParams
-    from wai.engine.llamacpp import LlamaCppBackend, LlamaCppConfig
+    from wai.engine.inthread import InThreadBackend
+    from wai.engine.llamacpp import LlamaCppConfig
 
     async def go() -> float:
-        backend = LlamaCppBackend(
+        backend = InThreadBackend(
             LlamaCppConfig(model, "bench", n_slots=1, n_ctx_seq=512, n_batch=256)
         )
         await backend.start()

@@ -194,8 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser(
         "run",
         parents=[common],
-        help="generate once, in-process",
-        description="Run one generation in-process and print it.",
+        help="generate once, without a server",
+        description="Run one generation without a server and print it.",
     )
     run.add_argument("model", help="model id, e.g. @cf/meta/llama-2-7b-chat-int8")
     run.add_argument("prompt")

@@ -8,7 +8,10 @@ per output token after the first), p50 and p95. Ratios are against llama-server 
 this same run, since these machines are shared and noisy.
 
 Engines:
-  wai              `wai serve`, slots = the largest level
+  wai              `wai serve`, slots = the largest level (each model's engine in a process)
+  wai-thread       the same with `engine.isolation = thread` (the engine on a server thread)
+  wai-mixed        the same with `engine.batch_invariant = false` (prompt chunks share the
+                   decode rows' llama.cpp call)
   llama-server     llama.cpp's C++ server, `--parallel N` per level (bench/build_llama_server.sh)
   llama-server-q8  the same, on the Q8_0 file wai computes with (for Q4_1/Q5_1 inputs, see
                    wai/engine/weights.py): separates wai's scheduling from its weight format
@@ -262,13 +265,22 @@ def summarize(engine: str, clients: int, wall: float, samples: list[Sample]) -> 
 # --- the engines ------------------------------------------------------------------------------
 
 
-def run_wai(model: Path, levels: list[int], rounds: int, n: int) -> list[Row]:
+# wai variants: the default, and the settings this benchmark compares it with
+WAI_VARIANTS = {
+    "wai": {},
+    "wai-thread": {"WAI_ENGINE_ISOLATION": "thread"},
+    "wai-mixed": {"WAI_BATCH_INVARIANT": "false"},
+}
+
+
+def run_wai(model: Path, levels: list[int], rounds: int, n: int, label: str = "wai") -> list[Row]:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = {
         "WAI_SLOTS": str(max(levels)),
         "WAI_CTX_PER_SLOT": "512",
         "WAI_DEFAULT_MODEL": str(model),
+        **WAI_VARIANTS[label],
     }
     rows = []
     with process(
@@ -276,7 +288,7 @@ def run_wai(model: Path, levels: list[int], rounds: int, n: int) -> list[Row]:
     ):
         for c in levels:
             wall, samples = asyncio.run(load(base, wai_request, c, rounds, n))
-            rows.append(summarize("wai", c, wall, samples))
+            rows.append(summarize(label, c, wall, samples))
             print(_fmt(rows[-1]), flush=True)
     return rows
 
@@ -481,8 +493,9 @@ def main() -> None:
             ).stdout.strip()
         )
     rows: list[Row] = []
-    if "wai" in engines:
-        rows += run_wai(model, levels, args.rounds, args.max_tokens)
+    for label in WAI_VARIANTS:
+        if label in engines:
+            rows += run_wai(model, levels, args.rounds, args.max_tokens, label)
     if bin_dir is not None and "llama-server" in engines:
         rows += run_llama_server(bin_dir, model, levels, args.rounds, args.max_tokens)
     if bin_dir is not None and "llama-server-q8" in engines:

@@ -142,3 +142,50 @@ def test_vectorised_greedy_picks_what_the_sampler_chain_picks(
         assert fast == slow and all(len(t) == 24 for t in fast)
     finally:
         loop.run_until_complete(b.close())
+
+
+def test_without_batch_invariance_a_prompt_chunk_shares_the_decode_rows_call(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    """The same workload (a new prompt arriving while another sequence decodes) in both modes:
+    batch-invariant spends one more llama_decode on the newcomer's prompt chunk."""
+
+    def steps(batch_invariant: bool) -> tuple[int, list[int]]:
+        b = InThreadBackend(
+            LlamaCppConfig(
+                path=embedded_model_path(),
+                name="t",
+                n_slots=2,
+                n_ctx_seq=256,
+                n_batch=192,
+                prefill_chunk=64,
+                batch_invariant=batch_invariant,
+            )
+        )
+        loop.run_until_complete(b.start())
+        try:
+            tok = b.tokenizer
+            long = tok.tokenize("Tell me a long story", add_special=True, parse_special=False)
+            short = tok.tokenize("Hello there, how are you?", add_special=True, parse_special=False)
+            assert len(short) > 1  # not the length of a decode row
+
+            async def go() -> list[int]:
+                gen = b.submit(request(long, max_tokens=48))
+                it = gen.__aiter__()
+                await it.__anext__()  # the long one decodes now
+                late = asyncio.ensure_future(events_of(b, request(short, max_tokens=4)))
+                rest = [ev async for ev in it]
+                evs = await late
+                assert isinstance(rest[-1], Finished) and isinstance(evs[-1], Finished)
+                return [ev.token for ev in evs if isinstance(ev, Delta)]
+
+            s0 = b.stats().steps
+            tokens = loop.run_until_complete(go())
+            return b.stats().steps - s0, tokens
+        finally:
+            loop.run_until_complete(b.close())
+
+    invariant, tokens_a = steps(True)
+    mixed, tokens_b = steps(False)
+    assert mixed == invariant - 1
+    assert len(tokens_a) == len(tokens_b) == 4

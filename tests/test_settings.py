@@ -63,3 +63,14 @@ def test_engine_portability_settings_from_the_environment() -> None:
         load_settings(None, env={"WAI_GPU_LAYERS": "-2"})
     with pytest.raises(SettingsError):  # a typo would silently inject nothing
         load_settings(None, env={"WAI_PROBE_FAULT": "extra_bufers"})
+
+
+def test_engine_isolation_and_batching_settings_from_the_environment() -> None:
+    s = load_settings(None, env={})
+    assert (s.engine.isolation, s.engine.batch_invariant) == ("process", True)
+    s = load_settings(None, env={"WAI_ENGINE_ISOLATION": "thread", "WAI_BATCH_INVARIANT": "false"})
+    assert (s.engine.isolation, s.engine.batch_invariant) == ("thread", False)
+    with pytest.raises(SettingsError):
+        load_settings(None, env={"WAI_ENGINE_ISOLATION": "container"})
+    with pytest.raises(SettingsError):
+        load_settings(None, env={"WAI_BATCH_INVARIANT": "sometimes"})

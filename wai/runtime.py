@@ -126,6 +126,7 @@ class Runtime:
                 max_waiting=e.max_waiting,
                 prefill_chunk=e.prefill_chunk,
                 flash_attn=e.flash_attn,
+                batch_invariant=e.batch_invariant,
                 weights=e.weights,
                 extra_buffers=e.extra_buffers,
                 gpu_layers=e.gpu_layers,

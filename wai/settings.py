@@ -44,6 +44,11 @@ class EngineSettings(_Strict):
     threads: int = Field(0, ge=0, le=1024, description="CPU threads; 0 = all cores")
     max_waiting: int = Field(64, ge=0, le=100000, description="queued requests per model")
     flash_attn: bool = Field(True, description="flash attention")
+    batch_invariant: bool = Field(
+        True,
+        description="outputs independent of load (a llama.cpp call per group of equal-length "
+        "works); false: prompt chunks share one call with decode rows (faster under load)",
+    )
     weights: Literal["auto", "as-is"] = Field(
         "auto", description="auto: compute Q4_1/Q5_1 files as Q8_0 (batched kernels)"
     )
@@ -143,6 +148,7 @@ _ENV = {
     "WAI_GPU_LAYERS": ("engine.gpu_layers", int),
     "WAI_PROBE_FAULT": ("engine.probe_fault", str),
     "WAI_ENGINE_ISOLATION": ("engine.isolation", str),
+    "WAI_BATCH_INVARIANT": ("engine.batch_invariant", str),
     "WAI_SLOTS": ("engine.slots", int),
     "WAI_CTX_PER_SLOT": ("engine.ctx_per_slot", int),
     "WAI_THREADS": ("engine.threads", int),

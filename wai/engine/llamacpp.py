@@ -63,6 +63,10 @@ class LlamaCppConfig:
     n_threads: int = 0  # 0: all cores
     max_waiting: int = 64  # bounded waiting queue; beyond it submit raises EngineBusy
     flash_attn: bool = True
+    # True: outputs independent of load (one KV stream per sequence, a llama_decode per group of
+    # equal-length works). False: one KV stream for all and one llama_decode per step, prompt
+    # chunks beside decode rows (see scheduler.py and README's determinism section).
+    batch_invariant: bool = True
     weights: WeightsMode = "auto"  # see weights.py
     extra_buffers: ExtraBuffers = "auto"  # see hardware.py
     gpu_layers: int = -1  # -1: all when the build has a GPU backend
@@ -161,6 +165,7 @@ class LlamaCppEngine:
                 n_seq=config.n_slots,
                 threads=config.n_threads,
                 flash_attn=config.flash_attn,
+                unified_kv=not config.batch_invariant,
             ),
         )
         if not self._ctx:
@@ -314,11 +319,16 @@ class LlamaCppEngine:
             return True
 
     def _step(self, plan: list[Work]) -> None:
-        """One llama_decode per group of equal-length works (all decode rows are one group),
-        ordered by slot. With one KV stream per sequence, llama.cpp splits a batch into ubatches
-        of consecutive sequences contributing equally many tokens; equal lengths keep every
-        prompt chunk whole, and a chunk computes the same whoever shares its call (measured),
-        which is what keeps outputs independent of load (see scheduler.py)."""
+        """Batch-invariant: one llama_decode per group of equal-length works (all decode rows
+        are one group), ordered by slot. With one KV stream per sequence, llama.cpp splits a
+        batch into ubatches of consecutive sequences contributing equally many tokens; equal
+        lengths keep every prompt chunk whole, and a chunk computes the same whoever shares its
+        call (measured), which is what keeps outputs independent of load (see scheduler.py).
+        Otherwise (one shared KV stream, which llama.cpp computes as a single ubatch): the whole
+        step in one call, so a prompt chunk costs no extra pass over the weights."""
+        if not self.config.batch_invariant:
+            self._run(sorted(plan, key=lambda w: w.seq.slot))
+            return
         groups: dict[int, list[Work]] = {}
         for work in plan:
             groups.setdefault(len(work.tokens), []).append(work)

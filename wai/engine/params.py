@@ -56,7 +56,15 @@ def model_params(plan: LoadPlan) -> Any:
     return params
 
 
-def context_params(*, n_ctx: int, n_batch: int, n_seq: int, threads: int, flash_attn: bool) -> Any:
+def context_params(
+    *,
+    n_ctx: int,
+    n_batch: int,
+    n_seq: int,
+    threads: int,
+    flash_attn: bool,
+    unified_kv: bool = False,
+) -> Any:
     cparams = L.llama_context_default_params()
     cparams.n_ctx = n_ctx
     cparams.n_batch = n_batch
@@ -67,8 +75,9 @@ def context_params(*, n_ctx: int, n_batch: int, n_seq: int, threads: int, flash_
     cparams.n_threads_batch = threads
     # One KV stream per sequence: a decode row's result then does not depend on which other
     # sequences share the batch (measured bit-identical with SmolLM2, flash attention on or
-    # off), and a sequence can never take another's cells.
-    cparams.kv_unified = False
+    # off), and a sequence can never take another's cells. Unified: one stream for all, which
+    # lets llama.cpp compute a batch of unequal works in one ubatch.
+    cparams.kv_unified = unified_kv
     cparams.flash_attn_type = (
         L.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn else L.LLAMA_FLASH_ATTN_TYPE_DISABLED
     )

@@ -109,14 +109,19 @@ class _Child:
             self.writer.write(data)
 
     async def read(self) -> wire.FromEngine | None:
-        """The next frame, or None once the engine's end of the pipe has closed."""
+        """The next frame, or None once the engine's end of the pipe has closed. A channel
+        out of step (it cannot be trusted any more) kills the engine: it is then a crash."""
         try:
             header = await self.reader.readexactly(wire.HEADER_SIZE)
             body = await self.reader.readexactly(wire.frame_size(header))
+            msg: wire.FromEngine = wire.from_engine.decode(body)
+            return msg
         except asyncio.IncompleteReadError:
             return None
-        msg: wire.FromEngine = wire.from_engine.decode(body)
-        return msg
+        except (ValueError, msgspec.DecodeError) as e:
+            log.error("engine process %d: broken channel (%s); killing it", self.proc.pid, e)
+            self.proc.kill()
+            return None
 
     async def wait(self) -> int:
         self.writer.close()
@@ -147,7 +152,14 @@ class ProcessBackend(Backend):
     @property
     def info(self) -> dict[str, object]:  # type: ignore[override]
         pid = self._child.proc.pid if self._child else None
-        return {**self._info, "isolation": "process", "pid": pid, "restarts": self.restarts}
+        state = "failed" if self._failure else "up" if self._child else "restarting"
+        return {
+            **self._info,
+            "isolation": "process",
+            "state": state,
+            "pid": pid,
+            "restarts": self.restarts,
+        }
 
     @property
     def failure(self) -> str | None:
@@ -176,6 +188,17 @@ class ProcessBackend(Backend):
                 log.warning("%s: engine %s; starting again in %.1f s", self.name, e, delay)
                 await asyncio.sleep(delay)
         self._supervisor = asyncio.create_task(self._supervise(), name=f"supervise-{self.name}")
+        self._supervisor.add_done_callback(self._supervisor_ended)
+
+    def _supervisor_ended(self, task: asyncio.Task[None]) -> None:
+        """A supervisor that died of a bug must not leave requests waiting forever."""
+        if task.cancelled() or task.exception() is None or self._closing:
+            return
+        log.error("%s: engine supervisor failed", self.name, exc_info=task.exception())
+        self._give_up(f"the engine supervisor failed: {task.exception()!r}")
+        if self._child is not None:
+            self._child.proc.kill()
+        self._front.lose(self._front.open_ids(), f"the model {self.name} is unavailable")
 
     async def _bring_up(self) -> None:
         """Start an engine process and wait for it to be ready. Raises ModelLoadError (the model

@@ -13,6 +13,7 @@ slot as a prefix cache. Nothing here knows about asyncio.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import time
 from collections.abc import Callable
@@ -43,7 +44,7 @@ from wai.engine.gguf import (
 from wai.engine.hardware import ExtraBuffers
 from wai.engine.output import Output
 from wai.engine.params import LoadPlan, context_params, fallbacks, model_params, warm_up
-from wai.engine.sampling import greedy_tokens, is_plain_greedy, make_sampler
+from wai.engine.sampling import Chain, ChainPool, greedy_tokens, is_plain_greedy, step_logits
 from wai.engine.scheduler import Scheduler, Seq, Work
 from wai.engine.weights import WeightsMode, compute_path
 
@@ -61,6 +62,7 @@ class LlamaCppConfig:
     n_batch: int = 512  # per-step token budget (decode tokens + prefill chunks)
     prefill_chunk: int = 128  # prompts are computed in aligned chunks of this many tokens
     n_threads: int = 0  # 0: all cores
+    sampling_threads: int = 0  # sampler chains of one step in parallel; 0: as n_threads
     max_waiting: int = 64  # bounded waiting queue; beyond it submit raises EngineBusy
     flash_attn: bool = True
     # True: outputs independent of load (one KV stream per sequence, a llama_decode per group of
@@ -194,6 +196,7 @@ class LlamaCppEngine:
             probe_note,
         )
         self._batch = L.llama_batch_init(config.n_batch, 0, 1)
+        self._chains = ChainPool(config.sampling_threads or config.n_threads or os.cpu_count() or 1)
         self._scheduler = Scheduler(config.n_slots, config.n_batch, config.prefill_chunk)
         self._inbox: queue.SimpleQueue[_Message] = queue.SimpleQueue()
         # Events produced since the last flush, handed to the sink in one call.
@@ -268,6 +271,7 @@ class LlamaCppEngine:
     def free(self) -> None:
         """Free the context and the model (after `run` has returned, or instead of it)."""
         if self._ctx:
+            self._chains.close()
             L.llama_batch_free(self._batch)
             L.llama_free(self._ctx)
             L.llama_model_free(self._model)
@@ -293,9 +297,7 @@ class LlamaCppEngine:
         req = seq.request
         # plain greedy needs no sampler chain: its rows are picked together (see _greedy)
         seq.sampler = (
-            None
-            if is_plain_greedy(req.sampling)
-            else make_sampler(req.sampling, self.tokenizer.n_vocab)
+            None if is_plain_greedy(req.sampling) else Chain(req.sampling, self.tokenizer.n_vocab)
         )
         seq.output = Output(
             self.tokenizer, stop=req.stop, max_tokens=req.max_tokens, ignore_eos=req.ignore_eos
@@ -346,33 +348,39 @@ class LlamaCppEngine:
             for work in works:
                 self._end(work.seq, "error", f"inference failed (llama_decode returned {rc})")
             return
-        greedy = self._greedy(works, rows)
+        picked = self._sample(works, rows)
         for work, row in zip(works, rows, strict=True):
             work.seq.n_past += len(work.tokens)
             if row >= 0:
-                tok = greedy.get(work.seq.id)
-                if tok is None:
-                    tok = int(L.llama_sampler_sample(work.seq.sampler, self._ctx, row))
-                self._accept(work.seq, tok)
+                self._accept(work.seq, picked[work.seq.id])
         self._flush()  # a new prompt's first token goes out now, not after the whole step
 
-    def _greedy(self, works: list[Work], rows: list[int]) -> dict[int, int]:
-        """Tokens for the plain-greedy sequences of this call, all in one pass (request id ->
-        token). Outputs are numbered in batch order among the rows that have logits."""
-        picks: list[tuple[int, int]] = []  # (request id, output index)
+    def _sample(self, works: list[Work], rows: list[int]) -> dict[int, int]:
+        """The next token of every sequence of this call that has logits (request id ->
+        token): plain-greedy ones in one vectorised argmax, the others' chains in parallel.
+        Outputs are numbered in batch order among the rows that have logits."""
+        greedy: list[tuple[int, int]] = []  # (request id, output index)
+        chained: list[tuple[int, Chain, int]] = []
         n_outputs = 0
         for work, row in zip(works, rows, strict=True):
             if row < 0:
                 continue
             if work.seq.sampler is None:
-                picks.append((work.seq.id, n_outputs))
+                greedy.append((work.seq.id, n_outputs))
+            else:
+                chained.append((work.seq.id, work.seq.sampler, n_outputs))
             n_outputs += 1
-        if not picks:
+        if not n_outputs:
             return {}
-        tokens = greedy_tokens(
-            self._ctx, self.tokenizer.n_vocab, n_outputs, [out for _, out in picks]
-        )
-        return {rid: tok for (rid, _), tok in zip(picks, tokens, strict=True)}
+        logits = step_logits(self._ctx, self.tokenizer.n_vocab, n_outputs)
+        picked: dict[int, int] = {}
+        if greedy:
+            tokens = greedy_tokens(logits, [out for _, out in greedy])
+            picked.update((rid, tok) for (rid, _), tok in zip(greedy, tokens, strict=True))
+        if chained:
+            tokens = self._chains.sample([(chain, logits[out]) for _, chain, out in chained])
+            picked.update((rid, tok) for (rid, _, _), tok in zip(chained, tokens, strict=True))
+        return picked
 
     def _fill_batch(self, plan: list[Work]) -> list[int]:
         """Write the plan into the llama_batch; returns each work's logits row (-1: none)."""
@@ -412,7 +420,7 @@ class LlamaCppEngine:
         if failed and running:
             L.llama_memory_seq_rm(self._mem, seq.slot, -1, -1)
         if seq.sampler is not None:
-            L.llama_sampler_free(seq.sampler)
+            seq.sampler.free()
             seq.sampler = None
         self._generated += len(seq.generated)
         self._counts[

@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from pathlib import Path
 
+import msgspec
 import pytest
 
 from wai.catalog import embedded_model_path
@@ -26,6 +28,7 @@ from wai.engine.base import (
 from wai.engine.frontend import Frontend
 from wai.engine.llamacpp import LlamaCppConfig
 from wai.engine.process import ProcessBackend, RestartPolicy, describe_exit
+from wai.engine.worker import config_dict, config_from
 
 # --- the restart policy -----------------------------------------------------------------------
 
@@ -216,3 +219,16 @@ def test_requests_wait_for_a_restart_and_repeated_crashes_give_the_model_up() ->
             await b.close()
 
     asyncio.run(go())
+
+
+def test_the_engine_process_gets_the_config_it_was_given(tmp_path: Path) -> None:
+    config = LlamaCppConfig(
+        path=tmp_path / "m.gguf",
+        name="m",
+        n_slots=3,
+        batch_invariant=False,
+        extra_buffers="off",
+        cache_dir=tmp_path / "cache",
+    )
+    spec = msgspec.json.encode({"config": config_dict(config)})
+    assert config_from(msgspec.json.decode(spec)["config"]) == config

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import os
 import signal
@@ -31,7 +30,6 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import msgspec
 
@@ -47,6 +45,7 @@ from wai.engine.base import (
 from wai.engine.frontend import Frontend
 from wai.engine.gguf import LlamaTokenizer, ModelLoadError, load_tokenizer
 from wai.engine.llamacpp import LlamaCppConfig
+from wai.engine.worker import config_dict
 
 log = logging.getLogger("wai.engine")
 
@@ -102,7 +101,7 @@ class _Child:
     proc: subprocess.Popen[bytes]
     reader: asyncio.StreamReader
     writer: asyncio.WriteTransport
-    up_since: float = 0.0
+    up_since: float = 0.0  # when it reported ready (0: not yet)
 
     def send(self, data: bytes) -> None:
         if not self.writer.is_closing():
@@ -152,7 +151,7 @@ class ProcessBackend(Backend):
     @property
     def info(self) -> dict[str, object]:  # type: ignore[override]
         pid = self._child.proc.pid if self._child else None
-        state = "failed" if self._failure else "up" if self._child else "restarting"
+        state = "failed" if self._failure else "up" if self._ready_child() else "restarting"
         return {
             **self._info,
             "isolation": "process",
@@ -228,7 +227,7 @@ class ProcessBackend(Backend):
         to_engine_r, to_engine_w = os.pipe()
         from_engine_r, from_engine_w = os.pipe()
         spec = {
-            "config": _config_dict(self.config),
+            "config": config_dict(self.config),
             "floor": floor,
             "fd_in": to_engine_r,
             "fd_out": from_engine_w,
@@ -249,8 +248,8 @@ class ProcessBackend(Backend):
                 start_new_session=True,
             )
         except BaseException:
-            for fd in (to_engine_r, to_engine_w, from_engine_r, from_engine_w):
-                os.close(fd)
+            os.close(to_engine_w)
+            os.close(from_engine_r)
             raise
         finally:
             # the child's ends: closed here, so that the child's death reads as end-of-file
@@ -333,17 +332,22 @@ class ProcessBackend(Backend):
         q = self._front.open(request, self.n_ctx_seq)
         rid = request.request_id
         data = wire.frame(wire.Submit(request))
-        if self._child is not None:
-            self._child.send(data)
-        else:
+        if (child := self._ready_child()) is not None:
+            child.send(data)
+        else:  # sent once an engine is up; lost with nothing if one crashes while starting
             self._backlog[rid] = data
         return self._front.generation(rid, q, lambda: self._cancel(rid, len(request.prompt_tokens)))
 
     def _cancel(self, rid: int, n_prompt: int) -> None:
         if self._backlog.pop(rid, None) is not None:  # never reached an engine
             self._front.deliver([(rid, Finished("cancelled", Usage(n_prompt, 0)))], None)
-        elif self._child is not None:
-            self._child.send(wire.frame(wire.Cancel(rid)))
+        elif (child := self._ready_child()) is not None:
+            child.send(wire.frame(wire.Cancel(rid)))
+
+    def _ready_child(self) -> _Child | None:
+        """The engine process, once it has reported ready."""
+        child = self._child
+        return child if child is not None and child.up_since > 0 else None
 
     def stats(self) -> EngineStats:
         return self._front.stats(self.kv_bytes, self.restarts)
@@ -373,7 +377,3 @@ class ProcessBackend(Backend):
         self._child = None
         leftover = self._front.open_ids()
         self._front.lose(leftover, f"the model {self.name} stopped before this request finished")
-
-
-def _config_dict(config: LlamaCppConfig) -> dict[str, Any]:
-    return {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(config).items()}

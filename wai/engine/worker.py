@@ -10,6 +10,7 @@ group, and the server, not the engine, decides when to stop (after draining).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import signal
 import sys
@@ -35,6 +36,11 @@ class WorkerSpec(msgspec.Struct):
     fd_in: int
     fd_out: int
     log_level: int = logging.INFO
+
+
+def config_dict(config: LlamaCppConfig) -> dict[str, Any]:
+    """The config as JSON can carry it (paths as strings); `config_from` reads it back."""
+    return {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(config).items()}
 
 
 def config_from(d: dict[str, Any]) -> LlamaCppConfig:

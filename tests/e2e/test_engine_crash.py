@@ -166,6 +166,19 @@ def test_a_killed_engine_fails_its_requests_only_and_comes_back(two_models: Serv
 def test_the_engine_process_exits_with_its_server(tmp_path: Path) -> None:
     server = start_server(tmp_path, "--token", TOKEN)
     pid = _health(server)["runs"][EMBEDDED_NAME]["pid"]
+    # its own process group (Ctrl-C in a terminal is the server's), the server's session (a
+    # session of its own would be a scheduler autogroup of its own, starved under load)
+    assert os.getpgid(pid) == pid != os.getpgid(server.proc.pid)
+    assert os.getsid(pid) == os.getsid(server.proc.pid)
+    # a SIGTERM for the whole group (a service manager stopping it) is the server's to act on
+    os.kill(pid, signal.SIGTERM)
+    r = requests.post(
+        server.run_url(LLAMA2),
+        headers=server.auth,
+        json={"prompt": "Hi", "max_tokens": 2},
+        timeout=60,
+    )
+    assert r.status_code == 200 and _health(server)["runs"][EMBEDDED_NAME]["pid"] == pid
     server.proc.kill()  # no drain, no goodbye: the engine must notice on its own
     server.proc.wait(timeout=10)
 

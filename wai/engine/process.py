@@ -244,8 +244,11 @@ class ProcessBackend(Backend):
                 pass_fds=(to_engine_r, from_engine_w),
                 stdin=subprocess.DEVNULL,
                 env=env,
-                # out of the terminal's process group: Ctrl-C is the server's to handle
-                start_new_session=True,
+                # Out of the terminal's process group (Ctrl-C is the server's to handle), but in
+                # its session: with the kernel's autogroup scheduling a new session is a new
+                # group that gets no more CPU than the whole server, and measured 17% slower
+                # under load on 2 cores.
+                process_group=0,
             )
         except BaseException:
             os.close(to_engine_w)

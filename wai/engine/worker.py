@@ -4,8 +4,9 @@ Started and supervised by process.py. SPEC (JSON) holds the model's LlamaCppConf
 floor, the two pipe descriptors and the log level. The main thread runs the engine's step loop;
 a reader thread feeds it what the server sends. When the server goes away (its end of the
 request pipe closes, whatever killed it), the engine stops and this process exits, so an engine
-never outlives its server. SIGINT is ignored: Ctrl-C in a terminal reaches the whole process
-group, and the server, not the engine, decides when to stop (after draining).
+never outlives its server. SIGINT and SIGTERM are ignored: Ctrl-C in a terminal, or a service
+manager stopping the whole group, reaches the engine too, and the server, not the engine,
+decides when to stop (after draining).
 """
 
 from __future__ import annotations
@@ -86,6 +87,7 @@ def _read(fd: int, engine: LlamaCppEngine) -> None:
 def main(argv: list[str]) -> int:
     spec = msgspec.json.decode(argv[1], type=WorkerSpec)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     config = config_from(spec.config)
     logging.basicConfig(
         level=spec.log_level,

@@ -8,6 +8,7 @@ in for every id (responses name it in `x-wai-model`, so a stand-in is never hidd
 from __future__ import annotations
 
 import importlib.metadata
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,12 +20,55 @@ CHAT_SYSTEM = (
 
 
 @dataclass(frozen=True, slots=True)
+class Task:
+    """A Workers AI task (spec §6.1): what a model does, and so which input schema it takes."""
+
+    id: str
+    name: str
+    description: str
+
+
+TEXT_GENERATION = Task(
+    "c329a1f9-323d-4e91-b2aa-582dd4188d34",
+    "Text Generation",
+    "Family of generative text models, such as large language models (LLM), that can be "
+    "adapted for a variety of natural language tasks.",
+)
+TASKS = (TEXT_GENERATION,)
+
+
+@dataclass(frozen=True, slots=True)
+class Facts:
+    """What Workers AI's own catalog says of an id, where known (spec §2.5, §6.1)."""
+
+    uuid: str
+    created_at: str | None = None
+    description: str | None = None
+    planned_deprecation_date: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ModelSpec:
     id: str
     family: str  # prompt format family on Workers AI: llama2, mistral, chatml, llama3, ...
     context_window: int | None = None
     default_system: str | None = None  # prepended to a bare `prompt` unless raw
     aliases: tuple[str, ...] = ()
+    task: Task = TEXT_GENERATION
+    facts: Facts | None = None
+
+    @property
+    def uuid(self) -> str:
+        """Workers AI's id for the model where known, else a stable one derived from the name."""
+        if self.facts is not None:
+            return self.facts.uuid
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, f"wai:model:{self.id}"))
+
+    @property
+    def author(self) -> str:
+        """The namespace after @cf/ or @hf/ (meta, mistral, thebloke, ...)."""
+        parts = self.id.split("/")
+        return parts[1] if len(parts) > 2 and parts[0].startswith("@") else ""
 
 
 def _m(
@@ -38,8 +82,25 @@ def _m(
 
 
 CATALOG: tuple[ModelSpec, ...] = (
-    _m("@cf/meta/llama-2-7b-chat-int8", "llama2", 8192, CHAT_SYSTEM),
-    _m("@cf/meta/llama-2-7b-chat-fp16", "llama2", 4096, CHAT_SYSTEM),
+    ModelSpec(
+        "@cf/meta/llama-2-7b-chat-int8",
+        "llama2",
+        8192,
+        CHAT_SYSTEM,
+        facts=Facts(
+            "9c95c39d-45b3-4163-9631-22f0c0dc3b14",
+            "2023-09-25 19:21:11.898",
+            "Quantized (int8) generative text model with 7 billion parameters from Meta",
+            "2026-05-30",
+        ),
+    ),
+    ModelSpec(
+        "@cf/meta/llama-2-7b-chat-fp16",
+        "llama2",
+        4096,
+        CHAT_SYSTEM,
+        facts=Facts("ca54bcd6-0d98-4739-9b3b-5c8b4402193d"),
+    ),
     _m("@hf/thebloke/llama-2-13b-chat-awq", "llama2", 4096, CHAT_SYSTEM),
     _m("@cf/meta-llama/llama-2-7b-chat-hf-lora", "llama2", 8192),
     _m("@hf/thebloke/codellama-7b-instruct-awq", "llama2", 4096),
@@ -97,7 +158,12 @@ CATALOG: tuple[ModelSpec, ...] = (
     _m("@cf/meta/llama-3.1-70b-instruct", "llama3", 24000),
     _m("@cf/meta/llama-3.2-1b-instruct", "llama3", 60000),
     _m("@cf/meta/llama-3.2-3b-instruct", "llama3", 128000),
-    _m("@cf/meta/llama-3.3-70b-instruct-fp8-fast", "llama3", 24000),
+    ModelSpec(
+        "@cf/meta/llama-3.3-70b-instruct-fp8-fast",
+        "llama3",
+        24000,
+        facts=Facts("7a143886-c9bb-4a1c-be95-377b1973bc3b"),
+    ),
     _m("@cf/meta/llama-4-scout-17b-16e-instruct", "llama4", 131000),
     _m("@cf/deepseek-ai/deepseek-r1-distill-qwen-32b", "chatml", 80000),
 )

@@ -185,6 +185,15 @@ class Runtime:
             if (name := self.local_name_for(mid)) in self.backends and name not in failed
         ]
 
+    def spec_for(self, model_id: str) -> ModelSpec:
+        """The catalog entry of a known id (a configured id outside the catalog: a bare one)."""
+        return self.catalog.get(model_id) or ModelSpec(model_id, "custom")
+
+    def local_context(self, model_id: str) -> int | None:
+        """The context window per sequence of the local model answering an id, if loaded."""
+        backend = self.backends.get(self.local_name_for(model_id) or "")
+        return backend.n_ctx_seq if backend is not None else None
+
     def local_models(self) -> dict[str, LocalModel]:
         return dict(self._local)
 
@@ -197,8 +206,7 @@ class Runtime:
         failure = self.backends[name].failure
         if failure is not None:
             raise ModelUnavailable(model_id, failure)
-        spec = self.catalog.get(model_id) or ModelSpec(model_id, "custom")
-        return Served(model_id, spec, self.backends[name], self._formats[name])
+        return Served(model_id, self.spec_for(model_id), self.backends[name], self._formats[name])
 
     def prompt_tokens(self, served: Served, inp: TextGenerationInput) -> list[int]:
         tok = served.backend.tokenizer

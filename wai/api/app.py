@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, Response
 
 import wai
-from wai.api import binding, openai, openapi, workers
+from wai.api import binding, models, openai, openapi, workers
 from wai.api.auth import TokenAuth
 from wai.api.errors import BAD_INPUT, INTERNAL, METHOD_NOT_ALLOWED, NO_ROUTE, CFError
 from wai.api.guard import EdgeGuard, RateLimit
@@ -46,6 +46,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.include_router(binding.router)  # first: its /ai/run/proxy before the REST route
     app.include_router(workers.router)
     app.include_router(openai.router)
+    app.include_router(models.router)
 
     @app.get("/healthz")
     async def healthz() -> Response:

@@ -15,8 +15,9 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
 from wai.api.errors import is_openai_path
+from wai.api.models import MAX_PER_PAGE
 from wai.schemas.openai import ChatCompletionRequest, CompletionRequest
-from wai.schemas.text_generation import TextGenerationInput
+from wai.schemas.text_generation import TextGenerationInput, tighten_input_schema
 from wai.settings import Settings
 
 CF_ERROR = {
@@ -118,6 +119,23 @@ CF_ERRORS = {
 }
 
 
+# The model search's query (spec §6.1), with this server's bounds (see api/models.py).
+SEARCH_PARAMS: dict[str, dict[str, Any]] = {
+    "search": {"type": "string"},
+    "task": {"type": "string"},
+    "author": {"type": "string"},
+    "page": {"type": "integer", "minimum": 1, "maximum": 1_000_000},
+    "per_page": {"type": "integer", "minimum": 1, "maximum": MAX_PER_PAGE},
+    "source": {"type": "integer", "minimum": 0, "maximum": 1_000_000},
+    "hide_experimental": {"type": "boolean"},
+    "include_deprecated": {"type": "boolean"},
+}
+
+
+def _query(name: str, schema: dict[str, Any], required: bool = False) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": required, "schema": schema}
+
+
 def _json(schema: dict[str, Any]) -> dict[str, Any]:
     return {"application/json": {"schema": schema}}
 
@@ -176,14 +194,7 @@ def install(
         components = doc.setdefault("components", {}).setdefault("schemas", {})
         cap = {"max_tokens": {"maximum": settings.limits.max_tokens}}
         run_body = _body(TextGenerationInput, components, cap)
-        run_schema = components["TextGenerationInput"]
-        # exactly one of prompt / messages, each non-null when present (as Workers AI says)
-        run_schema["oneOf"] = [{"required": ["prompt"]}, {"required": ["messages"]}]
-        run_schema["properties"]["max_tokens"]["default"] = min(256, settings.limits.max_tokens)
-        for prop in ("prompt", "messages"):
-            run_schema["properties"][prop] = next(
-                alt for alt in run_schema["properties"][prop]["anyOf"] if alt != {"type": "null"}
-            )
+        tighten_input_schema(components["TextGenerationInput"], settings.limits.max_tokens)
         chat_body = _body(
             ChatCompletionRequest, components, {**cap, "max_completion_tokens": cap["max_tokens"]}
         )
@@ -218,6 +229,10 @@ def install(
                             "schema": {"type": "string", "minLength": 1},
                         }
                     )
+                if path.endswith("/ai/models/schema"):
+                    params.append(_query("model", {"type": "string", "enum": model_ids}, True))
+                elif path.endswith("/models/search"):
+                    params.extend(_query(name, schema) for name, schema in SEARCH_PARAMS.items())
                 if "/ai/run/" in path:
                     op["requestBody"] = run_body
                     responses["200"] = {

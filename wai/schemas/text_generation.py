@@ -118,3 +118,52 @@ def _json_type(value: Any) -> str:
     return {bool: "boolean", int: "integer", float: "number", str: "string", list: "array"}.get(
         type(value), "object"
     )
+
+
+def tighten_input_schema(schema: dict[str, Any], max_tokens: int) -> dict[str, Any]:
+    """TextGenerationInput's JSON schema as Workers AI states it: exactly one of prompt and
+    messages, each non-null when present, and this server's max_tokens cap."""
+    props = schema["properties"]
+    props["max_tokens"]["maximum"] = max_tokens
+    props["max_tokens"]["default"] = min(256, max_tokens)
+    schema["oneOf"] = [{"required": ["prompt"]}, {"required": ["messages"]}]
+    for prop in ("prompt", "messages"):
+        props[prop] = next(alt for alt in props[prop]["anyOf"] if alt != {"type": "null"})
+    return schema
+
+
+def input_json_schema(max_tokens: int) -> dict[str, Any]:
+    """The input schema a model's catalog entry gives (`/ai/models/schema`), self-contained."""
+    schema = tighten_input_schema(TextGenerationInput.model_json_schema(), max_tokens)
+    schema["description"] = "A prompt, or chat messages, and the sampling parameters"
+    return schema
+
+
+_USAGE = {
+    "type": "object",
+    "description": "Usage statistics for the inference request",
+    "properties": {
+        "prompt_tokens": {"type": "number", "description": "Total number of tokens in input"},
+        "completion_tokens": {"type": "number", "description": "Total number of tokens in output"},
+        "total_tokens": {
+            "type": "number",
+            "description": "Total number of input and output tokens",
+        },
+    },
+}
+
+# What a text-generation model answers: the result object, or (stream: true) its event stream.
+OUTPUT_JSON_SCHEMA: dict[str, Any] = {
+    "description": "The generated text and usage, or (stream: true) their event stream",
+    "oneOf": [
+        {
+            "type": "object",
+            "contentType": "application/json",
+            "properties": {
+                "response": {"type": "string", "description": "The generated text response"},
+                "usage": _USAGE,
+            },
+        },
+        {"type": "string", "contentType": "text/event-stream", "format": "binary"},
+    ],
+}

@@ -53,10 +53,32 @@ def test_a_configured_default_model_replaces_the_embedded_one(tmp_path: Path) ->
 
 def test_max_tokens_cap() -> None:
     rt = Runtime(Settings.model_validate({"limits": {"max_tokens": 100}}))
-    assert rt.max_tokens(parse_text_generation({"prompt": "x"})) == 100  # default lowered
-    assert rt.max_tokens(parse_text_generation({"prompt": "x", "max_tokens": 50})) == 50
+    assert (
+        rt.max_tokens(EMBEDDED_NAME, parse_text_generation({"prompt": "x"})) == 100
+    )  # default lowered
+    assert (
+        rt.max_tokens(EMBEDDED_NAME, parse_text_generation({"prompt": "x", "max_tokens": 50})) == 50
+    )
     with pytest.raises(InvalidInput):
-        rt.max_tokens(parse_text_generation({"prompt": "x", "max_tokens": 101}))
+        rt.max_tokens(EMBEDDED_NAME, parse_text_generation({"prompt": "x", "max_tokens": 101}))
+
+
+def test_a_model_s_own_limits_override_the_server_s(tmp_path: Path) -> None:
+    rt = Runtime(
+        Settings.model_validate(
+            {
+                "limits": {"max_tokens": 100, "max_prompt_chars": 50},
+                "models": {
+                    "small": {"path": str(tmp_path / "s.gguf"), "limits": {"max_tokens": 10}}
+                },
+            }
+        )
+    )
+    assert rt.max_tokens("small", parse_text_generation({"prompt": "x"})) == 10
+    assert rt.max_tokens(EMBEDDED_NAME, parse_text_generation({"prompt": "x"})) == 100
+    with pytest.raises(InvalidInput):
+        rt.max_tokens("small", parse_text_generation({"prompt": "x", "max_tokens": 11}))
+    assert rt.limits("small").max_prompt_chars == 50  # not overridden: the server's
 
 
 def test_limits_on_prompt_and_messages() -> None:
@@ -66,9 +88,12 @@ def test_limits_on_prompt_and_messages() -> None:
         )
     )
     with pytest.raises(InvalidInput, match="prompt"):
-        rt.check_limits(parse_text_generation({"prompt": "too long"}))
+        rt.check_limits(EMBEDDED_NAME, parse_text_generation({"prompt": "too long"}))
     msgs = [{"role": "user", "content": "hi"}] * 3
     with pytest.raises(InvalidInput, match="more than 2"):
-        rt.check_limits(parse_text_generation({"messages": msgs}))
+        rt.check_limits(EMBEDDED_NAME, parse_text_generation({"messages": msgs}))
     with pytest.raises(InvalidInput, match="messages/0"):
-        rt.check_limits(parse_text_generation({"messages": [{"role": "user", "content": "four"}]}))
+        rt.check_limits(
+            EMBEDDED_NAME,
+            parse_text_generation({"messages": [{"role": "user", "content": "four"}]}),
+        )

@@ -78,7 +78,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         runtime = Runtime(settings)
         await runtime.start()
         try:
-            _, generation = runtime.submit(args.model, parse_text_generation(body))
+            _, generation = await runtime.submit(args.model, parse_text_generation(body))
             parts: list[str] = []
             async for ev in generation:
                 if isinstance(ev, Delta):

@@ -288,7 +288,7 @@ async def _local_events(
     from wai.schemas.text_generation import parse_text_generation
 
     try:
-        _, generation = runtime.submit(model, parse_text_generation(inputs))
+        _, generation = await runtime.submit(model, parse_text_generation(inputs))
     except (RequestError, EngineError) as e:
         f = classify(e)
         raise AiError(f.code, f"AiError: {f.message}", f.status) from e

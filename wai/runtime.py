@@ -23,10 +23,11 @@ from wai.engine.base import (
     PromptTooLong,
     SamplingParams,
 )
-from wai.engine.gguf import ModelLoadError
+from wai.engine.gguf import ModelLoadError, kv_cache_bytes, read_metadata
 from wai.engine.inthread import InThreadBackend
 from wai.engine.llamacpp import LlamaCppConfig
 from wai.engine.process import ProcessBackend
+from wai.engine.weights import compute_size
 from wai.errors import (
     BAD_INPUT,
     INTERNAL,
@@ -39,8 +40,9 @@ from wai.errors import (
     UnknownModel,
     bad_input_message,
 )
+from wai.registry import Registry
 from wai.schemas.text_generation import TextGenerationInput
-from wai.settings import LocalModel, Settings
+from wai.settings import Limits, LocalModel, Settings
 
 log = logging.getLogger("wai.runtime")
 
@@ -109,58 +111,74 @@ class Runtime:
         self._routes: dict[str, str] = {
             mid: name for name, m in self._local.items() for mid in m.serves
         }
-        self.backends: dict[str, Backend] = {}
-        self._formats: dict[str, ChatFormat] = {}
+        self._formats: dict[str, tuple[Backend, ChatFormat]] = {}
+        self.registry: Registry | None = None
         self.ready = False
 
-    async def start(self) -> None:
+    def _config(self, name: str, local: LocalModel) -> LlamaCppConfig:
         e = self.settings.engine
+        return LlamaCppConfig(
+            path=local.path,
+            name=name,
+            n_slots=local.slots or e.slots,
+            n_ctx_seq=local.ctx_per_slot or e.ctx_per_slot,
+            n_batch=e.batch_tokens,
+            n_threads=e.threads if local.threads is None else local.threads,
+            max_waiting=e.max_waiting,
+            prefill_chunk=e.prefill_chunk,
+            flash_attn=e.flash_attn,
+            batch_invariant=e.batch_invariant,
+            weights=e.weights,
+            extra_buffers=e.extra_buffers,
+            gpu_layers=e.gpu_layers if local.gpu_layers is None else local.gpu_layers,
+            probe_fault=e.probe_fault,
+            cache_dir=self.settings.cache_dir,
+        )
+
+    def _backend(self, name: str, local: LocalModel) -> Backend:
+        config = self._config(name, local)
+        log.info("loading %s from %s", name, local.path)
+        if self.settings.engine.isolation == "process":
+            return ProcessBackend(config)
+        return InThreadBackend(config)
+
+    def _estimate(self, name: str, local: LocalModel) -> int:
+        """Bytes a model will hold once loaded (weights + KV cache), from its file alone;
+        0 when the file cannot be read (its load will say why)."""
+        config = self._config(name, local)
+        try:
+            meta = read_metadata(local.path)
+            weights = compute_size(local.path, meta, config.weights, config.cache_dir)
+        except (ModelLoadError, OSError):
+            return 0
+        return weights + kv_cache_bytes(meta, config.n_ctx_seq * config.n_slots)
+
+    async def start(self) -> None:
+        models = {}
         for name, local in self._local.items():
-            config = LlamaCppConfig(
-                path=local.path,
-                name=name,
-                n_slots=e.slots,
-                n_ctx_seq=e.ctx_per_slot,
-                n_batch=e.batch_tokens,
-                n_threads=e.threads,
-                max_waiting=e.max_waiting,
-                prefill_chunk=e.prefill_chunk,
-                flash_attn=e.flash_attn,
-                batch_invariant=e.batch_invariant,
-                weights=e.weights,
-                extra_buffers=e.extra_buffers,
-                gpu_layers=e.gpu_layers,
-                probe_fault=e.probe_fault,
-                cache_dir=self.settings.cache_dir,
-            )
-            log.info("loading %s from %s", name, local.path)
-            try:
-                backend: Backend = (
-                    ProcessBackend(config)
-                    if e.isolation == "process"
-                    else await asyncio.to_thread(InThreadBackend, config)
-                )
-                try:
-                    await backend.start()
-                except ModelLoadError:
-                    await backend.close()
-                    raise
-            except ModelLoadError as err:
-                # A bad file costs its own ids, not the server: they answer with the reason.
-                log.error("model %s refused: %s", name, err)
-                self.failed[name] = str(err)
-                continue
-            self.backends[name] = backend
-            self._formats[name] = format_for(
-                local.template, backend.chat_template, backend.tokenizer
-            )
+            eager = local.load == "eager" or name == self._default
+            models[name] = (local, eager, await asyncio.to_thread(self._estimate, name, local))
+        budget = self.settings.memory_budget
+        self.registry = Registry(
+            models,
+            self._backend,
+            budget=int(budget) if budget is not None else None,
+            idle_unload_seconds=self.settings.idle_unload_seconds,
+            load_wait_seconds=self.settings.load_wait_seconds,
+            measure=lambda b: b.memory_bytes(),
+        )
+        await self.registry.start()
         self.ready = True
 
     async def close(self) -> None:
         self.ready = False
-        for backend in self.backends.values():
-            await backend.close()
-        self.backends.clear()
+        if self.registry is not None:
+            await self.registry.close()
+
+    @property
+    def backends(self) -> dict[str, Backend]:
+        """The local models loaded now."""
+        return self.registry.loaded() if self.registry is not None else {}
 
     def local_name_for(self, model_id: str) -> str | None:
         """Which local model answers an id, without loading anything."""
@@ -179,34 +197,43 @@ class Runtime:
     def answering_ids(self) -> list[str]:
         """The known ids whose local model is loaded (the others answer 503/3043)."""
         failed = self.failures()
-        return [
-            mid
-            for mid in self.known_ids()
-            if (name := self.local_name_for(mid)) in self.backends and name not in failed
-        ]
+        return [mid for mid in self.known_ids() if self.local_name_for(mid) not in failed]
 
     def spec_for(self, model_id: str) -> ModelSpec:
         """The catalog entry of a known id (a configured id outside the catalog: a bare one)."""
         return self.catalog.get(model_id) or ModelSpec(model_id, "custom")
 
     def local_context(self, model_id: str) -> int | None:
-        """The context window per sequence of the local model answering an id, if loaded."""
-        backend = self.backends.get(self.local_name_for(model_id) or "")
-        return backend.n_ctx_seq if backend is not None else None
+        """The context window per sequence of the local model answering an id (loaded: as
+        the engine found it; not loaded: as configured)."""
+        name = self.local_name_for(model_id)
+        if name is None:
+            return None
+        backend = self.backends.get(name)
+        if backend is not None:
+            return backend.n_ctx_seq
+        return self._local[name].ctx_per_slot or self.settings.engine.ctx_per_slot
 
     def local_models(self) -> dict[str, LocalModel]:
         return dict(self._local)
 
-    def resolve(self, model_id: str) -> Served:
+    def name_for(self, model_id: str) -> str:
+        """The local model answering an id, if it can: raises UnknownModel or
+        ModelUnavailable (refused at load, or its engine given up)."""
         name = self.local_name_for(model_id)
-        if name in self.failed:
-            raise ModelUnavailable(model_id, self.failed[name])
-        if name is None or name not in self.backends:
+        if name is None:
             raise UnknownModel(model_id)
-        failure = self.backends[name].failure
+        failure = self.failures().get(name)
         if failure is not None:
             raise ModelUnavailable(model_id, failure)
-        return Served(model_id, self.spec_for(model_id), self.backends[name], self._formats[name])
+        return name
+
+    def _chat_format(self, name: str, backend: Backend) -> ChatFormat:
+        cached = self._formats.get(name)
+        if cached is None or cached[0] is not backend:  # first load, or loaded again
+            fmt = format_for(self._local[name].template, backend.chat_template, backend.tokenizer)
+            self._formats[name] = cached = (backend, fmt)
+        return cached[1]
 
     def prompt_tokens(self, served: Served, inp: TextGenerationInput) -> list[int]:
         tok = served.backend.tokenizer
@@ -226,17 +253,22 @@ class Runtime:
         except ChatTemplateError as e:
             raise InvalidInput(str(e)) from e
 
-    def max_tokens(self, inp: TextGenerationInput) -> int:
+    def limits(self, name: str) -> Limits:
+        """The server's limits with the model's own overrides."""
+        overrides = self._local[name].limits.model_dump(exclude_none=True)
+        return self.settings.limits.model_copy(update=overrides)
+
+    def max_tokens(self, name: str, inp: TextGenerationInput) -> int:
         """An explicit value must respect the cap; the default (256) is lowered to it."""
-        cap = self.settings.limits.max_tokens
+        cap = self.limits(name).max_tokens
         if "max_tokens" not in inp.model_fields_set:
             return min(inp.max_tokens, cap)
         if inp.max_tokens > cap:
             raise InvalidInput(f"'/max_tokens': must be at most {cap}")
         return inp.max_tokens
 
-    def check_limits(self, inp: TextGenerationInput) -> None:
-        lim = self.settings.limits
+    def check_limits(self, name: str, inp: TextGenerationInput) -> None:
+        lim = self.limits(name)
         if inp.prompt is not None and len(inp.prompt) > lim.max_prompt_chars:
             raise InvalidInput(f"'/prompt': longer than {lim.max_prompt_chars} characters")
         messages = inp.messages or []
@@ -258,40 +290,73 @@ class Runtime:
                     f"vocabulary (0..{n_vocab - 1})"
                 )
 
-    def submit(
+    async def submit(
         self,
         model_id: str,
         inp: TextGenerationInput,
         stop: Sequence[str] = (),
         logit_bias: Sequence[tuple[int, float]] = (),
     ) -> tuple[Served, Generation]:
-        """Resolve, check, template and queue. Raises RequestError or EngineError."""
-        served = self.resolve(model_id)
-        self.check_limits(inp)
-        self.check_logit_bias(served, logit_bias)
-        request = GenerationRequest(
-            prompt_tokens=self.prompt_tokens(served, inp),
-            max_tokens=self.max_tokens(inp),
-            sampling=SamplingParams(
-                temperature=inp.temperature,
-                top_p=inp.top_p,
-                top_k=inp.top_k,
-                seed=inp.seed,
-                repetition_penalty=inp.repetition_penalty,
-                frequency_penalty=inp.frequency_penalty,
-                presence_penalty=inp.presence_penalty,
-                logit_bias=tuple(logit_bias),
-            ),
-            reject_if_busy=bool(inp.options and inp.options.reject_if_busy),
-            ignore_eos=inp.ignore_eos,
-            stop=tuple(stop),
-        )
-        return served, served.backend.submit(request)
+        """Resolve, check, load (if need be), template and queue. Raises RequestError or
+        EngineError. The model is leased until the generation ends: it is never unloaded under
+        it."""
+        name = self.name_for(model_id)
+        self.check_limits(name, inp)
+        assert self.registry is not None, "Runtime.start() first"
+        try:
+            backend = await self.registry.acquire(name)
+        except ModelLoadError as e:
+            raise ModelUnavailable(model_id, str(e)) from e
+        try:
+            if backend.failure is not None:
+                raise ModelUnavailable(model_id, backend.failure)
+            served = Served(
+                model_id, self.spec_for(model_id), backend, self._chat_format(name, backend)
+            )
+            self.check_logit_bias(served, logit_bias)
+            if _size(inp) > OFF_LOOP_CHARS:  # templating and tokenizing a large input
+                tokens = await asyncio.to_thread(self.prompt_tokens, served, inp)
+            else:
+                tokens = self.prompt_tokens(served, inp)
+            request = GenerationRequest(
+                prompt_tokens=tokens,
+                max_tokens=self.max_tokens(name, inp),
+                sampling=SamplingParams(
+                    temperature=inp.temperature,
+                    top_p=inp.top_p,
+                    top_k=inp.top_k,
+                    seed=inp.seed,
+                    repetition_penalty=inp.repetition_penalty,
+                    frequency_penalty=inp.frequency_penalty,
+                    presence_penalty=inp.presence_penalty,
+                    logit_bias=tuple(logit_bias),
+                ),
+                reject_if_busy=bool(inp.options and inp.options.reject_if_busy),
+                ignore_eos=inp.ignore_eos,
+                stop=tuple(stop),
+            )
+            generation = backend.submit(request)
+        except BaseException:
+            self.registry.release(name)
+            raise
+        registry = self.registry
+        generation.add_done_callback(lambda: registry.release(name))
+        return served, generation
 
     def stats(self) -> dict[str, EngineStats]:
         return {name: b.stats() for name, b in self.backends.items()}
 
     def failures(self) -> dict[str, str]:
-        """Local models that cannot answer, and why: refused at start, or given up since."""
+        """Local models that cannot answer, and why: refused at load, or given up since."""
         given_up = {n: b.failure for n, b in self.backends.items() if b.failure is not None}
-        return {**self.failed, **given_up}
+        refused = self.registry.failures() if self.registry is not None else {}
+        return {**self.failed, **refused, **given_up}
+
+
+OFF_LOOP_CHARS = 16_384  # inputs longer than this are templated and tokenized on a worker thread
+
+
+def _size(inp: TextGenerationInput) -> int:
+    if inp.prompt is not None:
+        return len(inp.prompt)
+    return sum(len(m.text()) for m in inp.messages or [])

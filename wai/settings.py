@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ByteSize, ConfigDict, Field, ValidationError, model_validator
 
 
 class _Strict(BaseModel):
@@ -91,10 +91,26 @@ class Limits(_Strict):
     max_header_bytes: int = Field(16384, ge=1024, description="total size of request headers")
 
 
+class ModelLimits(_Strict):
+    """Per-model overrides of `limits` (None: the server's)."""
+
+    max_tokens: int | None = Field(None, ge=1, description="cap on `max_tokens`")
+    max_prompt_chars: int | None = Field(None, ge=1, description="length of `prompt`")
+    max_messages: int | None = Field(None, ge=1, description="number of `messages`")
+    max_message_chars: int | None = Field(None, ge=1, description="length of one message")
+
+
 class LocalModel(_Strict):
     path: Path
     template: Literal["auto", "llama2", "chatml"] = "auto"
     serves: list[str] = Field(default_factory=list)
+    # None: engine.* of the server
+    slots: int | None = Field(None, ge=1, le=256)
+    ctx_per_slot: int | None = Field(None, ge=64, le=131072)
+    gpu_layers: int | None = Field(None, ge=-1, le=100_000)
+    threads: int | None = Field(None, ge=0, le=1024)
+    load: Literal["lazy", "eager"] = "lazy"
+    limits: ModelLimits = ModelLimits()
 
 
 class Settings(_Strict):
@@ -114,6 +130,23 @@ class Settings(_Strict):
     cache_dir: Path = Field(default_factory=lambda: Path.home() / ".cache" / "wai")
     # On SIGTERM: stop accepting, let in-flight requests finish for up to this long, then exit.
     drain_seconds: float = Field(30.0, ge=0, le=3600)
+    # Weights + KV cache of all loaded models; None: no limit (see registry.py).
+    memory_budget: ByteSize | None = None
+    # Lazy models unused this long are unloaded; 0: never.
+    idle_unload_seconds: float = Field(0.0, ge=0, le=30 * 86400)
+    # How long a request waits for room in the budget before 429.
+    load_wait_seconds: float = Field(30.0, ge=0, le=3600)
+
+    @model_validator(mode="after")
+    def _models_fit_the_batch(self) -> Settings:
+        e = self.engine
+        for name, m in self.models.items():
+            if m.slots is not None and e.batch_tokens < m.slots + e.prefill_chunk:
+                raise ValueError(
+                    f"models.{name}.slots: engine.batch_tokens ({e.batch_tokens}) must be at "
+                    f"least slots + engine.prefill_chunk ({m.slots + e.prefill_chunk})"
+                )
+        return self
 
     @property
     def loopback(self) -> bool:
@@ -140,6 +173,9 @@ _ENV = {
     "WAI_DEFAULT_MODEL": ("default_model", str),
     "WAI_CACHE_DIR": ("cache_dir", str),
     "WAI_DRAIN_SECONDS": ("drain_seconds", float),
+    "WAI_MEMORY_BUDGET": ("memory_budget", str),
+    "WAI_IDLE_UNLOAD_SECONDS": ("idle_unload_seconds", float),
+    "WAI_LOAD_WAIT_SECONDS": ("load_wait_seconds", float),
     "WAI_ALLOWED_HOSTS": ("allowed_hosts", lambda v: [h.strip() for h in v.split(",") if h]),
     "WAI_RATE_LIMIT_RPM": ("rate_limit_rpm", int),
     "WAI_MAX_HEADER_BYTES": ("limits.max_header_bytes", int),

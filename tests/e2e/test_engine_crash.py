@@ -35,6 +35,7 @@ batch_tokens = 256
 [models.other]
 path = "{embedded_model_path()}"
 serves = ["{OTHER_ID}"]
+load = "eager"
 """)
     server = start_server(tmp_path, "--config", str(config), "--token", TOKEN)
     yield server

@@ -74,9 +74,11 @@ serves = ["{UNPARSABLE_ID}"]
 [models.truncated]
 path = "{truncated}"
 serves = ["{TRUNCATED_ID}"]
+load = "eager"
 [models.junk]
 path = "{junk}"
 serves = ["{JUNK_ID}"]
+load = "eager"
 """)
     server = start_server(tmp, "--config", str(config), "--token", TOKEN)
     yield server, marker

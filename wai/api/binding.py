@@ -88,7 +88,7 @@ async def run_binding(request: Request) -> Response:
         model_id = (model_id.split(":", 1)[1] if ":" in model_id else model_id).strip()
         inputs = _inputs(await read_json(request, runtime.settings.limits.max_body_bytes))
         parsed = parse_text_generation(inputs)
-        served, generation = runtime.submit(model_id, parsed)
+        served, generation = await runtime.submit(model_id, parsed)
     except (CFError, RequestError, EngineError) as e:
         return binding_error(to_cf_error(e), request_id)
     headers = {"x-wai-model": served.local_name, "cf-ai-req-id": request_id}

@@ -38,7 +38,7 @@ async def _handle(request: Request, parse: Parser, chat: bool) -> Response:
     try:
         body = await read_json(request, runtime.settings.limits.max_body_bytes)
         req, inp, stops = parse(body)
-        served, generation = runtime.submit(req.model, inp, stops, req.bias())
+        served, generation = await runtime.submit(req.model, inp, stops, req.bias())
     except InvalidOpenAIRequest as e:
         return openai_error(400, e.message, e.param)
     except (CFError, RequestError, EngineError) as e:

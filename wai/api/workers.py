@@ -26,7 +26,7 @@ async def run_model(request: Request, account_id: str, model: str) -> Response:
     try:
         body = await read_json(request, runtime.settings.limits.max_body_bytes)
         inputs = parse_text_generation(body)
-        served, generation = runtime.submit(model, inputs)
+        served, generation = await runtime.submit(model, inputs)
     except (CFError, RequestError, EngineError) as e:
         return to_cf_error(e).response(request_id)
     headers = {"x-wai-model": served.local_name, "cf-ai-req-id": request_id}

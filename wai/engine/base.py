@@ -117,6 +117,7 @@ class Generation:
         self._events = events
         self._cancel = cancel
         self.done = False
+        self._on_done: list[Callable[[], None]] = []
 
     def __aiter__(self) -> AsyncIterator[Event]:
         return self._iterate()
@@ -124,18 +125,32 @@ class Generation:
     async def _iterate(self) -> AsyncIterator[Event]:
         try:
             async for ev in self._events:
-                if isinstance(ev, Finished | Failed):
-                    self.done = True
+                final = isinstance(ev, Finished | Failed)
+                if final:
+                    self._finish()
                 yield ev
-                if self.done:
+                if final:
                     return
         finally:
             self.cancel()
 
     def cancel(self) -> None:
         if not self.done:
-            self.done = True
+            self._finish()
             self._cancel()
+
+    def add_done_callback(self, fn: Callable[[], None]) -> None:
+        """Call `fn` once, when the generation ends (its final event, or cancelled)."""
+        if self.done:
+            fn()
+        else:
+            self._on_done.append(fn)
+
+    def _finish(self) -> None:
+        self.done = True
+        callbacks, self._on_done = self._on_done, []
+        for fn in callbacks:
+            fn()
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +222,10 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def stats(self) -> EngineStats: ...
+
+    def memory_bytes(self) -> int:
+        """Memory the loaded model holds: its weights file and KV cache (0: unknown)."""
+        return 0
 
     @property
     def failure(self) -> str | None:

@@ -14,7 +14,15 @@ import contextlib
 import queue
 import threading
 
-from wai.engine.base import Backend, Counters, EngineStats, Event, Generation, GenerationRequest
+from wai.engine.base import (
+    Backend,
+    Counters,
+    EngineStats,
+    EngineStopped,
+    Event,
+    Generation,
+    GenerationRequest,
+)
 from wai.engine.frontend import Frontend
 from wai.engine.gguf import LlamaTokenizer, ModelLoadError
 from wai.engine.llamacpp import LlamaCppConfig, LlamaCppEngine
@@ -24,28 +32,31 @@ class InThreadBackend(Backend):
     tokenizer: LlamaTokenizer
 
     def __init__(self, config: LlamaCppConfig) -> None:
-        """Loads the model (blocking: call it from a worker thread)."""
         self.config = config
         self.name = config.name
-        self.engine = LlamaCppEngine(config, self._sink)
-        self.tokenizer = self.engine.tokenizer
-        self.n_ctx_seq = self.engine.n_ctx_seq
-        self.chat_template = self.engine.chat_template
-        self.metadata = self.engine.metadata
-        self.info = self.engine.info
+        self.n_ctx_seq = config.n_ctx_seq
+        self.info = {}
         self._front = Frontend(config.name, config.n_slots, config.max_waiting)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        self.engine: LlamaCppEngine | None = None
 
     async def start(self) -> None:
-        """Start the engine thread; returns once its warm-up decode has passed. Raises
-        ModelLoadError (the thread then ends) if it failed."""
+        """Load the model (on a worker thread) and start the engine thread; returns once its
+        warm-up decode has passed. Raises ModelLoadError (the thread then ends) if it failed."""
         if self._thread is not None:
             return
         self._loop = asyncio.get_running_loop()
+        engine = await asyncio.to_thread(LlamaCppEngine, self.config, self._sink)
+        self.engine = engine
+        self.tokenizer = engine.tokenizer
+        self.n_ctx_seq = engine.n_ctx_seq
+        self.chat_template = engine.chat_template
+        self.metadata = engine.metadata
+        self.info = engine.info
         warmed: queue.SimpleQueue[int] = queue.SimpleQueue()
         self._thread = threading.Thread(
-            target=self.engine.run, args=(warmed.put,), name=f"engine-{self.name}", daemon=True
+            target=engine.run, args=(warmed.put,), name=f"engine-{self.name}", daemon=True
         )
         self._thread.start()
         rc = await asyncio.to_thread(warmed.get)
@@ -60,16 +71,24 @@ class InThreadBackend(Backend):
                 self._loop.call_soon_threadsafe(self._front.deliver, events, counters)
 
     def submit(self, request: GenerationRequest) -> Generation:
+        engine = self.engine
+        if engine is None:
+            raise EngineStopped(f"the model {self.name} is not started")
         q = self._front.open(request, self.n_ctx_seq)
-        self.engine.submit(request)
+        engine.submit(request)
         rid = request.request_id
-        return self._front.generation(rid, q, lambda: self.engine.cancel(rid))
+        return self._front.generation(rid, q, lambda: engine.cancel(rid))
 
     def stats(self) -> EngineStats:
-        return self._front.stats(self.engine.kv_bytes)
+        return self._front.stats(self.engine.kv_bytes if self.engine else 0)
+
+    def memory_bytes(self) -> int:
+        return self.engine.weights_bytes + self.engine.kv_bytes if self.engine else 0
 
     async def close(self) -> None:
         self._front.closed = True  # from here on submit raises EngineStopped
+        if self.engine is None:
+            return
         if self._thread is not None:
             self.engine.stop()
             await asyncio.to_thread(self._thread.join)

@@ -151,6 +151,7 @@ class LlamaCppEngine:
         weights = compute_path(config.path, source_meta, config.weights, config.cache_dir)
         self.plan, probe_note = plan_load(config, weights, floor)
         self.weights_path = self.plan.weights
+        self.weights_bytes = self.plan.weights.stat().st_size
         self._model = load_model(self.plan.weights, model_params(self.plan))
         self.tokenizer = LlamaTokenizer(self._model)
         self.metadata = model_metadata(self._model)

@@ -139,6 +139,7 @@ class ProcessBackend(Backend):
         self.metadata: dict[str, str] = {}
         self._info: dict[str, object] = {}
         self.kv_bytes = 0
+        self.weights_bytes = 0
         self.restarts = 0
         self._front = Frontend(config.name, config.n_slots, config.max_waiting)
         self._child: _Child | None = None
@@ -211,6 +212,7 @@ class ProcessBackend(Backend):
             self.metadata = msg.metadata
             self._info = msg.info
             self.kv_bytes = msg.kv_bytes
+            self.weights_bytes = msg.weights_bytes
             child.up_since = time.monotonic()
             for data in self._backlog.values():
                 child.send(data)
@@ -354,6 +356,9 @@ class ProcessBackend(Backend):
 
     def stats(self) -> EngineStats:
         return self._front.stats(self.kv_bytes, self.restarts)
+
+    def memory_bytes(self) -> int:
+        return self.weights_bytes + self.kv_bytes
 
     async def close(self) -> None:
         """Stop the engine: what it still holds ends with an error event; a process that does

@@ -37,13 +37,17 @@ def file_type(meta: dict[str, str]) -> int | None:
     return int(value) if value is not None and value.isdigit() else None
 
 
+def _converted(path: Path, cache_dir: Path) -> Path:
+    st = path.stat()
+    return cache_dir / f"{path.stem}.{st.st_size}-{st.st_mtime_ns}.q8_0.gguf"
+
+
 def compute_path(path: Path, meta: dict[str, str], mode: WeightsMode, cache_dir: Path) -> Path:
     """The file to load for `path`: itself, or its cached Q8_0 conversion."""
     ftype = file_type(meta)
     if mode == "as-is" or ftype not in _NO_BATCHED_KERNEL:
         return path
-    st = path.stat()
-    target = cache_dir / f"{path.stem}.{st.st_size}-{st.st_mtime_ns}.q8_0.gguf"
+    target = _converted(path, cache_dir)
     if target.exists():
         return target
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -65,3 +69,20 @@ def compute_path(path: Path, meta: dict[str, str], mode: WeightsMode, cache_dir:
         return path
     tmp.replace(target)
     return target
+
+
+# bits per weight: what a Q4_1/Q5_1 file grows by when computed as Q8_0 (8.5 bits)
+_GROWTH = {_FTYPE_Q4_1: 8.5 / 5.0, _FTYPE_Q5_1: 8.5 / 6.0}
+
+
+def compute_size(path: Path, meta: dict[str, str], mode: WeightsMode, cache_dir: Path) -> int:
+    """Bytes of the weights the engine will load for `path` (its conversion's, if one is or
+    would be made), without converting anything."""
+    size = path.stat().st_size
+    ftype = file_type(meta)
+    if mode == "as-is" or ftype not in _NO_BATCHED_KERNEL:
+        return size
+    target = _converted(path, cache_dir)
+    if target.exists():
+        return target.stat().st_size
+    return int(size * _GROWTH[ftype])

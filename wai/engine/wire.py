@@ -77,6 +77,7 @@ class Ready(msgspec.Struct, tag="ready", array_like=True):
     metadata: dict[str, str]
     info: dict[str, Any]
     kv_bytes: int
+    weights_bytes: int
 
 
 class Step(msgspec.Struct, tag="step", array_like=True):

@@ -115,6 +115,7 @@ def main(argv: list[str]) -> int:
                 metadata=engine.metadata,
                 info=engine.info,
                 kv_bytes=engine.kv_bytes,
+                weights_bytes=engine.weights_bytes,
             )
         )
         threading.Thread(target=_read, args=(spec.fd_in, engine), daemon=True).start()

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import math
+import re
 import signal
 import sys
 from pathlib import Path
@@ -17,8 +18,25 @@ from wai.settings import Settings, SettingsError, load_settings
 
 
 def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
+    flags = {
+        "engine.slots": getattr(args, "slots", None),
+        "engine.ctx_per_slot": getattr(args, "ctx_per_slot", None),
+        "engine.gpu_layers": getattr(args, "gpu_layers", None),
+        "engine.threads": getattr(args, "threads", None),
+        "memory_budget": getattr(args, "memory_budget", None),
+        "log_level": getattr(args, "log_level", None),
+    }
+    model: Path | None = getattr(args, "model", None)
+    serves: list[str] = getattr(args, "serves", None) or []
+    if serves and model is None:
+        sys.exit("wai: --serves needs --model")
+    if model is not None and serves:
+        name = re.sub(r"[^A-Za-z0-9_-]+", "-", model.stem)  # a dotted key must not split it
+        flags[f"models.{name}"] = {"path": str(model), "serves": serves, "load": "eager"}
+    elif model is not None:
+        flags["default_model"] = str(model)
     try:
-        return load_settings(config=args.config, overrides=overrides)
+        return load_settings(config=args.config, overrides={**flags, **overrides})
     except SettingsError as e:
         sys.exit(f"wai: {e}")
 
@@ -37,7 +55,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
         return 2
     logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     mode = f"{len(settings.tokens)} token(s)" if settings.tokens else "open local mode (no tokens)"
     logging.getLogger("wai").info("serving on http://%s:%d, %s", settings.host, settings.port, mode)
@@ -173,6 +191,15 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--config", type=Path, default=None, help="TOML configuration file (default: $WAI_CONFIG)"
     )
+    engine = common.add_argument_group("engine (each also a WAI_* variable and a config key)")
+    engine.add_argument("--slots", type=int, help="sequences decoded together per model")
+    engine.add_argument("--ctx-per-slot", type=int, help="context of each sequence, tokens")
+    engine.add_argument("--gpu-layers", type=int, help="layers on the GPU (-1: all)")
+    engine.add_argument("--threads", type=int, help="CPU threads (0: all cores)")
+    engine.add_argument("--memory-budget", help='weights + KV of loaded models, e.g. "6GiB"')
+    engine.add_argument(
+        "--log-level", choices=["debug", "info", "warning", "error"], help="default info"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser(
@@ -188,6 +215,19 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         metavar="T",
         help="accepted Bearer token; repeatable (also $WAI_TOKENS, comma-separated)",
+    )
+    serve.add_argument(
+        "--model",
+        type=Path,
+        metavar="PATH",
+        help="serve this GGUF (no config file needed): with --serves, for those ids; without, "
+        "in place of the default model",
+    )
+    serve.add_argument(
+        "--serves",
+        action="append",
+        metavar="ID",
+        help="a model id --model answers; repeatable",
     )
     serve.set_defaults(func=cmd_serve)
 

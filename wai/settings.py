@@ -130,6 +130,7 @@ class Settings(_Strict):
     cache_dir: Path = Field(default_factory=lambda: Path.home() / ".cache" / "wai")
     # On SIGTERM: stop accepting, let in-flight requests finish for up to this long, then exit.
     drain_seconds: float = Field(30.0, ge=0, le=3600)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
     # Weights + KV cache of all loaded models; None: no limit (see registry.py).
     memory_budget: ByteSize | None = None
     # Lazy models unused this long are unloaded; 0: never.
@@ -174,6 +175,7 @@ _ENV = {
     "WAI_CACHE_DIR": ("cache_dir", str),
     "WAI_DRAIN_SECONDS": ("drain_seconds", float),
     "WAI_MEMORY_BUDGET": ("memory_budget", str),
+    "WAI_LOG_LEVEL": ("log_level", str),
     "WAI_IDLE_UNLOAD_SECONDS": ("idle_unload_seconds", float),
     "WAI_LOAD_WAIT_SECONDS": ("load_wait_seconds", float),
     "WAI_ALLOWED_HOSTS": ("allowed_hosts", lambda v: [h.strip() for h in v.split(",") if h]),

@@ -11,6 +11,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from wai import sources
 from wai.catalog import EMBEDDED_NAME, Catalog, ModelSpec, embedded_model_path
 from wai.chat import ChatFormat, ChatTemplateError, Message, format_for
 from wai.engine.base import (
@@ -43,6 +44,7 @@ from wai.errors import (
 from wai.registry import Registry
 from wai.schemas.text_generation import TextGenerationInput
 from wai.settings import Limits, LocalModel, Settings
+from wai.sources import ModelSourceError
 
 log = logging.getLogger("wai.runtime")
 
@@ -107,6 +109,15 @@ class Runtime:
                 if not self._local:
                     raise
                 self.failed[EMBEDDED_NAME] = str(e)
+        for name, local in list(self._local.items()):
+            if name == EMBEDDED_NAME and settings.default_model is None:
+                continue  # the packaged one: where pip put it
+            try:
+                path = sources.resolve(local.path, settings.model_roots)
+            except ModelSourceError as e:
+                self.failed[name] = str(e)
+                continue
+            self._local[name] = local.model_copy(update={"path": path})
         # explicit routes: id -> local model name
         self._routes: dict[str, str] = {
             mid: name for name, m in self._local.items() for mid in m.serves
@@ -156,6 +167,8 @@ class Runtime:
     async def start(self) -> None:
         models = {}
         for name, local in self._local.items():
+            if name in self.failed:
+                continue
             eager = local.load == "eager" or name == self._default
             models[name] = (local, eager, await asyncio.to_thread(self._estimate, name, local))
         budget = self.settings.memory_budget

@@ -131,6 +131,8 @@ class Settings(_Strict):
     # On SIGTERM: stop accepting, let in-flight requests finish for up to this long, then exit.
     drain_seconds: float = Field(30.0, ge=0, le=3600)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # When set, local model paths must stay inside these folders (see sources.py).
+    model_roots: list[Path] = Field(default_factory=list)
     # Weights + KV cache of all loaded models; None: no limit (see registry.py).
     memory_budget: ByteSize | None = None
     # Lazy models unused this long are unloaded; 0: never.
@@ -176,6 +178,7 @@ _ENV = {
     "WAI_DRAIN_SECONDS": ("drain_seconds", float),
     "WAI_MEMORY_BUDGET": ("memory_budget", str),
     "WAI_LOG_LEVEL": ("log_level", str),
+    "WAI_MODEL_ROOTS": ("model_roots", lambda v: [p for p in v.split(os.pathsep) if p]),
     "WAI_IDLE_UNLOAD_SECONDS": ("idle_unload_seconds", float),
     "WAI_LOAD_WAIT_SECONDS": ("load_wait_seconds", float),
     "WAI_ALLOWED_HOSTS": ("allowed_hosts", lambda v: [h.strip() for h in v.split(",") if h]),

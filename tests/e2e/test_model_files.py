@@ -18,6 +18,8 @@ EVIL_ID = "@cf/mistral/mistral-7b-instruct-v0.1"
 UNPARSABLE_ID = "@hf/thebloke/zephyr-7b-beta-awq"
 TRUNCATED_ID = "@cf/meta/llama-3.1-8b-instruct"
 JUNK_ID = "@cf/qwen/qwen1.5-0.5b-chat"
+OUTSIDE_ID = "@cf/wai/outside-the-roots"
+HUB_ID = "@cf/wai/not-in-the-hub-cache"
 
 
 def with_template(src: Path, dst: Path, template: str) -> Path:
@@ -58,6 +60,7 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, 
     junk.write_bytes(b"\x00not a model\x00" * 1000)
     config = tmp / "wai.toml"
     config.write_text(f"""
+model_roots = ["{tmp}", "{src.parent}"]
 default_model = "{src}"
 cache_dir = "{tmp / "cache"}"
 [engine]
@@ -79,6 +82,12 @@ load = "eager"
 path = "{junk}"
 serves = ["{JUNK_ID}"]
 load = "eager"
+[models.outside]
+path = "{tmp}/../elsewhere.gguf"
+serves = ["{OUTSIDE_ID}"]
+[models.hub]
+path = "hf:nobody/nothing/x.gguf"
+serves = ["{HUB_ID}"]
 """)
     server = start_server(tmp, "--config", str(config), "--token", TOKEN)
     yield server, marker
@@ -93,7 +102,7 @@ def test_the_server_runs_and_reports_refused_models(hostile: tuple[Server, Path]
     server, _ = hostile
     health = requests.get(f"{server.url}/healthz", timeout=5).json()
     assert health["status"] == "ok"
-    assert set(health["failed"]) == {"truncated", "junk"}
+    assert set(health["failed"]) == {"truncated", "junk", "outside", "hub"}
     assert "not a GGUF file" in health["failed"]["junk"]
     assert _post(server, LLAMA2, {"prompt": "Hi", "max_tokens": 2}).status_code == 200
 
@@ -116,7 +125,13 @@ def test_a_template_that_does_not_parse_refuses_chat_only(hostile: tuple[Server,
 
 
 @pytest.mark.parametrize(
-    ("model", "reason"), [(TRUNCATED_ID, "truncated or corrupt"), (JUNK_ID, "not a GGUF file")]
+    ("model", "reason"),
+    [
+        (TRUNCATED_ID, "truncated or corrupt"),
+        (JUNK_ID, "not a GGUF file"),
+        (OUTSIDE_ID, "'..' is not allowed"),
+        (HUB_ID, "not in the Hugging Face cache"),
+    ],
 )
 def test_ids_of_unloadable_files_say_why(
     hostile: tuple[Server, Path], model: str, reason: str

@@ -209,11 +209,19 @@ class RefusedFormat(ChatFormat):
         raise ChatTemplateError(self.reason)
 
 
+NO_TEMPLATE = (
+    "this model has no chat template (a base model?): send a raw prompt (\"raw\": true), or "
+    "set `template` for it in the configuration"
+)
+
+
 def format_for(kind: str, metadata_template: str | None, tok: Tokenizer) -> ChatFormat:
-    """The chat format a local model uses: 'llama2', 'chatml', or 'auto' (the GGUF's template,
-    falling back to ChatML)."""
+    """The chat format a local model uses: 'llama2', 'chatml', or 'auto' (the GGUF's template;
+    a GGUF without one refuses chat: guessing a format for a base model only produces noise)."""
     if kind == "llama2":
         return Llama2Format()
+    if kind == "auto" and not metadata_template:
+        return RefusedFormat(NO_TEMPLATE)
     source = metadata_template if kind == "auto" and metadata_template else CHATML
     bos = tok.token_text(tok.bos_id) if tok.bos_id >= 0 else ""
     eos = tok.token_text(tok.eos_id) if tok.eos_id >= 0 else ""

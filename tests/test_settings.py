@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
-from wai.settings import SettingsError, is_loopback, load_settings
+from wai.settings import Settings, SettingsError, env_var_for, is_loopback, load_settings
 
 
 def test_sources_in_order_file_env_overrides(tmp_path: Path) -> None:
@@ -74,3 +76,26 @@ def test_engine_isolation_and_batching_settings_from_the_environment() -> None:
         load_settings(None, env={"WAI_ENGINE_ISOLATION": "container"})
     with pytest.raises(SettingsError):
         load_settings(None, env={"WAI_BATCH_INVARIANT": "sometimes"})
+
+
+def _leaf_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    keys = []
+    for name, field in model.model_fields.items():
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            keys += _leaf_keys(ann, f"{prefix}{name}.")
+        else:
+            keys.append(prefix + name)
+    return keys
+
+
+def test_every_key_has_a_variable_and_a_readme_row_that_says_so() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    keys = [k for k in _leaf_keys(Settings) if k != "models"]  # models: the file's tables
+    assert "engine.slots" in keys and "limits.max_tokens" in keys and "memory_budget" in keys
+    for key in keys:
+        var = env_var_for(key)
+        assert var is not None, f"{key} has no WAI_* variable"
+        assert re.search(rf"^\| `{re.escape(key)}` \| `{var}`", readme, re.M), (
+            f"README's settings tables have no row for {key} with {var}"
+        )

@@ -196,7 +196,18 @@ _ENV = {
     "WAI_MAX_WAITING": ("engine.max_waiting", int),
     "WAI_MAX_BODY_BYTES": ("limits.max_body_bytes", int),
     "WAI_MAX_TOKENS": ("limits.max_tokens", int),
+    "WAI_MAX_PROMPT_CHARS": ("limits.max_prompt_chars", int),
+    "WAI_MAX_MESSAGES": ("limits.max_messages", int),
+    "WAI_MAX_MESSAGE_CHARS": ("limits.max_message_chars", int),
+    "WAI_BATCH_TOKENS": ("engine.batch_tokens", int),
+    "WAI_PREFILL_CHUNK": ("engine.prefill_chunk", int),
+    "WAI_FLASH_ATTN": ("engine.flash_attn", str),
 }
+
+
+def env_var_for(key: str) -> str | None:
+    """The WAI_* variable that sets a settings key (dotted), if any."""
+    return next((var for var, (k, _) in _ENV.items() if k == key), None)
 
 
 def _set(data: dict[str, Any], dotted: str, value: Any) -> None:

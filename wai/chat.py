@@ -210,7 +210,7 @@ class RefusedFormat(ChatFormat):
 
 
 NO_TEMPLATE = (
-    "this model has no chat template (a base model?): send a raw prompt (\"raw\": true), or "
+    'this model has no chat template (a base model?): send a raw prompt ("raw": true), or '
     "set `template` for it in the configuration"
 )
 

@@ -11,6 +11,7 @@ from typing import Any
 import llama_cpp as L
 
 from wai.engine.base import EngineError, Tokenizer
+from wai.engine.progress import Progress
 
 log = logging.getLogger("wai.engine")
 
@@ -60,10 +61,24 @@ def check_gguf(path: Path) -> None:
 
 
 def load_model(path: Path, params: Any) -> Any:
-    """A llama_model*, or ModelLoadError."""
+    """A llama_model*, or ModelLoadError. A full load (not vocabulary only) reports progress."""
     init_llama()
     check_gguf(path)
+    callback = None
+    if not params.vocab_only:
+        progress = Progress(f"loading {path.name}")
+
+        @L.llama_progress_callback  # type: ignore[untyped-decorator]
+        def callback(fraction: float, _user: Any) -> bool:
+            progress.update(fraction)
+            return True
+
+        params.progress_callback = callback
     model = L.llama_model_load_from_file(str(path).encode(), params)
+    if callback is not None:
+        params.progress_callback = L.llama_progress_callback()  # the callback dies here
+        if model:
+            progress.done()
     if not model:
         raise ModelLoadError(f"llama.cpp could not load {path} (truncated or corrupt?)")
     return model

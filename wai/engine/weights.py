@@ -21,6 +21,8 @@ from typing import Literal
 
 import llama_cpp as L
 
+from wai.engine.progress import Progress, watch_file
+
 log = logging.getLogger("wai.engine")
 
 WeightsMode = Literal["auto", "as-is"]
@@ -62,7 +64,18 @@ def compute_path(path: Path, meta: dict[str, str], mode: WeightsMode, cache_dir:
     params.ftype = _FTYPE_Q8_0
     params.allow_requantize = True
     params.nthread = os.cpu_count() or 1
-    rc = L.llama_model_quantize(str(path).encode(), str(tmp).encode(), ctypes.byref(params))
+    progress = Progress(f"converting {path.name} to Q8_0")
+    stop = watch_file(
+        lambda: tmp.stat().st_size if tmp.exists() else 0,
+        compute_size(path, {"general.file_type": str(ftype)}, "auto", cache_dir),
+        progress,
+    )
+    try:
+        rc = L.llama_model_quantize(str(path).encode(), str(tmp).encode(), ctypes.byref(params))
+    finally:
+        stop()
+    if rc == 0:
+        progress.done()
     if rc != 0:
         tmp.unlink(missing_ok=True)
         log.warning("Q8_0 conversion of %s failed (rc=%d); serving the file as is", path, rc)

@@ -26,7 +26,7 @@ def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
         "memory_budget": getattr(args, "memory_budget", None),
         "log_level": getattr(args, "log_level", None),
     }
-    model: Path | None = getattr(args, "model", None)
+    model: Path | None = getattr(args, "model_path", None)
     serves: list[str] = getattr(args, "serves", None) or []
     if serves and model is None:
         sys.exit("wai: --serves needs --model")
@@ -127,6 +127,8 @@ def cmd_models(args: argparse.Namespace) -> int:
     from wai.runtime import Runtime
 
     settings = _settings(args)
+    if args.loaded:
+        return _print_loaded(settings, args.url, args.token)
     runtime = Runtime(settings)
     width = max(len(s.id) for s in runtime.catalog.specs)
     print(f"{'MODEL ID'.ljust(width)}  {'FAMILY':8}  CONTEXT  SERVED BY")
@@ -141,6 +143,40 @@ def cmd_models(args: argparse.Namespace) -> int:
         print(f"{name.ljust(width)}  {device}: {local.path}")
     for name, reason in runtime.failed.items():
         print(f"{name.ljust(width)}  unavailable: {reason}")
+    return 0
+
+
+def _print_loaded(settings: Settings, url: str | None, token: str | None) -> int:
+    import os
+
+    import httpx
+
+    base = url or f"http://{settings.host}:{settings.port}"
+    token = token or os.environ.get("WAI_TOKEN") or (settings.tokens or [""])[0]
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        r = httpx.get(f"{base}/wai/v1/stats", headers=headers, timeout=10)
+    except httpx.HTTPError as e:
+        print(f"wai: cannot reach {base}: {e}", file=sys.stderr)
+        return 1
+    if r.status_code != 200:
+        print(f"wai: {base} answered {r.status_code}: {r.text[:200]}", file=sys.stderr)
+        return 1
+    reg = r.json()["registry"]
+    budget = reg["memory_budget_bytes"]
+    print(
+        f"memory: {reg['memory_used_bytes'] / 2**20:.0f} MiB in use of "
+        + (f"{budget / 2**20:.0f} MiB" if budget else "no budget")
+    )
+    width = max([len("LOCAL MODEL"), *(len(n) for n in reg["models"])])
+    print(f"{'LOCAL MODEL'.ljust(width)}  STATE     LOAD   MIB   LEASES  LOADS  UNLOADS  IDLE S")
+    for name, m in reg["models"].items():
+        idle = "-" if m["idle_seconds"] is None else f"{m['idle_seconds']:.0f}"
+        print(
+            f"{name.ljust(width)}  {m['state']:8}  {m['load']:5}  {m['bytes'] / 2**20:4.0f}  "
+            f"{m['leases']:6}  {m['loads']:5}  {m['unloads']:7}  {idle:>6}"
+            + (f"  {m['failure']}" if m["failure"] else "")
+        )
     return 0
 
 
@@ -218,6 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--model",
+        dest="model_path",
         type=Path,
         metavar="PATH",
         help="serve this GGUF (no config file needed): with --serves, for those ids; without, "
@@ -249,8 +286,18 @@ def build_parser() -> argparse.ArgumentParser:
     models = sub.add_parser(
         "models",
         parents=[common],
-        help="list the catalog",
-        description="List catalog ids and the local model serving each.",
+        help="list the catalog (or, with --loaded, what a running server holds)",
+        description="List catalog ids and the local model serving each; with --loaded, ask a "
+        "running server which local models it holds, their state, bytes and leases.",
+    )
+    models.add_argument(
+        "--loaded", action="store_true", help="ask a running server (see --url) instead"
+    )
+    models.add_argument(
+        "--url", default=None, help="the server (default http://HOST:PORT of the settings)"
+    )
+    models.add_argument(
+        "--token", default=None, help="Bearer token (default $WAI_TOKEN, else the first token)"
     )
     models.set_defaults(func=cmd_models)
 

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
-from tests.conftest import ROOT
+import requests
+
+from tests.conftest import ROOT, TOKEN, Server, start_server, stop_server
+from wai.catalog import EMBEDDED_NAME, embedded_model_path
 
 
 def wai(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -63,3 +67,42 @@ def test_run_reports_an_unknown_model() -> None:
     r = wai("run", "@cf/acme/nothing", "hi")
     assert r.returncode == 1
     assert "No such model" in r.stderr
+
+
+def test_models_loaded_asks_a_running_server(server: Server) -> None:
+    r = wai("models", "--loaded", "--url", server.url, "--token", TOKEN)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith("memory: ") and "no budget" in lines[0]
+    row = next(line for line in lines if line.startswith(EMBEDDED_NAME))
+    assert row.split()[1:3] == ["loaded", "eager"]
+    bad = wai("models", "--loaded", "--url", server.url, "--token", "wrong-token-123456")
+    assert bad.returncode == 1 and "401" in bad.stderr
+
+
+def test_serve_model_flag_serves_a_file_for_its_ids(tmp_path: Path) -> None:
+    srv = start_server(
+        tmp_path,
+        "--token",
+        TOKEN,
+        "--model",
+        str(embedded_model_path()),
+        "--serves",
+        "@cf/wai/mine",
+        "--slots",
+        "2",
+    )
+    try:
+        r = requests.post(
+            srv.run_url("@cf/wai/mine"),
+            headers=srv.auth,
+            json={"prompt": "Hi", "max_tokens": 3},
+            timeout=60,
+        )
+        assert r.status_code == 200
+        name = r.headers["x-wai-model"]
+        stats = requests.get(f"{srv.url}/wai/v1/stats", headers=srv.auth, timeout=5).json()
+        assert stats["models"][name]["slots_total"] == 2
+        assert stats["registry"]["models"][name]["load"] == "eager"
+    finally:
+        stop_server(srv)

@@ -10,10 +10,12 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from wai import sources
 from wai.catalog import EMBEDDED_NAME, Catalog, ModelSpec, embedded_model_path
 from wai.chat import ChatFormat, ChatTemplateError, Message, format_for
+from wai.engine import grammar
 from wai.engine.base import (
     Backend,
     EngineBusy,
@@ -124,6 +126,7 @@ class Runtime:
         }
         self._formats: dict[str, tuple[Backend, ChatFormat]] = {}
         self.registry: Registry | None = None
+        self._grammars_checked: set[tuple[str, int]] = set()
         self.ready = False
 
     def _config(self, name: str, local: LocalModel) -> LlamaCppConfig:
@@ -266,6 +269,19 @@ class Runtime:
         except ChatTemplateError as e:
             raise InvalidInput(str(e)) from e
 
+    def _grammar(self, served: Served, schema: dict[str, Any]) -> str:
+        """JSON mode's grammar for a schema, checked by llama.cpp's parser for this model's
+        vocabulary (once per grammar and model). Raises InvalidInput naming what is wrong."""
+        try:
+            gbnf = grammar.schema_grammar(schema)
+            key = (served.local_name, hash(gbnf))
+            if key not in self._grammars_checked:
+                grammar.check_grammar(served.backend.tokenizer.vocab, gbnf)
+                self._grammars_checked.add(key)
+        except grammar.GrammarError as e:
+            raise InvalidInput(f"'/response_format': {e}") from e
+        return gbnf
+
     def limits(self, name: str) -> Limits:
         """The server's limits with the model's own overrides."""
         overrides = self._local[name].limits.model_dump(exclude_none=True)
@@ -327,6 +343,9 @@ class Runtime:
                 model_id, self.spec_for(model_id), backend, self._chat_format(name, backend)
             )
             self.check_logit_bias(served, logit_bias)
+            schema = inp.json_schema
+            # compiling a schema (and a large input) happens on a worker thread
+            grammar = await asyncio.to_thread(self._grammar, served, schema) if schema else None
             if _size(inp) > OFF_LOOP_CHARS:  # templating and tokenizing a large input
                 tokens = await asyncio.to_thread(self.prompt_tokens, served, inp)
             else:
@@ -343,6 +362,7 @@ class Runtime:
                     frequency_penalty=inp.frequency_penalty,
                     presence_penalty=inp.presence_penalty,
                     logit_bias=tuple(logit_bias),
+                    grammar=grammar,
                 ),
                 reject_if_busy=bool(inp.options and inp.options.reject_if_busy),
                 ignore_eos=inp.ignore_eos,

@@ -87,7 +87,7 @@ def test_unknown_model(server: Server) -> None:
         ({"prompt": "a", "stream": "yes"}, "/stream"),
         ({"prompt": "a", "raw": 1}, "/raw"),
         ({"prompt": "a", "lora": "my-adapter"}, "/lora"),
-        ({"prompt": "a", "response_format": {"type": "json_object"}}, "/response_format"),
+        ({"prompt": "a", "response_format": {"type": "xml"}}, "/response_format"),
         ({"messages": [{"role": "user", "content": "a"}], "tools": [{"name": "f"}]}, "/tools"),
         ([1, 2], "object"),
         ("just a string", "object"),

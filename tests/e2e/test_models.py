@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import cloudflare
-import jsonschema
+import jsonschema  # type: ignore[import-untyped]
 import pytest
 import requests
 

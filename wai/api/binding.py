@@ -20,7 +20,14 @@ from starlette.responses import JSONResponse, Response
 
 from wai.api.body import read_json
 from wai.api.errors import ABORTED, CFError, bad_input
-from wai.api.framing import cf_sse, failed_error, to_cf_error, usage_dict
+from wai.api.framing import (
+    cf_sse,
+    failed_error,
+    json_response,
+    refuse_json_stream,
+    to_cf_error,
+    usage_dict,
+)
 from wai.api.generation import GenerationResponse, collect
 from wai.engine.base import EngineError, Failed
 from wai.errors import RequestError
@@ -88,6 +95,7 @@ async def run_binding(request: Request) -> Response:
         model_id = (model_id.split(":", 1)[1] if ":" in model_id else model_id).strip()
         inputs = _inputs(await read_json(request, runtime.settings.limits.max_body_bytes))
         parsed = parse_text_generation(inputs)
+        refuse_json_stream(parsed)
         served, generation = await runtime.submit(model_id, parsed)
     except (CFError, RequestError, EngineError) as e:
         return binding_error(to_cf_error(e), request_id)
@@ -99,8 +107,14 @@ async def run_binding(request: Request) -> Response:
         return binding_error(CFError.inference(408, ABORTED, "Aborted"), request_id)
     if isinstance(done.final, Failed):
         return binding_error(failed_error(done.final), request_id)
+    response: Any = done.text
+    if parsed.json_schema is not None:
+        try:
+            response = json_response(done.text, done.final)
+        except CFError as e:
+            return binding_error(e, request_id)
     return JSONResponse(
-        {"response": done.text, "usage": usage_dict(done.final.usage)}, headers=headers
+        {"response": response, "usage": usage_dict(done.final.usage)}, headers=headers
     )
 
 

@@ -4,14 +4,16 @@ and Workers AI's event stream (the REST route streams it, the Worker binding pas
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 from wai.api import sse
-from wai.api.errors import CFError
+from wai.api.errors import CFError, bad_input
 from wai.engine.base import Delta, Failed, Finished, Generation, Usage
 from wai.errors import INTERNAL, MODEL_UNAVAILABLE
 from wai.runtime import classify
+from wai.schemas.text_generation import TextGenerationInput
 
 
 def usage_dict(usage: Usage) -> dict[str, Any]:
@@ -32,6 +34,23 @@ def to_cf_error(e: Exception) -> CFError:
     f = classify(e)
     headers = {"retry-after": str(f.retry_after)} if f.retry_after else None
     return CFError.inference(f.status, f.code, f.message, headers=headers)
+
+
+def refuse_json_stream(inp: TextGenerationInput) -> None:
+    """Workers AI does not stream in JSON mode (spec §2.4): say so rather than stream text."""
+    if inp.stream and inp.json_schema is not None:
+        raise bad_input("JSON mode does not stream: send it without 'stream'")
+
+
+def json_response(text: str, final: Finished) -> Any:
+    """JSON mode's `response`: the object itself, as Workers AI returns it. Cut off by
+    max_tokens before it closed, it is Workers AI's error."""
+    try:
+        if final.reason != "length":
+            return json.loads(text)
+    except ValueError:
+        pass
+    raise bad_input("JSON Mode couldn't be met")
 
 
 def failed_error(f: Failed) -> CFError:

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response
 
 from wai.api.body import read_json
 from wai.api.errors import ABORTED, CFError
-from wai.api.framing import cf_sse, failed_error, to_cf_error, usage_dict
+from wai.api.framing import (
+    cf_sse,
+    failed_error,
+    json_response,
+    refuse_json_stream,
+    to_cf_error,
+    usage_dict,
+)
 from wai.api.generation import GenerationResponse, collect
 from wai.engine.base import EngineError, Failed, Generation
 from wai.errors import RequestError
@@ -26,17 +34,22 @@ async def run_model(request: Request, account_id: str, model: str) -> Response:
     try:
         body = await read_json(request, runtime.settings.limits.max_body_bytes)
         inputs = parse_text_generation(body)
+        refuse_json_stream(inputs)
         served, generation = await runtime.submit(model, inputs)
     except (CFError, RequestError, EngineError) as e:
         return to_cf_error(e).response(request_id)
     headers = {"x-wai-model": served.local_name, "cf-ai-req-id": request_id}
     if inputs.stream:
         return GenerationResponse(generation, cf_sse(generation), headers)
-    return await _complete(request, generation, request_id, headers)
+    return await _complete(request, generation, request_id, headers, inputs.json_schema is not None)
 
 
 async def _complete(
-    request: Request, generation: Generation, request_id: str, headers: dict[str, str]
+    request: Request,
+    generation: Generation,
+    request_id: str,
+    headers: dict[str, str],
+    json_mode: bool,
 ) -> Response:
     done = await collect(request, generation)
     if done is None:
@@ -45,7 +58,13 @@ async def _complete(
         ).response(request_id)
     if isinstance(done.final, Failed):
         return failed_error(done.final).response(request_id)
-    result = {"response": done.text, "usage": usage_dict(done.final.usage)}
+    response: Any = done.text
+    if json_mode:
+        try:
+            response = json_response(done.text, done.final)
+        except CFError as e:
+            return e.response(request_id)
+    result = {"response": response, "usage": usage_dict(done.final.usage)}
     return JSONResponse(
         {"result": result, "success": True, "errors": [], "messages": []}, headers=headers
     )

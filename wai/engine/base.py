@@ -12,7 +12,7 @@ import abc
 import itertools
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 FinishReason = Literal["stop", "length", "cancelled", "error"]
 
@@ -36,6 +36,8 @@ class SamplingParams:
     presence_penalty: float | None = None
     # (token id, bias added to its logit) pairs, applied before everything else
     logit_bias: tuple[tuple[int, float], ...] = ()
+    # GBNF the output must match (JSON mode, see grammar.py); enforced before sampling
+    grammar: str | None = None
 
 
 @dataclass(slots=True)
@@ -190,6 +192,7 @@ class Tokenizer(abc.ABC):
     bos_id: int
     eos_id: int
     n_vocab: int
+    vocab: Any  # llama.cpp's vocabulary (a grammar sampler needs it)
 
     @abc.abstractmethod
     def tokenize(self, text: str, *, add_special: bool, parse_special: bool) -> list[int]:

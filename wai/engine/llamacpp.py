@@ -297,12 +297,16 @@ class LlamaCppEngine:
             seq.cached = seq.n_past = 0
         req = seq.request
         # plain greedy needs no sampler chain: its rows are picked together (see _greedy)
-        seq.sampler = (
-            None if is_plain_greedy(req.sampling) else Chain(req.sampling, self.tokenizer.n_vocab)
-        )
         seq.output = Output(
             self.tokenizer, stop=req.stop, max_tokens=req.max_tokens, ignore_eos=req.ignore_eos
         )
+        if is_plain_greedy(req.sampling):
+            seq.sampler = None
+            return
+        try:
+            seq.sampler = Chain(req.sampling, self.tokenizer.n_vocab, self.tokenizer.vocab)
+        except ValueError as e:  # a grammar llama.cpp refuses (the server checks it first)
+            self._end(seq, "error", str(e))
 
     def _drain_inbox(self, block: bool) -> bool:
         """Apply pending messages; False once asked to stop."""

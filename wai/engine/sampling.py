@@ -20,7 +20,11 @@ PENALTY_LAST_N = 64  # tokens the repetition/frequency/presence penalties look b
 def is_plain_greedy(p: SamplingParams) -> bool:
     """Greedy with nothing that reshapes the logits first: the argmax of the raw logits."""
     return p.temperature <= 0.0 and not (
-        p.logit_bias or p.repetition_penalty or p.frequency_penalty or p.presence_penalty
+        p.logit_bias
+        or p.repetition_penalty
+        or p.frequency_penalty
+        or p.presence_penalty
+        or p.grammar
     )
 
 
@@ -38,11 +42,17 @@ def greedy_tokens(logits: np.ndarray, outputs: Sequence[int]) -> list[int]:
     return picked
 
 
-def make_sampler(p: SamplingParams, n_vocab: int) -> Any:
-    """logit bias, penalties, then greedy, or top-k, top-p, temperature and a seeded draw.
-    The caller frees it with `llama_sampler_free`."""
+def make_sampler(p: SamplingParams, n_vocab: int, vocab: Any = None) -> Any:
+    """grammar, logit bias, penalties, then greedy, or top-k, top-p, temperature and a seeded
+    draw. The caller frees it with `llama_sampler_free`. A grammar needs the vocabulary."""
     chain = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
     add = L.llama_sampler_chain_add
+    if p.grammar:
+        grammar = L.llama_sampler_init_grammar(vocab, p.grammar.encode(), b"root")
+        if not grammar:
+            L.llama_sampler_free(chain)
+            raise ValueError("llama.cpp refused the grammar")
+        add(chain, grammar)
     if p.logit_bias:
         biases = (L.llama_logit_bias * len(p.logit_bias))()
         for i, (token, bias) in enumerate(p.logit_bias):
@@ -86,8 +96,8 @@ class Chain:
     it instead of reading the context, so chains of one step can run on several threads at
     once: no thread touches the llama_context, and ctypes releases the GIL for the call."""
 
-    def __init__(self, p: SamplingParams, n_vocab: int) -> None:
-        self.ptr = make_sampler(p, n_vocab)
+    def __init__(self, p: SamplingParams, n_vocab: int, vocab: Any = None) -> None:
+        self.ptr = make_sampler(p, n_vocab, vocab)
         self._buf = np.empty(n_vocab, dtype=TOKEN_DATA)
         self._ids = np.arange(n_vocab, dtype=np.int32)
         data = self._buf.ctypes.data_as(ctypes.POINTER(L.llama_token_data))

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from wai.schemas.text_generation import (
+    ResponseFormat,
     RunOptions,
     TextGenerationInput,
     TextPart,
@@ -112,10 +113,6 @@ class OpenAIChatMessage(BaseModel):
     content: str | list[TextPart] | None = None
 
 
-class TextFormat(BaseModel):
-    type: Literal["text"]
-
-
 # The fields below document what is accepted; other values are refused by name before
 # validation (see _refuse_unsupported).
 class ChatCompletionRequest(_Common):
@@ -127,7 +124,7 @@ class ChatCompletionRequest(_Common):
     tool_choice: Literal["none"] | None = None
     functions: Annotated[list[Any], Field(max_length=0)] | None = None
     function_call: None = None
-    response_format: TextFormat | None = None
+    response_format: ResponseFormat | None = None
     parallel_tool_calls: bool | None = None  # meaningless without tools: ignored
     modalities: list[Literal["text"]] | None = None
 
@@ -141,6 +138,7 @@ class CompletionRequest(_Common):
     echo: Literal[False] | None = None
     suffix: None = None
     best_of: Annotated[int, Field(ge=1, le=1)] | None = None
+    response_format: ResponseFormat | None = None
 
 
 def _refuse_unsupported(body: dict[str, Any], chat: bool) -> None:
@@ -153,17 +151,12 @@ def _refuse_unsupported(body: dict[str, Any], chat: bool) -> None:
 
     unsupported: list[tuple[str, bool]] = [("logprobs", given("logprobs"))]
     if chat:
-        response_format = body.get("response_format")
         unsupported += [
             ("top_logprobs", body.get("top_logprobs") is not None),
             ("tools", bool(body.get("tools"))),
             ("tool_choice", body.get("tool_choice") not in (None, "none")),
             ("functions", bool(body.get("functions"))),
             ("function_call", body.get("function_call") is not None),
-            (
-                "response_format",
-                isinstance(response_format, dict) and response_format.get("type", "text") != "text",
-            ),
             (
                 "modalities",
                 isinstance(body.get("modalities"), list)
@@ -215,7 +208,9 @@ def parse_chat(body: Any) -> tuple[ChatCompletionRequest, TextGenerationInput, l
         )
         messages.append({"role": m.role, "content": content})
     max_tokens = req.max_completion_tokens or req.max_tokens
-    inp = _to_input({"messages": messages, **_max(max_tokens), **req.sampling()})
+    inp = _to_input(
+        {"messages": messages, **_max(max_tokens), **req.sampling(), **_json(req.response_format)}
+    )
     return req, inp, req.stops()
 
 
@@ -226,8 +221,22 @@ def parse_completion(body: Any) -> tuple[CompletionRequest, TextGenerationInput,
         if len(prompt) != 1:
             raise InvalidOpenAIRequest("exactly one prompt per request", "prompt")
         prompt = prompt[0]
-    inp = _to_input({"prompt": prompt, "raw": True, **_max(req.max_tokens), **req.sampling()})
+    inp = _to_input(
+        {
+            "prompt": prompt,
+            "raw": True,
+            **_max(req.max_tokens),
+            **req.sampling(),
+            **_json(req.response_format),
+        }
+    )
     return req, inp, req.stops()
+
+
+def _json(fmt: ResponseFormat | None) -> dict[str, Any]:
+    if fmt is None or fmt.type == "text":
+        return {}
+    return {"response_format": fmt.model_dump(exclude_none=True)}
 
 
 def _max(max_tokens: int | None) -> dict[str, int]:

@@ -27,7 +27,38 @@ def integral(body: dict[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
 INT_FIELDS = ("max_tokens", "top_k", "seed")
 
 # Fields of the Workers AI schema that wai does not implement yet.
-UNSUPPORTED_FIELDS = ("lora", "response_format", "tools", "functions")
+UNSUPPORTED_FIELDS = ("lora", "tools", "functions")
+
+
+class ResponseFormat(BaseModel):
+    """JSON mode (spec §2.4): `json_object`, or `json_schema` with the schema itself (Workers
+    AI's form) or OpenAI's wrapper `{name, strict, schema}`."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _schema_given(self) -> ResponseFormat:
+        if self.type == "json_schema" and not self.json_schema:
+            raise ValueError("'json_schema' is required when 'type' is 'json_schema'")
+        return self
+
+    def output_schema(self) -> dict[str, Any] | None:
+        """The JSON Schema the output must satisfy; None: free text."""
+        if self.type == "text":
+            return None
+        if self.type == "json_object" or self.json_schema is None:
+            return {"type": "object"}
+        wrapped = self.json_schema.get("schema")
+        if isinstance(wrapped, dict) and set(self.json_schema) <= {
+            "name",
+            "strict",
+            "schema",
+            "description",
+        }:
+            return wrapped
+        return self.json_schema
 
 
 class TextPart(BaseModel):
@@ -75,9 +106,15 @@ class TextGenerationInput(BaseModel):
     options: RunOptions | None = None
     # Part of Workers AI's schema, not built here: refused by name unless absent or null.
     lora: None = Field(None, description="not supported by this server")
-    response_format: None = Field(None, description="not supported by this server")
+    # JSON mode: the output is grammar-constrained to the schema (see engine/grammar.py)
+    response_format: ResponseFormat | None = None
     tools: None = Field(None, description="not supported by this server")
     functions: None = Field(None, description="not supported by this server")
+
+    @property
+    def json_schema(self) -> dict[str, Any] | None:
+        """The schema JSON mode asks for, or None."""
+        return self.response_format.output_schema() if self.response_format else None
 
     @model_validator(mode="after")
     def _one_of_prompt_or_messages(self) -> TextGenerationInput:

@@ -106,7 +106,7 @@ def test_models(client: openai.OpenAI) -> None:
         ({"n": 2}, "n"),
         ({"logprobs": True}, "logprobs"),
         ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}, "tools"),
-        ({"response_format": {"type": "json_schema"}}, "response_format"),  # no schema
+        ({"response_format": {"type": "json_schema"}}, "response_format.json_schema"),
         ({"temperature": 3}, "temperature"),
         ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
     ],

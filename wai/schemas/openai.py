@@ -14,8 +14,10 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from wai.schemas.text_generation import (
+    AnyFormat,
     ResponseFormat,
     RunOptions,
+    TextFormat,
     TextGenerationInput,
     TextPart,
     integral,
@@ -191,7 +193,10 @@ def _validate(model: type[_Common], body: Any) -> Any:
         return model.model_validate(integral(body, fields), strict=True)
     except ValidationError as e:
         err = e.errors()[0]
-        param = ".".join(str(p) for p in err["loc"]) or None
+        loc = list(err["loc"])
+        if loc[:1] == ["response_format"] and len(loc) > 2:
+            del loc[1]  # pydantic names the union member (its `type`) here: not a parameter
+        param = ".".join(str(p) for p in loc) or None
         if err["type"] == "extra_forbidden":
             raise InvalidOpenAIRequest(
                 f"Unrecognized request argument supplied: {param}", param
@@ -233,8 +238,8 @@ def parse_completion(body: Any) -> tuple[CompletionRequest, TextGenerationInput,
     return req, inp, req.stops()
 
 
-def _json(fmt: ResponseFormat | None) -> dict[str, Any]:
-    if fmt is None or fmt.type == "text":
+def _json(fmt: AnyFormat | None) -> dict[str, Any]:
+    if fmt is None or isinstance(fmt, TextFormat):
         return {}
     return {"response_format": fmt.model_dump(exclude_none=True)}
 

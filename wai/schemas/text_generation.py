@@ -30,35 +30,50 @@ INT_FIELDS = ("max_tokens", "top_k", "seed")
 UNSUPPORTED_FIELDS = ("lora", "tools", "functions")
 
 
-class ResponseFormat(BaseModel):
-    """JSON mode (spec §2.4): `json_object`, or `json_schema` with the schema itself (Workers
-    AI's form) or OpenAI's wrapper `{name, strict, schema}`."""
+class TextFormat(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["text"]
+
+
+class JsonObjectFormat(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["json_object"]
+
+
+class JsonSchemaFormat(BaseModel):
+    """The schema itself (Workers AI's form) or OpenAI's wrapper `{name, strict, schema}`."""
 
     model_config = ConfigDict(extra="forbid")
-    type: Literal["text", "json_object", "json_schema"]
-    json_schema: dict[str, Any] | None = None
+    type: Literal["json_schema"]
+    json_schema: dict[str, Any] = Field(
+        description="a JSON Schema; only keywords a grammar can enforce (see the README)"
+    )
 
-    @model_validator(mode="after")
-    def _schema_given(self) -> ResponseFormat:
-        if self.type == "json_schema" and not self.json_schema:
-            raise ValueError("'json_schema' is required when 'type' is 'json_schema'")
-        return self
 
-    def output_schema(self) -> dict[str, Any] | None:
-        """The JSON Schema the output must satisfy; None: free text."""
-        if self.type == "text":
-            return None
-        if self.type == "json_object" or self.json_schema is None:
-            return {"type": "object"}
-        wrapped = self.json_schema.get("schema")
-        if isinstance(wrapped, dict) and set(self.json_schema) <= {
-            "name",
-            "strict",
-            "schema",
-            "description",
-        }:
-            return wrapped
-        return self.json_schema
+# JSON mode (spec §2.4)
+ResponseFormat = Annotated[
+    TextFormat | JsonObjectFormat | JsonSchemaFormat, Field(discriminator="type")
+]
+
+
+AnyFormat = TextFormat | JsonObjectFormat | JsonSchemaFormat
+
+
+def output_schema(fmt: AnyFormat | None) -> dict[str, Any] | None:
+    """The JSON Schema the output must satisfy; None: free text."""
+    if fmt is None or isinstance(fmt, TextFormat):
+        return None
+    if isinstance(fmt, JsonObjectFormat):
+        return {"type": "object"}
+    wrapped = fmt.json_schema.get("schema")
+    if isinstance(wrapped, dict) and set(fmt.json_schema) <= {
+        "name",
+        "strict",
+        "schema",
+        "description",
+    }:
+        return wrapped
+    return fmt.json_schema
 
 
 class TextPart(BaseModel):
@@ -114,7 +129,7 @@ class TextGenerationInput(BaseModel):
     @property
     def json_schema(self) -> dict[str, Any] | None:
         """The schema JSON mode asks for, or None."""
-        return self.response_format.output_schema() if self.response_format else None
+        return output_schema(self.response_format)
 
     @model_validator(mode="after")
     def _one_of_prompt_or_messages(self) -> TextGenerationInput:

@@ -13,8 +13,15 @@ import pytest
 from wai.catalog import embedded_model_path
 from wai.engine.base import SamplingParams
 from wai.engine.gguf import LlamaTokenizer, load_model
+from wai.engine.grammar import schema_grammar
 from wai.engine.params import context_params
 from wai.engine.sampling import Chain, ChainPool, make_sampler
+
+SCHEMA = {
+    "type": "object",
+    "properties": {"a": {"enum": ["x", "y"]}, "n": {"type": "integer"}},
+    "required": ["a", "n"],
+}
 
 PARAMS = [
     SamplingParams(temperature=0.7, top_p=0.9, seed=1),
@@ -23,12 +30,15 @@ PARAMS = [
     SamplingParams(temperature=1.0, seed=4, repetition_penalty=1.3, presence_penalty=0.5),
     SamplingParams(temperature=0.9, seed=5, logit_bias=((42, 8.0), (7, -100.0))),
     SamplingParams(temperature=0, repetition_penalty=1.1),
+    # greedy under a grammar: the pick-then-check shortcut must pick what grammar-first picks
+    SamplingParams(temperature=0, grammar=schema_grammar(SCHEMA)),
+    SamplingParams(temperature=0, grammar='root ::= "yes" | "no" | "maybe"'),
 ]
 
 
 @pytest.fixture(scope="module")
-def decoded() -> Iterator[tuple[Any, int, np.ndarray]]:
-    """A context that has decoded a prompt: (ctx, n_vocab, the last row's logits)."""
+def decoded() -> Iterator[tuple[Any, int, np.ndarray, Any]]:
+    """A context that has decoded a prompt: (ctx, n_vocab, the last row's logits, vocab)."""
     model = load_model(embedded_model_path(), L.llama_model_default_params())
     ctx = L.llama_init_from_model(
         model, context_params(n_ctx=256, n_batch=64, n_seq=1, threads=0, flash_attn=True)
@@ -38,18 +48,18 @@ def decoded() -> Iterator[tuple[Any, int, np.ndarray]]:
     batch = L.llama_batch_get_one((L.llama_token * len(prompt))(*prompt), len(prompt))
     assert L.llama_decode(ctx, batch) == 0
     row = np.ctypeslib.as_array(L.llama_get_logits_ith(ctx, -1), shape=(tok.n_vocab,)).copy()
-    yield ctx, tok.n_vocab, row
+    yield ctx, tok.n_vocab, row, tok.vocab
     L.llama_free(ctx)
     L.llama_model_free(model)
 
 
 @pytest.mark.parametrize("params", PARAMS)
 def test_a_chain_picks_what_llama_sampler_sample_picks(
-    decoded: tuple[Any, int, np.ndarray], params: SamplingParams
+    decoded: tuple[Any, int, np.ndarray, Any], params: SamplingParams
 ) -> None:
-    ctx, n_vocab, row = decoded
-    reference = make_sampler(params, n_vocab)
-    ours = Chain(params, n_vocab)
+    ctx, n_vocab, row, vocab = decoded
+    reference = make_sampler(params, n_vocab, vocab)  # a grammar, if any, first in the chain
+    ours = Chain(params, n_vocab, vocab)  # a grammar checked on the pick, then if need be all
     try:
         # several draws from the same logits: the seeded stream and the penalties' history
         # (each pick is accepted) advance alike
@@ -62,9 +72,9 @@ def test_a_chain_picks_what_llama_sampler_sample_picks(
 
 
 def test_a_pool_of_threads_picks_what_one_thread_picks(
-    decoded: tuple[Any, int, np.ndarray],
+    decoded: tuple[Any, int, np.ndarray, Any],
 ) -> None:
-    _, n_vocab, row = decoded
+    _, n_vocab, row, _ = decoded
     rows = [row + np.float32(0.01 * i) * np.arange(n_vocab, dtype=np.float32) for i in range(8)]
     pools = {1: ChainPool(1), 4: ChainPool(4)}
     picks: dict[int, list[list[int]]] = {}

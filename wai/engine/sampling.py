@@ -7,6 +7,7 @@ import ctypes
 import random
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any
 
 import llama_cpp as L
@@ -94,16 +95,30 @@ class Chain:
     `sample` does what llama.cpp's `llama_sampler_sample` does (candidates from the logits row,
     unsorted, p = 0; apply the chain; accept the pick), but on a logits row the caller hands
     it instead of reading the context, so chains of one step can run on several threads at
-    once: no thread touches the llama_context, and ctypes releases the GIL for the call."""
+    once: no thread touches the llama_context, and ctypes releases the GIL for the call.
+
+    A grammar (JSON mode) is kept out of the chain and checked on the chain's pick alone, as
+    llama.cpp's own common sampler does: most picks are valid, and checking one token is far
+    cheaper than masking the whole vocabulary. Only when the grammar forbids the pick is the
+    whole vocabulary masked and the chain applied again. For greedy rows this picks exactly
+    what a chain with the grammar first picks."""
 
     def __init__(self, p: SamplingParams, n_vocab: int, vocab: Any = None) -> None:
-        self.ptr = make_sampler(p, n_vocab, vocab)
+        self.grammar: Any = None
+        if p.grammar:
+            self.grammar = L.llama_sampler_init_grammar(vocab, p.grammar.encode(), b"root")
+            if not self.grammar:
+                raise ValueError("llama.cpp refused the grammar")
+        self.ptr = make_sampler(replace(p, grammar=None), n_vocab, vocab)
         self._buf = np.empty(n_vocab, dtype=TOKEN_DATA)
         self._ids = np.arange(n_vocab, dtype=np.int32)
         data = self._buf.ctypes.data_as(ctypes.POINTER(L.llama_token_data))
         self._array = L.llama_token_data_array(data=data, size=n_vocab, selected=-1, sorted=False)
+        self._one = np.empty(1, dtype=TOKEN_DATA)
+        one = self._one.ctypes.data_as(ctypes.POINTER(L.llama_token_data))
+        self._one_array = L.llama_token_data_array(data=one, size=1, selected=-1, sorted=False)
 
-    def sample(self, logits: np.ndarray) -> int:
+    def _apply(self, samplers: list[Any], logits: np.ndarray) -> int:
         buf, arr = self._buf, self._array
         buf["id"] = self._ids
         buf["logit"] = logits
@@ -111,10 +126,25 @@ class Chain:
         arr.size = len(buf)
         arr.selected = -1
         arr.sorted = False
-        L.llama_sampler_apply(self.ptr, ctypes.byref(arr))
+        for sampler in samplers:
+            L.llama_sampler_apply(sampler, ctypes.byref(arr))
         if not 0 <= arr.selected < arr.size:
             raise RuntimeError(f"the sampler chain selected {arr.selected} of {arr.size}")
-        token = int(arr.data[arr.selected].id)
+        return int(arr.data[arr.selected].id)
+
+    def _allowed(self, token: int, logit: float) -> bool:
+        one, arr = self._one, self._one_array
+        one["id"], one["logit"], one["p"] = token, logit, 0.0
+        arr.size, arr.selected, arr.sorted = 1, -1, False
+        L.llama_sampler_apply(self.grammar, ctypes.byref(arr))
+        return bool(np.isfinite(one["logit"][0]))
+
+    def sample(self, logits: np.ndarray) -> int:
+        token = self._apply([self.ptr], logits)
+        if self.grammar is not None:
+            if not self._allowed(token, float(logits[token])):
+                token = self._apply([self.grammar, self.ptr], logits)
+            L.llama_sampler_accept(self.grammar, token)
         L.llama_sampler_accept(self.ptr, token)
         return token
 
@@ -122,6 +152,9 @@ class Chain:
         if self.ptr is not None:
             L.llama_sampler_free(self.ptr)
             self.ptr = None
+        if self.grammar is not None:
+            L.llama_sampler_free(self.grammar)
+            self.grammar = None
 
 
 class ChainPool:

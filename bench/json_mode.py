@@ -1,0 +1,112 @@
+"""Grammar cost: tok/s with and without a JSON schema, at 1 and 8 concurrent clients.
+
+One `wai serve` (the embedded model), clients sending chat requests (greedy, up to 128 tokens):
+free text, and the same request constrained to a JSON schema (nested object, array, enums).
+Aggregate completion tok/s per mode; the anchor is free text measured in the same run, each
+level run twice with the modes alternated.
+
+Usage: .venv/bin/python bench/json_mode.py [--clients 1,8] [--requests 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.conftest import free_port  # noqa: E402
+
+MODEL = "@cf/meta/llama-2-7b-chat-int8"
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "maxLength": 24},
+        "age": {"type": "integer"},
+        "colors": {"type": "array", "items": {"enum": ["red", "green", "blue"]}, "maxItems": 3},
+        "pet": {
+            "type": "object",
+            "properties": {"kind": {"enum": ["cat", "dog"]}, "legs": {"type": "integer"}},
+            "required": ["kind", "legs"],
+        },
+    },
+    "required": ["name", "age", "colors", "pet"],
+}
+
+
+def body(json_mode: bool, i: int) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "messages": [{"role": "user", "content": f"Describe person number {i} and their pet."}],
+        "max_tokens": 128,
+        "temperature": 0,
+    }
+    if json_mode:
+        out["response_format"] = {"type": "json_schema", "json_schema": SCHEMA}
+    return out
+
+
+async def level(base: str, clients: int, n: int, json_mode: bool) -> float:
+    tokens = 0
+
+    async def client(c: int) -> None:
+        nonlocal tokens
+        async with httpx.AsyncClient(timeout=600) as http:
+            for k in range(n):
+                r = await http.post(
+                    f"{base}/client/v4/accounts/b/ai/run/{MODEL}", json=body(json_mode, c * n + k)
+                )
+                if r.status_code == 200:
+                    tokens += r.json()["result"]["usage"]["completion_tokens"]
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(client(c) for c in range(clients)))
+    return tokens / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--clients", default="1,8")
+    ap.add_argument("--requests", type=int, default=4)
+    args = ap.parse_args()
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "wai.cli", "serve", "--port", str(port), "--slots", "8"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ},
+    )
+    try:
+        for _ in range(300):
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        print("| clients | free text tok/s | JSON schema tok/s | JSON / free |")
+        print("|---:|---:|---:|---:|")
+        for clients in (int(c) for c in args.clients.split(",")):
+            free, constrained = [], []
+            for _ in range(2):  # alternated, twice
+                free.append(asyncio.run(level(base, clients, args.requests, False)))
+                constrained.append(asyncio.run(level(base, clients, args.requests, True)))
+            f, j = sum(free) / 2, sum(constrained) / 2
+            print(f"| {clients} | {f:.1f} | {j:.1f} | {j / f:.2f}x |", flush=True)
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+if __name__ == "__main__":
+    main()

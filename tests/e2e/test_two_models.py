@@ -104,6 +104,14 @@ def test_a_budget_for_one_of_them_evicts_and_reloads_under_concurrent_requests(
         gemma_out = [r for m, r in zip(ids, answers, strict=True) if m == GEMMA_ID]
         same = {r.json()["result"]["response"] for r in gemma_out}
         assert len(same) == 1  # reloads do not change greedy output
+        # then one after the other: each switch evicts the other, and reloads keep outputs
+        smol = {
+            r.json()["result"]["response"] for m, r in zip(ids, answers, strict=True) if m == LLAMA2
+        }
+        for model in (GEMMA_ID, LLAMA2, GEMMA_ID):
+            r = _post(server, model, RAW)
+            assert r.status_code == 200
+            assert r.json()["result"]["response"] in (same if model == GEMMA_ID else smol)
         reg = _registry(server)
         models = reg["models"]
         assert reg["memory_used_bytes"] <= budget, json.dumps(reg)

@@ -86,3 +86,14 @@ def test_a_pool_of_threads_picks_what_one_thread_picks(
         pool.close()
     assert picks[1] == picks[4]
     assert len({tuple(p) for p in picks[1]}) > 1  # the seeded streams do move
+
+
+def test_min_p_of_one_keeps_only_the_top_token(
+    decoded: tuple[Any, int, np.ndarray, Any],
+) -> None:
+    _, n_vocab, row, _ = decoded
+    chain = Chain(SamplingParams(temperature=1.5, seed=9, min_p=1.0), n_vocab)
+    try:
+        assert [chain.sample(row) for _ in range(5)] == [int(row.argmax())] * 5
+    finally:
+        chain.free()

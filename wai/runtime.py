@@ -356,6 +356,7 @@ class Runtime:
                 sampling=SamplingParams(
                     temperature=inp.temperature,
                     top_p=inp.top_p,
+                    min_p=inp.min_p,
                     top_k=inp.top_k,
                     seed=inp.seed,
                     repetition_penalty=inp.repetition_penalty,

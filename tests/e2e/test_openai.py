@@ -230,3 +230,17 @@ def test_models_lists_exactly_the_ids_that_answer(server: Server) -> None:
             ).status_code
             == 200
         ), mid
+
+
+def test_min_p_is_honoured(client: openai.OpenAI) -> None:
+    def text(**kw: object) -> str:
+        done = client.chat.completions.create(
+            model=LLAMA2,
+            messages=MESSAGES,
+            max_tokens=12,
+            **kw,  # type: ignore[arg-type]
+        )
+        return done.choices[0].message.content or ""
+
+    # min_p 1 keeps only the most likely token: hot, seeded sampling turns greedy
+    assert text(temperature=1.8, seed=3, extra_body={"min_p": 1.0}) == text(temperature=0)

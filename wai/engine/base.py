@@ -30,6 +30,7 @@ class SamplingParams:
     temperature: float = 0.6
     top_p: float | None = None
     top_k: int | None = None
+    min_p: float | None = None
     seed: int | None = None
     repetition_penalty: float | None = None
     frequency_penalty: float | None = None

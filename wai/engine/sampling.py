@@ -78,6 +78,8 @@ def make_sampler(p: SamplingParams, n_vocab: int, vocab: Any = None) -> Any:
         add(chain, L.llama_sampler_init_top_k(p.top_k))
     if p.top_p is not None and p.top_p < 1.0:
         add(chain, L.llama_sampler_init_top_p(p.top_p, 1))
+    if p.min_p:
+        add(chain, L.llama_sampler_init_min_p(p.min_p, 1))
     add(chain, L.llama_sampler_init_temp(p.temperature))
     seed = p.seed if p.seed is not None else random.getrandbits(32)
     add(chain, L.llama_sampler_init_dist(seed & 0xFFFFFFFF))

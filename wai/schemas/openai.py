@@ -53,6 +53,7 @@ class _Common(BaseModel):
     max_tokens: Annotated[int, Field(ge=1)] | None = None
     temperature: Annotated[float, Field(ge=0, le=2)] | None = None
     top_p: Annotated[float, Field(gt=0, le=1)] | None = None
+    min_p: Annotated[float, Field(ge=0, le=1)] | None = None  # llama-server's and vLLM's
     top_k: Annotated[int, Field(ge=1, le=50)] | None = None
     seed: int | None = None
     frequency_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
@@ -90,6 +91,7 @@ class _Common(BaseModel):
         for name in (
             "temperature",
             "top_p",
+            "min_p",
             "top_k",
             "frequency_penalty",
             "presence_penalty",

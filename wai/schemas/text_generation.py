@@ -111,7 +111,7 @@ class TextGenerationInput(BaseModel):
     max_tokens: Annotated[int, Field(ge=1)] = 256
     temperature: Annotated[float, Field(ge=0, le=5)] = 0.6
     top_p: Annotated[float, Field(ge=0.001, le=1)] | None = None
-    # not in Workers AI's schema; llama.cpp's: drop tokens below min_p × the top probability
+    # not in Workers AI's schema; llama.cpp's: drop tokens below min_p times the top probability
     min_p: Annotated[float, Field(ge=0, le=1)] | None = None
     top_k: Annotated[int, Field(ge=1, le=50)] | None = None
     seed: Annotated[int, Field(ge=1, le=9_999_999_999)] | None = None

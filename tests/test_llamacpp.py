@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -28,7 +29,7 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
     loop.close()
 
 
-def backend(loop: asyncio.AbstractEventLoop) -> InThreadBackend:
+def backend(loop: asyncio.AbstractEventLoop, **overrides: Any) -> InThreadBackend:
     b = InThreadBackend(
         LlamaCppConfig(
             path=embedded_model_path(),
@@ -37,6 +38,7 @@ def backend(loop: asyncio.AbstractEventLoop) -> InThreadBackend:
             n_ctx_seq=256,
             n_batch=192,
             prefill_chunk=64,
+            **overrides,
         )
     )
     loop.run_until_complete(b.start())
@@ -151,18 +153,7 @@ def test_without_batch_invariance_a_prompt_chunk_shares_the_decode_rows_call(
     batch-invariant spends one more llama_decode on the newcomer's prompt chunk."""
 
     def steps(batch_invariant: bool) -> tuple[int, list[int]]:
-        b = InThreadBackend(
-            LlamaCppConfig(
-                path=embedded_model_path(),
-                name="t",
-                n_slots=2,
-                n_ctx_seq=256,
-                n_batch=192,
-                prefill_chunk=64,
-                batch_invariant=batch_invariant,
-            )
-        )
-        loop.run_until_complete(b.start())
+        b = backend(loop, batch_invariant=batch_invariant)
         try:
             tok = b.tokenizer
             long = tok.tokenize("Tell me a long story", add_special=True, parse_special=False)

@@ -13,7 +13,7 @@ import pytest
 from wai.catalog import embedded_model_path
 from wai.engine.base import SamplingParams
 from wai.engine.gguf import LlamaTokenizer, load_model
-from wai.engine.grammar import schema_grammar
+from wai.engine.grammar import grammar_sampler, schema_grammar
 from wai.engine.params import context_params
 from wai.engine.sampling import Chain, ChainPool, make_sampler
 
@@ -53,12 +53,21 @@ def decoded() -> Iterator[tuple[Any, int, np.ndarray, Any]]:
     L.llama_model_free(model)
 
 
+def _reference(params: SamplingParams, n_vocab: int, vocab: Any) -> Any:
+    """What llama.cpp would run: one chain, with the grammar (if any) first in it."""
+    chain = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
+    if params.grammar:
+        L.llama_sampler_chain_add(chain, grammar_sampler(vocab, params.grammar))
+    L.llama_sampler_chain_add(chain, make_sampler(params, n_vocab))
+    return chain
+
+
 @pytest.mark.parametrize("params", PARAMS)
 def test_a_chain_picks_what_llama_sampler_sample_picks(
     decoded: tuple[Any, int, np.ndarray, Any], params: SamplingParams
 ) -> None:
     ctx, n_vocab, row, vocab = decoded
-    reference = make_sampler(params, n_vocab, vocab)  # a grammar, if any, first in the chain
+    reference = _reference(params, n_vocab, vocab)
     ours = Chain(params, n_vocab, vocab)  # a grammar checked on the pick, then if need be all
     try:
         # several draws from the same logits: the seeded stream and the penalties' history

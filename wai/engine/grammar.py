@@ -87,10 +87,16 @@ def schema_grammar(schema: dict[str, Any]) -> str:
     return gbnf
 
 
-def check_grammar(vocab: Any, gbnf: str) -> None:
-    """Parse the grammar as the engine will (llama.cpp's parser only: no model, no kernel);
-    raises GrammarError when llama.cpp refuses it."""
+def grammar_sampler(vocab: Any, gbnf: str) -> Any:
+    """llama.cpp's grammar sampler for `gbnf` (the caller frees it); GrammarError when
+    llama.cpp's parser refuses the grammar."""
     sampler = L.llama_sampler_init_grammar(vocab, gbnf.encode(), b"root")
     if not sampler:
         raise GrammarError("the JSON schema compiles to a grammar llama.cpp refuses")
-    L.llama_sampler_free(sampler)
+    return sampler
+
+
+def check_grammar(vocab: Any, gbnf: str) -> None:
+    """Parse the grammar as the engine will (llama.cpp's parser only: no model, no kernel);
+    raises GrammarError when llama.cpp refuses it."""
+    L.llama_sampler_free(grammar_sampler(vocab, gbnf))

@@ -51,13 +51,20 @@ def fault_matches(fault: str, plan: LoadPlan) -> bool:
     )
 
 
+def signal_name(rc: int) -> str | None:
+    """The signal that ended a child (a negative POSIX return code), by name; None if it
+    exited."""
+    if rc >= 0:
+        return None
+    try:
+        return signal.Signals(-rc).name
+    except ValueError:
+        return f"signal {-rc}"
+
+
 def _describe_exit(rc: int) -> str:
-    if rc < 0:
-        try:
-            return f"died from {signal.Signals(-rc).name}"
-        except ValueError:
-            return f"died from signal {-rc}"
-    return f"exited with status {rc}"
+    sig = signal_name(rc)
+    return f"died from {sig}" if sig else f"exited with status {rc}"
 
 
 def is_crash(rc: int) -> bool:

@@ -24,7 +24,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -45,6 +44,7 @@ from wai.engine.base import (
 from wai.engine.frontend import Frontend
 from wai.engine.gguf import LlamaTokenizer, ModelLoadError, load_tokenizer
 from wai.engine.llamacpp import LlamaCppConfig
+from wai.engine.probe import signal_name
 from wai.engine.worker import config_dict
 
 log = logging.getLogger("wai.engine")
@@ -84,12 +84,8 @@ class RestartPolicy:
 
 
 def describe_exit(rc: int) -> str:
-    if rc < 0:
-        try:
-            return f"was killed by {signal.Signals(-rc).name}"
-        except ValueError:
-            return f"was killed by signal {-rc}"
-    return f"exited with status {rc}"
+    sig = signal_name(rc)
+    return f"was killed by {sig}" if sig else f"exited with status {rc}"
 
 
 class _Crashed(Exception):

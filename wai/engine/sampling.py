@@ -7,13 +7,13 @@ import ctypes
 import random
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from typing import Any
 
 import llama_cpp as L
 import numpy as np
 
 from wai.engine.base import SamplingParams
+from wai.engine.grammar import grammar_sampler
 
 PENALTY_LAST_N = 64  # tokens the repetition/frequency/presence penalties look back over
 
@@ -43,17 +43,12 @@ def greedy_tokens(logits: np.ndarray, outputs: Sequence[int]) -> list[int]:
     return picked
 
 
-def make_sampler(p: SamplingParams, n_vocab: int, vocab: Any = None) -> Any:
-    """grammar, logit bias, penalties, then greedy, or top-k, top-p, temperature and a seeded
-    draw. The caller frees it with `llama_sampler_free`. A grammar needs the vocabulary."""
+def make_sampler(p: SamplingParams, n_vocab: int) -> Any:
+    """logit bias, penalties, then greedy, or top-k, top-p, min-p, temperature and a seeded
+    draw (a grammar is not part of it: see Chain). The caller frees it with
+    `llama_sampler_free`."""
     chain = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
     add = L.llama_sampler_chain_add
-    if p.grammar:
-        grammar = L.llama_sampler_init_grammar(vocab, p.grammar.encode(), b"root")
-        if not grammar:
-            L.llama_sampler_free(chain)
-            raise ValueError("llama.cpp refused the grammar")
-        add(chain, grammar)
     if p.logit_bias:
         biases = (L.llama_logit_bias * len(p.logit_bias))()
         for i, (token, bias) in enumerate(p.logit_bias):
@@ -106,12 +101,9 @@ class Chain:
     what a chain with the grammar first picks."""
 
     def __init__(self, p: SamplingParams, n_vocab: int, vocab: Any = None) -> None:
-        self.grammar: Any = None
-        if p.grammar:
-            self.grammar = L.llama_sampler_init_grammar(vocab, p.grammar.encode(), b"root")
-            if not self.grammar:
-                raise ValueError("llama.cpp refused the grammar")
-        self.ptr = make_sampler(replace(p, grammar=None), n_vocab, vocab)
+        # GrammarError (a ValueError) when llama.cpp refuses the grammar
+        self.grammar: Any = grammar_sampler(vocab, p.grammar) if p.grammar else None
+        self.ptr = make_sampler(p, n_vocab)
         self._buf = np.empty(n_vocab, dtype=TOKEN_DATA)
         self._ids = np.arange(n_vocab, dtype=np.int32)
         data = self._buf.ctypes.data_as(ctypes.POINTER(L.llama_token_data))

@@ -11,6 +11,7 @@ Two ways:
 from __future__ import annotations
 
 import abc
+import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,6 +32,22 @@ from wai.engine.base import Tokenizer
 class Message:
     role: str
     content: str
+    # OpenAI's form, arguments as objects: [{"id", "type": "function", "function": {…}}]
+    tool_calls: tuple[dict[str, Any], ...] = ()
+    tool_call_id: str | None = None  # a tool result's call
+    name: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """What a chat template sees. Keys are present only when set: templates test
+        `'tool_calls' in message`."""
+        out: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.tool_calls:
+            out["tool_calls"] = [dict(c) for c in self.tool_calls]
+        if self.tool_call_id is not None:
+            out["tool_call_id"] = self.tool_call_id
+        if self.name is not None:
+            out["name"] = self.name
+        return out
 
 
 class ChatTemplateError(ValueError):
@@ -41,8 +58,11 @@ class ChatFormat(abc.ABC):
     name: str
 
     @abc.abstractmethod
-    def encode(self, messages: Sequence[Message], tok: Tokenizer) -> list[int]:
-        """Prompt token ids for a conversation, ready for the assistant's turn."""
+    def encode(
+        self, messages: Sequence[Message], tok: Tokenizer, tools: list[dict[str, Any]] | None = None
+    ) -> list[int]:
+        """Prompt token ids for a conversation, ready for the assistant's turn; `tools`
+        (OpenAI-style function definitions) for a template that renders them."""
 
 
 # --- Llama 2 --------------------------------------------------------------------------------
@@ -54,7 +74,9 @@ B_SYS, E_SYS = "<<SYS>>\n", "\n<</SYS>>\n\n"
 class Llama2Format(ChatFormat):
     name = "llama2"
 
-    def encode(self, messages: Sequence[Message], tok: Tokenizer) -> list[int]:
+    def encode(
+        self, messages: Sequence[Message], tok: Tokenizer, tools: list[dict[str, Any]] | None = None
+    ) -> list[int]:
         dialog = list(messages)
         if dialog and dialog[0].role == "system":
             if len(dialog) < 2 or dialog[1].role != "user":
@@ -152,6 +174,7 @@ class JinjaFormat(ChatFormat):
     name = "jinja"
 
     def __init__(self, source: str, *, bos_token: str = "", eos_token: str = "") -> None:
+        self.source = source
         try:
             self._template = template_environment().from_string(source)
         except TemplateError as e:
@@ -165,7 +188,7 @@ class JinjaFormat(ChatFormat):
         in `functions` for templates that read that name (firefunction-v2; "" when none, as
         llama.cpp passes it), plus `datetime`, which firefunction-v2 reads too."""
         context: dict[str, Any] = {
-            "messages": [{"role": m.role, "content": m.content} for m in messages],
+            "messages": [m.as_dict() for m in messages],
             "add_generation_prompt": True,
             "bos_token": self.bos_token,
             "eos_token": self.eos_token,
@@ -183,8 +206,20 @@ class JinjaFormat(ChatFormat):
         except Exception as e:  # a broken template is the model's fault, not a server crash
             raise ChatTemplateError(f"the model's chat template failed: {e}") from e
 
-    def encode(self, messages: Sequence[Message], tok: Tokenizer) -> list[int]:
-        text = self.render(messages)
+    @functools.cached_property
+    def supports_tools(self) -> bool:
+        """Whether the template renders tool definitions (llama.cpp's test: a probe tool's
+        name shows up in the prompt)."""
+        probe = {"type": "function", "function": {"name": "wai_probe_tool_5e1f", "parameters": {}}}
+        try:
+            return "wai_probe_tool_5e1f" in self.render([Message("user", "hi")], [probe])
+        except ChatTemplateError:
+            return False
+
+    def encode(
+        self, messages: Sequence[Message], tok: Tokenizer, tools: list[dict[str, Any]] | None = None
+    ) -> list[int]:
+        text = self.render(messages, tools)
         # Templates that print bos_token themselves must not get a second one from tokenize.
         starts_with_bos = bool(self.bos_token) and text.startswith(self.bos_token)
         return tok.tokenize(text, add_special=not starts_with_bos, parse_special=True)
@@ -205,7 +240,9 @@ class RefusedFormat(ChatFormat):
     def __init__(self, reason: str) -> None:
         self.reason = reason
 
-    def encode(self, messages: Sequence[Message], tok: Tokenizer) -> list[int]:
+    def encode(
+        self, messages: Sequence[Message], tok: Tokenizer, tools: list[dict[str, Any]] | None = None
+    ) -> list[int]:
         raise ChatTemplateError(self.reason)
 
 

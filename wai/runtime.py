@@ -7,12 +7,13 @@ ids, apply limits and build prompts the same way. Knows nothing of HTTP.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from wai import sources
+from wai import sources, tools
 from wai.catalog import EMBEDDED_NAME, Catalog, ModelSpec, embedded_model_path
 from wai.chat import ChatFormat, ChatTemplateError, Message, format_for
 from wai.engine import grammar
@@ -44,7 +45,7 @@ from wai.errors import (
     bad_input_message,
 )
 from wai.registry import Registry
-from wai.schemas.text_generation import TextGenerationInput
+from wai.schemas.text_generation import ChatMessage, NamedToolChoice, TextGenerationInput
 from wai.settings import Limits, LocalModel, Settings
 from wai.sources import ModelSourceError
 
@@ -86,6 +87,7 @@ class Served:
     spec: ModelSpec
     backend: Backend
     chat: ChatFormat
+    tools: tools.ToolPlan | None = None  # the request's tools, when it offers any
 
     @property
     def local_name(self) -> str:
@@ -263,24 +265,71 @@ class Runtime:
             if served.spec.default_system:
                 messages.insert(0, Message("system", served.spec.default_system))
         else:
-            messages = [Message(m.role, m.text()) for m in inp.messages or []]
+            messages = [_message(i, m) for i, m in enumerate(inp.messages or [])]
+        plan = served.tools
+        native = tools.syntax_for(served.chat)[1]
+        if (plan is not None and not plan.native) or (not native and tools.needs_rewrite(messages)):
+            # a template that knows no tools: wai's system message, plain turns for the history
+            messages = tools.generic_messages(messages, plan.tools if plan is not None else ())
+        offered = [t.openai() for t in plan.tools] if plan is not None and plan.native else None
         try:
-            return served.chat.encode(messages, tok)
+            return served.chat.encode(messages, tok, offered)
         except ChatTemplateError as e:
             raise InvalidInput(str(e)) from e
 
-    def _grammar(self, served: Served, schema: dict[str, Any]) -> str:
-        """JSON mode's grammar for a schema, checked by llama.cpp's parser for this model's
-        vocabulary (once per grammar and model). Raises InvalidInput naming what is wrong."""
+    def _checked(self, served: Served, gbnf: str) -> str:
+        """A grammar, checked by llama.cpp's parser for this model's vocabulary (once per
+        grammar and model). Raises GrammarError."""
+        key = (served.local_name, hash(gbnf))
+        if key not in self._grammars_checked:
+            grammar.check_grammar(served.backend.tokenizer.vocab, gbnf)
+            self._grammars_checked.add(key)
+        return gbnf
+
+    def _grammar(
+        self, served: Served, schema: dict[str, Any] | None
+    ) -> tuple[str | None, str | None]:
+        """The grammar the output must follow (JSON mode's, or the tool calls'), and its lazy
+        trigger. Raises InvalidInput naming what is wrong."""
+        if served.tools is not None:
+            try:
+                gbnf, trigger = served.tools.grammar()
+                return self._checked(served, gbnf), trigger
+            except grammar.GrammarError as e:
+                raise InvalidInput(f"'/tools': {e}") from e
+        if schema is None:
+            return None, None
         try:
-            gbnf = grammar.schema_grammar(schema)
-            key = (served.local_name, hash(gbnf))
-            if key not in self._grammars_checked:
-                grammar.check_grammar(served.backend.tokenizer.vocab, gbnf)
-                self._grammars_checked.add(key)
+            return self._checked(served, grammar.schema_grammar(schema)), None
         except grammar.GrammarError as e:
             raise InvalidInput(f"'/response_format': {e}") from e
-        return gbnf
+
+    @staticmethod
+    def tool_plan(chat: ChatFormat, inp: TextGenerationInput) -> tools.ToolPlan | None:
+        """The request's tools as the engine will enforce them; None without tools (or with
+        tool_choice "none": the model then answers in text, and sees no tools)."""
+        offered = inp.functions_offered()
+        choice = inp.tool_choice
+        if not offered or choice == "none":
+            return None
+        defs = []
+        for path, fn in offered:
+            params = fn.parameters if fn.parameters is not None else {"type": "object"}
+            try:
+                grammar.check_schema(params, f"{path}/parameters")
+            except grammar.GrammarError as e:
+                raise InvalidInput(str(e)) from e
+            defs.append(tools.Tool(fn.name, fn.description or "", params))
+        named = choice.function.name if isinstance(choice, NamedToolChoice) else None
+        syntax, native = tools.syntax_for(chat)
+        return tools.ToolPlan(
+            syntax=syntax,
+            native=native,
+            tools=tuple(defs),
+            allowed=tuple(d for d in defs if named is None or d.name == named),
+            required=choice == "required" or named is not None,
+            parallel=inp.parallel_tool_calls and named is None,
+        )
 
     def limits(self, name: str) -> Limits:
         """The server's limits with the model's own overrides."""
@@ -339,13 +388,18 @@ class Runtime:
         try:
             if backend.failure is not None:
                 raise ModelUnavailable(model_id, backend.failure)
-            served = Served(
-                model_id, self.spec_for(model_id), backend, self._chat_format(name, backend)
-            )
+            chat = self._chat_format(name, backend)
+            plan = self.tool_plan(chat, inp)
+            served = Served(model_id, self.spec_for(model_id), backend, chat, plan)
+            logit_bias = [*logit_bias, *inp.bias()]
             self.check_logit_bias(served, logit_bias)
             schema = inp.json_schema
             # compiling a schema (and a large input) happens on a worker thread
-            grammar = await asyncio.to_thread(self._grammar, served, schema) if schema else None
+            gbnf, trigger = (
+                await asyncio.to_thread(self._grammar, served, schema)
+                if schema is not None or plan is not None
+                else (None, None)
+            )
             if _size(inp) > OFF_LOOP_CHARS:  # templating and tokenizing a large input
                 tokens = await asyncio.to_thread(self.prompt_tokens, served, inp)
             else:
@@ -363,7 +417,8 @@ class Runtime:
                     frequency_penalty=inp.frequency_penalty,
                     presence_penalty=inp.presence_penalty,
                     logit_bias=tuple(logit_bias),
-                    grammar=grammar,
+                    grammar=gbnf,
+                    trigger=trigger,
                 ),
                 reject_if_busy=bool(inp.options and inp.options.reject_if_busy),
                 ignore_eos=inp.ignore_eos,
@@ -394,3 +449,26 @@ def _size(inp: TextGenerationInput) -> int:
     if inp.prompt is not None:
         return len(inp.prompt)
     return sum(len(m.text()) for m in inp.messages or [])
+
+
+def _message(i: int, m: ChatMessage) -> Message:
+    """A request message as the chat layer takes it: earlier calls in OpenAI's form with their
+    arguments as objects, which is what chat templates expect."""
+    calls = []
+    for j, fn in enumerate(m.calls()):
+        args: Any = fn.arguments
+        if isinstance(args, str):
+            try:
+                args = json.loads(args) if args.strip() else {}
+            except ValueError:
+                raise InvalidInput(
+                    f"'/messages/{i}/tool_calls/{j}/function/arguments': not a JSON object"
+                ) from None
+        if not isinstance(args, dict):
+            raise InvalidInput(f"'/messages/{i}/tool_calls/{j}': arguments must be an object")
+        raw = (m.tool_calls or [])[j]
+        call_id = getattr(raw, "id", None) or f"call_{i}_{j}"
+        calls.append(
+            {"id": call_id, "type": "function", "function": {"name": fn.name, "arguments": args}}
+        )
+    return Message(m.role, m.text(), tuple(calls), m.tool_call_id, m.name)

@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse, Response
 from wai.api.body import read_json
 from wai.api.errors import ABORTED, CFError, bad_input
 from wai.api.framing import (
+    cf_result,
     cf_sse,
     failed_error,
     json_response,
@@ -101,21 +102,19 @@ async def run_binding(request: Request) -> Response:
         return binding_error(to_cf_error(e), request_id)
     headers = {"x-wai-model": served.local_name, "cf-ai-req-id": request_id}
     if parsed.stream:
-        return GenerationResponse(generation, cf_sse(generation), headers)
+        return GenerationResponse(generation, cf_sse(generation, served.tools), headers)
     done = await collect(request, generation)
     if done is None:
         return binding_error(CFError.inference(408, ABORTED, "Aborted"), request_id)
     if isinstance(done.final, Failed):
         return binding_error(failed_error(done.final), request_id)
-    response: Any = done.text
+    result: dict[str, Any] = cf_result(done.text, served.tools, parsed)
     if parsed.json_schema is not None:
         try:
-            response = json_response(done.text, done.final)
+            result["response"] = json_response(done.text, done.final)
         except CFError as e:
             return binding_error(e, request_id)
-    return JSONResponse(
-        {"response": response, "usage": usage_dict(done.final.usage)}, headers=headers
-    )
+    return JSONResponse({**result, "usage": usage_dict(done.final.usage)}, headers=headers)
 
 
 def _version(request: Request) -> str | None:

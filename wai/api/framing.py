@@ -14,6 +14,7 @@ from wai.engine.base import Delta, Failed, Finished, Generation, Usage
 from wai.errors import INTERNAL, MODEL_UNAVAILABLE
 from wai.runtime import classify
 from wai.schemas.text_generation import TextGenerationInput
+from wai.tools import ToolCall, ToolPlan
 
 
 def usage_dict(usage: Usage) -> dict[str, Any]:
@@ -61,13 +62,40 @@ def failed_error(f: Failed) -> CFError:
     return CFError.inference(500, INTERNAL, f.message)
 
 
-async def cf_sse(generation: Generation) -> AsyncIterator[bytes]:
+def cf_tool_calls(calls: list[ToolCall]) -> list[dict[str, Any]]:
+    """Workers AI's form of tool calls: {name, arguments (an object)}."""
+    return [{"name": c.name, "arguments": c.arguments} for c in calls]
+
+
+def cf_result(text: str, plan: ToolPlan | None, inp: TextGenerationInput) -> dict[str, Any]:
+    """`response` (and, when the request offered tools, `tool_calls`) of a whole answer."""
+    if plan is None:
+        return {"response": text, "tool_calls": []} if inp.tools else {"response": text}
+    content, calls = plan.parse(text)
+    return {"response": content, "tool_calls": cf_tool_calls(calls)}
+
+
+async def cf_sse(generation: Generation, plan: ToolPlan | None = None) -> AsyncIterator[bytes]:
     """Workers AI's stream: a padded event per token, a usage event, [DONE]; a failure is an
-    error event (the status line has gone out already)."""
+    error event (the status line has gone out already). With tools, text that may start a
+    call is held back, and the calls come in one event before the usage."""
+    stream = plan.stream() if plan is not None else None
+
+    def text_event(text: str) -> bytes:
+        return sse.event({"response": text, "p": sse.padding(text)})
+
     async for ev in generation:
         if isinstance(ev, Delta):
-            yield sse.event({"response": ev.text, "p": sse.padding(ev.text)})
+            text = stream.push(ev.text) if stream is not None else ev.text
+            if text or stream is None:
+                yield text_event(text)
         elif isinstance(ev, Finished):
+            if stream is not None:
+                rest, calls = stream.finish()
+                if rest:
+                    yield text_event(rest)
+                if calls:
+                    yield sse.event({"response": "", "tool_calls": cf_tool_calls(calls)})
             yield sse.event({"response": "", "usage": usage_dict(ev.usage)})
         else:
             code = MODEL_UNAVAILABLE if ev.crashed else INTERNAL

@@ -22,6 +22,7 @@ from wai.errors import RequestError
 from wai.runtime import Runtime
 from wai.schemas.openai import InvalidOpenAIRequest, parse_chat, parse_completion
 from wai.schemas.text_generation import TextGenerationInput
+from wai.tools import ToolCall, ToolPlan
 
 router = APIRouter()
 
@@ -52,9 +53,8 @@ async def _handle(request: Request, parse: Parser, chat: bool) -> Response:
     headers = {"x-wai-model": served.local_name}
     if req.stream:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
-        return GenerationResponse(
-            generation, _chunks(generation, meta, include_usage, chat), headers
-        )
+        chunks = _chunks(generation, meta, include_usage, chat, served.tools)
+        return GenerationResponse(generation, chunks, headers)
     done = await collect(request, generation)
     if done is None:
         return openai_error(408, "the client closed the connection")
@@ -66,9 +66,19 @@ async def _handle(request: Request, parse: Parser, chat: bool) -> Response:
         return openai_error(500, done.final.message, code="inference_failed")
     reason = _finish_reason(done.final)
     if chat:
+        message: dict[str, Any] = {"role": "assistant", "content": done.text}
+        if served.tools is not None:
+            content, calls = served.tools.parse(done.text)
+            if calls:
+                message = {
+                    "role": "assistant",
+                    "content": content or None,
+                    "tool_calls": [_tool_call(c) for c in calls],
+                }
+                reason = "tool_calls"
         choice: dict[str, Any] = {
             "index": 0,
-            "message": {"role": "assistant", "content": done.text},
+            "message": message,
             "finish_reason": reason,
             "logprobs": None,
         }
@@ -80,11 +90,26 @@ async def _handle(request: Request, parse: Parser, chat: bool) -> Response:
     )
 
 
+def _tool_call(call: ToolCall) -> dict[str, Any]:
+    return {
+        "id": call.id,
+        "type": "function",
+        "function": {"name": call.name, "arguments": call.arguments_json()},
+    }
+
+
 async def _chunks(
-    generation: Generation, meta: dict[str, Any], include_usage: bool, chat: bool
+    generation: Generation,
+    meta: dict[str, Any],
+    include_usage: bool,
+    chat: bool,
+    plan: ToolPlan | None,
 ) -> AsyncIterator[bytes]:
-    """OpenAI stream chunks: chat.completion.chunk (deltas) or text_completion (text)."""
+    """OpenAI stream chunks: chat.completion.chunk (deltas) or text_completion (text). With
+    tools, text that may start a call is held back; each call is then a delta with its id and
+    name, and one with its arguments."""
     obj = "chat.completion.chunk" if chat else "text_completion"
+    stream = plan.stream() if plan is not None else None
 
     def chunk(choices: list[dict[str, Any]], **extra: Any) -> bytes:
         return sse.event({**meta, "object": obj, "choices": choices, **extra})
@@ -97,12 +122,30 @@ async def _chunks(
 
     if chat:
         yield chunk([{**choice(""), "delta": {"role": "assistant", "content": ""}}])
+
+    def calls_delta(calls: list[dict[str, Any]]) -> bytes:
+        return chunk([{"index": 0, "delta": {"tool_calls": calls}, "finish_reason": None}])
+
     async for ev in generation:
         if isinstance(ev, Delta):
-            if ev.text:
-                yield chunk([choice(ev.text)])
+            text = stream.push(ev.text) if stream is not None else ev.text
+            if text:
+                yield chunk([choice(text)])
         elif isinstance(ev, Finished):
-            yield chunk([choice(None, _finish_reason(ev))])
+            reason = _finish_reason(ev)
+            if stream is not None:
+                rest, calls = stream.finish()
+                if rest:
+                    yield chunk([choice(rest)])
+                for i, call in enumerate(calls):
+                    head = _tool_call(call)
+                    head["function"] = {"name": call.name, "arguments": ""}
+                    yield calls_delta([{"index": i, **head}])
+                    args = {"arguments": call.arguments_json()}
+                    yield calls_delta([{"index": i, "function": args}])
+                if calls:
+                    reason = "tool_calls"
+            yield chunk([choice(None, reason)])
             if include_usage:
                 yield chunk([], usage=usage_dict(ev.usage))
         else:

@@ -11,6 +11,7 @@ from starlette.responses import JSONResponse, Response
 from wai.api.body import read_json
 from wai.api.errors import ABORTED, CFError
 from wai.api.framing import (
+    cf_result,
     cf_sse,
     failed_error,
     json_response,
@@ -21,8 +22,8 @@ from wai.api.framing import (
 from wai.api.generation import GenerationResponse, collect
 from wai.engine.base import EngineError, Failed, Generation
 from wai.errors import RequestError
-from wai.runtime import Runtime
-from wai.schemas.text_generation import parse_text_generation
+from wai.runtime import Runtime, Served
+from wai.schemas.text_generation import TextGenerationInput, parse_text_generation
 
 router = APIRouter()
 
@@ -40,16 +41,17 @@ async def run_model(request: Request, account_id: str, model: str) -> Response:
         return to_cf_error(e).response(request_id)
     headers = {"x-wai-model": served.local_name, "cf-ai-req-id": request_id}
     if inputs.stream:
-        return GenerationResponse(generation, cf_sse(generation), headers)
-    return await _complete(request, generation, request_id, headers, inputs.json_schema is not None)
+        return GenerationResponse(generation, cf_sse(generation, served.tools), headers)
+    return await _complete(request, served, generation, request_id, headers, inputs)
 
 
 async def _complete(
     request: Request,
+    served: Served,
     generation: Generation,
     request_id: str,
     headers: dict[str, str],
-    json_mode: bool,
+    inputs: TextGenerationInput,
 ) -> Response:
     done = await collect(request, generation)
     if done is None:
@@ -58,13 +60,13 @@ async def _complete(
         ).response(request_id)
     if isinstance(done.final, Failed):
         return failed_error(done.final).response(request_id)
-    response: Any = done.text
-    if json_mode:
+    result: dict[str, Any] = cf_result(done.text, served.tools, inputs)
+    if inputs.json_schema is not None:
         try:
-            response = json_response(done.text, done.final)
+            result["response"] = json_response(done.text, done.final)
         except CFError as e:
             return e.response(request_id)
-    result = {"response": response, "usage": usage_dict(done.final.usage)}
+    result["usage"] = usage_dict(done.final.usage)
     return JSONResponse(
         {"result": result, "success": True, "errors": [], "messages": []}, headers=headers
     )

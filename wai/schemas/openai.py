@@ -1,6 +1,6 @@
 """OpenAI chat/completions requests, and their translation into Workers AI input.
 
-Parameters wai cannot honour are refused by name (`n` > 1, `logprobs`, `tools`, …) rather than
+Parameters wai cannot honour are refused by name (`n` > 1, `logprobs`, `functions`, …) rather than
 ignored, so a client never believes it got something it did not; unknown ones are refused as
 OpenAI itself refuses them ("Unrecognized request argument supplied: …"). Only bookkeeping that
 changes nothing about the output is accepted and ignored: `user`, `metadata`, `store`,
@@ -9,17 +9,21 @@ changes nothing about the output is accepted and ignored: `user`, `metadata`, `s
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from wai.schemas.text_generation import (
+    MAX_TOOLS,
     AnyFormat,
+    ChatMessage,
+    FunctionTool,
     ResponseFormat,
     RunOptions,
     TextFormat,
     TextGenerationInput,
-    TextPart,
+    ToolChoice,
     integral,
 )
 
@@ -111,25 +115,19 @@ class _Common(BaseModel):
         return out
 
 
-class OpenAIChatMessage(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    role: Annotated[str, Field(min_length=1, max_length=64)]
-    content: str | list[TextPart] | None = None
-
-
 # The fields below document what is accepted; other values are refused by name before
 # validation (see _refuse_unsupported).
 class ChatCompletionRequest(_Common):
-    messages: Annotated[list[OpenAIChatMessage], Field(min_length=1)]
+    messages: Annotated[list[ChatMessage], Field(min_length=1)]
     max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
     logprobs: Literal[False] | None = None
     top_logprobs: None = None
-    tools: Annotated[list[Any], Field(max_length=0)] | None = None
-    tool_choice: Literal["none"] | None = None
+    tools: Annotated[list[FunctionTool], Field(max_length=MAX_TOOLS)] | None = None
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool | None = None
     functions: Annotated[list[Any], Field(max_length=0)] | None = None
     function_call: None = None
     response_format: ResponseFormat | None = None
-    parallel_tool_calls: bool | None = None  # meaningless without tools: ignored
     modalities: list[Literal["text"]] | None = None
 
 
@@ -157,8 +155,6 @@ def _refuse_unsupported(body: dict[str, Any], chat: bool) -> None:
     if chat:
         unsupported += [
             ("top_logprobs", body.get("top_logprobs") is not None),
-            ("tools", bool(body.get("tools"))),
-            ("tool_choice", body.get("tool_choice") not in (None, "none")),
             ("functions", bool(body.get("functions"))),
             ("function_call", body.get("function_call") is not None),
             (
@@ -208,15 +204,24 @@ def _validate(model: type[_Common], body: Any) -> Any:
 
 def parse_chat(body: Any) -> tuple[ChatCompletionRequest, TextGenerationInput, list[str]]:
     req: ChatCompletionRequest = _validate(ChatCompletionRequest, body)
-    messages = []
-    for m in req.messages:
-        content = (
-            m.content if isinstance(m.content, str) else "".join(p.text for p in m.content or [])
-        )
-        messages.append({"role": m.role, "content": content})
+    messages = [m.model_dump(exclude_none=True) for m in req.messages]
     max_tokens = req.max_completion_tokens or req.max_tokens
+    tools: dict[str, Any] = {}
+    if req.tools:
+        tools["tools"] = [t.model_dump(exclude_none=True) for t in req.tools]
+    if req.tool_choice is not None:
+        choice = req.tool_choice
+        tools["tool_choice"] = choice if isinstance(choice, str) else choice.model_dump()
+    if req.parallel_tool_calls is not None:
+        tools["parallel_tool_calls"] = req.parallel_tool_calls
     inp = _to_input(
-        {"messages": messages, **_max(max_tokens), **req.sampling(), **_json(req.response_format)}
+        {
+            "messages": messages,
+            **_max(max_tokens),
+            **req.sampling(),
+            **_json(req.response_format),
+            **tools,
+        }
     )
     return req, inp, req.stops()
 
@@ -255,5 +260,9 @@ def _to_input(data: dict[str, Any]) -> TextGenerationInput:
         return TextGenerationInput.model_validate(data, strict=True)
     except ValidationError as e:
         err = e.errors()[0]
+        if err["type"] == "value_error" and not err["loc"]:  # a check across fields
+            message = err["msg"].removeprefix("Value error, ")
+            named = re.match(r"'/(\w+)", message)
+            raise InvalidOpenAIRequest(message, named.group(1) if named else None) from None
         param = ".".join(str(p) for p in err["loc"]) or None
         raise InvalidOpenAIRequest(f"{param}: {err['msg']}", param) from None

@@ -24,10 +24,14 @@ def integral(body: dict[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
     return out
 
 
-INT_FIELDS = ("max_tokens", "top_k", "seed")
+INT_FIELDS = ("max_tokens", "top_k", "seed", "n")
 
-# Fields of the Workers AI schema that wai does not implement yet.
-UNSUPPORTED_FIELDS = ("lora", "tools", "functions")
+# Fields of the Workers AI schema that wai does not implement.
+UNSUPPORTED_FIELDS = ("lora", "functions")
+
+MAX_TOOLS = 128
+MAX_LOGIT_BIAS = 300  # entries, as OpenAI caps it
+TOOL_NAME = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
 
 
 class TextFormat(BaseModel):
@@ -82,16 +86,88 @@ class TextPart(BaseModel):
     text: str
 
 
+# --- tools (function calling) ------------------------------------------------------------------
+
+
+class FunctionDef(BaseModel):
+    """A function the model may call; also Workers AI's legacy tool form."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: TOOL_NAME
+    description: Annotated[str, Field(max_length=8192)] | None = None
+    parameters: dict[str, Any] | None = Field(
+        None, description="a JSON Schema for the arguments (keywords as in JSON mode)"
+    )
+    strict: bool | None = None  # OpenAI's: wai's calls always follow the schema
+
+
+class FunctionTool(BaseModel):
+    """OpenAI's tool form (also Workers AI's newer one)."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["function"]
+    function: FunctionDef
+
+
+class ChoiceFunction(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: TOOL_NAME
+
+
+class NamedToolChoice(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["function"]
+    function: ChoiceFunction
+
+
+ToolChoice = Literal["none", "auto", "required"] | NamedToolChoice
+
+
+class CalledFunction(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    name: TOOL_NAME
+    arguments: str | dict[str, Any]  # OpenAI sends a JSON string, Workers AI an object
+
+
+class MessageToolCall(BaseModel):
+    """An earlier call, in an assistant message: OpenAI's form."""
+
+    model_config = ConfigDict(extra="ignore")
+    id: Annotated[str, Field(max_length=256)] | None = None
+    type: Literal["function"] = "function"
+    function: CalledFunction
+
+
+class LegacyToolCall(CalledFunction):
+    """An earlier call in Workers AI's form: {name, arguments}."""
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
     role: Annotated[str, Field(min_length=1, max_length=64)]
-    content: str | list[TextPart]
-    name: str | None = None
+    # None only in an assistant message that carries tool_calls
+    content: str | list[TextPart] | None = None
+    name: Annotated[str, Field(max_length=256)] | None = None
+    tool_calls: (
+        Annotated[list[MessageToolCall | LegacyToolCall], Field(max_length=MAX_TOOLS)] | None
+    ) = None
+    tool_call_id: Annotated[str, Field(max_length=256)] | None = None
+
+    @model_validator(mode="after")
+    def _content_or_calls(self) -> ChatMessage:
+        if self.content is None and not self.tool_calls:
+            raise ValueError("'content' is required (unless the message has tool_calls)")
+        return self
 
     def text(self) -> str:
+        if self.content is None:
+            return ""
         if isinstance(self.content, str):
             return self.content
         return "".join(part.text for part in self.content)
+
+    def calls(self) -> list[CalledFunction]:
+        return [c.function if isinstance(c, MessageToolCall) else c for c in self.tool_calls or []]
 
 
 class RunOptions(BaseModel):
@@ -125,13 +201,60 @@ class TextGenerationInput(BaseModel):
     lora: None = Field(None, description="not supported by this server")
     # JSON mode: the output is grammar-constrained to the schema (see engine/grammar.py)
     response_format: ResponseFormat | None = None
-    tools: None = Field(None, description="not supported by this server")
+    # function calling (spec §2.4): Workers AI's legacy form or OpenAI's
+    tools: Annotated[list[FunctionTool | FunctionDef], Field(max_length=MAX_TOOLS)] | None = None
+    # OpenAI's, accepted here too: none, auto (the default), required, or a named function
+    tool_choice: ToolChoice | None = None
+    # several calls in one answer (at most tools.MAX_PARALLEL); off unless asked for, as in
+    # llama.cpp's server: small models otherwise tend to repeat a call until max_tokens
+    parallel_tool_calls: bool = False
     functions: None = Field(None, description="not supported by this server")
+    # not in Workers AI's schema; OpenAI's: {token id: bias -100..100}
+    logit_bias: (
+        Annotated[
+            dict[
+                Annotated[str, Field(pattern=r"^(0|[1-9][0-9]{0,8})$")],
+                Annotated[float, Field(ge=-100, le=100)],
+            ],
+            Field(max_length=MAX_LOGIT_BIAS),
+        ]
+        | None
+    ) = None
+    n: Annotated[int, Field(ge=1, le=1, description="one answer per request")] | None = None
 
     @property
     def json_schema(self) -> dict[str, Any] | None:
         """The schema JSON mode asks for, or None."""
         return output_schema(self.response_format)
+
+    def functions_offered(self) -> list[tuple[str, FunctionDef]]:
+        """The tools as (JSON pointer of the definition, definition)."""
+        return [
+            (f"/tools/{i}/function", t.function)
+            if isinstance(t, FunctionTool)
+            else (f"/tools/{i}", t)
+            for i, t in enumerate(self.tools or [])
+        ]
+
+    def bias(self) -> list[tuple[int, float]]:
+        """logit_bias as (token id, bias) pairs; ids are checked against the vocabulary later."""
+        return [(int(k), float(v)) for k, v in (self.logit_bias or {}).items()]
+
+    @model_validator(mode="after")
+    def _tools_fit(self) -> TextGenerationInput:
+        names = [fn.name for _, fn in self.functions_offered()]
+        if len(set(names)) != len(names):
+            raise ValueError("'/tools': two tools have the same name")
+        choice = self.tool_choice
+        if choice not in (None, "none", "auto") and not names:
+            raise ValueError("'/tool_choice': needs 'tools'")
+        if isinstance(choice, NamedToolChoice) and choice.function.name not in names:
+            raise ValueError(f"'/tool_choice': no tool is named '{choice.function.name}'")
+        if names and self.response_format is not None and self.json_schema is not None:
+            raise ValueError("'/response_format': JSON mode cannot be combined with 'tools'")
+        if names and self.raw:
+            raise ValueError("'/tools': tools need the chat template ('raw' must be false)")
+        return self
 
     @model_validator(mode="after")
     def _one_of_prompt_or_messages(self) -> TextGenerationInput:

@@ -28,7 +28,10 @@ def test_a_nested_schema_compiles_and_llama_cpp_parses_it() -> None:
 @pytest.mark.parametrize(
     ("schema", "where"),
     [
-        ({"type": "integer", "minimum": 1}, "'/minimum'"),
+        ({"type": "number", "minimum": 0.5}, "'/minimum'"),
+        ({"type": "number", "exclusiveMaximum": 3}, "'/exclusiveMaximum'"),
+        ({"type": "string", "maximum": 3}, "'/maximum'"),
+        ({"type": "integer", "minimum": 5, "maximum": 4}, "admits no integer"),
         ({"properties": {"n": {"type": "number", "multipleOf": 2}}}, "'/properties/n/multipleOf'"),
         ({"items": {"uniqueItems": True}}, "'/items/uniqueItems'"),
         ({"anyOf": [{"type": "string"}, {"not": {}}]}, "'/anyOf/1/not'"),
@@ -54,3 +57,40 @@ def test_size_and_depth_are_bounded() -> None:
 def test_llama_cpp_refusing_a_grammar_is_an_error_not_a_crash() -> None:
     with pytest.raises(grammar.GrammarError):
         grammar.check_grammar(load_tokenizer(embedded_model_path()).vocab, "root ::= (")
+
+
+@pytest.mark.parametrize(
+    ("schema", "good", "bad"),
+    [
+        ({"type": "integer", "minimum": -15, "maximum": 230}, ["-15", "0", "7", "99", "230"],
+         ["-16", "231", "1000", "07", "1.5", "-0"]),
+        ({"type": "integer", "exclusiveMinimum": 0, "exclusiveMaximum": 10.5}, ["1", "10"],
+         ["0", "11"]),
+        ({"type": "integer", "minimum": 100}, ["100", "5000", "123456789"], ["99", "-1"]),
+        ({"type": "integer", "maximum": -12}, ["-12", "-13", "-900"], ["-11", "0", "5"]),
+        ({"type": "number", "minimum": 0, "maximum": 1}, ["0", "0.25", "1", "1.000"],
+         ["1.01", "-0.5", "2", "1e0"]),
+        ({"type": "number", "minimum": -3, "maximum": 7}, ["-3", "-2.5", "-0.1", "6.99", "7.0"],
+         ["-3.5", "7.5", "-4"]),
+    ],
+)  # fmt: skip
+def test_numeric_ranges_are_enforced(
+    schema: dict[str, object], good: list[str], bad: list[str]
+) -> None:
+    """Ranges become grammar (llama-cpp-python's converter has none): every accepted number is
+    in range, and every number in range can be written."""
+    vocab = load_tokenizer(embedded_model_path()).vocab
+    gbnf = grammar.schema_grammar(schema)
+    for text in good:
+        assert grammar.accepts(vocab, gbnf, text), text
+    for text in bad:
+        assert not grammar.accepts(vocab, gbnf, text), text
+
+
+def test_range_rules_against_every_small_number() -> None:
+    """The digit-by-digit construction, checked exhaustively on small bounds."""
+    vocab = load_tokenizer(embedded_model_path()).vocab
+    for lo, hi in [(0, 9), (5, 123), (-45, 7), (-200, -37), (19, 20)]:
+        gbnf = "root ::= " + grammar.range_rule(lo, hi, fraction=False)
+        for n in range(-250, 250):
+            assert grammar.accepts(vocab, gbnf, str(n)) == (lo <= n <= hi), (lo, hi, n)

@@ -106,3 +106,86 @@ def test_min_p_of_one_keeps_only_the_top_token(
         assert [chain.sample(row) for _ in range(5)] == [int(row.argmax())] * 5
     finally:
         chain.free()
+
+
+# --- lazy grammars (tool calls with tool_choice "auto") -----------------------------------------
+
+HERMES = 'root ::= "<tool_call>" [ \\n]* "{" [a-z"]+ "}" [ \\n]* "</tool_call>"'
+
+
+def _wish(n_vocab: int, token: int, runner_up: int | None = None) -> np.ndarray:
+    """Logits where greedy picks `token` (and, were it masked, `runner_up`)."""
+    row = np.zeros(n_vocab, dtype=np.float32)
+    if runner_up is not None:
+        row[runner_up] = 9.0
+    row[token] = 10.0
+    return row
+
+
+def _ids(vocab: Any, text: str) -> list[int]:
+    arr = (L.llama_token * 64)()
+    n = L.llama_tokenize(vocab, text.encode(), len(text.encode()), arr, 64, False, True)
+    return list(arr[:n])
+
+
+def _piece(vocab: Any, token: int) -> str:
+    buf = (L.ctypes.c_char * 64)()
+    n = L.llama_token_to_piece(vocab, token, buf, 64, 0, True)
+    return bytes(buf[:n]).decode("utf-8", "replace")
+
+
+def test_a_lazy_grammar_waits_for_its_trigger(decoded: tuple[Any, int, np.ndarray, Any]) -> None:
+    _, n_vocab, _, vocab = decoded
+    chain = Chain(
+        SamplingParams(temperature=0, grammar=HERMES, trigger="(<tool_call>)"), n_vocab, vocab
+    )
+    try:
+        for token in _ids(vocab, "Free text, { even braces } and <b>tags</b>."):
+            assert chain.sample(_wish(n_vocab, token)) == token  # untouched
+        assert chain.grammar is None
+    finally:
+        chain.free()
+
+
+def test_a_token_straddling_the_trigger_is_masked_not_fatal(
+    decoded: tuple[Any, int, np.ndarray, Any],
+) -> None:
+    """`<tool_call` then `>,`: the trigger completes inside a token whose rest the grammar
+    refuses. llama.cpp's own lazy grammar aborts the process here; the chain picks the
+    runner-up instead, and from then on the grammar holds."""
+    _, n_vocab, _, vocab = decoded
+    straddle = next(t for t in range(n_vocab) if _piece(vocab, t) in (">,", ">.", ">>"))
+    (close,) = _ids(vocab, ">")
+    chain = Chain(
+        SamplingParams(temperature=0, grammar=HERMES, trigger="(<tool_call>)"), n_vocab, vocab
+    )
+    try:
+        for token in _ids(vocab, "Hi <tool_call"):
+            assert chain.sample(_wish(n_vocab, token)) == token
+        assert chain.sample(_wish(n_vocab, straddle, runner_up=close)) == close
+        assert chain.grammar is not None  # triggered: the call is now held to the grammar
+        (word,) = _ids(vocab, "Hello")
+        picked = chain.sample(_wish(n_vocab, word, runner_up=_ids(vocab, "{")[0]))
+        assert _piece(vocab, picked) != "Hello"  # the grammar refused it
+    finally:
+        chain.free()
+
+
+def test_an_anchored_trigger_only_matches_at_the_start(
+    decoded: tuple[Any, int, np.ndarray, Any],
+) -> None:
+    _, n_vocab, _, vocab = decoded
+    llama3 = 'root ::= "{" [ a-z":]+ "}"'
+    trigger = r'\A\s*(\{\s*"name"\s*:)'
+    late = Chain(SamplingParams(temperature=0, grammar=llama3, trigger=trigger), n_vocab, vocab)
+    early = Chain(SamplingParams(temperature=0, grammar=llama3, trigger=trigger), n_vocab, vocab)
+    try:
+        for token in _ids(vocab, 'Sure: {"name":'):
+            late.sample(_wish(n_vocab, token))
+        assert late.grammar is None
+        for token in _ids(vocab, '{"name":'):
+            early.sample(_wish(n_vocab, token))
+        assert early.grammar is not None
+    finally:
+        late.free()
+        early.free()

@@ -177,8 +177,9 @@ class Llama3(Syntax):
         return 0 if self._START.match(text) else None
 
     def hold(self, text: str) -> int:
-        compact = re.sub(r"\s+", "", text.replace("<|python_tag|>", ""))
-        return 0 if self._ANCHOR.startswith(compact) else len(text)
+        compact = re.sub(r"\s+", "", text)
+        starts = (self._ANCHOR, "<|python_tag|>" + self._ANCHOR)
+        return 0 if any(s.startswith(compact) for s in starts) else len(text)
 
     def calls(self, text: str) -> list[dict[str, Any]] | None:
         values = _decode_all(text.replace("<|python_tag|>", ""), sep=";")

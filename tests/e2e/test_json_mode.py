@@ -20,7 +20,7 @@ SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
         "name": {"type": "string", "maxLength": 24},
-        "age": {"type": "integer"},
+        "age": {"type": "integer", "minimum": 0, "maximum": 120},
         "colors": {
             "type": "array",
             "items": {"enum": ["red", "green", "blue"]},
@@ -29,7 +29,10 @@ SCHEMA: dict[str, Any] = {
         },
         "pet": {
             "type": "object",
-            "properties": {"kind": {"enum": ["cat", "dog"]}, "legs": {"type": "number"}},
+            "properties": {
+                "kind": {"enum": ["cat", "dog"]},
+                "legs": {"type": "number", "minimum": 0, "maximum": 8},
+            },
             "required": ["kind", "legs"],
             "additionalProperties": False,
         },
@@ -84,14 +87,14 @@ def test_json_mode_refusals_are_named(server: Server) -> None:
     fmt = {"type": "json_schema", "json_schema": SCHEMA}
     r = _rest(server, {"messages": MESSAGES, "response_format": fmt, "stream": True})
     assert r.status_code == 400 and "does not stream" in r.json()["errors"][0]["message"]
-    ranged = {"type": "object", "properties": {"n": {"type": "integer", "minimum": 3}}}
+    ranged = {"type": "object", "properties": {"n": {"type": "number", "exclusiveMinimum": 0.5}}}
     r = _rest(
         server,
         {"prompt": "x", "response_format": {"type": "json_schema", "json_schema": ranged}},
     )
     err = r.json()["errors"][0]
     assert r.status_code == 400 and err["code"] == 5006
-    assert "'minimum'" in err["message"] and "/properties/n/minimum" in err["message"]
+    assert "/properties/n/exclusiveMinimum" in err["message"], err
     r = _rest(server, {"prompt": "x", "response_format": {"type": "xml"}})
     assert r.status_code == 400
     # cut off by max_tokens before the object closes: Workers AI's message

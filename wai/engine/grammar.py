@@ -9,6 +9,7 @@ validate). Schemas are bounded in size and depth, and compiled grammars are cach
 
 from __future__ import annotations
 
+import copy
 import ctypes
 import hashlib
 import json
@@ -199,7 +200,8 @@ class _Converter(_Base):  # type: ignore[misc]
 
 def _convert(schema: dict[str, Any], name: str, extra: dict[str, str]) -> str:
     converter: Any = _Converter()
-    resolved = converter.resolve_refs(schema, "input")
+    # resolve_refs rewrites "$ref"s in place: never in the caller's (the request's) schema
+    resolved = converter.resolve_refs(copy.deepcopy(schema), "stdin")
     converter.visit(resolved, name)
     for rule, body in extra.items():
         converter._rules[rule] = body

@@ -1,9 +1,11 @@
-"""Grammar cost: tok/s with and without a JSON schema, at 1 and 8 concurrent clients.
+"""Grammar cost: tok/s with and without a grammar, at 1 and 8 concurrent clients.
 
 One `wai serve` (the embedded model), clients sending chat requests (greedy, up to 128 tokens):
-free text, and the same request constrained to a JSON schema (nested object, array, enums).
-Aggregate completion tok/s per mode; the anchor is free text measured in the same run, each
-level run twice with the modes alternated.
+free text (the anchor); the same request constrained to a JSON schema (nested object, array,
+enums, ranges); with two tools and `tool_choice: "auto"` (a lazy grammar: the engine watches
+the text for a call's opener); and with `tool_choice: "required"` (the call's grammar from the
+first token). Aggregate completion tok/s per mode, each level run twice with the modes
+alternated.
 
 Usage: .venv/bin/python bench/json_mode.py [--clients 1,8] [--requests 4]
 """
@@ -31,7 +33,7 @@ SCHEMA = {
     "type": "object",
     "properties": {
         "name": {"type": "string", "maxLength": 24},
-        "age": {"type": "integer"},
+        "age": {"type": "integer", "minimum": 0, "maximum": 120},
         "colors": {"type": "array", "items": {"enum": ["red", "green", "blue"]}, "maxItems": 3},
         "pet": {
             "type": "object",
@@ -43,18 +45,32 @@ SCHEMA = {
 }
 
 
-def body(json_mode: bool, i: int) -> dict[str, Any]:
+TOOLS = [
+    {"name": "save_person", "description": "Store a person", "parameters": SCHEMA},
+    {
+        "name": "get_time",
+        "description": "The time in a zone",
+        "parameters": {"type": "object", "properties": {"zone": {"type": "string"}}},
+    },
+]
+MODES = ("free", "json", "tools-auto", "tools-required")
+
+
+def body(mode: str, i: int) -> dict[str, Any]:
     out: dict[str, Any] = {
         "messages": [{"role": "user", "content": f"Describe person number {i} and their pet."}],
         "max_tokens": 128,
         "temperature": 0,
     }
-    if json_mode:
+    if mode == "json":
         out["response_format"] = {"type": "json_schema", "json_schema": SCHEMA}
+    elif mode.startswith("tools"):
+        out["tools"] = TOOLS
+        out["tool_choice"] = mode.removeprefix("tools-")
     return out
 
 
-async def level(base: str, clients: int, n: int, json_mode: bool) -> float:
+async def level(base: str, clients: int, n: int, mode: str) -> float:
     tokens = 0
 
     async def client(c: int) -> None:
@@ -62,7 +78,7 @@ async def level(base: str, clients: int, n: int, json_mode: bool) -> float:
         async with httpx.AsyncClient(timeout=600) as http:
             for k in range(n):
                 r = await http.post(
-                    f"{base}/client/v4/accounts/b/ai/run/{MODEL}", json=body(json_mode, c * n + k)
+                    f"{base}/client/v4/accounts/b/ai/run/{MODEL}", json=body(mode, c * n + k)
                 )
                 if r.status_code == 200:
                     tokens += r.json()["result"]["usage"]["completion_tokens"]
@@ -94,15 +110,18 @@ def main() -> None:
             except httpx.HTTPError:
                 pass
             time.sleep(0.2)
-        print("| clients | free text tok/s | JSON schema tok/s | JSON / free |")
-        print("|---:|---:|---:|---:|")
+        print("| clients | " + " | ".join(f"{m} tok/s" for m in MODES) + " | "
+              + " | ".join(f"{m} / free" for m in MODES[1:]) + " |")  # fmt: skip
+        print("|---:" * (2 * len(MODES)) + "|")
         for clients in (int(c) for c in args.clients.split(",")):
-            free, constrained = [], []
+            rates: dict[str, list[float]] = {m: [] for m in MODES}
             for _ in range(2):  # alternated, twice
-                free.append(asyncio.run(level(base, clients, args.requests, False)))
-                constrained.append(asyncio.run(level(base, clients, args.requests, True)))
-            f, j = sum(free) / 2, sum(constrained) / 2
-            print(f"| {clients} | {f:.1f} | {j:.1f} | {j / f:.2f}x |", flush=True)
+                for mode in MODES:
+                    rates[mode].append(asyncio.run(level(base, clients, args.requests, mode)))
+            mean = {m: sum(r) / len(r) for m, r in rates.items()}
+            cells = [f"{mean[m]:.1f}" for m in MODES]
+            cells += [f"{mean[m] / mean['free']:.2f}x" for m in MODES[1:]]
+            print(f"| {clients} | " + " | ".join(cells) + " |", flush=True)
     finally:
         proc.terminate()
         proc.wait()

@@ -27,6 +27,7 @@ import httpx
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8787/client/v4"
 INTERNAL = 5000
+BAD_INPUT = 5006
 MAX_RETRIES = 2  # on 429 (busy, rate limited), as the official SDKs do
 MAX_RETRY_WAIT = 60.0  # seconds; a longer Retry-After is not waited for
 T = TypeVar("T")
@@ -240,7 +241,16 @@ class LocalAi:
             return self._stream(model, inputs)
         events = list(self._stream(model, inputs))
         text = "".join(e["response"] for e in events)
-        return {"response": text, "usage": events[-1]["usage"]}
+        out: dict[str, Any] = {"response": text}
+        fmt = inputs.get("response_format")
+        if isinstance(fmt, dict) and fmt.get("type") in ("json_object", "json_schema"):
+            try:  # JSON mode: the object itself, as the binding answers it
+                out["response"] = json.loads(text)
+            except ValueError:
+                raise AiError(BAD_INPUT, "AiError: Bad input: JSON Mode couldn't be met") from None
+        if inputs.get("tools"):
+            out["tool_calls"] = [c for e in events for c in e.get("tool_calls", [])]
+        return {**out, "usage": events[-1]["usage"]}
 
     def _stream(self, model: str, inputs: dict[str, Any]) -> Iterator[dict[str, Any]]:
         items: queue.SimpleQueue[dict[str, Any] | BaseException | None] = queue.SimpleQueue()
@@ -288,14 +298,27 @@ async def _local_events(
     from wai.schemas.text_generation import parse_text_generation
 
     try:
-        _, generation = await runtime.submit(model, parse_text_generation(inputs))
+        served, generation = await runtime.submit(model, parse_text_generation(inputs))
     except (RequestError, EngineError) as e:
         f = classify(e)
         raise AiError(f.code, f"AiError: {f.message}", f.status) from e
+    # with tools: text that may start a call held back, the calls in one event at the end
+    calls = served.tools.stream() if served.tools is not None else None
     async for ev in generation:
         if isinstance(ev, Delta):
-            yield {"response": ev.text}
+            text = calls.push(ev.text) if calls is not None else ev.text
+            if text or calls is None:
+                yield {"response": text}
         elif isinstance(ev, Finished):
+            if calls is not None:
+                rest, found = calls.finish()
+                if rest:
+                    yield {"response": rest}
+                if found:
+                    yield {
+                        "response": "",
+                        "tool_calls": [{"name": c.name, "arguments": c.arguments} for c in found],
+                    }
             u = ev.usage
             yield {
                 "response": "",

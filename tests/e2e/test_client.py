@@ -61,13 +61,40 @@ def test_async_run_and_stream(server: Server) -> None:
     assert "".join(e["response"] for e in events) == out["response"]
 
 
+TOOL = {
+    "name": "add",
+    "description": "Add two numbers",
+    "parameters": {
+        "type": "object",
+        "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+        "required": ["a", "b"],
+    },
+}
+
+
 def test_local_runs_the_engine_in_process(server: Server) -> None:
     body = {"prompt": "Tell me a joke", "max_tokens": 8, "temperature": 0}
+    calling = {
+        "messages": [{"role": "user", "content": "What is 2 + 3?"}],
+        "tools": [TOOL],
+        "tool_choice": "required",
+        "max_tokens": 64,
+        "temperature": 0,
+    }
+    json_mode = {**body, "response_format": {"type": "json_object"}, "max_tokens": 64}
     with Ai(base_url=f"{server.url}/client/v4", token=TOKEN) as remote:
         expected = remote.run(LLAMA2, body)
+        expected_call = remote.run(LLAMA2, calling)
+        expected_json = remote.run(LLAMA2, json_mode)
+    assert expected_call["tool_calls"][0]["name"] == "add"
     with Ai.local(engine={"slots": 1}) as ai:
         out = ai.run(LLAMA2, body)
         assert out == expected
+        # tool calls and JSON mode answer as the binding does (usage aside: the server's
+        # prefix cache may have served part of the prompt)
+        for inputs, want in ((calling, expected_call), (json_mode, expected_json)):
+            got = ai.run(LLAMA2, inputs)
+            assert {**got, "usage": None} == {**want, "usage": None}
         events = list(ai.run(LLAMA2, {**body, "stream": True}))
         assert "".join(e["response"] for e in events) == expected["response"]
         with pytest.raises(AiError) as info:

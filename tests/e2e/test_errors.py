@@ -88,7 +88,15 @@ def test_unknown_model(server: Server) -> None:
         ({"prompt": "a", "raw": 1}, "/raw"),
         ({"prompt": "a", "lora": "my-adapter"}, "/lora"),
         ({"prompt": "a", "response_format": {"type": "xml"}}, "/response_format"),
-        ({"messages": [{"role": "user", "content": "a"}], "tools": [{"name": "f"}]}, "/tools"),
+        (
+            {"messages": [{"role": "user", "content": "a"}], "tools": [{"name": "f", "x": 1}]},
+            "/tools",
+        ),
+        ({"messages": [{"role": "user"}]}, "/messages/0/content"),
+        (
+            {"messages": [{"role": "user", "content": None, "tool_calls": []}]},
+            "/messages/0/content",
+        ),
         ([1, 2], "object"),
         ("just a string", "object"),
         (None, "object"),

@@ -105,7 +105,8 @@ def test_models(client: openai.OpenAI) -> None:
     [
         ({"n": 2}, "n"),
         ({"logprobs": True}, "logprobs"),
-        ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}, "tools"),
+        ({"functions": [{"name": "f", "parameters": {}}]}, "functions"),
+        ({"tools": [{"type": "function", "function": {"name": "f f"}}]}, "tools.0.function.name"),
         ({"response_format": {"type": "json_schema"}}, "response_format.json_schema"),
         ({"temperature": 3}, "temperature"),
         ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),

@@ -4,7 +4,7 @@ Parameters wai cannot honour are refused by name (`n` > 1, `logprobs`, `function
 ignored, so a client never believes it got something it did not; unknown ones are refused as
 OpenAI itself refuses them ("Unrecognized request argument supplied: …"). Only bookkeeping that
 changes nothing about the output is accepted and ignored: `user`, `metadata`, `store`,
-`service_tier`, `prompt_cache_key`, `safety_identifier`, `parallel_tool_calls`.
+`service_tier`, `prompt_cache_key`, `safety_identifier`.
 """
 
 from __future__ import annotations

@@ -9,7 +9,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from wai.errors import InvalidInput
 
@@ -143,21 +151,34 @@ class LegacyToolCall(CalledFunction):
 
 
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(
+        extra="ignore",
+        # as the validator below has it: content, or (an assistant's turn) tool_calls
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["content"], "properties": {"content": {"not": {"type": "null"}}}},
+                {
+                    "required": ["tool_calls"],
+                    "properties": {"tool_calls": {"type": "array", "minItems": 1}},
+                },
+            ]
+        },
+    )
     role: Annotated[str, Field(min_length=1, max_length=64)]
-    # None only in an assistant message that carries tool_calls
-    content: str | list[TextPart] | None = None
     name: Annotated[str, Field(max_length=256)] | None = None
     tool_calls: (
         Annotated[list[MessageToolCall | LegacyToolCall], Field(max_length=MAX_TOOLS)] | None
     ) = None
     tool_call_id: Annotated[str, Field(max_length=256)] | None = None
+    # null only in an assistant message that carries tool_calls (validated after them)
+    content: str | list[TextPart] | None = Field(None, validate_default=True)
 
-    @model_validator(mode="after")
-    def _content_or_calls(self) -> ChatMessage:
-        if self.content is None and not self.tool_calls:
-            raise ValueError("'content' is required (unless the message has tool_calls)")
-        return self
+    @field_validator("content")
+    @classmethod
+    def _content_or_calls(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is None and not info.data.get("tool_calls"):
+            raise ValueError("Field required (null only in a message with tool_calls)")
+        return value
 
     def text(self) -> str:
         if self.content is None:

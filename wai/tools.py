@@ -24,6 +24,7 @@ call, once started, has a known name and arguments valid against that tool's par
 
 from __future__ import annotations
 
+import abc
 import json
 import re
 import secrets
@@ -68,7 +69,7 @@ class ToolCall:
         return json.dumps(self.arguments, ensure_ascii=False)
 
 
-class Syntax:
+class Syntax(abc.ABC):
     """One family's call syntax. Subclasses give the opener, the grammar around `call` and
     the parser of the calls' text."""
 
@@ -77,25 +78,25 @@ class Syntax:
     # regex (bytes semantics, searched in the generated text): group 1 starts the grammar
     trigger = ""
 
-    def root(self, parallel: bool) -> str:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def root(self, parallel: bool) -> str: ...
 
+    @abc.abstractmethod
     def call_start(self, text: str) -> int | None:
         """Where a call starts in the text, if one does."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def hold(self, text: str) -> int:
         """While streaming: the index from which the text may still turn out to start a
         call, so it is held back (len(text): nothing held)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def calls(self, text: str) -> list[dict[str, Any]] | None:
         """The call objects in the text from `call_start` on; None when it does not parse."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def render(self, calls: Sequence[dict[str, Any]]) -> str:
         """Earlier calls, as the model writes them (for the history of a generic template)."""
-        raise NotImplementedError
 
 
 def _partial_suffix(text: str, literal: str) -> int:

@@ -435,6 +435,28 @@ class Runtime:
     def stats(self) -> dict[str, EngineStats]:
         return {name: b.stats() for name, b in self.backends.items()}
 
+    def readiness(self) -> list[str]:
+        """Why this server should not get traffic now (empty: ready). Ready means started,
+        every eager model loaded with its engine up, and no model's queue full: a load
+        balancer sends traffic elsewhere meanwhile, while /healthz (liveness) stays 200."""
+        if not self.ready or self.registry is None:
+            return ["starting"]
+        reasons = []
+        failed = self.failures()
+        limit = self.settings.engine.max_waiting
+        for name, entry in self.registry.entries.items():
+            if name in failed:
+                reasons.append(f"{name}: failed: {failed[name]}")
+            elif entry.eager and entry.state != "loaded":
+                reasons.append(f"{name}: {entry.state}")
+            elif entry.state == "loaded" and entry.backend is not None:
+                if entry.backend.info.get("state", "up") != "up":
+                    reasons.append(f"{name}: engine {entry.backend.info.get('state')}")
+                waiting = entry.backend.stats().waiting
+                if waiting >= limit:
+                    reasons.append(f"{name}: queue full ({waiting} waiting)")
+        return reasons
+
     def failures(self) -> dict[str, str]:
         """Local models that cannot answer, and why: refused at load, or given up since."""
         given_up = {n: b.failure for n, b in self.backends.items() if b.failure is not None}

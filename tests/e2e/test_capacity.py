@@ -177,7 +177,13 @@ def test_full_queue_answers_429(server: Server) -> None:
         assert r.status_code == 429
         assert r.json()["errors"][0]["code"] == 3040
         wait_for(lambda: server.stats()["waiting"] == 16)
+        # readiness: a full queue sends a load balancer elsewhere (no token needed)
+        ready = requests.get(f"{server.url}/readyz", timeout=5)
+        assert ready.status_code == 503 and ready.headers["retry-after"] == "1"
+        assert any("queue full (16 waiting)" in r for r in ready.json()["reasons"]), ready.text
     wait_for(lambda: idle(server))
+    ready = requests.get(f"{server.url}/readyz", timeout=5)
+    assert ready.status_code == 200 and ready.json()["status"] == "ready", ready.text
     # and the server still answers
     r = requests.post(
         server.run_url(), headers=server.auth, timeout=30, json={"prompt": "hi", "max_tokens": 2}

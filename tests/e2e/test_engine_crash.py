@@ -49,6 +49,11 @@ def _health(server: Server) -> dict[str, Any]:
     return health
 
 
+def _not_ready(server: Server, reason: str) -> bool:
+    r = requests.get(f"{server.url}/readyz", timeout=5)
+    return r.status_code == 503 and reason in r.json()["reasons"]
+
+
 def _stats(server: Server, name: str) -> dict[str, Any]:
     r = requests.get(f"{server.url}/wai/v1/stats", headers=server.auth, timeout=5)
     assert r.status_code == 200, r.text
@@ -126,7 +131,10 @@ def test_a_killed_engine_fails_its_requests_only_and_comes_back(two_models: Serv
         for f in flowing:
             assert f.wait(timeout=30)  # tokens are flowing
         wait_for(lambda: _stats(server, EMBEDDED_NAME)["slots_busy"] == 4, timeout=30)
+        assert requests.get(f"{server.url}/readyz", timeout=5).status_code == 200
         os.kill(pid, signal.SIGKILL)
+        # not ready while the engine restarts (the restart waits 0.5 s, then loads)
+        wait_for(lambda: _not_ready(server, f"{EMBEDDED_NAME}: engine restarting"), timeout=10)
 
         for f in streams:
             events = f.result(timeout=60)
@@ -161,6 +169,7 @@ def test_a_killed_engine_fails_its_requests_only_and_comes_back(two_models: Serv
     assert _stats(server, "other")["restarts"] == 0
     health = _health(server)
     assert health["runs"][EMBEDDED_NAME]["pid"] not in (None, pid)
+    assert requests.get(f"{server.url}/readyz", timeout=5).json()["status"] == "ready"
     assert health["runs"]["other"]["pid"] == other_pid
 
 

@@ -66,6 +66,18 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
             }
         )
 
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        """Readiness, for load balancers and Kubernetes (liveness is /healthz)."""
+        reasons = runtime.readiness()
+        if reasons:
+            return JSONResponse(
+                {"status": "not ready", "reasons": reasons},
+                status_code=503,
+                headers={"retry-after": "1"},
+            )
+        return JSONResponse({"status": "ready", "models": sorted(runtime.backends)})
+
     @app.get("/wai/v1/stats")
     async def stats() -> dict[str, Any]:
         """Engine counters per loaded local model (slots, queue, finished and cancelled

@@ -1,9 +1,9 @@
 """Bearer-token auth as a pure ASGI middleware (no BaseHTTPMiddleware: it would buffer streams).
 
-With tokens configured, every route but /healthz needs `Authorization: Bearer <token>`, and
-each candidate is compared in constant time (hmac.compare_digest over all tokens, no early
-exit). With none configured the server is in open local mode and accepts any request; the CLI
-refuses to start that way on a non-loopback address.
+With tokens configured, every route but /healthz and /readyz needs `Authorization: Bearer
+<token>`, and each candidate is compared in constant time (hmac.compare_digest over all tokens,
+no early exit). With none configured the server is in open local mode and accepts any
+request; the CLI refuses to start that way on a non-loopback address.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from wai.api.errors import (
     error_response,
 )
 
-PUBLIC_PATHS = frozenset({"/healthz"})
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})
 _TOKEN_FORMAT = re.compile(r"[A-Za-z0-9._~+/=-]{1,512}")
 
 

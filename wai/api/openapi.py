@@ -285,10 +285,13 @@ def install(
                             {k: CF_ERRORS[k] for k in (400, 401, 404, 431)},
                         )
                     )
-                if method == "get" and path == "/healthz":
+                if method == "get" and path in ("/healthz", "/readyz"):
                     op["security"] = []
                     responses["503"] = {
-                        "description": "no model can be served yet",
+                        "description": "no model can be served yet"
+                        if path == "/healthz"
+                        else "not ready for traffic: starting, an eager model not loaded or "
+                        "its engine restarting, or a queue full (the reasons say which)",
                         "content": _json({"type": "object"}),
                     }
         app.openapi_schema = doc

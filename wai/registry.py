@@ -44,6 +44,7 @@ class Entry:
     leases: int = 0
     loads: int = 0
     unloads: int = 0
+    load_failures: int = 0
     load_seconds: float = 0.0  # of the last load
     last_used: float = 0.0
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -148,6 +149,7 @@ class Registry:
                 with contextlib.suppress(Exception):
                     await backend.close()
                 entry.state, entry.failure = "failed", str(e)
+                entry.load_failures += 1
                 log.error("model %s refused: %s", entry.name, e)
                 await self._notify()
                 raise

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -130,6 +130,8 @@ class Runtime:
         self.registry: Registry | None = None
         self._grammars_checked: set[tuple[str, int]] = set()
         self.ready = False
+        # called with every generation submitted (metrics, usage accounting)
+        self.observers: list[Callable[[Served, Generation], None]] = []
 
     def _config(self, name: str, local: LocalModel) -> LlamaCppConfig:
         e = self.settings.engine
@@ -430,6 +432,8 @@ class Runtime:
             raise
         registry = self.registry
         generation.add_done_callback(lambda: registry.release(name))
+        for observe in self.observers:
+            observe(served, generation)
         return served, generation
 
     def stats(self) -> dict[str, EngineStats]:

@@ -122,6 +122,8 @@ class Settings(_Strict):
     allowed_hosts: list[str] = Field(default_factory=list)
     # Inference requests per minute per token; 0 = no limit.
     rate_limit_rpm: int = Field(0, ge=0, le=1_000_000)
+    # GET /metrics without a token (for a Prometheus on a trusted network)
+    metrics_public: bool = False
     engine: EngineSettings = EngineSettings()
     limits: Limits = Limits()
     models: dict[str, LocalModel] = Field(default_factory=dict)
@@ -183,6 +185,7 @@ _ENV = {
     "WAI_LOAD_WAIT_SECONDS": ("load_wait_seconds", float),
     "WAI_ALLOWED_HOSTS": ("allowed_hosts", lambda v: [h.strip() for h in v.split(",") if h]),
     "WAI_RATE_LIMIT_RPM": ("rate_limit_rpm", int),
+    "WAI_METRICS_PUBLIC": ("metrics_public", str),
     "WAI_MAX_HEADER_BYTES": ("limits.max_header_bytes", int),
     "WAI_WEIGHTS": ("engine.weights", str),
     "WAI_EXTRA_BUFFERS": ("engine.extra_buffers", str),

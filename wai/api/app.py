@@ -16,9 +16,10 @@ from starlette.responses import JSONResponse, Response
 
 import wai
 from wai.api import binding, models, openai, openapi, workers
-from wai.api.auth import TokenAuth
+from wai.api.auth import PUBLIC_PATHS, TokenAuth
 from wai.api.errors import BAD_INPUT, INTERNAL, METHOD_NOT_ALLOWED, NO_ROUTE, CFError
 from wai.api.guard import EdgeGuard, RateLimit
+from wai.api.metrics import Metrics, RequestCounter, metrics_route
 from wai.runtime import Runtime
 from wai.settings import Settings
 
@@ -43,6 +44,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         summary="A self-hosted, Workers AI-compatible LLM inference server",
     )
     app.state.runtime = runtime
+    app.state.metrics = metrics = Metrics(runtime)
     app.include_router(binding.router)  # first: its /ai/run/proxy before the REST route
     app.include_router(workers.router)
     app.include_router(openai.router)
@@ -65,6 +67,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
                 "runs": {name: b.info for name, b in runtime.backends.items()},
             }
         )
+
+    app.add_api_route("/metrics", metrics_route, methods=["GET"], include_in_schema=False)
 
     @app.get("/readyz")
     async def readyz() -> Response:
@@ -98,15 +102,17 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _internal_error)
-    # outermost last: edge checks, then auth, then per-token rate limits
+    # outermost last: request counting, edge checks, then auth, then per-token rate limits
     app.add_middleware(RateLimit, rpm=settings.rate_limit_rpm)
-    app.add_middleware(TokenAuth, tokens=settings.tokens)
+    public = PUBLIC_PATHS | ({"/metrics"} if settings.metrics_public else set())
+    app.add_middleware(TokenAuth, tokens=settings.tokens, public=public)
     app.add_middleware(
         EdgeGuard,
         max_header_bytes=settings.limits.max_header_bytes,
         allowed_hosts=settings.allowed_hosts,
         loopback=settings.loopback,
     )
+    app.add_middleware(RequestCounter, metrics=metrics)  # outermost: counts every answer
     return app
 
 

@@ -56,12 +56,15 @@ def check_authorization(header: str | None, tokens: Sequence[bytes]) -> None:
 
 
 class TokenAuth:
-    def __init__(self, app: ASGIApp, tokens: Sequence[str]) -> None:
+    def __init__(
+        self, app: ASGIApp, tokens: Sequence[str], public: frozenset[str] = PUBLIC_PATHS
+    ) -> None:
         self.app = app
         self.tokens = [t.encode() for t in tokens]
+        self.public = public
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.tokens or scope["path"] in PUBLIC_PATHS:
+        if scope["type"] != "http" or not self.tokens or scope["path"] in self.public:
             await self.app(scope, receive, send)
             return
         header = None

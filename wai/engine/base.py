@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import itertools
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -82,6 +83,7 @@ class Delta:
 class Finished:
     reason: FinishReason
     usage: Usage
+    queued_seconds: float = 0.0  # waiting for a slot in the engine (metrics)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +127,11 @@ class Generation:
         self._cancel = cancel
         self.done = False
         self._on_done: list[Callable[[], None]] = []
+        # for metrics: monotonic times, and the final event
+        self.submitted_at = time.monotonic()
+        self.first_token_at: float | None = None
+        self.ended_at: float | None = None
+        self.final: Finished | Failed | None = None
 
     def __aiter__(self) -> AsyncIterator[Event]:
         return self._iterate()
@@ -133,7 +140,10 @@ class Generation:
         try:
             async for ev in self._events:
                 final = isinstance(ev, Finished | Failed)
+                if self.first_token_at is None and isinstance(ev, Delta):
+                    self.first_token_at = time.monotonic()
                 if final:
+                    self.final = ev  # type: ignore[assignment]
                     self._finish()
                 yield ev
                 if final:
@@ -155,6 +165,7 @@ class Generation:
 
     def _finish(self) -> None:
         self.done = True
+        self.ended_at = time.monotonic()
         callbacks, self._on_done = self._on_done, []
         for fn in callbacks:
             fn()

@@ -438,4 +438,4 @@ class LlamaCppEngine:
         if tail:
             self._outbox.append((seq.id, Delta(tail, -1)))
         usage = Usage(len(seq.request.prompt_tokens), len(seq.generated), seq.cached)
-        self._outbox.append((seq.id, Finished(reason, usage)))
+        self._outbox.append((seq.id, Finished(reason, usage, seq.queued)))

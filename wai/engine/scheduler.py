@@ -21,6 +21,7 @@ cache keeps only prompt KV, never that of generated tokens (computed one row at 
 from __future__ import annotations
 
 import itertools
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +40,8 @@ class Seq:
     generated: list[int] = field(default_factory=list)
     sampler: Any = None  # backend-owned sampling state
     output: Any = None  # backend-owned output state (detokenizer, stop strings, end rules)
+    arrived: float = field(default_factory=time.monotonic)
+    queued: float = 0.0  # seconds between arriving and getting a slot
 
     @property
     def prefilling(self) -> bool:
@@ -102,6 +105,7 @@ class Scheduler:
             slot = max(free, key=lambda i: (reuse[i], -self._last_used[i]))
             free.remove(slot)
             seq.slot = slot
+            seq.queued = time.monotonic() - seq.arrived
             # logits are needed for the last prompt token, so it is always recomputed; reuse
             # stops at a chunk boundary (see batch invariance)
             usable = max(0, min(reuse[slot], len(prompt) - 1))

@@ -61,6 +61,7 @@ class EndMsg(msgspec.Struct, tag="e", array_like=True):
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int
+    queued: float = 0.0
 
 
 class FailMsg(msgspec.Struct, tag="f", array_like=True):
@@ -101,7 +102,9 @@ def event_msg(rid: int, ev: Event) -> EventMsg:
         return DeltaMsg(rid, ev.text, ev.token)
     if isinstance(ev, Finished):
         u = ev.usage
-        return EndMsg(rid, ev.reason, u.prompt_tokens, u.completion_tokens, u.cached_tokens)
+        return EndMsg(
+            rid, ev.reason, u.prompt_tokens, u.completion_tokens, u.cached_tokens, ev.queued_seconds
+        )
     return FailMsg(rid, ev.message)
 
 
@@ -110,7 +113,7 @@ def msg_event(m: EventMsg) -> tuple[int, Event]:
         return m.rid, Delta(m.text, m.token)
     if isinstance(m, EndMsg):
         return m.rid, Finished(
-            m.reason, Usage(m.prompt_tokens, m.completion_tokens, m.cached_tokens)
+            m.reason, Usage(m.prompt_tokens, m.completion_tokens, m.cached_tokens), m.queued
         )
     return m.rid, Failed(m.message)
 

@@ -1,0 +1,187 @@
+"""GET /metrics: Prometheus text format (prometheus-client).
+
+Three sources, none of them on the engine's step loop:
+- per HTTP request, an ASGI middleware counts requests by route template, local model and
+  status code (bounded labels: never the model id a client typed);
+- per generation, a callback at its end observes time to first token, time per output token,
+  the wait for a slot and the end-to-end time, and adds its tokens;
+- at scrape time, a collector reads the engines' and the registry's own counters (queue depth,
+  running sequences, KV cache, restarts, loads, unloads, load failures).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import Collector
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from wai.engine.base import Finished, Generation
+from wai.runtime import Runtime, Served
+
+# Buckets wide enough for a 2-core CPU (seconds to a first token under load) and a GPU (tens
+# of milliseconds).
+TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+TPOT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1)
+QUEUE_BUCKETS = (0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+E2E_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+
+class Metrics:
+    def __init__(self, runtime: Runtime) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "wai_requests", "HTTP requests", ["route", "model", "status"], registry=r
+        )
+        self.ttft = Histogram(
+            "wai_time_to_first_token_seconds",
+            "From submission to the first token",
+            ["model"],
+            buckets=TTFT_BUCKETS,
+            registry=r,
+        )
+        self.tpot = Histogram(
+            "wai_time_per_output_token_seconds",
+            "Between output tokens, after the first",
+            ["model"],
+            buckets=TPOT_BUCKETS,
+            registry=r,
+        )
+        self.queue = Histogram(
+            "wai_queue_wait_seconds",
+            "Waiting for a slot in the engine",
+            ["model"],
+            buckets=QUEUE_BUCKETS,
+            registry=r,
+        )
+        self.e2e = Histogram(
+            "wai_request_duration_seconds",
+            "From submission to the last token",
+            ["model"],
+            buckets=E2E_BUCKETS,
+            registry=r,
+        )
+        self.prompt_tokens = Counter("wai_prompt_tokens", "Prompt tokens", ["model"], registry=r)
+        self.cached_tokens = Counter(
+            "wai_cached_prompt_tokens", "Prompt tokens served from the prefix cache", ["model"],
+            registry=r,
+        )  # fmt: skip
+        self.generation_tokens = Counter(
+            "wai_generation_tokens", "Generated tokens", ["model"], registry=r
+        )
+        r.register(_EngineCollector(runtime))
+        runtime.observers.append(self.observe)
+
+    def observe(self, served: Served, generation: Generation) -> None:
+        """Watch one generation; its figures are recorded when it ends."""
+        model = served.local_name
+        generation.add_done_callback(lambda: self._record(model, generation))
+
+    def _record(self, model: str, g: Generation) -> None:
+        final = g.final
+        if not isinstance(final, Finished):
+            return  # cancelled or failed: counted by route and status only
+        end = g.ended_at or time.monotonic()
+        self.e2e.labels(model).observe(end - g.submitted_at)
+        self.queue.labels(model).observe(final.queued_seconds)
+        if g.first_token_at is not None:
+            self.ttft.labels(model).observe(g.first_token_at - g.submitted_at)
+            n = final.usage.completion_tokens
+            if n > 1:
+                self.tpot.labels(model).observe((end - g.first_token_at) / (n - 1))
+        u = final.usage
+        self.prompt_tokens.labels(model).inc(u.prompt_tokens)
+        self.cached_tokens.labels(model).inc(u.cached_tokens)
+        self.generation_tokens.labels(model).inc(u.completion_tokens)
+
+    def response(self) -> Response:
+        return Response(
+            generate_latest(self.registry), headers={"content-type": CONTENT_TYPE_LATEST}
+        )
+
+
+class _EngineCollector(Collector):
+    """Engine and registry counters, read at scrape time."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    def collect(self) -> Iterator[Any]:
+        rt = self.runtime
+
+        def gauge(name: str, doc: str) -> GaugeMetricFamily:
+            return GaugeMetricFamily(name, doc, labels=["model"])
+
+        def counter(name: str, doc: str) -> CounterMetricFamily:
+            return CounterMetricFamily(name, doc, labels=["model"])
+
+        gauges = {
+            "queue": gauge("wai_queue_depth", "Requests waiting for a slot"),
+            "running": gauge("wai_running_sequences", "Sequences in a slot"),
+            "slots": gauge("wai_slots", "Slots (concurrent sequences)"),
+            "kv": gauge("wai_kv_cache_bytes", "KV cache allocated"),
+            "loaded": gauge("wai_model_loaded", "1 while the model is loaded"),
+        }
+        counters = {
+            "restarts": counter("wai_engine_restarts", "Engines restarted after a crash"),
+            "loads": counter("wai_model_loads", "Model loads"),
+            "unloads": counter("wai_model_unloads", "Model unloads"),
+            "failures": counter("wai_model_load_failures", "Model loads that failed"),
+        }
+        for name, s in rt.stats().items():
+            gauges["queue"].add_metric([name], s.waiting)
+            gauges["running"].add_metric([name], s.slots_busy)
+            gauges["slots"].add_metric([name], s.slots_total)
+            gauges["kv"].add_metric([name], s.kv_cache_bytes)
+            counters["restarts"].add_metric([name], s.restarts)
+        if rt.registry is not None:
+            for name, e in rt.registry.entries.items():
+                gauges["loaded"].add_metric([name], 1 if e.state == "loaded" else 0)
+                counters["loads"].add_metric([name], e.loads)
+                counters["unloads"].add_metric([name], e.unloads)
+                counters["failures"].add_metric([name], e.load_failures)
+        yield from gauges.values()
+        yield from counters.values()
+
+
+class RequestCounter:
+    """Counts every HTTP request by route template, local model and status (ASGI middleware:
+    no buffering of streams)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        seen: dict[str, Any] = {"status": 500, "model": ""}
+
+        async def watch(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                seen["status"] = message["status"]
+                for name, value in message.get("headers", []):
+                    if name == b"x-wai-model":
+                        seen["model"] = value.decode("latin-1")
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            self.metrics.requests.labels(template, seen["model"], str(seen["status"])).inc()
+
+
+async def metrics_route(request: Request) -> Response:
+    metrics: Metrics = request.app.state.metrics
+    return metrics.response()

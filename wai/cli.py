@@ -57,6 +57,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # the access log: one JSON object per line, nothing around it
+    access = logging.StreamHandler()
+    access.setFormatter(logging.Formatter("%(message)s"))
+    logging.getLogger("wai.access").addHandler(access)
+    logging.getLogger("wai.access").propagate = False
     mode = f"{len(settings.tokens)} token(s)" if settings.tokens else "open local mode (no tokens)"
     logging.getLogger("wai").info("serving on http://%s:%d, %s", settings.host, settings.port, mode)
     # uvicorn drains on SIGTERM (stops accepting, waits up to drain_seconds for in-flight

@@ -16,10 +16,11 @@ from starlette.responses import JSONResponse, Response
 
 import wai
 from wai.api import binding, models, openai, openapi, workers
+from wai.api.access import Access
 from wai.api.auth import PUBLIC_PATHS, TokenAuth
 from wai.api.errors import BAD_INPUT, INTERNAL, METHOD_NOT_ALLOWED, NO_ROUTE, CFError
 from wai.api.guard import EdgeGuard, RateLimit
-from wai.api.metrics import Metrics, RequestCounter, metrics_route
+from wai.api.metrics import Metrics, metrics_route
 from wai.runtime import Runtime
 from wai.settings import Settings
 
@@ -112,7 +113,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         allowed_hosts=settings.allowed_hosts,
         loopback=settings.loopback,
     )
-    app.add_middleware(RequestCounter, metrics=metrics)  # outermost: counts every answer
+    app.add_middleware(Access, metrics=metrics)  # outermost: ids, counts and logs every answer
     return app
 
 
@@ -140,6 +141,6 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
 
 async def _internal_error(request: Request, exc: Exception) -> Response:
     # Never a traceback on the wire; the log keeps it.
-    request_id = str(uuid.uuid4())
+    request_id = getattr(request.state, "request_id", None) or str(uuid.uuid4())
     log.exception("internal error (%s) on %s %s", request_id, request.method, request.url.path)
     return CFError.inference(500, INTERNAL, "Internal error").response(request_id)

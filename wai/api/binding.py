@@ -11,7 +11,6 @@ status, which the binding raises as `InferenceUpstreamError("<code>: <descriptio
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -80,7 +79,7 @@ async def binding_wrangler_proxy(request: Request, account_id: str) -> Response:
 
 async def run_binding(request: Request) -> Response:
     runtime: Runtime = request.app.state.runtime
-    request_id = str(uuid.uuid4())
+    request_id: str = request.state.request_id
     try:
         if _version(request) != "3":
             raise CFError.inference(
@@ -98,6 +97,7 @@ async def run_binding(request: Request) -> Response:
         parsed = parse_text_generation(inputs)
         refuse_json_stream(parsed)
         served, generation = await runtime.submit(model_id, parsed)
+        request.state.generation = generation  # for the access log
     except (CFError, RequestError, EngineError) as e:
         return binding_error(to_cf_error(e), request_id)
     headers = {"x-wai-model": served.local_name, "cf-ai-req-id": request_id}

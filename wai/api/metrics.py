@@ -1,8 +1,8 @@
 """GET /metrics: Prometheus text format (prometheus-client).
 
 Three sources, none of them on the engine's step loop:
-- per HTTP request, an ASGI middleware counts requests by route template, local model and
-  status code (bounded labels: never the model id a client typed);
+- per HTTP request, the access middleware (access.py) counts requests by route template, local
+  model and status code (bounded labels: never the model id a client typed);
 - per generation, a callback at its end observes time to first token, time per output token,
   the wait for a slot and the end-to-end time, and adds its tokens;
 - at scrape time, a collector reads the engines' and the registry's own counters (queue depth,
@@ -21,7 +21,6 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from wai.engine.base import Finished, Generation
 from wai.runtime import Runtime, Served
@@ -150,36 +149,6 @@ class _EngineCollector(Collector):
                 counters["failures"].add_metric([name], e.load_failures)
         yield from gauges.values()
         yield from counters.values()
-
-
-class RequestCounter:
-    """Counts every HTTP request by route template, local model and status (ASGI middleware:
-    no buffering of streams)."""
-
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        seen: dict[str, Any] = {"status": 500, "model": ""}
-
-        async def watch(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                seen["status"] = message["status"]
-                for name, value in message.get("headers", []):
-                    if name == b"x-wai-model":
-                        seen["model"] = value.decode("latin-1")
-            await send(message)
-
-        try:
-            await self.app(scope, receive, watch)
-        finally:
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
-            self.metrics.requests.labels(template, seen["model"], str(seen["status"])).inc()
 
 
 async def metrics_route(request: Request) -> Response:

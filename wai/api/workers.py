@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -31,12 +30,13 @@ router = APIRouter()
 @router.post("/client/v4/accounts/{account_id}/ai/run/{model:path}")
 async def run_model(request: Request, account_id: str, model: str) -> Response:
     runtime: Runtime = request.app.state.runtime
-    request_id = str(uuid.uuid4())
+    request_id: str = request.state.request_id
     try:
         body = await read_json(request, runtime.settings.limits.max_body_bytes)
         inputs = parse_text_generation(body)
         refuse_json_stream(inputs)
         served, generation = await runtime.submit(model, inputs)
+        request.state.generation = generation  # for the access log
     except (CFError, RequestError, EngineError) as e:
         return to_cf_error(e).response(request_id)
     headers = {"x-wai-model": served.local_name, "cf-ai-req-id": request_id}

@@ -1,0 +1,101 @@
+"""Per HTTP request, around everything else (ASGI middleware: streams are not buffered): a
+request id, counted in the metrics, and one access-log line.
+
+- The id is Workers AI's `cf-ai-req-id`: every response carries it, error messages end with it
+  in parentheses, and the log line has it. Routes read it from `request.state.request_id`.
+- The access log is one JSON object per line on logger `wai.access`: id, method, route,
+  account, a fingerprint of the token (never the token), local model, status, prompt,
+  completion and cached tokens, time to first token and total time. Prompts and outputs are
+  never logged. Health checks and scrapes log at DEBUG, everything else at INFO.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+import uuid
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from wai.api.metrics import Metrics
+from wai.engine.base import Finished, Generation
+
+log = logging.getLogger("wai.access")
+QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+def token_fingerprint(headers: list[tuple[bytes, bytes]]) -> str | None:
+    """A stable, non-reversible name for the bearer token: enough to tell tokens apart."""
+    for name, value in headers:
+        if name == b"authorization":
+            token = value.partition(b" ")[2]
+            return "sha256:" + hashlib.sha256(token).hexdigest()[:12] if token else None
+    return None
+
+
+class Access:
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.monotonic()
+        request_id = str(uuid.uuid4())
+        scope.setdefault("state", {})["request_id"] = request_id
+        seen: dict[str, Any] = {"status": 500, "model": ""}
+
+        async def watch(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                seen["status"] = message["status"]
+                headers = list(message.get("headers", []))
+                for name, value in headers:
+                    if name == b"x-wai-model":
+                        seen["model"] = value.decode("latin-1")
+                if not any(name == b"cf-ai-req-id" for name, _ in headers):
+                    headers.append((b"cf-ai-req-id", request_id.encode()))
+                    message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        finally:
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            self.metrics.requests.labels(route, seen["model"], str(seen["status"])).inc()
+            level = logging.DEBUG if scope["path"] in QUIET_PATHS else logging.INFO
+            if log.isEnabledFor(level):
+                log.log(level, json.dumps(self._line(scope, route, seen, t0), ensure_ascii=False))
+
+    @staticmethod
+    def _line(scope: Scope, route: str, seen: dict[str, Any], t0: float) -> dict[str, Any]:
+        state = scope.get("state", {})
+        line: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "id": state.get("request_id"),
+            "method": scope["method"],
+            "route": route,
+            "account": scope.get("path_params", {}).get("account_id"),
+            "token": token_fingerprint(scope["headers"]),
+            "model": seen["model"] or None,
+            "status": seen["status"],
+            "duration_ms": round((time.monotonic() - t0) * 1000, 1),
+        }
+        generation: Generation | None = state.get("generation")
+        if generation is not None:
+            final = generation.final
+            if isinstance(final, Finished):
+                line["prompt_tokens"] = final.usage.prompt_tokens
+                line["completion_tokens"] = final.usage.completion_tokens
+                line["cached_tokens"] = final.usage.cached_tokens
+                line["finish_reason"] = final.reason
+            elif generation.done:
+                line["finish_reason"] = "failed" if final is not None else "cancelled"
+            if generation.first_token_at is not None:
+                ttft = generation.first_token_at - generation.submitted_at
+                line["ttft_ms"] = round(ttft * 1000, 1)
+        return line

@@ -83,7 +83,8 @@ class Delta:
 class Finished:
     reason: FinishReason
     usage: Usage
-    queued_seconds: float = 0.0  # waiting for a slot in the engine (metrics)
+    # waiting for a slot in the engine (metrics); a timing, not part of what the event says
+    queued_seconds: float = field(default=0.0, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

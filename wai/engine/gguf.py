@@ -31,13 +31,11 @@ _initialised = False
 
 @L.llama_log_callback  # type: ignore[untyped-decorator]
 def _llama_log(level: int, text: bytes, _user: Any) -> None:
-    # ggml levels: 1 debug, 2 info, 3 warn, 4 error, 5 continuation. Keep only what matters.
-    if level in (3, 4):
-        log.log(
-            logging.WARNING if level == 3 else logging.ERROR,
-            "llama.cpp: %s",
-            text.decode("utf-8", "replace").rstrip(),
-        )
+    # ggml levels: 1 debug, 2 info, 3 warn, 4 error, 5 continuation. Its info is chatty (every
+    # tensor at load), so it goes to our debug level with its debug.
+    at = {3: logging.WARNING, 4: logging.ERROR}.get(level, logging.DEBUG)
+    if log.isEnabledFor(at):
+        log.log(at, "llama.cpp: %s", text.decode("utf-8", "replace").rstrip())
 
 
 def init_llama() -> None:

@@ -1,20 +1,23 @@
-"""The `wai` command: serve, run, models."""
+"""The `wai` command: serve, run, models, usage, wrangler-config."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import math
 import re
 import signal
 import sys
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 from wai.engine.base import Delta, EngineError, Failed, Finished
 from wai.errors import RequestError
 from wai.settings import Settings, SettingsError, load_settings
+from wai.usage import UsageStore
 
 
 def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
@@ -224,6 +227,39 @@ def cmd_wrangler_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_usage(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    path = args.db or settings.usage_db or settings.cache_dir / "usage.db"
+    if not path.exists():
+        print(f"wai: no usage recorded yet ({path} does not exist)", file=sys.stderr)
+        return 1
+    store = UsageStore(path)
+    try:
+        rows = store.report(args.since, args.account, args.by)
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    columns = [*(k for k in rows[0] if k not in _TOTALS), *_TOTALS] if rows else list(_TOTALS)
+    table = [[str(r[c]) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in table)) for i, c in enumerate(columns)]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
+    for row in table:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
+    return 0
+
+
+_TOTALS = ("requests", "prompt_tokens", "completion_tokens", "cached_tokens", "neurons")
+
+
+def _day(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="wai", description="A self-hosted, Workers AI-compatible LLM inference server."
@@ -317,6 +353,20 @@ def build_parser() -> argparse.ArgumentParser:
     wrangler.add_argument("--address", default=None, help="wai's host:port (from config)")
     wrangler.add_argument("--token", default=None, help="wai token to send (first configured)")
     wrangler.set_defaults(func=cmd_wrangler_config)
+
+    usage = sub.add_parser(
+        "usage",
+        parents=[common],
+        help="print the usage counted so far (requests, tokens, neurons)",
+        description="Requests, prompt/completion/cached tokens and neurons per account and "
+        "model (or day, or account), read from the usage database; works while a server runs.",
+    )
+    usage.add_argument("--since", type=_day, default=None, help="first UTC day, YYYY-MM-DD")
+    usage.add_argument("--account", default=None, help="one account id only")
+    usage.add_argument("--by", choices=["model", "day", "account"], default="model")
+    usage.add_argument("--db", type=Path, default=None, help="the database (default: settings)")
+    usage.add_argument("--json", action="store_true", help="JSON instead of a table")
+    usage.set_defaults(func=cmd_usage)
     return parser
 
 

@@ -10,6 +10,7 @@ NO_SUCH_MODEL = 5007
 REQUEST_TOO_LARGE = 3006
 ABORTED = 3008
 RATE_LIMITED = 3021
+ACCOUNT_LIMITED = 3036  # the daily neuron allocation is spent
 OUT_OF_CAPACITY = 3040
 INTERNAL = 5000
 MODEL_UNAVAILABLE = 3043  # wai's own: the model's weights could not be loaded, or it is stopping

@@ -124,6 +124,10 @@ class Settings(_Strict):
     rate_limit_rpm: int = Field(0, ge=0, le=1_000_000)
     # GET /metrics without a token (for a Prometheus on a trusted network)
     metrics_public: bool = False
+    # Usage accounting (SQLite); None: <cache_dir>/usage.db
+    usage_db: Path | None = None
+    # Neurons per account per UTC day; past it inference answers 429/3036. 0: no allocation.
+    daily_neurons: float = Field(0.0, ge=0)
     engine: EngineSettings = EngineSettings()
     limits: Limits = Limits()
     models: dict[str, LocalModel] = Field(default_factory=dict)
@@ -186,6 +190,8 @@ _ENV = {
     "WAI_ALLOWED_HOSTS": ("allowed_hosts", lambda v: [h.strip() for h in v.split(",") if h]),
     "WAI_RATE_LIMIT_RPM": ("rate_limit_rpm", int),
     "WAI_METRICS_PUBLIC": ("metrics_public", str),
+    "WAI_USAGE_DB": ("usage_db", str),
+    "WAI_DAILY_NEURONS": ("daily_neurons", float),
     "WAI_MAX_HEADER_BYTES": ("limits.max_header_bytes", int),
     "WAI_WEIGHTS": ("engine.weights", str),
     "WAI_EXTRA_BUFFERS": ("engine.extra_buffers", str),

@@ -1,5 +1,6 @@
 """Per HTTP request, around everything else (ASGI middleware: streams are not buffered): a
-request id, counted in the metrics, and one access-log line.
+request id, the daily neuron allocation, counted in the metrics and in usage, and one
+access-log line.
 
 - The id is Workers AI's `cf-ai-req-id`: every response carries it, error messages end with it
   in parentheses, and the log line has it. Routes read it from `request.state.request_id`.
@@ -7,6 +8,9 @@ request id, counted in the metrics, and one access-log line.
   account, a fingerprint of the token (never the token), local model, status, prompt,
   completion and cached tokens, time to first token and total time. Prompts and outputs are
   never logged. Health checks and scrapes log at DEBUG, everything else at INFO.
+- Usage (usage.py) is counted per account (the URL's account id, else "default"), token
+  fingerprint and model id when a generation finishes; an inference request from an account
+  that has spent its `daily_neurons` gets 429/3036 before anything runs, as on Workers Free.
 """
 
 from __future__ import annotations
@@ -14,17 +18,23 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import time
 import uuid
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from wai.api.errors import CFError, error_response
+from wai.api.guard import is_inference
 from wai.api.metrics import Metrics
 from wai.engine.base import Finished, Generation
+from wai.errors import ACCOUNT_LIMITED
+from wai.usage import UsageStore
 
 log = logging.getLogger("wai.access")
 QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+_ACCOUNT = re.compile(r"^/client/v4/accounts/([^/]+)/")
 
 
 def token_fingerprint(headers: list[tuple[bytes, bytes]]) -> str | None:
@@ -36,10 +46,19 @@ def token_fingerprint(headers: list[tuple[bytes, bytes]]) -> str | None:
     return None
 
 
+def account_of(path: str) -> str:
+    match = _ACCOUNT.match(path)
+    return match.group(1) if match else "default"
+
+
 class Access:
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    def __init__(
+        self, app: ASGIApp, metrics: Metrics, usage: UsageStore, daily_neurons: float
+    ) -> None:
         self.app = app
         self.metrics = metrics
+        self.usage = usage
+        self.daily_neurons = daily_neurons
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -49,6 +68,22 @@ class Access:
         request_id = str(uuid.uuid4())
         scope.setdefault("state", {})["request_id"] = request_id
         seen: dict[str, Any] = {"status": 500, "model": ""}
+        account = account_of(scope["path"])
+        if self.daily_neurons > 0 and is_inference(scope):
+            spent = self.usage.neurons_on(account)
+            if spent >= self.daily_neurons:
+                err = CFError.inference(
+                    429,
+                    ACCOUNT_LIMITED,
+                    f"you have used up your daily allocation of {self.daily_neurons:g} neurons "
+                    f"({spent:.1f} spent today, UTC)",
+                )
+                scope["state"]["refused"] = True
+                app: ASGIApp = error_response(scope["path"], err, request_id)
+            else:
+                app = self.app
+        else:
+            app = self.app
 
         async def watch(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -63,13 +98,25 @@ class Access:
             await send(message)
 
         try:
-            await self.app(scope, receive, watch)
+            await app(scope, receive, watch)
         finally:
             route = getattr(scope.get("route"), "path", None) or "unmatched"
             self.metrics.requests.labels(route, seen["model"], str(seen["status"])).inc()
+            self._count(scope, account)
             level = logging.DEBUG if scope["path"] in QUIET_PATHS else logging.INFO
             if log.isEnabledFor(level):
                 log.log(level, json.dumps(self._line(scope, route, seen, t0), ensure_ascii=False))
+
+    def _count(self, scope: Scope, account: str) -> None:
+        state = scope.get("state", {})
+        served, generation = state.get("served"), state.get("generation")
+        if served is None or generation is None or not isinstance(generation.final, Finished):
+            return
+        u = generation.final.usage
+        token = token_fingerprint(scope["headers"]) or "-"
+        self.usage.add(
+            account, token, served.model_id, u.prompt_tokens, u.completion_tokens, u.cached_tokens
+        )
 
     @staticmethod
     def _line(scope: Scope, route: str, seen: dict[str, Any], t0: float) -> dict[str, Any]:

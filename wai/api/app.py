@@ -7,6 +7,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import asdict
+from datetime import date
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -23,6 +24,7 @@ from wai.api.guard import EdgeGuard, RateLimit
 from wai.api.metrics import Metrics, metrics_route
 from wai.runtime import Runtime
 from wai.settings import Settings
+from wai.usage import By, UsageStore
 
 log = logging.getLogger("wai.api")
 
@@ -37,6 +39,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
             yield
         finally:
             await runtime.close()
+            app.state.usage.close()
 
     app = FastAPI(
         title="wai",
@@ -46,6 +49,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     )
     app.state.runtime = runtime
     app.state.metrics = metrics = Metrics(runtime)
+    app.state.usage = usage = UsageStore(settings.usage_db or settings.cache_dir / "usage.db")
     app.include_router(binding.router)  # first: its /ai/run/proxy before the REST route
     app.include_router(workers.router)
     app.include_router(openai.router)
@@ -83,6 +87,15 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
             )
         return JSONResponse({"status": "ready", "models": sorted(runtime.backends)})
 
+    @app.get("/wai/v1/usage")
+    async def usage_report(
+        since: date | None = None, account: str | None = None, by: By = "model"
+    ) -> dict[str, Any]:
+        """Requests, tokens and neurons per account and model (or day, or account), from
+        `since` (a UTC day) on; what `wai usage` prints."""
+        rows = usage.report(since, account, by)
+        return {"by": by, "since": since, "account": account, "usage": rows}
+
     @app.get("/wai/v1/stats")
     async def stats() -> dict[str, Any]:
         """Engine counters per loaded local model (slots, queue, finished and cancelled
@@ -113,7 +126,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         allowed_hosts=settings.allowed_hosts,
         loopback=settings.loopback,
     )
-    app.add_middleware(Access, metrics=metrics)  # outermost: ids, counts and logs every answer
+    # outermost: ids, counts and logs every answer
+    app.add_middleware(Access, metrics=metrics, usage=usage, daily_neurons=settings.daily_neurons)
     return app
 
 

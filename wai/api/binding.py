@@ -97,7 +97,7 @@ async def run_binding(request: Request) -> Response:
         parsed = parse_text_generation(inputs)
         refuse_json_stream(parsed)
         served, generation = await runtime.submit(model_id, parsed)
-        request.state.generation = generation  # for the access log
+        request.state.served, request.state.generation = served, generation  # access log
     except (CFError, RequestError, EngineError) as e:
         return binding_error(to_cf_error(e), request_id)
     headers = {"x-wai-model": served.local_name, "cf-ai-req-id": request_id}

@@ -157,6 +157,6 @@ def openai_from_cf(err: CFError) -> JSONResponse:
     )
 
 
-def error_response(path: str, err: CFError) -> JSONResponse:
+def error_response(path: str, err: CFError, request_id: str | None = None) -> JSONResponse:
     """The error in the shape the route's clients read."""
-    return openai_from_cf(err) if is_openai_path(path) else err.response()
+    return openai_from_cf(err) if is_openai_path(path) else err.response(request_id)

@@ -40,7 +40,7 @@ async def _handle(request: Request, parse: Parser, chat: bool) -> Response:
         body = await read_json(request, runtime.settings.limits.max_body_bytes)
         req, inp, stops = parse(body)
         served, generation = await runtime.submit(req.model, inp, stops, req.bias())
-        request.state.generation = generation  # for the access log
+        request.state.served, request.state.generation = served, generation  # access log
     except InvalidOpenAIRequest as e:
         return openai_error(400, e.message, e.param)
     except (CFError, RequestError, EngineError) as e:

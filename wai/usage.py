@@ -1,0 +1,130 @@
+"""Usage accounting: requests, tokens and neurons per UTC day, account, token and model, in
+SQLite.
+
+One row per (day, account, token, model), upserted once per finished generation in its own
+transaction: concurrent requests never lose an increment (the server writes from one thread,
+and an upsert is atomic), and a SIGKILL loses at most the requests still in flight (a committed
+transaction is in the write-ahead log). WAL mode lets `wai usage` read while the server writes.
+
+Neurons are Cloudflare's unit: prompt and completion tokens at the model's published rates
+(neurons per million tokens, spec §7.2). Ids without a published rate use llama-2-7b-chat-fp16's,
+the dearest in the table. Days end at 00:00 UTC, when Workers AI's free allocation resets.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+# neurons per million tokens: (prompt, completion)
+RATES: dict[str, tuple[float, float]] = {
+    "@cf/meta/llama-2-7b-chat-fp16": (50_505, 606_061),
+    "@cf/meta/llama-3.1-8b-instruct": (25_608, 75_147),
+    "@cf/mistral/mistral-7b-instruct-v0.1": (10_000, 17_300),
+    "@cf/meta/llama-3.3-70b-instruct-fp8-fast": (26_668, 204_805),
+}
+DEFAULT_RATE = RATES["@cf/meta/llama-2-7b-chat-fp16"]
+
+By = Literal["model", "day", "account"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS usage (
+    day TEXT NOT NULL,
+    account TEXT NOT NULL,
+    token TEXT NOT NULL,
+    model TEXT NOT NULL,
+    requests INTEGER NOT NULL DEFAULT 0,
+    prompt_tokens INTEGER NOT NULL DEFAULT 0,
+    completion_tokens INTEGER NOT NULL DEFAULT 0,
+    cached_tokens INTEGER NOT NULL DEFAULT 0,
+    neurons REAL NOT NULL DEFAULT 0,
+    PRIMARY KEY (day, account, token, model)
+)
+"""
+_ADD = """
+INSERT INTO usage VALUES (?, ?, ?, ?, 1, ?, ?, ?, ?)
+ON CONFLICT (day, account, token, model) DO UPDATE SET
+    requests = requests + 1,
+    prompt_tokens = prompt_tokens + excluded.prompt_tokens,
+    completion_tokens = completion_tokens + excluded.completion_tokens,
+    cached_tokens = cached_tokens + excluded.cached_tokens,
+    neurons = neurons + excluded.neurons
+"""
+
+
+def neurons(model_id: str, prompt_tokens: int, completion_tokens: int) -> float:
+    rate_in, rate_out = RATES.get(model_id, DEFAULT_RATE)
+    return (prompt_tokens * rate_in + completion_tokens * rate_out) / 1e6
+
+
+def today() -> str:
+    return datetime.now(UTC).date().isoformat()
+
+
+class UsageStore:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")  # durable across a process crash
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.execute(_SCHEMA)
+        self._lock = threading.Lock()
+
+    def add(
+        self,
+        account: str,
+        token: str,
+        model_id: str,
+        prompt_tokens: int,
+        completion_tokens: int,
+        cached_tokens: int = 0,
+        day: str | None = None,
+    ) -> None:
+        spent = neurons(model_id, prompt_tokens, completion_tokens)
+        row = (day or today(), account, token, model_id, prompt_tokens, completion_tokens)
+        with self._lock:
+            self._db.execute(_ADD, (*row, cached_tokens, spent))
+
+    def neurons_on(self, account: str, day: str | None = None) -> float:
+        with self._lock:
+            (total,) = self._db.execute(
+                "SELECT COALESCE(SUM(neurons), 0) FROM usage WHERE day = ? AND account = ?",
+                (day or today(), account),
+            ).fetchone()
+        return float(total)
+
+    def report(
+        self, since: date | None = None, account: str | None = None, by: By = "model"
+    ) -> list[dict[str, Any]]:
+        """Totals grouped by model, day or account (and always by account when grouped by
+        model or day), oldest day and largest first."""
+        keys = {"model": "account, model", "day": "account, day", "account": "account"}[by]
+        where, args = [], []
+        if since is not None:
+            where.append("day >= ?")
+            args.append(since.isoformat())
+        if account is not None:
+            where.append("account = ?")
+            args.append(account)
+        sql = (
+            f"SELECT {keys}, SUM(requests), SUM(prompt_tokens), SUM(completion_tokens), "
+            f"SUM(cached_tokens), SUM(neurons) FROM usage "
+            f"{'WHERE ' + ' AND '.join(where) if where else ''} GROUP BY {keys} ORDER BY {keys}"
+        )
+        names = [*keys.split(", "), "requests", "prompt_tokens", "completion_tokens"]
+        names += ["cached_tokens", "neurons"]
+        with self._lock:
+            rows = self._db.execute(sql, args).fetchall()
+        out = [dict(zip(names, row, strict=True)) for row in rows]
+        for r in out:
+            r["neurons"] = round(r["neurons"], 3)
+        return out
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

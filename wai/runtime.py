@@ -432,6 +432,8 @@ class Runtime:
             raise
         registry = self.registry
         generation.add_done_callback(lambda: registry.release(name))
+        if self.settings.log_content:
+            generation.text = []
         for observe in self.observers:
             observe(served, generation)
         return served, generation

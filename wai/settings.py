@@ -137,6 +137,8 @@ class Settings(_Strict):
     # On SIGTERM: stop accepting, let in-flight requests finish for up to this long, then exit.
     drain_seconds: float = Field(30.0, ge=0, le=3600)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # Put prompts and outputs in the access log (off: they are never logged)
+    log_content: bool = False
     # When set, local model paths must stay inside these folders (see sources.py).
     model_roots: list[Path] = Field(default_factory=list)
     # Weights + KV cache of all loaded models; None: no limit (see registry.py).
@@ -184,6 +186,7 @@ _ENV = {
     "WAI_DRAIN_SECONDS": ("drain_seconds", float),
     "WAI_MEMORY_BUDGET": ("memory_budget", str),
     "WAI_LOG_LEVEL": ("log_level", str),
+    "WAI_LOG_CONTENT": ("log_content", str),
     "WAI_MODEL_ROOTS": ("model_roots", lambda v: [p for p in v.split(os.pathsep) if p]),
     "WAI_IDLE_UNLOAD_SECONDS": ("idle_unload_seconds", float),
     "WAI_LOAD_WAIT_SECONDS": ("load_wait_seconds", float),

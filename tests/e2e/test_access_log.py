@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import requests
 
-from tests.conftest import LLAMA2, Server
+from tests.conftest import LLAMA2, TOKEN, Server, start_server, stop_server
 
 SECRET = "purple-elephant-7731"  # a prompt the log must never show
 
@@ -76,3 +77,14 @@ def test_one_json_line_per_request_without_content(server: Server) -> None:
         rid = s.headers["cf-ai-req-id"]
         s.content  # noqa: B018 (read it all)
     assert _line(server, rid)["completion_tokens"] == 6
+
+
+def test_log_content_adds_prompt_and_output(tmp_path: Path) -> None:
+    server = start_server(tmp_path, "--token", TOKEN, env={"WAI_LOG_CONTENT": "true"})
+    try:
+        body = {"prompt": SECRET, "max_tokens": 6, "temperature": 0}
+        r = requests.post(server.run_url(), headers=server.auth, json=body, timeout=60)
+        line = _line(server, r.headers["cf-ai-req-id"])
+        assert line["prompt"] == SECRET and line["output"] == r.json()["result"]["response"]
+    finally:
+        stop_server(server)

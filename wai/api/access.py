@@ -7,7 +7,8 @@ access-log line.
 - The access log is one JSON object per line on logger `wai.access`: id, method, route,
   account, a fingerprint of the token (never the token), local model, status, prompt,
   completion and cached tokens, time to first token and total time. Prompts and outputs are
-  never logged. Health checks and scrapes log at DEBUG, everything else at INFO.
+  logged only with `log_content = true`. Health checks and scrapes log at DEBUG, everything
+  else at INFO.
 - Usage (usage.py) is counted per account (the URL's account id, else "default"), token
   fingerprint and model id when a generation finishes; an inference request from an account
   that has spent its `daily_neurons` gets 429/3036 before anything runs, as on Workers Free.
@@ -30,6 +31,7 @@ from wai.api.guard import is_inference
 from wai.api.metrics import Metrics
 from wai.engine.base import Finished, Generation
 from wai.errors import ACCOUNT_LIMITED
+from wai.schemas.text_generation import TextGenerationInput
 from wai.usage import UsageStore
 
 log = logging.getLogger("wai.access")
@@ -53,12 +55,18 @@ def account_of(path: str) -> str:
 
 class Access:
     def __init__(
-        self, app: ASGIApp, metrics: Metrics, usage: UsageStore, daily_neurons: float
+        self,
+        app: ASGIApp,
+        metrics: Metrics,
+        usage: UsageStore,
+        daily_neurons: float,
+        log_content: bool = False,
     ) -> None:
         self.app = app
         self.metrics = metrics
         self.usage = usage
         self.daily_neurons = daily_neurons
+        self.log_content = log_content
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -105,7 +113,10 @@ class Access:
             self._count(scope, account)
             level = logging.DEBUG if scope["path"] in QUIET_PATHS else logging.INFO
             if log.isEnabledFor(level):
-                log.log(level, json.dumps(self._line(scope, route, seen, t0), ensure_ascii=False))
+                line = self._line(scope, route, seen, t0)
+                if self.log_content:
+                    line.update(_content(scope))
+                log.log(level, json.dumps(line, ensure_ascii=False))
 
     def _count(self, scope: Scope, account: str) -> None:
         state = scope.get("state", {})
@@ -146,3 +157,19 @@ class Access:
                 ttft = generation.first_token_at - generation.submitted_at
                 line["ttft_ms"] = round(ttft * 1000, 1)
         return line
+
+
+def _content(scope: Scope) -> dict[str, Any]:
+    """The prompt and the output (log_content = true only)."""
+    state = scope.get("state", {})
+    out: dict[str, Any] = {}
+    inputs: TextGenerationInput | None = state.get("inputs")
+    if inputs is not None:
+        if inputs.prompt is not None:
+            out["prompt"] = inputs.prompt
+        else:
+            out["messages"] = [{"role": m.role, "content": m.text()} for m in inputs.messages or []]
+    generation: Generation | None = state.get("generation")
+    if generation is not None and generation.text is not None:
+        out["output"] = "".join(generation.text)
+    return out

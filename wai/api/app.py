@@ -127,7 +127,13 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         loopback=settings.loopback,
     )
     # outermost: ids, counts and logs every answer
-    app.add_middleware(Access, metrics=metrics, usage=usage, daily_neurons=settings.daily_neurons)
+    app.add_middleware(
+        Access,
+        metrics=metrics,
+        usage=usage,
+        daily_neurons=settings.daily_neurons,
+        log_content=settings.log_content,
+    )
     return app
 
 

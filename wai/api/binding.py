@@ -98,6 +98,7 @@ async def run_binding(request: Request) -> Response:
         refuse_json_stream(parsed)
         served, generation = await runtime.submit(model_id, parsed)
         request.state.served, request.state.generation = served, generation  # access log
+        request.state.inputs = parsed
     except (CFError, RequestError, EngineError) as e:
         return binding_error(to_cf_error(e), request_id)
     headers = {"x-wai-model": served.local_name, "cf-ai-req-id": request_id}

@@ -41,6 +41,7 @@ async def _handle(request: Request, parse: Parser, chat: bool) -> Response:
         req, inp, stops = parse(body)
         served, generation = await runtime.submit(req.model, inp, stops, req.bias())
         request.state.served, request.state.generation = served, generation  # access log
+        request.state.inputs = inp
     except InvalidOpenAIRequest as e:
         return openai_error(400, e.message, e.param)
     except (CFError, RequestError, EngineError) as e:

@@ -37,6 +37,7 @@ async def run_model(request: Request, account_id: str, model: str) -> Response:
         refuse_json_stream(inputs)
         served, generation = await runtime.submit(model, inputs)
         request.state.served, request.state.generation = served, generation  # access log
+        request.state.inputs = inputs
     except (CFError, RequestError, EngineError) as e:
         return to_cf_error(e).response(request_id)
     headers = {"x-wai-model": served.local_name, "cf-ai-req-id": request_id}

@@ -133,6 +133,8 @@ class Generation:
         self.first_token_at: float | None = None
         self.ended_at: float | None = None
         self.final: Finished | Failed | None = None
+        # the output text, kept only when asked for (log_content)
+        self.text: list[str] | None = None
 
     def __aiter__(self) -> AsyncIterator[Event]:
         return self._iterate()
@@ -141,8 +143,11 @@ class Generation:
         try:
             async for ev in self._events:
                 final = isinstance(ev, Finished | Failed)
-                if self.first_token_at is None and isinstance(ev, Delta):
-                    self.first_token_at = time.monotonic()
+                if isinstance(ev, Delta):
+                    if self.first_token_at is None:
+                        self.first_token_at = time.monotonic()
+                    if self.text is not None:
+                        self.text.append(ev.text)
                 if final:
                     self.final = ev  # type: ignore[assignment]
                     self._finish()

@@ -118,3 +118,12 @@ def test_the_daily_allocation_answers_3036(tmp_path: Path) -> None:
         assert requests.get(f"{server.url}/v1/models", headers=server.auth, timeout=10).ok
     finally:
         stop_server(server)
+
+
+def test_usage_query_is_validated(server: Server) -> None:
+    for params in ({"since": "0"}, {"since": "2026-13-45"}, {"by": "token"}):
+        r = requests.get(
+            f"{server.url}/wai/v1/usage", headers=server.auth, params=params, timeout=10
+        )
+        assert r.status_code == 400, (params, r.text)
+    assert requests.get(f"{server.url}/wai/v1/usage", timeout=10).status_code == 400  # no token

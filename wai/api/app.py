@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import asdict
 from datetime import date
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, Response
@@ -19,7 +19,7 @@ import wai
 from wai.api import binding, models, openai, openapi, workers
 from wai.api.access import Access
 from wai.api.auth import PUBLIC_PATHS, TokenAuth
-from wai.api.errors import BAD_INPUT, INTERNAL, METHOD_NOT_ALLOWED, NO_ROUTE, CFError
+from wai.api.errors import BAD_INPUT, INTERNAL, METHOD_NOT_ALLOWED, NO_ROUTE, CFError, bad_input
 from wai.api.guard import EdgeGuard, RateLimit
 from wai.api.metrics import Metrics, metrics_route
 from wai.runtime import Runtime
@@ -89,11 +89,23 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
 
     @app.get("/wai/v1/usage")
     async def usage_report(
-        since: date | None = None, account: str | None = None, by: By = "model"
+        since: Annotated[
+            str | None,
+            Query(
+                pattern=r"^[1-9]\d{3}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])$",
+                json_schema_extra={"format": "date"},
+            ),
+        ] = None,
+        account: Annotated[str | None, Query(max_length=256)] = None,
+        by: By = "model",
     ) -> dict[str, Any]:
         """Requests, tokens and neurons per account and model (or day, or account), from
-        `since` (a UTC day) on; what `wai usage` prints."""
-        rows = usage.report(since, account, by)
+        `since` (a UTC day, YYYY-MM-DD) on; what `wai usage` prints."""
+        try:
+            day = date.fromisoformat(since) if since is not None else None
+        except ValueError:
+            raise bad_input(f"'since': not a date: {since}") from None
+        rows = usage.report(day, account, by)
         return {"by": by, "since": since, "account": account, "usage": rows}
 
     @app.get("/wai/v1/stats")

@@ -201,8 +201,9 @@ def install(
         completion_body = _body(CompletionRequest, components, cap)
         n_vocab = vocab_size()
         for name in ("ChatCompletionRequest", "CompletionRequest"):
+            components[name]["properties"]["model"]["enum"] = model_ids
+        for name in ("ChatCompletionRequest", "CompletionRequest", "TextGenerationInput"):
             props = components[name]["properties"]
-            props["model"]["enum"] = model_ids
             if n_vocab:
                 bias = next(a for a in props["logit_bias"]["anyOf"] if a.get("type") == "object")
                 bias["propertyNames"] = {"pattern": integer_pattern(n_vocab)}

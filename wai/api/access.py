@@ -10,8 +10,10 @@ access-log line.
   logged only with `log_content = true`. Health checks and scrapes log at DEBUG, everything
   else at INFO.
 - Usage (usage.py) is counted per account (the URL's account id, else "default"), token
-  fingerprint and model id when a generation finishes; an inference request from an account
-  that has spent its `daily_neurons` gets 429/3036 before anything runs, as on Workers Free.
+  fingerprint and model id when a generation finishes (`track`), before its last bytes go
+  out: a client that has its answer has been counted, whatever happens to the server next.
+  An inference request from an account that has spent its `daily_neurons` gets 429/3036
+  before anything runs, as on Workers Free.
 """
 
 from __future__ import annotations
@@ -20,10 +22,12 @@ import hashlib
 import json
 import logging
 import re
+import sqlite3
 import time
 import uuid
 from typing import Any
 
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from wai.api.errors import CFError, error_response
@@ -31,6 +35,7 @@ from wai.api.guard import is_inference
 from wai.api.metrics import Metrics
 from wai.engine.base import Finished, Generation
 from wai.errors import ACCOUNT_LIMITED
+from wai.runtime import Served
 from wai.schemas.text_generation import TextGenerationInput
 from wai.usage import UsageStore
 
@@ -110,24 +115,12 @@ class Access:
         finally:
             route = getattr(scope.get("route"), "path", None) or "unmatched"
             self.metrics.requests.labels(route, seen["model"], str(seen["status"])).inc()
-            self._count(scope, account)
             level = logging.DEBUG if scope["path"] in QUIET_PATHS else logging.INFO
             if log.isEnabledFor(level):
                 line = self._line(scope, route, seen, t0)
                 if self.log_content:
                     line.update(_content(scope))
                 log.log(level, json.dumps(line, ensure_ascii=False))
-
-    def _count(self, scope: Scope, account: str) -> None:
-        state = scope.get("state", {})
-        served, generation = state.get("served"), state.get("generation")
-        if served is None or generation is None or not isinstance(generation.final, Finished):
-            return
-        u = generation.final.usage
-        token = token_fingerprint(scope["headers"]) or "-"
-        self.usage.add(
-            account, token, served.model_id, u.prompt_tokens, u.completion_tokens, u.cached_tokens
-        )
 
     @staticmethod
     def _line(scope: Scope, route: str, seen: dict[str, Any], t0: float) -> dict[str, Any]:
@@ -173,3 +166,28 @@ def _content(scope: Scope) -> dict[str, Any]:
     if generation is not None and generation.text is not None:
         out["output"] = "".join(generation.text)
     return out
+
+
+def track(request: Request, served: Served, generation: Generation, inputs: Any) -> None:
+    """A route's generation, for the access log and usage accounting. Usage is counted when
+    the generation ends (its final event, before the route sends it on)."""
+    state = request.state
+    state.served, state.generation, state.inputs = served, generation, inputs
+    usage: UsageStore = request.app.state.usage
+    account = account_of(request.scope["path"])
+    token = token_fingerprint(request.scope["headers"]) or "-"
+
+    def count() -> None:
+        final = generation.final
+        if not isinstance(final, Finished):
+            return  # cancelled or failed: nothing was delivered
+        u = final.usage
+        try:
+            usage.add(
+                account, token, served.model_id, u.prompt_tokens, u.completion_tokens,
+                u.cached_tokens,
+            )  # fmt: skip
+        except sqlite3.Error:
+            log.exception("usage not counted for %s", state.request_id)
+
+    generation.add_done_callback(count)

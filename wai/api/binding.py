@@ -17,6 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response
 
+from wai.api.access import track
 from wai.api.body import read_json
 from wai.api.errors import ABORTED, CFError, bad_input
 from wai.api.framing import (
@@ -97,8 +98,7 @@ async def run_binding(request: Request) -> Response:
         parsed = parse_text_generation(inputs)
         refuse_json_stream(parsed)
         served, generation = await runtime.submit(model_id, parsed)
-        request.state.served, request.state.generation = served, generation  # access log
-        request.state.inputs = parsed
+        track(request, served, generation, parsed)  # access log, usage
     except (CFError, RequestError, EngineError) as e:
         return binding_error(to_cf_error(e), request_id)
     headers = {"x-wai-model": served.local_name, "cf-ai-req-id": request_id}

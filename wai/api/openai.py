@@ -13,6 +13,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response
 
 from wai.api import sse
+from wai.api.access import track
 from wai.api.body import read_json
 from wai.api.errors import CFError, openai_error, openai_from_cf
 from wai.api.framing import to_cf_error, usage_dict
@@ -40,8 +41,7 @@ async def _handle(request: Request, parse: Parser, chat: bool) -> Response:
         body = await read_json(request, runtime.settings.limits.max_body_bytes)
         req, inp, stops = parse(body)
         served, generation = await runtime.submit(req.model, inp, stops, req.bias())
-        request.state.served, request.state.generation = served, generation  # access log
-        request.state.inputs = inp
+        track(request, served, generation, inp)  # access log, usage
     except InvalidOpenAIRequest as e:
         return openai_error(400, e.message, e.param)
     except (CFError, RequestError, EngineError) as e:

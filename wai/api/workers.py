@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response
 
+from wai.api.access import track
 from wai.api.body import read_json
 from wai.api.errors import ABORTED, CFError
 from wai.api.framing import (
@@ -36,8 +37,7 @@ async def run_model(request: Request, account_id: str, model: str) -> Response:
         inputs = parse_text_generation(body)
         refuse_json_stream(inputs)
         served, generation = await runtime.submit(model, inputs)
-        request.state.served, request.state.generation = served, generation  # access log
-        request.state.inputs = inputs
+        track(request, served, generation, inputs)  # access log, usage
     except (CFError, RequestError, EngineError) as e:
         return to_cf_error(e).response(request_id)
     headers = {"x-wai-model": served.local_name, "cf-ai-req-id": request_id}

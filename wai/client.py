@@ -296,6 +296,7 @@ async def _local_events(
     from wai.errors import RequestError
     from wai.runtime import classify
     from wai.schemas.text_generation import parse_text_generation
+    from wai.tools import Calls, split_calls
 
     try:
         served, generation = await runtime.submit(model, parse_text_generation(inputs))
@@ -303,22 +304,15 @@ async def _local_events(
         f = classify(e)
         raise AiError(f.code, f"AiError: {f.message}", f.status) from e
     # with tools: text that may start a call held back, the calls in one event at the end
-    calls = served.tools.stream() if served.tools is not None else None
-    async for ev in generation:
+    async for ev in split_calls(generation, served.tools):
         if isinstance(ev, Delta):
-            text = calls.push(ev.text) if calls is not None else ev.text
-            if text or calls is None:
-                yield {"response": text}
+            yield {"response": ev.text}
+        elif isinstance(ev, Calls):
+            yield {
+                "response": "",
+                "tool_calls": [{"name": c.name, "arguments": c.arguments} for c in ev.calls],
+            }
         elif isinstance(ev, Finished):
-            if calls is not None:
-                rest, found = calls.finish()
-                if rest:
-                    yield {"response": rest}
-                if found:
-                    yield {
-                        "response": "",
-                        "tool_calls": [{"name": c.name, "arguments": c.arguments} for c in found],
-                    }
             u = ev.usage
             yield {
                 "response": "",

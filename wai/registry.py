@@ -244,6 +244,7 @@ class Registry:
                     "leases": e.leases,
                     "loads": e.loads,
                     "unloads": e.unloads,
+                    "load_failures": e.load_failures,
                     "last_load_seconds": round(e.load_seconds, 3),
                     "idle_seconds": round(now - e.last_used, 1) if e.last_used else None,
                     "failure": e.failure,

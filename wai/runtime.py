@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -130,8 +130,6 @@ class Runtime:
         self.registry: Registry | None = None
         self._grammars_checked: set[tuple[str, int]] = set()
         self.ready = False
-        # called with every generation submitted (metrics, usage accounting)
-        self.observers: list[Callable[[Served, Generation], None]] = []
 
     def _config(self, name: str, local: LocalModel) -> LlamaCppConfig:
         e = self.settings.engine
@@ -432,10 +430,6 @@ class Runtime:
             raise
         registry = self.registry
         generation.add_done_callback(lambda: registry.release(name))
-        if self.settings.log_content:
-            generation.text = []
-        for observe in self.observers:
-            observe(served, generation)
         return served, generation
 
     def stats(self) -> dict[str, EngineStats]:
@@ -449,17 +443,21 @@ class Runtime:
             return ["starting"]
         reasons = []
         failed = self.failures()
-        limit = self.settings.engine.max_waiting
-        for name, entry in self.registry.entries.items():
+        loaded = self.backends
+        models = self.registry.report()["models"]
+        assert isinstance(models, dict)
+        for name, m in models.items():
+            backend = loaded.get(name)
             if name in failed:
                 reasons.append(f"{name}: failed: {failed[name]}")
-            elif entry.eager and entry.state != "loaded":
-                reasons.append(f"{name}: {entry.state}")
-            elif entry.state == "loaded" and entry.backend is not None:
-                if entry.backend.info.get("state", "up") != "up":
-                    reasons.append(f"{name}: engine {entry.backend.info.get('state')}")
-                waiting = entry.backend.stats().waiting
-                if waiting >= limit:
+            elif backend is None:
+                if m["load"] == "eager":
+                    reasons.append(f"{name}: {m['state']}")
+            else:
+                if backend.info.get("state", "up") != "up":
+                    reasons.append(f"{name}: engine {backend.info.get('state')}")
+                waiting = backend.stats().waiting
+                if waiting >= self.settings.engine.max_waiting:
                     reasons.append(f"{name}: queue full ({waiting} waiting)")
         return reasons
 

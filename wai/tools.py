@@ -29,12 +29,13 @@ import json
 import re
 import secrets
 import string
-from collections.abc import Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from wai.chat import ChatFormat, JinjaFormat, Message
 from wai.engine import grammar
+from wai.engine.base import Delta, Event, Finished
 
 MAX_TOOLS = 128
 MAX_PARALLEL = 8  # calls in one answer, with parallel_tool_calls
@@ -99,6 +100,14 @@ class Syntax(abc.ABC):
         """Earlier calls, as the model writes them (for the history of a generic template)."""
 
 
+def _repeated(one: str, separator: str, parallel: bool) -> str:
+    """GBNF for one call, or (parallel) up to MAX_PARALLEL of them with `separator` between."""
+    if not parallel:
+        return one
+    between = f'tws "{separator}" tws' if separator else "tws"
+    return f"{one} ({between} {one}){{0,{MAX_PARALLEL - 1}}}"
+
+
 def _partial_suffix(text: str, literal: str) -> int:
     """The index of the longest suffix of `text` that is a proper prefix of `literal`."""
     for k in range(min(len(literal) - 1, len(text)), 0, -1):
@@ -131,8 +140,7 @@ class Hermes(Syntax):
     trigger = "(<tool_call>)"
 
     def root(self, parallel: bool) -> str:
-        one = '"<tool_call>" tws call tws "</tool_call>"'
-        return f"{one} (tws {one}){{0,{MAX_PARALLEL - 1}}} tws" if parallel else f"{one} tws"
+        return _repeated('"<tool_call>" tws call tws "</tool_call>"', "", parallel) + " tws"
 
     def call_start(self, text: str) -> int | None:
         i = text.find(self.OPEN)
@@ -171,8 +179,7 @@ class Llama3(Syntax):
     _ANCHOR = '{"name":'
 
     def root(self, parallel: bool) -> str:
-        calls = f'call (tws ";" tws call){{0,{MAX_PARALLEL - 1}}}' if parallel else "call"
-        return f'("<|python_tag|>" tws)? {calls} tws'
+        return f'("<|python_tag|>" tws)? {_repeated("call", ";", parallel)} tws'
 
     def call_start(self, text: str) -> int | None:
         return 0 if self._START.match(text) else None
@@ -201,8 +208,7 @@ class Mistral(Syntax):
     _ANCHOR = '[{"name":'
 
     def root(self, parallel: bool) -> str:
-        calls = f'call (tws "," tws call){{0,{MAX_PARALLEL - 1}}}' if parallel else "call"
-        return f'"[TOOL_CALLS]" tws "[" tws {calls} tws "]" tws'
+        return f'"[TOOL_CALLS]" tws "[" tws {_repeated("call", ",", parallel)} tws "]" tws'
 
     def call_start(self, text: str) -> int | None:
         i = text.find(self.OPEN)
@@ -372,6 +378,39 @@ class ToolPlan:
 
     def stream(self) -> ToolStream:
         return ToolStream(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Calls:
+    """A streamed answer's tool calls: they come just before its Finished."""
+
+    calls: list[ToolCall]
+
+
+async def split_calls(
+    events: AsyncIterable[Event], plan: ToolPlan | None
+) -> AsyncIterator[Event | Calls]:
+    """A generation's events with its tool calls taken out of the text: text that may start a
+    call is held back (and empty deltas dropped), what is left of it comes before the
+    Finished, then the calls, if any, as one `Calls`. Without a plan, the events as they are."""
+    if plan is None:
+        async for ev in events:
+            yield ev
+        return
+    stream = plan.stream()
+    async for ev in events:
+        if isinstance(ev, Delta):
+            text = stream.push(ev.text)
+            if text:
+                yield Delta(text, ev.token)
+            continue
+        if isinstance(ev, Finished):
+            rest, calls = stream.finish()
+            if rest:
+                yield Delta(rest, -1)
+            if calls:
+                yield Calls(calls)
+        yield ev
 
 
 class ToolStream:

@@ -169,11 +169,16 @@ def _content(scope: Scope) -> dict[str, Any]:
 
 
 def track(request: Request, served: Served, generation: Generation, inputs: Any) -> None:
-    """A route's generation, for the access log and usage accounting. Usage is counted when
-    the generation ends (its final event, before the route sends it on)."""
+    """A route's generation, for the access log, the metrics and usage accounting. Usage is
+    counted when the generation ends (its final event, before the route sends it on)."""
     state = request.state
     state.served, state.generation, state.inputs = served, generation, inputs
-    usage: UsageStore = request.app.state.usage
+    app_state = request.app.state
+    if app_state.log_content:
+        generation.text = []  # kept for the log line
+    metrics: Metrics = app_state.metrics
+    metrics.observe(served, generation)
+    usage: UsageStore = app_state.usage
     account = account_of(request.scope["path"])
     token = token_fingerprint(request.scope["headers"]) or "-"
 

@@ -49,6 +49,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     )
     app.state.runtime = runtime
     app.state.metrics = metrics = Metrics(runtime)
+    app.state.log_content = settings.log_content
     app.state.usage = usage = UsageStore(settings.usage_db or settings.cache_dir / "usage.db")
     app.include_router(binding.router)  # first: its /ai/run/proxy before the REST route
     app.include_router(workers.router)

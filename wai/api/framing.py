@@ -14,7 +14,7 @@ from wai.engine.base import Delta, Failed, Finished, Generation, Usage
 from wai.errors import INTERNAL, MODEL_UNAVAILABLE
 from wai.runtime import classify
 from wai.schemas.text_generation import TextGenerationInput
-from wai.tools import ToolCall, ToolPlan
+from wai.tools import Calls, ToolCall, ToolPlan, split_calls
 
 
 def usage_dict(usage: Usage) -> dict[str, Any]:
@@ -79,23 +79,12 @@ async def cf_sse(generation: Generation, plan: ToolPlan | None = None) -> AsyncI
     """Workers AI's stream: a padded event per token, a usage event, [DONE]; a failure is an
     error event (the status line has gone out already). With tools, text that may start a
     call is held back, and the calls come in one event before the usage."""
-    stream = plan.stream() if plan is not None else None
-
-    def text_event(text: str) -> bytes:
-        return sse.event({"response": text, "p": sse.padding(text)})
-
-    async for ev in generation:
+    async for ev in split_calls(generation, plan):
         if isinstance(ev, Delta):
-            text = stream.push(ev.text) if stream is not None else ev.text
-            if text or stream is None:
-                yield text_event(text)
+            yield sse.event({"response": ev.text, "p": sse.padding(ev.text)})
+        elif isinstance(ev, Calls):
+            yield sse.event({"response": "", "tool_calls": cf_tool_calls(ev.calls)})
         elif isinstance(ev, Finished):
-            if stream is not None:
-                rest, calls = stream.finish()
-                if rest:
-                    yield text_event(rest)
-                if calls:
-                    yield sse.event({"response": "", "tool_calls": cf_tool_calls(calls)})
             yield sse.event({"response": "", "usage": usage_dict(ev.usage)})
         else:
             code = MODEL_UNAVAILABLE if ev.crashed else INTERNAL

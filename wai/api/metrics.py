@@ -3,8 +3,9 @@
 Three sources, none of them on the engine's step loop:
 - per HTTP request, the access middleware (access.py) counts requests by route template, local
   model and status code (bounded labels: never the model id a client typed);
-- per generation, a callback at its end observes time to first token, time per output token,
-  the wait for a slot and the end-to-end time, and adds its tokens;
+- per generation (access.track hands it over), a callback at its end observes time to first
+  token, time per output token, the wait for a slot and the end-to-end time, and adds its
+  tokens;
 - at scrape time, a collector reads the engines' and the registry's own counters (queue depth,
   running sequences, KV cache, restarts, loads, unloads, load failures).
 """
@@ -77,7 +78,6 @@ class Metrics:
             "wai_generation_tokens", "Generated tokens", ["model"], registry=r
         )
         r.register(_EngineCollector(runtime))
-        runtime.observers.append(self.observe)
 
     def observe(self, served: Served, generation: Generation) -> None:
         """Watch one generation; its figures are recorded when it ends."""
@@ -141,12 +141,13 @@ class _EngineCollector(Collector):
             gauges["slots"].add_metric([name], s.slots_total)
             gauges["kv"].add_metric([name], s.kv_cache_bytes)
             counters["restarts"].add_metric([name], s.restarts)
-        if rt.registry is not None:
-            for name, e in rt.registry.entries.items():
-                gauges["loaded"].add_metric([name], 1 if e.state == "loaded" else 0)
-                counters["loads"].add_metric([name], e.loads)
-                counters["unloads"].add_metric([name], e.unloads)
-                counters["failures"].add_metric([name], e.load_failures)
+        models = rt.registry.report()["models"] if rt.registry is not None else {}
+        assert isinstance(models, dict)
+        for name, m in models.items():
+            gauges["loaded"].add_metric([name], 1 if m["state"] == "loaded" else 0)
+            counters["loads"].add_metric([name], m["loads"])
+            counters["unloads"].add_metric([name], m["unloads"])
+            counters["failures"].add_metric([name], m["load_failures"])
         yield from gauges.values()
         yield from counters.values()
 

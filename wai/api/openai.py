@@ -23,7 +23,7 @@ from wai.errors import RequestError
 from wai.runtime import Runtime
 from wai.schemas.openai import InvalidOpenAIRequest, parse_chat, parse_completion
 from wai.schemas.text_generation import TextGenerationInput
-from wai.tools import ToolCall, ToolPlan
+from wai.tools import Calls, ToolCall, ToolPlan, split_calls
 
 router = APIRouter()
 
@@ -111,7 +111,6 @@ async def _chunks(
     tools, text that may start a call is held back; each call is then a delta with its id and
     name, and one with its arguments."""
     obj = "chat.completion.chunk" if chat else "text_completion"
-    stream = plan.stream() if plan is not None else None
 
     def chunk(choices: list[dict[str, Any]], **extra: Any) -> bytes:
         return sse.event({**meta, "object": obj, "choices": choices, **extra})
@@ -128,26 +127,20 @@ async def _chunks(
     def calls_delta(calls: list[dict[str, Any]]) -> bytes:
         return chunk([{"index": 0, "delta": {"tool_calls": calls}, "finish_reason": None}])
 
-    async for ev in generation:
+    called = False
+    async for ev in split_calls(generation, plan):
         if isinstance(ev, Delta):
-            text = stream.push(ev.text) if stream is not None else ev.text
-            if text:
-                yield chunk([choice(text)])
+            if ev.text:
+                yield chunk([choice(ev.text)])
+        elif isinstance(ev, Calls):
+            for i, call in enumerate(ev.calls):
+                head = _tool_call(call)
+                head["function"] = {"name": call.name, "arguments": ""}
+                yield calls_delta([{"index": i, **head}])
+                yield calls_delta([{"index": i, "function": {"arguments": call.arguments_json()}}])
+            called = True
         elif isinstance(ev, Finished):
-            reason = _finish_reason(ev)
-            if stream is not None:
-                rest, calls = stream.finish()
-                if rest:
-                    yield chunk([choice(rest)])
-                for i, call in enumerate(calls):
-                    head = _tool_call(call)
-                    head["function"] = {"name": call.name, "arguments": ""}
-                    yield calls_delta([{"index": i, **head}])
-                    args = {"arguments": call.arguments_json()}
-                    yield calls_delta([{"index": i, "function": args}])
-                if calls:
-                    reason = "tool_calls"
-            yield chunk([choice(None, reason)])
+            yield chunk([choice(None, "tool_calls" if called else _finish_reason(ev))])
             if include_usage:
                 yield chunk([], usage=usage_dict(ev.usage))
         else:

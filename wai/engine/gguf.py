@@ -23,6 +23,16 @@ class ModelLoadError(EngineError):
     engine with every setting tried."""
 
 
+def token_piece(vocab: Any, token: int, *, special: bool = False, lstrip: int = 0) -> bytes:
+    """A token's bytes (special: control tokens spelled out, as a grammar sees them)."""
+    buf = ctypes.create_string_buffer(64)
+    n = L.llama_token_to_piece(vocab, token, buf, 64, lstrip, special)
+    if n < 0:
+        buf = ctypes.create_string_buffer(-n)
+        n = L.llama_token_to_piece(vocab, token, buf, -n, lstrip, special)
+    return buf.raw[:n]
+
+
 # --- process-wide llama.cpp setup -------------------------------------------------------------
 
 _init_lock = threading.Lock()
@@ -115,12 +125,7 @@ class LlamaTokenizer(Tokenizer):
         return list(buf[:n])
 
     def piece(self, token: int, *, special: bool = False, lstrip: int = 0) -> bytes:
-        buf = ctypes.create_string_buffer(64)
-        n = L.llama_token_to_piece(self.vocab, token, buf, 64, lstrip, special)
-        if n < 0:
-            buf = ctypes.create_string_buffer(-n)
-            n = L.llama_token_to_piece(self.vocab, token, buf, -n, lstrip, special)
-        return buf.raw[:n]
+        return token_piece(self.vocab, token, special=special, lstrip=lstrip)
 
     def token_text(self, token: int) -> str:
         return self.piece(token, special=True).decode("utf-8", "replace")

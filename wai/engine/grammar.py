@@ -21,6 +21,8 @@ from typing import Any
 import llama_cpp as L
 from llama_cpp.llama_grammar import RESERVED_NAMES, SchemaConverter
 
+from wai.engine.gguf import token_piece
+
 MAX_SCHEMA_BYTES = 64 * 1024
 MAX_DEPTH = 24
 _CACHE_SIZE = 256
@@ -283,17 +285,6 @@ _single = threading.Lock()
 _byte_tokens: dict[int, dict[int, int]] = {}
 
 
-def _piece(vocab: Any, token: int) -> bytes:
-    buf = ctypes.create_string_buffer(64)
-    n = L.llama_token_to_piece(vocab, token, buf, len(buf), 0, True)
-    return buf.raw[:n] if 0 < n <= len(buf) else b""
-
-
-def token_piece(vocab: Any, token: int) -> bytes:
-    """A token's text as the grammar sees it (special tokens spelled out)."""
-    return _piece(vocab, token)
-
-
 def byte_tokens(vocab: Any) -> dict[int, int]:
     """byte value -> a token whose text is exactly that byte (once per vocabulary: a scan)."""
     key = ctypes.cast(vocab, ctypes.c_void_p).value or 0
@@ -302,7 +293,7 @@ def byte_tokens(vocab: Any) -> dict[int, int]:
         if found is None:
             found = {}
             for token in range(int(L.llama_vocab_n_tokens(vocab))):
-                piece = _piece(vocab, token)
+                piece = token_piece(vocab, token, special=True)
                 if len(piece) == 1 and piece[0] not in found:
                     found[piece[0]] = token
             _byte_tokens[key] = found

@@ -14,7 +14,8 @@ import llama_cpp as L
 import numpy as np
 
 from wai.engine.base import SamplingParams
-from wai.engine.grammar import feed, grammar_sampler, token_piece
+from wai.engine.gguf import token_piece
+from wai.engine.grammar import feed, grammar_sampler
 
 PENALTY_LAST_N = 64  # tokens the repetition/frequency/presence penalties look back over
 
@@ -167,7 +168,7 @@ class Chain:
         gbnf, trigger = self._lazy
         masked: np.ndarray | None = None
         for _ in range(LAZY_TRIES):
-            text = bytes(self._text) + token_piece(self.vocab, token)
+            text = bytes(self._text) + token_piece(self.vocab, token, special=True)
             match = trigger.search(text)
             if match is None:
                 self._remember(text)

@@ -28,17 +28,17 @@ sys.path.insert(0, str(ROOT))
 
 from wai.catalog import embedded_model_path  # noqa: E402
 from wai.engine.base import (  # noqa: E402
-    Backend,
-    GenerationRequest,
     SamplingParams,
+    TokenEngine,
+    TokenRequest,
 )
-from wai.engine.inthread import InThreadBackend  # noqa: E402
+from wai.engine.inthread import InThreadEngine  # noqa: E402
 from wai.engine.llamacpp import LlamaCppConfig  # noqa: E402
-from wai.engine.process import ProcessBackend  # noqa: E402
+from wai.engine.process import ProcessEngine  # noqa: E402
 
 
 async def measure(
-    backend: Backend, n: int, tokens: int, sampling: SamplingParams
+    backend: TokenEngine, n: int, tokens: int, sampling: SamplingParams
 ) -> dict[str, float]:
     tok = backend.tokenizer
     prompts = [tok.tokenize(f"Story {i}:", add_special=True, parse_special=False) for i in range(n)]
@@ -49,7 +49,7 @@ async def measure(
     async def one(prompt: list[int]) -> int:
         nonlocal started
         count = 0
-        req = GenerationRequest(prompt, tokens, sampling, ignore_eos=True)
+        req = TokenRequest(prompt, tokens, sampling, ignore_eos=True)
         async for _ in backend.submit(req):
             count += 1
             if count == 1:
@@ -97,8 +97,8 @@ def main() -> None:
     print("|---|---|---:|---:|---:|---:|---:|")
 
     async def run(isolation: str) -> None:
-        backend: Backend = (
-            ProcessBackend(config) if isolation == "process" else InThreadBackend(config)
+        backend: TokenEngine = (
+            ProcessEngine(config) if isolation == "process" else InThreadEngine(config)
         )
         await backend.start()
         try:

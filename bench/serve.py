@@ -353,12 +353,12 @@ def run_llama_cpp_py(model: Path, levels: list[int], n: int) -> list[Row]:
 def engine_decode(model: Path, n: int) -> float:
     """wai's engine alone, on a thread of this process: one stream, decode tok/s after the
     first token."""
-    from wai.engine.base import GenerationRequest, SamplingParams
-    from wai.engine.inthread import InThreadBackend
+    from wai.engine.base import SamplingParams, TokenRequest
+    from wai.engine.inthread import InThreadEngine
     from wai.engine.llamacpp import LlamaCppConfig
 
     async def go() -> float:
-        backend = InThreadBackend(
+        backend = InThreadEngine(
             LlamaCppConfig(model, "bench", n_slots=1, n_ctx_seq=512, n_batch=256)
         )
         await backend.start()
@@ -366,7 +366,7 @@ def engine_decode(model: Path, n: int) -> float:
         best = 0.0
         for _ in range(3):
             gen = backend.submit(
-                GenerationRequest(prompt, n, SamplingParams(temperature=0), ignore_eos=True)
+                TokenRequest(prompt, n, SamplingParams(temperature=0), ignore_eos=True)
             )
             times = [time.perf_counter() async for _ in gen]
             best = max(best, (n - 1) / (times[-2] - times[0]))

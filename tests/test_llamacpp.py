@@ -15,10 +15,10 @@ from wai.engine.base import (
     Event,
     Failed,
     Finished,
-    GenerationRequest,
     SamplingParams,
+    TokenRequest,
 )
-from wai.engine.inthread import InThreadBackend
+from wai.engine.inthread import InThreadEngine
 from wai.engine.llamacpp import LlamaCppConfig
 
 
@@ -29,8 +29,8 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
     loop.close()
 
 
-def backend(loop: asyncio.AbstractEventLoop, **overrides: Any) -> InThreadBackend:
-    b = InThreadBackend(
+def backend(loop: asyncio.AbstractEventLoop, **overrides: Any) -> InThreadEngine:
+    b = InThreadEngine(
         LlamaCppConfig(
             path=embedded_model_path(),
             name="t",
@@ -45,15 +45,15 @@ def backend(loop: asyncio.AbstractEventLoop, **overrides: Any) -> InThreadBacken
     return b
 
 
-def request(tokens: list[int], max_tokens: int = 8) -> GenerationRequest:
-    return GenerationRequest(tokens, max_tokens, SamplingParams(temperature=0), ignore_eos=True)
+def request(tokens: list[int], max_tokens: int = 8) -> TokenRequest:
+    return TokenRequest(tokens, max_tokens, SamplingParams(temperature=0), ignore_eos=True)
 
 
-async def events_of(b: InThreadBackend, req: GenerationRequest) -> list[Event]:
+async def events_of(b: InThreadEngine, req: TokenRequest) -> list[Event]:
     return [ev async for ev in b.submit(req)]
 
 
-async def settled(b: InThreadBackend) -> None:
+async def settled(b: InThreadEngine) -> None:
     for _ in range(200):
         s = b.stats()
         if s.slots_busy == 0 and s.waiting == 0:
@@ -117,7 +117,7 @@ def test_submit_after_close_raises_and_queued_requests_end(loop: asyncio.Abstrac
         loop.run_until_complete(_submit(b, prompt))
 
 
-async def _submit(b: InThreadBackend, prompt: list[int]) -> None:
+async def _submit(b: InThreadEngine, prompt: list[int]) -> None:
     b.submit(request(prompt))
 
 
@@ -135,7 +135,7 @@ def test_vectorised_greedy_picks_what_the_sampler_chain_picks(
         chain = SamplingParams(temperature=0, repetition_penalty=1.0)
 
         async def both(params: SamplingParams) -> list[list[int]]:
-            reqs = [GenerationRequest(p, 24, params, ignore_eos=True) for p in prompts]
+            reqs = [TokenRequest(p, 24, params, ignore_eos=True) for p in prompts]
             runs = await asyncio.gather(*[events_of(b, r) for r in reqs])
             return [[ev.token for ev in evs if isinstance(ev, Delta)] for evs in runs]
 

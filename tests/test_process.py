@@ -20,14 +20,14 @@ from wai.engine.base import (
     Event,
     Failed,
     Finished,
-    GenerationRequest,
     PromptTooLong,
     SamplingParams,
+    TokenRequest,
     Usage,
 )
 from wai.engine.frontend import Frontend
 from wai.engine.llamacpp import LlamaCppConfig
-from wai.engine.process import ProcessBackend, RestartPolicy, describe_exit
+from wai.engine.process import ProcessEngine, RestartPolicy, describe_exit
 from wai.engine.worker import config_dict, config_from
 
 # --- the restart policy -----------------------------------------------------------------------
@@ -88,7 +88,7 @@ def test_events_cross_the_channel_unchanged() -> None:
 
 
 def test_a_request_crosses_the_channel_unchanged() -> None:
-    req = GenerationRequest(
+    req = TokenRequest(
         [1, 2, 3],
         9,
         SamplingParams(temperature=0.3, top_p=0.9, seed=4, logit_bias=((5, -1.5),)),
@@ -126,8 +126,8 @@ def test_frames_are_read_whole_across_partial_reads() -> None:
 # --- admission ------------------------------------------------------------------------------------
 
 
-def _req(n_prompt: int = 4, max_tokens: int = 4, busy: bool = False) -> GenerationRequest:
-    return GenerationRequest(list(range(1, n_prompt + 1)), max_tokens, reject_if_busy=busy)
+def _req(n_prompt: int = 4, max_tokens: int = 4, busy: bool = False) -> TokenRequest:
+    return TokenRequest(list(range(1, n_prompt + 1)), max_tokens, reject_if_busy=busy)
 
 
 def test_admission_counts_requests_until_their_final_event() -> None:
@@ -165,8 +165,8 @@ def test_lost_requests_fail_as_crashed_and_the_totals_stay_monotonic() -> None:
 # --- a real engine process ------------------------------------------------------------------------
 
 
-def _backend(policy: RestartPolicy) -> ProcessBackend:
-    return ProcessBackend(
+def _backend(policy: RestartPolicy) -> ProcessEngine:
+    return ProcessEngine(
         LlamaCppConfig(
             path=embedded_model_path(),
             name="t",
@@ -179,14 +179,14 @@ def _backend(policy: RestartPolicy) -> ProcessBackend:
     )
 
 
-def _kill(b: ProcessBackend) -> None:
+def _kill(b: ProcessEngine) -> None:
     pid = b.info["pid"]
     assert isinstance(pid, int)
     os.kill(pid, signal.SIGKILL)
 
 
-async def _events(b: ProcessBackend, prompt: list[int], n: int) -> list[Event]:
-    req = GenerationRequest(prompt, n, SamplingParams(temperature=0), ignore_eos=True)
+async def _events(b: ProcessEngine, prompt: list[int], n: int) -> list[Event]:
+    req = TokenRequest(prompt, n, SamplingParams(temperature=0), ignore_eos=True)
     return [ev async for ev in b.submit(req)]
 
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from wai.engine.base import GenerationRequest
+from wai.engine.base import TokenRequest
 from wai.engine.scheduler import Scheduler, Seq
 
 CHUNK = 4
 
 
 def seq(n_prompt: int) -> Seq:
-    return Seq(GenerationRequest(list(range(1, n_prompt + 1)), max_tokens=8))
+    return Seq(TokenRequest(list(range(1, n_prompt + 1)), max_tokens=8))
 
 
 def plan_of(s: Scheduler) -> list[tuple[Seq, list[int], int, bool]]:
@@ -83,7 +83,7 @@ def test_remove_a_waiting_sequence() -> None:
 def test_prefix_cache_picks_the_longest_shared_prefix_cut_at_a_chunk_boundary() -> None:
     s = Scheduler(n_slots=3, token_budget=64, chunk=CHUNK)
     s.slot_cache = [[1, 2, 9], list(range(1, 8)), []]
-    new = Seq(GenerationRequest([1, 2, 3, 4, 5, 6, 70, 80], max_tokens=4))
+    new = Seq(TokenRequest([1, 2, 3, 4, 5, 6, 70, 80], max_tokens=4))
     s.add(new)
     s.admit()
     assert new.slot == 1 and new.cached == 4 and new.n_past == 4  # 6 shared, cut to 4
@@ -123,7 +123,7 @@ def test_an_unrelated_prompt_takes_the_least_recently_used_slot() -> None:
     s.admit()
     s.remove(a)  # slot 0, used first
     s.remove(b)  # slot 1
-    c = Seq(GenerationRequest([99], max_tokens=1))
+    c = Seq(TokenRequest([99], max_tokens=1))
     s.add(c)
     s.admit()
     assert c.slot == 0

@@ -1,4 +1,4 @@
-"""wai/tools.py: which syntax a template gets, the grammar around a call, and the parser that
+"""wai/engine/tools.py: which syntax a template gets, the grammar around a call, and the parser that
 reads calls back (whole, and streamed in any split)."""
 
 from __future__ import annotations
@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 
 from wai.catalog import embedded_model_path
-from wai.chat import CHATML, JinjaFormat, Llama2Format, Message
 from wai.engine import grammar
+from wai.engine.base import Tool
+from wai.engine.chat import CHATML, JinjaFormat, Llama2Format, Message
 from wai.engine.gguf import load_tokenizer
-from wai.tools import (
+from wai.engine.tools import (
     SYNTAXES,
-    Tool,
     ToolPlan,
     call_grammar,
     generic_messages,

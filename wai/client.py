@@ -292,22 +292,21 @@ class LocalAi:
 async def _local_events(
     runtime: Any, model: str, inputs: dict[str, Any]
 ) -> AsyncIterator[dict[str, Any]]:
-    from wai.engine.base import Delta, EngineError, Failed, Finished
+    from wai.engine.base import Delta, EngineError, Failed, Finished, ToolCalls
     from wai.errors import RequestError
     from wai.runtime import classify
     from wai.schemas.text_generation import parse_text_generation
-    from wai.tools import Calls, split_calls
 
     try:
-        served, generation = await runtime.submit(model, parse_text_generation(inputs))
+        _, generation = await runtime.submit(model, parse_text_generation(inputs))
     except (RequestError, EngineError) as e:
         f = classify(e)
         raise AiError(f.code, f"AiError: {f.message}", f.status) from e
     # with tools: text that may start a call held back, the calls in one event at the end
-    async for ev in split_calls(generation, served.tools):
+    async for ev in generation:
         if isinstance(ev, Delta):
             yield {"response": ev.text}
-        elif isinstance(ev, Calls):
+        elif isinstance(ev, ToolCalls):
             yield {
                 "response": "",
                 "tool_calls": [{"name": c.name, "arguments": c.arguments} for c in ev.calls],

@@ -8,6 +8,7 @@ from __future__ import annotations
 BAD_INPUT = 5006
 NO_SUCH_MODEL = 5007
 REQUEST_TOO_LARGE = 3006
+TIMEOUT = 3007
 ABORTED = 3008
 RATE_LIMITED = 3021
 ACCOUNT_LIMITED = 3036  # the daily neuron allocation is spent

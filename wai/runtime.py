@@ -13,9 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from wai import sources, tools
+from wai import sources
 from wai.catalog import EMBEDDED_NAME, Catalog, ModelSpec, embedded_model_path
-from wai.chat import ChatFormat, ChatTemplateError, Message, format_for
 from wai.engine import grammar
 from wai.engine.base import (
     Backend,
@@ -24,13 +23,20 @@ from wai.engine.base import (
     EngineStopped,
     Generation,
     GenerationRequest,
+    Message,
     PromptTooLong,
     SamplingParams,
+    TokenEngine,
+    Tool,
+    ToolsRequest,
+    UpstreamError,
 )
 from wai.engine.gguf import ModelLoadError, kv_cache_bytes, read_metadata
-from wai.engine.inthread import InThreadBackend
+from wai.engine.inthread import InThreadEngine
 from wai.engine.llamacpp import LlamaCppConfig
-from wai.engine.process import ProcessBackend
+from wai.engine.local import LocalBackend
+from wai.engine.process import ProcessEngine
+from wai.engine.upstream import UpstreamBackend
 from wai.engine.weights import compute_size
 from wai.errors import (
     BAD_INPUT,
@@ -74,6 +80,8 @@ def classify(e: Exception) -> Failure:
         return Failure(400, BAD_INPUT, bad_input_message(e))
     if isinstance(e, EngineBusy):
         return Failure(429, OUT_OF_CAPACITY, str(e), retry_after=1)
+    if isinstance(e, UpstreamError):
+        return Failure(e.status, e.code, e.message, retry_after=e.retry_after)
     if isinstance(e, RequestError):
         return Failure(400, BAD_INPUT, e.message)
     return Failure(500, INTERNAL, "Internal error")
@@ -81,13 +89,12 @@ def classify(e: Exception) -> Failure:
 
 @dataclass(frozen=True, slots=True)
 class Served:
-    """A model id as this server answers it: the catalog entry and the local model behind it."""
+    """A model id as this server answers it: the catalog entry and the model behind it (local
+    or upstream: the same contract)."""
 
     model_id: str
     spec: ModelSpec
     backend: Backend
-    chat: ChatFormat
-    tools: tools.ToolPlan | None = None  # the request's tools, when it offers any
 
     @property
     def local_name(self) -> str:
@@ -116,8 +123,10 @@ class Runtime:
         for name, local in list(self._local.items()):
             if name == EMBEDDED_NAME and settings.default_model is None:
                 continue  # the packaged one: where pip put it
+            if local.upstreams:
+                continue  # served by other servers: nothing to find here
             try:
-                path = sources.resolve(local.path, settings.model_roots)
+                path = sources.resolve(local.local_path, settings.model_roots)
             except ModelSourceError as e:
                 self.failed[name] = str(e)
                 continue
@@ -126,15 +135,13 @@ class Runtime:
         self._routes: dict[str, str] = {
             mid: name for name, m in self._local.items() for mid in m.serves
         }
-        self._formats: dict[str, tuple[Backend, ChatFormat]] = {}
         self.registry: Registry | None = None
-        self._grammars_checked: set[tuple[str, int]] = set()
         self.ready = False
 
     def _config(self, name: str, local: LocalModel) -> LlamaCppConfig:
         e = self.settings.engine
         return LlamaCppConfig(
-            path=local.path,
+            path=local.local_path,
             name=name,
             n_slots=local.slots or e.slots,
             n_ctx_seq=local.ctx_per_slot or e.ctx_per_slot,
@@ -152,19 +159,33 @@ class Runtime:
         )
 
     def _backend(self, name: str, local: LocalModel) -> Backend:
+        max_waiting = self.settings.engine.max_waiting
+        if local.upstreams:
+            log.info("serving %s from %s", name, ", ".join(u.url for u in local.upstreams))
+            return UpstreamBackend(
+                name,
+                local.upstreams,
+                health_interval_s=local.health_interval_s,
+                max_waiting=max_waiting,
+            )
         config = self._config(name, local)
         log.info("loading %s from %s", name, local.path)
-        if self.settings.engine.isolation == "process":
-            return ProcessBackend(config)
-        return InThreadBackend(config)
+        engine: TokenEngine = (
+            ProcessEngine(config)
+            if self.settings.engine.isolation == "process"
+            else InThreadEngine(config)
+        )
+        return LocalBackend(engine, local.template, max_waiting)
 
     def _estimate(self, name: str, local: LocalModel) -> int:
         """Bytes a model will hold once loaded (weights + KV cache), from its file alone;
-        0 when the file cannot be read (its load will say why)."""
+        0 when the file cannot be read (its load will say why), or for an upstream model."""
+        if local.upstreams:
+            return 0
         config = self._config(name, local)
         try:
-            meta = read_metadata(local.path)
-            weights = compute_size(local.path, meta, config.weights, config.cache_dir)
+            meta = read_metadata(local.local_path)
+            weights = compute_size(local.local_path, meta, config.weights, config.cache_dir)
         except (ModelLoadError, OSError):
             return 0
         return weights + kv_cache_bytes(meta, config.n_ctx_seq * config.n_slots)
@@ -174,7 +195,8 @@ class Runtime:
         for name, local in self._local.items():
             if name in self.failed:
                 continue
-            eager = local.load == "eager" or name == self._default
+            # starting an upstream model only starts its health checks: always at boot
+            eager = local.load == "eager" or name == self._default or bool(local.upstreams)
             models[name] = (local, eager, await asyncio.to_thread(self._estimate, name, local))
         budget = self.settings.memory_budget
         self.registry = Registry(
@@ -195,7 +217,7 @@ class Runtime:
 
     @property
     def backends(self) -> dict[str, Backend]:
-        """The local models loaded now."""
+        """The models loaded (local) or started (upstream) now."""
         return self.registry.loaded() if self.registry is not None else {}
 
     def local_name_for(self, model_id: str) -> str | None:
@@ -230,6 +252,8 @@ class Runtime:
         backend = self.backends.get(name)
         if backend is not None:
             return backend.n_ctx_seq
+        if self._local[name].upstreams:
+            return None
         return self._local[name].ctx_per_slot or self.settings.engine.ctx_per_slot
 
     def local_models(self) -> dict[str, LocalModel]:
@@ -246,68 +270,53 @@ class Runtime:
             raise ModelUnavailable(model_id, failure)
         return name
 
-    def _chat_format(self, name: str, backend: Backend) -> ChatFormat:
-        cached = self._formats.get(name)
-        if cached is None or cached[0] is not backend:  # first load, or loaded again
-            fmt = format_for(self._local[name].template, backend.chat_template, backend.tokenizer)
-            self._formats[name] = cached = (backend, fmt)
-        return cached[1]
-
-    def prompt_tokens(self, served: Served, inp: TextGenerationInput) -> list[int]:
-        tok = served.backend.tokenizer
+    def generation_request(
+        self,
+        model_id: str,
+        name: str,
+        inp: TextGenerationInput,
+        stop: Sequence[str] = (),
+        logit_bias: Sequence[tuple[int, float]] = (),
+    ) -> GenerationRequest:
+        """The validated request any backend takes: the chat (a prompt becomes one user turn,
+        after the model's default system prompt) or a raw prompt, sampling, limits, tools."""
+        spec = self.spec_for(model_id)
+        prompt = None
+        messages: tuple[Message, ...] | None = None
         if inp.prompt is not None and inp.raw:
-            ids = tok.tokenize(inp.prompt, add_special=True, parse_special=True)
-            # Text the vocabulary has no token for (e.g. a lone control character) leaves
-            # nothing to continue from: continue from the start of a text, as for "".
-            return ids or ([tok.bos_id] if tok.bos_id >= 0 else [])
-        if inp.prompt is not None:
-            messages = [Message("user", inp.prompt)]
-            if served.spec.default_system:
-                messages.insert(0, Message("system", served.spec.default_system))
+            prompt = inp.prompt
+        elif inp.prompt is not None:
+            system = [Message("system", spec.default_system)] if spec.default_system else []
+            messages = (*system, Message("user", inp.prompt))
         else:
-            messages = [_message(i, m) for i, m in enumerate(inp.messages or [])]
-        plan = served.tools
-        native = tools.syntax_for(served.chat)[1]
-        if (plan is not None and not plan.native) or (not native and tools.needs_rewrite(messages)):
-            # a template that knows no tools: wai's system message, plain turns for the history
-            messages = tools.generic_messages(messages, plan.tools if plan is not None else ())
-        offered = [t.openai() for t in plan.tools] if plan is not None and plan.native else None
-        try:
-            return served.chat.encode(messages, tok, offered)
-        except ChatTemplateError as e:
-            raise InvalidInput(str(e)) from e
-
-    def _checked(self, served: Served, gbnf: str) -> str:
-        """A grammar, checked by llama.cpp's parser for this model's vocabulary (once per
-        grammar and model). Raises GrammarError."""
-        key = (served.local_name, hash(gbnf))
-        if key not in self._grammars_checked:
-            grammar.check_grammar(served.backend.tokenizer.vocab, gbnf)
-            self._grammars_checked.add(key)
-        return gbnf
-
-    def _grammar(
-        self, served: Served, schema: dict[str, Any] | None
-    ) -> tuple[str | None, str | None]:
-        """The grammar the output must follow (JSON mode's, or the tool calls'), and its lazy
-        trigger. Raises InvalidInput naming what is wrong."""
-        if served.tools is not None:
-            try:
-                gbnf, trigger = served.tools.grammar()
-                return self._checked(served, gbnf), trigger
-            except grammar.GrammarError as e:
-                raise InvalidInput(f"'/tools': {e}") from e
-        if schema is None:
-            return None, None
-        try:
-            return self._checked(served, grammar.schema_grammar(schema)), None
-        except grammar.GrammarError as e:
-            raise InvalidInput(f"'/response_format': {e}") from e
+            messages = tuple(_message(i, m) for i, m in enumerate(inp.messages or []))
+        return GenerationRequest(
+            max_tokens=self.max_tokens(name, inp),
+            messages=messages,
+            prompt=prompt,
+            sampling=SamplingParams(
+                temperature=inp.temperature,
+                top_p=inp.top_p,
+                min_p=inp.min_p,
+                top_k=inp.top_k,
+                seed=inp.seed,
+                repetition_penalty=inp.repetition_penalty,
+                frequency_penalty=inp.frequency_penalty,
+                presence_penalty=inp.presence_penalty,
+                logit_bias=(*logit_bias, *inp.bias()),
+            ),
+            json_schema=inp.json_schema,
+            tools=self.tools_request(inp),
+            reject_if_busy=bool(inp.options and inp.options.reject_if_busy),
+            ignore_eos=inp.ignore_eos,
+            stop=tuple(stop),
+        )
 
     @staticmethod
-    def tool_plan(chat: ChatFormat, inp: TextGenerationInput) -> tools.ToolPlan | None:
-        """The request's tools as the engine will enforce them; None without tools (or with
-        tool_choice "none": the model then answers in text, and sees no tools)."""
+    def tools_request(inp: TextGenerationInput) -> ToolsRequest | None:
+        """The request's tools, each `parameters` checked against what the grammar supports;
+        None without tools (or with tool_choice "none": the model then answers in text, and
+        sees no tools)."""
         offered = inp.functions_offered()
         choice = inp.tool_choice
         if not offered or choice == "none":
@@ -319,17 +328,12 @@ class Runtime:
                 grammar.check_schema(params, f"{path}/parameters")
             except grammar.GrammarError as e:
                 raise InvalidInput(str(e)) from e
-            defs.append(tools.Tool(fn.name, fn.description or "", params))
-        named = choice.function.name if isinstance(choice, NamedToolChoice) else None
-        syntax, native = tools.syntax_for(chat)
-        return tools.ToolPlan(
-            syntax=syntax,
-            native=native,
-            tools=tuple(defs),
-            allowed=tuple(d for d in defs if named is None or d.name == named),
-            required=choice == "required" or named is not None,
-            parallel=inp.parallel_tool_calls and named is None,
-        )
+            defs.append(Tool(fn.name, fn.description or "", params))
+        if isinstance(choice, NamedToolChoice):  # the schema checked that it is offered
+            choice_name = choice.function.name
+        else:
+            choice_name = "required" if choice == "required" else "auto"
+        return ToolsRequest(tuple(defs), choice_name, inp.parallel_tool_calls)
 
     def limits(self, name: str) -> Limits:
         """The server's limits with the model's own overrides."""
@@ -358,16 +362,6 @@ class Runtime:
                     f"'/messages/{i}/content': longer than {lim.max_message_chars} characters"
                 )
 
-    @staticmethod
-    def check_logit_bias(served: Served, logit_bias: Sequence[tuple[int, float]]) -> None:
-        n_vocab = served.backend.tokenizer.n_vocab
-        for token, _ in logit_bias:
-            if not 0 <= token < n_vocab:
-                raise InvalidInput(
-                    f"'/logit_bias': token {token} is not in the model's "
-                    f"vocabulary (0..{n_vocab - 1})"
-                )
-
     async def submit(
         self,
         model_id: str,
@@ -380,6 +374,7 @@ class Runtime:
         it."""
         name = self.name_for(model_id)
         self.check_limits(name, inp)
+        request = self.generation_request(model_id, name, inp, stop, logit_bias)
         assert self.registry is not None, "Runtime.start() first"
         try:
             backend = await self.registry.acquire(name)
@@ -388,49 +383,13 @@ class Runtime:
         try:
             if backend.failure is not None:
                 raise ModelUnavailable(model_id, backend.failure)
-            chat = self._chat_format(name, backend)
-            plan = self.tool_plan(chat, inp)
-            served = Served(model_id, self.spec_for(model_id), backend, chat, plan)
-            logit_bias = [*logit_bias, *inp.bias()]
-            self.check_logit_bias(served, logit_bias)
-            schema = inp.json_schema
-            # compiling a schema (and a large input) happens on a worker thread
-            gbnf, trigger = (
-                await asyncio.to_thread(self._grammar, served, schema)
-                if schema is not None or plan is not None
-                else (None, None)
-            )
-            if _size(inp) > OFF_LOOP_CHARS:  # templating and tokenizing a large input
-                tokens = await asyncio.to_thread(self.prompt_tokens, served, inp)
-            else:
-                tokens = self.prompt_tokens(served, inp)
-            request = GenerationRequest(
-                prompt_tokens=tokens,
-                max_tokens=self.max_tokens(name, inp),
-                sampling=SamplingParams(
-                    temperature=inp.temperature,
-                    top_p=inp.top_p,
-                    min_p=inp.min_p,
-                    top_k=inp.top_k,
-                    seed=inp.seed,
-                    repetition_penalty=inp.repetition_penalty,
-                    frequency_penalty=inp.frequency_penalty,
-                    presence_penalty=inp.presence_penalty,
-                    logit_bias=tuple(logit_bias),
-                    grammar=gbnf,
-                    trigger=trigger,
-                ),
-                reject_if_busy=bool(inp.options and inp.options.reject_if_busy),
-                ignore_eos=inp.ignore_eos,
-                stop=tuple(stop),
-            )
-            generation = backend.submit(request)
+            generation = await backend.submit(request)
         except BaseException:
             self.registry.release(name)
             raise
         registry = self.registry
         generation.add_done_callback(lambda: registry.release(name))
-        return served, generation
+        return Served(model_id, self.spec_for(model_id), backend), generation
 
     def stats(self) -> dict[str, EngineStats]:
         return {name: b.stats() for name, b in self.backends.items()}
@@ -453,12 +412,8 @@ class Runtime:
             elif backend is None:
                 if m["load"] == "eager":
                     reasons.append(f"{name}: {m['state']}")
-            else:
-                if backend.info.get("state", "up") != "up":
-                    reasons.append(f"{name}: engine {backend.info.get('state')}")
-                waiting = backend.stats().waiting
-                if waiting >= self.settings.engine.max_waiting:
-                    reasons.append(f"{name}: queue full ({waiting} waiting)")
+            elif (why := backend.unready()) is not None:
+                reasons.append(f"{name}: {why}")
         return reasons
 
     def failures(self) -> dict[str, str]:
@@ -466,15 +421,6 @@ class Runtime:
         given_up = {n: b.failure for n, b in self.backends.items() if b.failure is not None}
         refused = self.registry.failures() if self.registry is not None else {}
         return {**self.failed, **refused, **given_up}
-
-
-OFF_LOOP_CHARS = 16_384  # inputs longer than this are templated and tokenized on a worker thread
-
-
-def _size(inp: TextGenerationInput) -> int:
-    if inp.prompt is not None:
-        return len(inp.prompt)
-    return sum(len(m.text()) for m in inp.messages or [])
 
 
 def _message(i: int, m: ChatMessage) -> Message:

@@ -18,6 +18,13 @@ Example `wai.toml`:
     path = "/models/llama-2-7b-chat.Q4_K_M.gguf"
     template = "llama2"
     serves = ["@cf/meta/llama-2-7b-chat-int8", "@cf/meta/llama-2-7b-chat-fp16"]
+
+    [models.llama3-70b]  # served by OpenAI-compatible servers (vLLM, llama-server, TGI, Ollama)
+    serves = ["@cf/meta/llama-3.1-70b-instruct"]
+    upstreams = [
+      {url = "http://gpu-1:8000/v1", model = "meta-llama/Llama-3.1-70B-Instruct"},
+      {url = "http://gpu-2:8000/v1", model = "meta-llama/Llama-3.1-70B-Instruct"},
+    ]
 """
 
 from __future__ import annotations
@@ -29,7 +36,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ByteSize, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ByteSize,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    model_validator,
+)
 
 
 class _Strict(BaseModel):
@@ -100,8 +115,46 @@ class ModelLimits(_Strict):
     max_message_chars: int | None = Field(None, ge=1, description="length of one message")
 
 
+class Upstream(_Strict):
+    """One OpenAI-compatible server (a replica) serving a model: vLLM's `vllm serve`, llama.cpp's
+    `llama-server`, TGI, Ollama's `/v1`."""
+
+    url: str = Field(
+        pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$",
+        max_length=2048,
+        description="its OpenAI base URL, e.g. http://gpu-1:8000/v1",
+    )
+    model: str | None = Field(
+        None, max_length=512, description="the model name it serves (None: the entry's name)"
+    )
+    api_key_env: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="environment variable holding its API key (sent as a Bearer token)",
+    )
+    max_in_flight: int = Field(64, ge=1, le=100_000, description="requests at once")
+    timeout_s: float = Field(
+        600.0, gt=0, le=86_400, description="seconds for a whole request (3007 past it)"
+    )
+    connect_timeout_s: float = Field(5.0, gt=0, le=600, description="seconds to connect")
+    # read from `api_key_env` by load_settings: never written in a file
+    _api_key: str | None = PrivateAttr(None)
+
+    @property
+    def api_key(self) -> str | None:
+        return self._api_key
+
+
+_LOCAL_ONLY = ("path", "slots", "ctx_per_slot", "gpu_layers", "threads")
+
+
 class LocalModel(_Strict):
-    path: Path
+    """A model entry: a GGUF file served here (`path`), or upstream servers (`upstreams`)."""
+
+    path: Path | None = None
+    upstreams: list[Upstream] = Field(default_factory=list, max_length=64)
+    # upstream models: seconds between health checks of each replica
+    health_interval_s: float = Field(5.0, ge=0.1, le=3600)
     template: Literal["auto", "llama2", "chatml"] = "auto"
     serves: list[str] = Field(default_factory=list)
     # None: engine.* of the server
@@ -111,6 +164,26 @@ class LocalModel(_Strict):
     threads: int | None = Field(None, ge=0, le=1024)
     load: Literal["lazy", "eager"] = "lazy"
     limits: ModelLimits = ModelLimits()
+
+    @model_validator(mode="after")
+    def _local_or_upstream(self) -> LocalModel:
+        if self.upstreams:
+            given = [f for f in _LOCAL_ONLY if getattr(self, f) is not None]
+            if self.template != "auto":
+                given.append("template")
+            if given:
+                raise ValueError(
+                    f"{', '.join(given)}: only for a local model, not one with upstreams"
+                )
+        elif self.path is None:
+            raise ValueError("a model needs a `path` (a GGUF file) or `upstreams`")
+        return self
+
+    @property
+    def local_path(self) -> Path:
+        """The GGUF file of a local model."""
+        assert self.path is not None, "an upstream model has no file"
+        return self.path
 
 
 class Settings(_Strict):
@@ -253,6 +326,22 @@ def load_settings(
         if value is not None:
             _set(data, key, value)
     try:
-        return Settings.model_validate(data)
+        settings = Settings.model_validate(data)
     except ValidationError as e:
         raise SettingsError(str(e)) from e
+    resolve_api_keys(settings, env)
+    return settings
+
+
+def resolve_api_keys(settings: Settings, env: Mapping[str, str]) -> None:
+    """Each upstream's API key, from the variable its `api_key_env` names (which must be set)."""
+    for name, model in settings.models.items():
+        for i, up in enumerate(model.upstreams):
+            if up.api_key_env is None:
+                continue
+            key = env.get(up.api_key_env)
+            if not key:
+                raise SettingsError(
+                    f"models.{name}.upstreams[{i}].api_key_env: {up.api_key_env} is not set"
+                )
+            up._api_key = key

@@ -123,7 +123,9 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         app,
         settings,
         runtime.known_ids(),
-        lambda: min((b.tokenizer.n_vocab for b in runtime.backends.values()), default=None),
+        lambda: min(
+            (v for b in runtime.backends.values() if (v := b.n_vocab) is not None), default=None
+        ),
     )
     app.add_exception_handler(CFError, _cf_error)
     app.add_exception_handler(HTTPException, _http_error)

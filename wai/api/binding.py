@@ -103,13 +103,13 @@ async def run_binding(request: Request) -> Response:
         return binding_error(to_cf_error(e), request_id)
     headers = {"x-wai-model": served.local_name, "cf-ai-req-id": request_id}
     if parsed.stream:
-        return GenerationResponse(generation, cf_sse(generation, served.tools), headers)
+        return GenerationResponse(generation, cf_sse(generation), headers)
     done = await collect(request, generation)
     if done is None:
         return binding_error(CFError.inference(408, ABORTED, "Aborted"), request_id)
     if isinstance(done.final, Failed):
         return binding_error(failed_error(done.final), request_id)
-    result: dict[str, Any] = cf_result(done.text, served.tools, parsed)
+    result: dict[str, Any] = cf_result(done.text, done.calls, parsed)
     if parsed.json_schema is not None:
         try:
             result["response"] = json_response(done.text, done.final)

@@ -10,11 +10,10 @@ from typing import Any
 
 from wai.api import sse
 from wai.api.errors import CFError, bad_input
-from wai.engine.base import Delta, Failed, Finished, Generation, Usage
-from wai.errors import INTERNAL, MODEL_UNAVAILABLE
+from wai.engine.base import Delta, Failed, Finished, Generation, ToolCall, ToolCalls, Usage
+from wai.errors import INTERNAL, MODEL_UNAVAILABLE, TIMEOUT
 from wai.runtime import classify
 from wai.schemas.text_generation import TextGenerationInput
-from wai.tools import Calls, ToolCall, ToolPlan, split_calls
 
 
 def usage_dict(usage: Usage) -> dict[str, Any]:
@@ -59,7 +58,9 @@ def failed_error(f: Failed) -> CFError:
     a retry: the model's engine is restarting) when its engine process died under it, else 500."""
     if f.crashed:
         return CFError.inference(503, MODEL_UNAVAILABLE, f.message, headers={"retry-after": "1"})
-    return CFError.inference(500, INTERNAL, f.message)
+    if f.code == TIMEOUT:
+        return CFError.inference(408, TIMEOUT, f.message)
+    return CFError.inference(500, f.code or INTERNAL, f.message)
 
 
 def cf_tool_calls(calls: list[ToolCall]) -> list[dict[str, Any]]:
@@ -67,26 +68,25 @@ def cf_tool_calls(calls: list[ToolCall]) -> list[dict[str, Any]]:
     return [{"name": c.name, "arguments": c.arguments} for c in calls]
 
 
-def cf_result(text: str, plan: ToolPlan | None, inp: TextGenerationInput) -> dict[str, Any]:
+def cf_result(text: str, calls: list[ToolCall], inp: TextGenerationInput) -> dict[str, Any]:
     """`response` (and, when the request offered tools, `tool_calls`) of a whole answer."""
-    if plan is None:
-        return {"response": text, "tool_calls": []} if inp.tools else {"response": text}
-    content, calls = plan.parse(text)
-    return {"response": content, "tool_calls": cf_tool_calls(calls)}
+    if not inp.tools:
+        return {"response": text}
+    return {"response": text, "tool_calls": cf_tool_calls(calls)}
 
 
-async def cf_sse(generation: Generation, plan: ToolPlan | None = None) -> AsyncIterator[bytes]:
+async def cf_sse(generation: Generation) -> AsyncIterator[bytes]:
     """Workers AI's stream: a padded event per token, a usage event, [DONE]; a failure is an
-    error event (the status line has gone out already). With tools, text that may start a
-    call is held back, and the calls come in one event before the usage."""
-    async for ev in split_calls(generation, plan):
+    error event (the status line has gone out already). With tools, the calls come in one
+    event before the usage."""
+    async for ev in generation:
         if isinstance(ev, Delta):
             yield sse.event({"response": ev.text, "p": sse.padding(ev.text)})
-        elif isinstance(ev, Calls):
+        elif isinstance(ev, ToolCalls):
             yield sse.event({"response": "", "tool_calls": cf_tool_calls(ev.calls)})
         elif isinstance(ev, Finished):
             yield sse.event({"response": "", "usage": usage_dict(ev.usage)})
         else:
-            code = MODEL_UNAVAILABLE if ev.crashed else INTERNAL
+            code = ev.code or (MODEL_UNAVAILABLE if ev.crashed else INTERNAL)
             yield sse.event({"response": "", "error": {"code": code, "message": ev.message}})
     yield sse.DONE

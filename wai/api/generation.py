@@ -13,7 +13,7 @@ from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from wai.api import sse
-from wai.engine.base import Delta, Failed, Finished, Generation
+from wai.engine.base import Delta, Failed, Finished, Generation, ToolCall, ToolCalls
 
 
 class GenerationResponse(StreamingResponse):
@@ -38,6 +38,7 @@ class GenerationResponse(StreamingResponse):
 class Completed:
     text: str
     final: Finished | Failed
+    calls: list[ToolCall]
 
 
 async def collect(request: Request, generation: Generation) -> Completed | None:
@@ -58,11 +59,14 @@ async def collect(request: Request, generation: Generation) -> Completed | None:
 
 async def _collect(generation: Generation) -> Completed:
     parts: list[str] = []
+    calls: list[ToolCall] = []
     async for ev in generation:
         if isinstance(ev, Delta):
             parts.append(ev.text)
+        elif isinstance(ev, ToolCalls):
+            calls.extend(ev.calls)
         else:
-            return Completed("".join(parts), ev)
+            return Completed("".join(parts), ev, calls)
     raise RuntimeError("generation ended without a final event")
 
 

@@ -18,12 +18,11 @@ from wai.api.body import read_json
 from wai.api.errors import CFError, openai_error, openai_from_cf
 from wai.api.framing import to_cf_error, usage_dict
 from wai.api.generation import GenerationResponse, collect
-from wai.engine.base import Delta, EngineError, Failed, Finished, Generation
-from wai.errors import RequestError
+from wai.engine.base import Delta, EngineError, Failed, Finished, Generation, ToolCall, ToolCalls
+from wai.errors import TIMEOUT, RequestError
 from wai.runtime import Runtime
 from wai.schemas.openai import InvalidOpenAIRequest, parse_chat, parse_completion
 from wai.schemas.text_generation import TextGenerationInput
-from wai.tools import Calls, ToolCall, ToolPlan, split_calls
 
 router = APIRouter()
 
@@ -55,7 +54,7 @@ async def _handle(request: Request, parse: Parser, chat: bool) -> Response:
     headers = {"x-wai-model": served.local_name}
     if req.stream:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
-        chunks = _chunks(generation, meta, include_usage, chat, served.tools)
+        chunks = _chunks(generation, meta, include_usage, chat)
         return GenerationResponse(generation, chunks, headers)
     done = await collect(request, generation)
     if done is None:
@@ -65,19 +64,19 @@ async def _handle(request: Request, parse: Parser, chat: bool) -> Response:
             return openai_error(
                 503, done.final.message, code="engine_restarting", headers={"retry-after": "1"}
             )
+        if done.final.code == TIMEOUT:
+            return openai_error(408, done.final.message, code="timeout")
         return openai_error(500, done.final.message, code="inference_failed")
     reason = _finish_reason(done.final)
     if chat:
         message: dict[str, Any] = {"role": "assistant", "content": done.text}
-        if served.tools is not None:
-            content, calls = served.tools.parse(done.text)
-            if calls:
-                message = {
-                    "role": "assistant",
-                    "content": content or None,
-                    "tool_calls": [_tool_call(c) for c in calls],
-                }
-                reason = "tool_calls"
+        if done.calls:
+            message = {
+                "role": "assistant",
+                "content": done.text or None,
+                "tool_calls": [_tool_call(c) for c in done.calls],
+            }
+            reason = "tool_calls"
         choice: dict[str, Any] = {
             "index": 0,
             "message": message,
@@ -90,6 +89,12 @@ async def _handle(request: Request, parse: Parser, chat: bool) -> Response:
         {**meta, "object": obj, "choices": [choice], "usage": usage_dict(done.final.usage)},
         headers=headers,
     )
+
+
+def _failed_code(ev: Failed) -> str:
+    if ev.crashed:
+        return "engine_restarting"
+    return "timeout" if ev.code == TIMEOUT else "inference_failed"
 
 
 def _tool_call(call: ToolCall) -> dict[str, Any]:
@@ -105,7 +110,6 @@ async def _chunks(
     meta: dict[str, Any],
     include_usage: bool,
     chat: bool,
-    plan: ToolPlan | None,
 ) -> AsyncIterator[bytes]:
     """OpenAI stream chunks: chat.completion.chunk (deltas) or text_completion (text). With
     tools, text that may start a call is held back; each call is then a delta with its id and
@@ -128,11 +132,11 @@ async def _chunks(
         return chunk([{"index": 0, "delta": {"tool_calls": calls}, "finish_reason": None}])
 
     called = False
-    async for ev in split_calls(generation, plan):
+    async for ev in generation:
         if isinstance(ev, Delta):
             if ev.text:
                 yield chunk([choice(ev.text)])
-        elif isinstance(ev, Calls):
+        elif isinstance(ev, ToolCalls):
             for i, call in enumerate(ev.calls):
                 head = _tool_call(call)
                 head["function"] = {"name": call.name, "arguments": ""}
@@ -150,7 +154,7 @@ async def _chunks(
                         "message": ev.message,
                         "type": "server_error",
                         "param": None,
-                        "code": "engine_restarting" if ev.crashed else "inference_failed",
+                        "code": _failed_code(ev),
                     }
                 }
             )

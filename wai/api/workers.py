@@ -42,7 +42,7 @@ async def run_model(request: Request, account_id: str, model: str) -> Response:
         return to_cf_error(e).response(request_id)
     headers = {"x-wai-model": served.local_name, "cf-ai-req-id": request_id}
     if inputs.stream:
-        return GenerationResponse(generation, cf_sse(generation, served.tools), headers)
+        return GenerationResponse(generation, cf_sse(generation), headers)
     return await _complete(request, served, generation, request_id, headers, inputs)
 
 
@@ -61,7 +61,7 @@ async def _complete(
         ).response(request_id)
     if isinstance(done.final, Failed):
         return failed_error(done.final).response(request_id)
-    result: dict[str, Any] = cf_result(done.text, served.tools, inputs)
+    result: dict[str, Any] = cf_result(done.text, done.calls, inputs)
     if inputs.json_schema is not None:
         try:
             result["response"] = json_response(done.text, done.final)

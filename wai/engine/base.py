@@ -1,15 +1,26 @@
-"""The engine contract: what the web layer may ask of a backend, and what comes back.
+"""The engine contract: what the runtime may ask of a backend, and what comes back.
 
-A backend owns one loaded model. The web layer hands it a `GenerationRequest` (prompt tokens
-already built) through `submit`, and reads `Event`s from the returned `Generation` until a
-`Finished` (or `Failed`) arrives. `cancel` is a message, not a lock: the backend retires the
-sequence at its next step and frees its KV cells. Nothing here knows about HTTP.
+Two levels:
+
+- `Backend`: one model as the runtime sees it. It takes a validated `GenerationRequest` (chat
+  messages or a raw prompt, sampling, limits, JSON schema, tools) through `submit` and answers
+  a `Generation`: `Delta`s of text, the `ToolCalls` if the model called tools, then `Finished`
+  (or `Failed`). Two kinds implement it: `local.LocalBackend` (templating, tokenizing and
+  grammars in front of a llama.cpp `TokenEngine`) and `upstream.UpstreamBackend` (OpenAI-
+  compatible servers: vLLM, llama-server, TGI, Ollama). The runtime never knows which.
+- `TokenEngine`: a llama.cpp model behind a scheduler, in this process or its own. It takes a
+  `TokenRequest` (prompt tokens already built) and answers the same events.
+
+`cancel` is a message, not a lock: the engine retires the sequence at its next step and frees
+its KV cells; an upstream request is aborted, which frees the upstream's slot. Nothing here
+knows about HTTP.
 """
 
 from __future__ import annotations
 
 import abc
 import itertools
+import json
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -46,8 +57,101 @@ class SamplingParams:
     trigger: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One chat message as backends take it: tool calls in OpenAI's form, with their
+    arguments as objects (what chat templates expect)."""
+
+    role: str
+    content: str
+    # OpenAI's form, arguments as objects: [{"id", "type": "function", "function": {…}}]
+    tool_calls: tuple[dict[str, Any], ...] = ()
+    tool_call_id: str | None = None  # a tool result's call
+    name: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """What a chat template (or an OpenAI-compatible server) sees. Keys are present only
+        when set: templates test `'tool_calls' in message`."""
+        out: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.tool_calls:
+            out["tool_calls"] = [dict(c) for c in self.tool_calls]
+        if self.tool_call_id is not None:
+            out["tool_call_id"] = self.tool_call_id
+        if self.name is not None:
+            out["name"] = self.name
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Tool:
+    name: str
+    description: str = ""
+    parameters: dict[str, Any] = field(default_factory=lambda: {"type": "object"})
+
+    def openai(self) -> dict[str, Any]:
+        """The OpenAI form, which chat templates (and the generic prompt) render."""
+        fn: dict[str, Any] = {"name": self.name}
+        if self.description:
+            fn["description"] = self.description
+        fn["parameters"] = self.parameters
+        return {"type": "function", "function": fn}
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: dict[str, Any]
+
+    def arguments_json(self) -> str:
+        return json.dumps(self.arguments, ensure_ascii=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ToolsRequest:
+    """The tools a request offers, checked: each `parameters` is a JSON Schema wai's grammar
+    supports. `choice` is "auto", "required" or the one function's name it must call."""
+
+    tools: tuple[Tool, ...]
+    choice: str = "auto"
+    parallel: bool = False
+
+    @property
+    def required(self) -> bool:
+        return self.choice != "auto"
+
+    @property
+    def named(self) -> str | None:
+        return None if self.choice in ("auto", "required") else self.choice
+
+
 @dataclass(slots=True)
 class GenerationRequest:
+    """One validated request, as every backend takes it. Exactly one of `messages` (a chat)
+    and `prompt` (raw text to continue) is set; limits have been applied."""
+
+    max_tokens: int
+    messages: tuple[Message, ...] | None = None
+    prompt: str | None = None
+    sampling: SamplingParams = field(default_factory=lambda: SamplingParams())
+    json_schema: dict[str, Any] | None = None  # JSON mode: the answer is one such value
+    tools: ToolsRequest | None = None
+    reject_if_busy: bool = False
+    ignore_eos: bool = False
+    stop: tuple[str, ...] = ()
+    request_id: int = field(default_factory=next_request_id)
+
+    def size(self) -> int:
+        """Characters of input (large ones are templated off the event loop)."""
+        if self.prompt is not None:
+            return len(self.prompt)
+        return sum(len(m.content) for m in self.messages or ())
+
+
+@dataclass(slots=True)
+class TokenRequest:
+    """What a TokenEngine takes: the prompt already templated and tokenized."""
+
     prompt_tokens: Sequence[int]
     max_tokens: int
     sampling: SamplingParams = field(default_factory=SamplingParams)
@@ -80,6 +184,13 @@ class Delta:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCalls:
+    """The answer's tool calls: they come just before its Finished, text before them."""
+
+    calls: list[ToolCall]
+
+
+@dataclass(frozen=True, slots=True)
 class Finished:
     reason: FinishReason
     usage: Usage
@@ -90,11 +201,13 @@ class Finished:
 @dataclass(frozen=True, slots=True)
 class Failed:
     message: str
-    # The engine process died under this request (the model is restarting): worth a retry.
+    # The engine process died under this request (the model is restarting), or the upstream
+    # serving it did: worth a retry.
     crashed: bool = False
+    code: int | None = None  # the Workers AI code, when not the one `crashed` implies
 
 
-Event = Delta | Finished | Failed
+Event = Delta | ToolCalls | Finished | Failed
 
 
 class EngineError(Exception):
@@ -107,6 +220,18 @@ class EngineBusy(EngineError):
 
 class PromptTooLong(EngineError):
     """prompt plus max_tokens does not fit in one sequence's context."""
+
+
+class UpstreamError(EngineError):
+    """An upstream server refused or failed a request before answering: `status` is the
+    Cloudflare status to answer with, `code` its error code."""
+
+    def __init__(self, status: int, code: int, message: str, retry_after: int | None = None):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.retry_after = retry_after
 
 
 class EngineStopped(EngineError):
@@ -225,8 +350,9 @@ class Tokenizer(abc.ABC):
         """The vocabulary's text of one token (special tokens included)."""
 
 
-class Backend(abc.ABC):
-    """One loaded model behind a scheduler. Methods are called from the event loop's thread."""
+class TokenEngine(abc.ABC):
+    """One loaded llama.cpp model behind a scheduler. Methods are called from the event
+    loop's thread."""
 
     name: str
     n_ctx_seq: int
@@ -241,7 +367,7 @@ class Backend(abc.ABC):
         """Start the model's worker. Returns once it can take requests."""
 
     @abc.abstractmethod
-    def submit(self, request: GenerationRequest) -> Generation:
+    def submit(self, request: TokenRequest) -> Generation:
         """Queue a request. Raises EngineBusy, PromptTooLong or EngineStopped; never blocks on
         inference."""
 
@@ -260,3 +386,54 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     async def close(self) -> None:
         """Cancel everything, stop the worker and free the model."""
+
+
+class Backend(abc.ABC):
+    """One model as the runtime serves it, local or upstream. Methods are called from the event
+    loop's thread."""
+
+    name: str
+    # How the model runs (for a local one: device, buffer types, weights, the warm-up probe;
+    # for an upstream one: its replicas and their health)
+    info: dict[str, object]
+
+    @abc.abstractmethod
+    async def start(self) -> None:
+        """Returns once the model can take requests (raises ModelLoadError if it never can)."""
+
+    @abc.abstractmethod
+    async def submit(self, request: GenerationRequest) -> Generation:
+        """Start a generation. Raises InvalidInput (the request does not suit this model),
+        EngineBusy, PromptTooLong, EngineStopped or UpstreamError; returns once the request is
+        queued (local) or the upstream has accepted it."""
+
+    @abc.abstractmethod
+    def stats(self) -> EngineStats: ...
+
+    @property
+    def n_ctx_seq(self) -> int | None:
+        """Context window per sequence, in tokens (None: not known here)."""
+        return None
+
+    @property
+    def n_vocab(self) -> int | None:
+        """Vocabulary size, which bounds logit_bias token ids (None: not known here)."""
+        return None
+
+    def memory_bytes(self) -> int:
+        """Memory the model holds in this server (0: none, or unknown)."""
+        return 0
+
+    @property
+    def failure(self) -> str | None:
+        """Why this model cannot answer any more (its engine kept crashing), or None."""
+        return None
+
+    def unready(self) -> str | None:
+        """Why this model should get no traffic now (engine restarting, queue full, no healthy
+        upstream), or None."""
+        return None
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Cancel everything and free the model."""

@@ -20,8 +20,8 @@ from wai.engine.base import (
     Failed,
     Finished,
     Generation,
-    GenerationRequest,
     PromptTooLong,
+    TokenRequest,
 )
 
 
@@ -38,7 +38,7 @@ class Frontend:
         self._past = Counters()
         self._lost = 0
 
-    def open(self, request: GenerationRequest, n_ctx_seq: int) -> asyncio.Queue[Event]:
+    def open(self, request: TokenRequest, n_ctx_seq: int) -> asyncio.Queue[Event]:
         """Admit a request: raises PromptTooLong, EngineStopped or EngineBusy."""
         n_prompt = len(request.prompt_tokens)
         if n_prompt == 0:

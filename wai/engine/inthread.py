@@ -15,20 +15,20 @@ import queue
 import threading
 
 from wai.engine.base import (
-    Backend,
     Counters,
     EngineStats,
     EngineStopped,
     Event,
     Generation,
-    GenerationRequest,
+    TokenEngine,
+    TokenRequest,
 )
 from wai.engine.frontend import Frontend
 from wai.engine.gguf import LlamaTokenizer, ModelLoadError
 from wai.engine.llamacpp import LlamaCppConfig, LlamaCppEngine
 
 
-class InThreadBackend(Backend):
+class InThreadEngine(TokenEngine):
     tokenizer: LlamaTokenizer
 
     def __init__(self, config: LlamaCppConfig) -> None:
@@ -70,7 +70,7 @@ class InThreadBackend(Backend):
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is listening
                 self._loop.call_soon_threadsafe(self._front.deliver, events, counters)
 
-    def submit(self, request: GenerationRequest) -> Generation:
+    def submit(self, request: TokenRequest) -> Generation:
         engine = self.engine
         if engine is None:
             raise EngineStopped(f"the model {self.name} is not started")

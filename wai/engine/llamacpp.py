@@ -30,7 +30,7 @@ from wai.engine.base import (
     Failed,
     Finished,
     FinishReason,
-    GenerationRequest,
+    TokenRequest,
     Usage,
 )
 from wai.engine.gguf import (
@@ -119,7 +119,7 @@ def plan_load(config: LlamaCppConfig, weights: Path, floor: int = 0) -> tuple[Lo
 
 @dataclass(frozen=True, slots=True)
 class _Submit:
-    request: GenerationRequest
+    request: TokenRequest
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,7 +210,7 @@ class LlamaCppEngine:
 
     # -- any thread --
 
-    def submit(self, request: GenerationRequest) -> None:
+    def submit(self, request: TokenRequest) -> None:
         """Queue a request (already admitted and checked against n_ctx_seq by the caller)."""
         self._inbox.put(_Submit(request))
 

@@ -34,11 +34,11 @@ import msgspec
 
 from wai.engine import wire
 from wai.engine.base import (
-    Backend,
     EngineStats,
     Finished,
     Generation,
-    GenerationRequest,
+    TokenEngine,
+    TokenRequest,
     Usage,
 )
 from wai.engine.frontend import Frontend
@@ -123,7 +123,7 @@ class _Child:
         return await asyncio.to_thread(self.proc.wait)
 
 
-class ProcessBackend(Backend):
+class ProcessEngine(TokenEngine):
     tokenizer: LlamaTokenizer
 
     def __init__(self, config: LlamaCppConfig, policy: RestartPolicy | None = None) -> None:
@@ -329,7 +329,7 @@ class ProcessBackend(Backend):
 
     # -- requests --
 
-    def submit(self, request: GenerationRequest) -> Generation:
+    def submit(self, request: TokenRequest) -> Generation:
         q = self._front.open(request, self.n_ctx_seq)
         rid = request.request_id
         data = wire.frame(wire.Submit(request))

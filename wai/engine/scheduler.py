@@ -26,14 +26,14 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from wai.engine.base import GenerationRequest
+from wai.engine.base import TokenRequest
 
 
 @dataclass(slots=True, eq=False)
 class Seq:
     """One request's state while the engine holds it."""
 
-    request: GenerationRequest
+    request: TokenRequest
     slot: int = -1
     n_past: int = 0  # tokens of this sequence already in the KV cache
     cached: int = 0  # of which reused from the slot's previous occupant

@@ -21,7 +21,7 @@ from wai.engine.base import (
     Failed,
     Finished,
     FinishReason,
-    GenerationRequest,
+    TokenRequest,
     Usage,
 )
 
@@ -33,7 +33,7 @@ MAX_FRAME = 1 << 30  # a frame is a step's events: far below this; more means a 
 
 
 class Submit(msgspec.Struct, tag="submit", array_like=True):
-    request: GenerationRequest
+    request: TokenRequest
 
 
 class Cancel(msgspec.Struct, tag="cancel", array_like=True):
@@ -105,6 +105,7 @@ def event_msg(rid: int, ev: Event) -> EventMsg:
         return EndMsg(
             rid, ev.reason, u.prompt_tokens, u.completion_tokens, u.cached_tokens, ev.queued_seconds
         )
+    assert isinstance(ev, Failed), "a token engine never sends ToolCalls"
     return FailMsg(rid, ev.message)
 
 

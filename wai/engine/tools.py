@@ -30,12 +30,12 @@ import re
 import secrets
 import string
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from wai.chat import ChatFormat, JinjaFormat, Message
 from wai.engine import grammar
-from wai.engine.base import Delta, Event, Finished
+from wai.engine.base import Delta, Event, Finished, Tool, ToolCall, ToolCalls, ToolsRequest
+from wai.engine.chat import ChatFormat, JinjaFormat, Message
 
 MAX_TOOLS = 128
 MAX_PARALLEL = 8  # calls in one answer, with parallel_tool_calls
@@ -43,31 +43,6 @@ NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 
 # GBNF around the call object (rule `call`); `tws` is bounded whitespace between the parts
 _TWS = "tws ::= [ \\t\\n]{0,4}"
-
-
-@dataclass(frozen=True, slots=True)
-class Tool:
-    name: str
-    description: str = ""
-    parameters: dict[str, Any] = field(default_factory=lambda: {"type": "object"})
-
-    def openai(self) -> dict[str, Any]:
-        """The OpenAI form, which chat templates (and the generic prompt) render."""
-        fn: dict[str, Any] = {"name": self.name}
-        if self.description:
-            fn["description"] = self.description
-        fn["parameters"] = self.parameters
-        return {"type": "function", "function": fn}
-
-
-@dataclass(frozen=True, slots=True)
-class ToolCall:
-    id: str
-    name: str
-    arguments: dict[str, Any]
-
-    def arguments_json(self) -> str:
-        return json.dumps(self.arguments, ensure_ascii=False)
 
 
 class Syntax(abc.ABC):
@@ -380,19 +355,10 @@ class ToolPlan:
         return ToolStream(self)
 
 
-@dataclass(frozen=True, slots=True)
-class Calls:
-    """A streamed answer's tool calls: they come just before its Finished."""
-
-    calls: list[ToolCall]
-
-
-async def split_calls(
-    events: AsyncIterable[Event], plan: ToolPlan | None
-) -> AsyncIterator[Event | Calls]:
+async def split_calls(events: AsyncIterable[Event], plan: ToolPlan | None) -> AsyncIterator[Event]:
     """A generation's events with its tool calls taken out of the text: text that may start a
     call is held back (and empty deltas dropped), what is left of it comes before the
-    Finished, then the calls, if any, as one `Calls`. Without a plan, the events as they are."""
+    Finished, then the calls, if any, as one `ToolCalls`. Without a plan, the events as they are."""
     if plan is None:
         async for ev in events:
             yield ev
@@ -409,7 +375,7 @@ async def split_calls(
             if rest:
                 yield Delta(rest, -1)
             if calls:
-                yield Calls(calls)
+                yield ToolCalls(calls)
         yield ev
 
 
@@ -445,3 +411,17 @@ class ToolStream:
         """The text still held back, and the calls."""
         content, calls = self.plan.parse(self._text)
         return content[self._sent :], calls
+
+
+def plan_for(chat: ChatFormat, request: ToolsRequest) -> ToolPlan:
+    """How this model's template takes a request's tools, and what its grammar allows."""
+    syntax, native = syntax_for(chat)
+    named = request.named
+    return ToolPlan(
+        syntax=syntax,
+        native=native,
+        tools=request.tools,
+        allowed=tuple(t for t in request.tools if named is None or t.name == named),
+        required=request.required,
+        parallel=request.parallel and named is None,
+    )

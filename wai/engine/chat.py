@@ -14,7 +14,6 @@ import abc
 import functools
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 
@@ -25,29 +24,9 @@ from jinja2.exceptions import SecurityError, TemplateError
 from jinja2.parser import Parser
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from wai.engine.base import Tokenizer
+from wai.engine.base import Message, Tokenizer
 
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    role: str
-    content: str
-    # OpenAI's form, arguments as objects: [{"id", "type": "function", "function": {…}}]
-    tool_calls: tuple[dict[str, Any], ...] = ()
-    tool_call_id: str | None = None  # a tool result's call
-    name: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        """What a chat template sees. Keys are present only when set: templates test
-        `'tool_calls' in message`."""
-        out: dict[str, Any] = {"role": self.role, "content": self.content}
-        if self.tool_calls:
-            out["tool_calls"] = [dict(c) for c in self.tool_calls]
-        if self.tool_call_id is not None:
-            out["tool_call_id"] = self.tool_call_id
-        if self.name is not None:
-            out["name"] = self.name
-        return out
+__all__ = ["ChatFormat", "ChatTemplateError", "Message", "format_for"]
 
 
 class ChatTemplateError(ValueError):

@@ -1,0 +1,219 @@
+"""engine/upstream.py's decisions, one by one: the OpenAI request built for a generation, the
+tool calls assembled from streamed fragments, the message read out of an upstream's error,
+which replica takes a request; and the settings of an upstream model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from wai.engine.base import (
+    GenerationRequest,
+    Message,
+    SamplingParams,
+    Tool,
+    ToolCall,
+    ToolsRequest,
+    Usage,
+)
+from wai.engine.upstream import (
+    UpstreamBackend,
+    _body,
+    _error_message,
+    _merge_calls,
+    _openai_message,
+    _parse_calls,
+    _usage,
+)
+from wai.settings import Settings, SettingsError, Upstream, load_settings
+
+
+def test_a_chat_is_a_streamed_chat_completion_with_usage() -> None:
+    path, body = _body(
+        GenerationRequest(
+            max_tokens=12,
+            messages=(Message("user", "hi"),),
+            sampling=SamplingParams(temperature=0, seed=3),
+            stop=("\n",),
+        )
+    )
+    assert path == "/chat/completions"
+    assert body == {
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "max_tokens": 12,
+        "temperature": 0,
+        "seed": 3,
+        "stop": ["\n"],
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+
+
+def test_a_raw_prompt_is_a_completion_and_unset_knobs_are_left_out() -> None:
+    path, body = _body(GenerationRequest(max_tokens=5, prompt="Once", ignore_eos=True))
+    assert path == "/completions"
+    assert body["prompt"] == "Once" and body["ignore_eos"] is True
+    assert "messages" not in body and "top_p" not in body and "logit_bias" not in body
+
+
+def test_every_sampling_knob_and_the_penalty_under_both_names() -> None:
+    s = SamplingParams(
+        temperature=0.7,
+        top_p=0.9,
+        top_k=40,
+        min_p=0.05,
+        repetition_penalty=1.1,
+        frequency_penalty=0.2,
+        presence_penalty=0.3,
+        logit_bias=((15, -100.0),),
+    )
+    _, body = _body(GenerationRequest(max_tokens=1, prompt="x", sampling=s))
+    assert body["top_k"] == 40 and body["min_p"] == 0.05 and body["top_p"] == 0.9
+    assert body["repetition_penalty"] == body["repeat_penalty"] == 1.1
+    assert body["logit_bias"] == {"15": -100.0}
+
+
+def test_json_mode_is_a_json_schema_response_format() -> None:
+    schema = {"type": "object"}
+    _, body = _body(
+        GenerationRequest(max_tokens=1, messages=(Message("user", "x"),), json_schema=schema)
+    )
+    assert body["response_format"]["type"] == "json_schema"
+    assert body["response_format"]["json_schema"]["schema"] == schema
+
+
+@pytest.mark.parametrize(
+    ("choice", "wire"),
+    [
+        ("auto", "auto"),
+        ("required", "required"),
+        ("get_time", {"type": "function", "function": {"name": "get_time"}}),
+    ],
+)
+def test_tools_and_tool_choice(choice: str, wire: object) -> None:
+    tools = ToolsRequest((Tool("get_time", "Time"),), choice, parallel=False)
+    _, body = _body(GenerationRequest(max_tokens=1, messages=(Message("user", "x"),), tools=tools))
+    fn = {"name": "get_time", "description": "Time", "parameters": {"type": "object"}}
+    assert body["tools"] == [{"type": "function", "function": fn}]
+    assert body["tool_choice"] == wire and body["parallel_tool_calls"] is False
+
+
+def test_earlier_calls_go_upstream_with_arguments_as_a_json_string() -> None:
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": {"a": 1}}}
+    out = _openai_message(Message("assistant", "", (call,)))
+    assert out["tool_calls"][0]["function"]["arguments"] == '{"a": 1}'
+    assert call["function"]["arguments"] == {"a": 1}  # the request's own message is untouched
+
+
+def test_streamed_call_fragments_are_assembled() -> None:
+    calls: dict[int, dict[str, str]] = {}
+    _merge_calls(calls, [{"index": 0, "id": "a", "function": {"name": "get_weather"}}])
+    _merge_calls(calls, [{"index": 0, "function": {"arguments": '{"city": '}}])
+    _merge_calls(calls, [{"index": 1, "id": "b", "function": {"name": "f", "arguments": ""}}])
+    _merge_calls(calls, [{"index": 0, "function": {"arguments": '"Paris"}'}}])
+    parsed, leftover = _parse_calls(calls)
+    assert parsed == [ToolCall("a", "get_weather", {"city": "Paris"}), ToolCall("b", "f", {})]
+    assert leftover == ""
+
+
+def test_a_call_whose_arguments_are_not_an_object_stays_text() -> None:
+    parsed, leftover = _parse_calls({0: {"id": "a", "name": "f", "arguments": "{oops"}})
+    assert parsed == [] and "{oops" in leftover
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b'{"error": {"message": "context too long", "type": "x"}}', "context too long"),
+        (b'{"object": "error", "message": "bad model"}', "bad model"),
+        (b'{"detail": "invalid"}', "invalid"),
+        (b"plain words", "plain words"),
+        (b"", "HTTP 418"),
+    ],
+)
+def test_an_upstream_error_message(raw: bytes, message: str) -> None:
+    assert _error_message(raw, 418) == message
+
+
+def test_usage_without_one_counts_the_chunks() -> None:
+    assert _usage(None, 7) == Usage(0, 7)
+    u = {"prompt_tokens": 5, "completion_tokens": 2, "prompt_tokens_details": {"cached_tokens": 4}}
+    assert _usage(u, 9) == Usage(5, 2, 4)
+
+
+def _backend(n: int, max_in_flight: int = 2) -> UpstreamBackend:
+    ups = [
+        Upstream(url=f"http://10.0.0.{i}:8000/v1", max_in_flight=max_in_flight) for i in range(n)
+    ]
+    return UpstreamBackend("m", ups)
+
+
+def test_routing_takes_the_least_busy_healthy_replica_with_room() -> None:
+    b = _backend(3)
+    r0, r1, r2 = b.replicas
+    r0.outstanding, r1.outstanding, r2.outstanding = 1, 0, 1
+    assert b._pick(set()) is r1
+    r1.healthy = False
+    assert b._pick(set()) in (r0, r2)
+    r0.outstanding = r2.outstanding = 2  # full
+    assert b._pick(set()) is None
+    r2.outstanding = 0
+    assert b._pick({2}) is None  # tried already: a retry goes elsewhere
+
+
+def test_ties_are_taken_in_turn() -> None:
+    b = _backend(2)
+    assert {id(b._pick(set())) for _ in range(4)} == {id(r) for r in b.replicas}
+
+
+def test_an_unreachable_replica_is_ejected_at_once_others_after_repeated_failures() -> None:
+    b = _backend(2)
+    r0, r1 = b.replicas
+    b._note_failure(r0, "ConnectError", eject_now=True)
+    assert not r0.healthy and r0.ejections == 1
+    b._note_failure(r1, "HTTP 500", eject_now=False)
+    assert r1.healthy
+    b._note_failure(r1, "HTTP 500", eject_now=False)
+    assert not r1.healthy
+    assert b.unready() is not None and "no upstream" in (b.unready() or "")
+
+
+def _settings(tmp_path: Path, text: str, env: dict[str, str] | None = None) -> Settings:
+    p = tmp_path / "wai.toml"
+    p.write_text(text)
+    return load_settings(p, env=env or {})
+
+
+def test_an_upstream_model_needs_no_path(tmp_path: Path) -> None:
+    s = _settings(
+        tmp_path,
+        '[models.big]\nserves = ["@cf/x/y"]\nupstreams = [{url = "http://gpu:8000/v1"}]\n',
+    )
+    up = s.models["big"].upstreams[0]
+    assert up.url == "http://gpu:8000/v1" and up.max_in_flight == 64 and up.api_key is None
+
+
+@pytest.mark.parametrize(
+    ("entry", "error"),
+    [
+        ("serves = []", "a `path`"),
+        ('path = "/m.gguf"\nupstreams = [{url = "http://a/v1"}]', "path: only for a local"),
+        ('upstreams = [{url = "http://a/v1"}]\nslots = 2', "slots: only for a local"),
+        ('upstreams = [{url = "ftp://a/v1"}]', "url"),
+        ('upstreams = [{url = "http://a/v1", max_in_flight = 0}]', "max_in_flight"),
+        ('upstreams = [{url = "http://a/v1", api_key = "x"}]', "api_key"),
+    ],
+)
+def test_bad_upstream_entries_are_refused(tmp_path: Path, entry: str, error: str) -> None:
+    with pytest.raises(SettingsError, match=error):
+        _settings(tmp_path, f"[models.big]\n{entry}\n")
+
+
+def test_an_api_key_comes_from_the_named_variable_which_must_be_set(tmp_path: Path) -> None:
+    entry = '[models.big]\nupstreams = [{url = "http://a/v1", api_key_env = "VLLM_KEY"}]\n'
+    s = _settings(tmp_path, entry, env={"VLLM_KEY": "sekrit"})
+    assert s.models["big"].upstreams[0].api_key == "sekrit"
+    assert "sekrit" not in str(s.model_dump())
+    with pytest.raises(SettingsError, match="VLLM_KEY is not set"):
+        _settings(tmp_path, entry)

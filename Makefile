@@ -11,7 +11,7 @@ GPU    ?=
 
 NODE_STAMP := tests/node/node_modules/.wai-installed
 
-.PHONY: install llama serve test lint bench clean
+.PHONY: install llama llama-server serve test lint bench clean
 
 install: llama $(STAMP)
 
@@ -22,6 +22,11 @@ $(PY):
 # llama-cpp-python, compiled for this CPU (and GPU=…) once, kept in a per-CPU wheelhouse.
 llama: $(PY)
 	GPU=$(GPU) $(PY) scripts/llama_wheel.py
+
+# llama.cpp's own llama-server, for the upstream tests and the benchmarks: built once per CPU
+# (about 6 minutes on 2 cores), kept under $WAI_CACHE_DIR/llama-server/ (scripts/llama_server.py).
+llama-server: $(PY)
+	$(PY) scripts/llama_server.py >/dev/null
 
 # Miniflare 4 and the seed's @cloudflare/ai, for the Worker tests (Node 20, from the lockfile).
 $(NODE_STAMP): tests/node/package.json tests/node/package-lock.json
@@ -37,7 +42,7 @@ $(STAMP): pyproject.toml | llama
 serve: install
 	$(VENV)/bin/wai serve --host $(HOST) --port $(PORT)
 
-test: install $(NODE_STAMP)
+test: install llama-server $(NODE_STAMP)
 	$(VENV)/bin/ruff check wai tests bench scripts
 	$(VENV)/bin/ruff format --check wai tests bench scripts
 	$(VENV)/bin/mypy

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import llama_wheel  # noqa: E402  (its CPU key, CMake arguments and AMX opt-out)
+import llama_wheel
 
 TARGETS = ("llama-server", "llama-bench")
 # The server is left without its web UI and without curl (it serves local files only).

@@ -146,9 +146,12 @@ def cmd_models(args: argparse.Namespace) -> int:
         print(f"{spec.id.ljust(width)}  {spec.family:8}  {ctx:>7}  {served_by}")
     layers = hardware.gpu_layers(settings.engine.gpu_layers, hardware.gpu_available())
     device = hardware.placement(layers)
-    print(f"\n{'LOCAL MODEL'.ljust(width)}  DEVICE / FILE")
+    print(f"\n{'MODEL'.ljust(width)}  DEVICE / FILE, or UPSTREAMS")
     for name, local in runtime.local_models().items():
-        print(f"{name.ljust(width)}  {device}: {local.path}")
+        if local.upstreams:
+            print(f"{name.ljust(width)}  upstream: {', '.join(u.url for u in local.upstreams)}")
+        else:
+            print(f"{name.ljust(width)}  {device}: {local.path}")
     for name, reason in runtime.failed.items():
         print(f"{name.ljust(width)}  unavailable: {reason}")
     return 0

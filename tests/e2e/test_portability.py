@@ -69,4 +69,4 @@ def test_when_every_setting_crashes_only_that_model_fails(tmp_path: Path) -> Non
 
 def test_models_names_the_device() -> None:
     out = wai("models").stdout
-    assert "LOCAL MODEL" in out and "CPU (" in out
+    assert "DEVICE / FILE" in out and "CPU (" in out

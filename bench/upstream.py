@@ -1,0 +1,348 @@
+"""What wai costs in front of an OpenAI-compatible server, and what a second replica brings.
+
+Part 1, proxy cost: one llama-server (llama.cpp's own server, built by scripts/llama_server.py),
+called directly (`/v1/chat/completions`, streamed) and through wai (Workers AI's `/ai/run`,
+streamed, the model served by that llama-server as an upstream), in the same run, alternating,
+at each client count. Every client sends `--rounds` chat requests one after another, greedy,
+end-of-text ignored, `--max-tokens` output tokens. Reported: aggregate output tok/s (ratio
+against direct), TTFT p50/p95 and wai's added TTFT p50 (median over `--repeats` runs of each).
+
+Part 2, replicas: wai in front of two llama-server replicas against wai in front of one, and the
+one called directly (aggregate tok/s).
+
+On a small machine the upstreams and wai share its cores; each llama-server is pinned to a core
+of its own (one thread) and wai and the load generator to the others, so that wai's CPU is not
+taken from the upstream's, as when the upstream is a GPU server elsewhere.
+
+Usage: .venv/bin/python bench/upstream.py [--clients 1,8,16] [--max-tokens 128] [--rounds 2]
+                                          [--repeats 3] [--replicas-clients 8,16] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from serve import ROOT, Row, Sample, free_port, load, process, sse_data, summarize
+
+from wai.catalog import embedded_model_path
+
+MODEL_ID = "@cf/acme/bench"
+TOPICS = ["the sea", "a clock", "bread", "a fox", "chess", "the moon", "rain", "tea"]
+
+
+def messages_for(i: int) -> list[dict[str, str]]:
+    return [{"role": "user", "content": f"Write a long story about {TOPICS[i % 8]}, number {i}."}]
+
+
+async def direct_request(client: httpx.AsyncClient, base: str, i: int, n: int) -> Sample:
+    s = Sample(time.perf_counter())
+    body = {
+        "model": "smollm2",
+        "messages": messages_for(i),
+        "max_tokens": n,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "ignore_eos": True,
+        "temperature": 0,
+    }
+    async with client.stream("POST", f"{base}/v1/chat/completions", json=body) as r:
+        r.raise_for_status()
+        async for data in sse_data(r):
+            if data == "[DONE]":
+                break
+            choices = json.loads(data).get("choices") or []
+            if choices and (choices[0].get("delta") or {}).get("content"):
+                s.token_times.append(time.perf_counter())
+    return s
+
+
+async def wai_request(client: httpx.AsyncClient, base: str, i: int, n: int) -> Sample:
+    s = Sample(time.perf_counter())
+    body = {
+        "messages": messages_for(i),
+        "stream": True,
+        "max_tokens": n,
+        "ignore_eos": True,
+        "temperature": 0,
+    }
+    async with client.stream(
+        "POST", f"{base}/client/v4/accounts/bench/ai/run/{MODEL_ID}", json=body
+    ) as r:
+        r.raise_for_status()
+        async for data in sse_data(r):
+            if data == "[DONE]":
+                break
+            if json.loads(data).get("response"):
+                s.token_times.append(time.perf_counter())
+    return s
+
+
+def pin(cpus: set[int]) -> None:
+    """Pin this process (and what it starts from now on) to `cpus`, where the OS allows it."""
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, cpus)
+
+
+def cores() -> list[int]:
+    if hasattr(os, "sched_getaffinity"):
+        return sorted(os.sched_getaffinity(0))
+    return list(range(os.cpu_count() or 1))
+
+
+def llama_server_cmd(binary: Path, port: int, slots: int, ctx_per_slot: int) -> list[str]:
+    return [
+        str(binary),
+        "-m",
+        str(embedded_model_path()),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--parallel",
+        str(slots),
+        "-c",
+        str(slots * ctx_per_slot),
+        "--threads",
+        "1",
+        "--no-webui",
+        "--alias",
+        "smollm2",
+    ]
+
+
+def wai_config(path: Path, upstream_ports: list[int], slots: int) -> Path:
+    ups = ", ".join(
+        f'{{url = "http://127.0.0.1:{p}/v1", model = "smollm2", max_in_flight = {slots}}}'
+        for p in upstream_ports
+    )
+    path.write_text(
+        f'[models.bench]\nserves = ["{MODEL_ID}"]\nupstreams = [{ups}]\n'
+        # the embedded default model is loaded too; keep it small and idle
+        "[engine]\nslots = 1\nctx_per_slot = 256\nbatch_tokens = 144\nprefill_chunk = 128\n"
+    )
+    return path
+
+
+def started(cmd: list[str], health: str, cpus: set[int] | None) -> Any:
+    """`process` from serve.py, with the child pinned to `cpus`."""
+    if cpus is None:
+        return process(cmd, health)
+    return process(["taskset", "-c", ",".join(map(str, sorted(cpus))), *cmd], health)
+
+
+def median_row(rows: list[Row]) -> Row:
+    def med(attr: str) -> float:
+        return statistics.median(getattr(r, attr) for r in rows)
+
+    return Row(
+        rows[0].engine,
+        rows[0].clients,
+        med("tok_s"),
+        med("ttft_p50"),
+        med("ttft_p95"),
+        med("tpot_p50"),
+        med("tpot_p95"),
+        int(med("tokens")),
+    )
+
+
+def proxy_cost(args: argparse.Namespace, binary: Path, out: Path) -> list[Row]:
+    levels = [int(c) for c in args.clients.split(",")]
+    slots = max(levels)
+    cpu = cores()
+    upstream_cpus, wai_cpus = ({cpu[0]}, set(cpu[1:])) if len(cpu) > 1 else (None, None)
+    if wai_cpus:
+        pin(wai_cpus)  # this process: the load generator, and wai started below
+    port, wai_port = free_port(), free_port()
+    base, direct = f"http://127.0.0.1:{wai_port}", f"http://127.0.0.1:{port}"
+    config = wai_config(out / "upstream-bench.toml", [port], slots)
+    rows: list[Row] = []
+    with (
+        started(llama_server_cmd(binary, port, slots, 512), f"{direct}/health", upstream_cpus),
+        started(
+            [
+                sys.executable,
+                "-m",
+                "wai.cli",
+                "serve",
+                "--port",
+                str(wai_port),
+                "--config",
+                str(config),
+            ],
+            f"{base}/healthz",
+            None,
+        ),
+    ):
+        for c in levels:
+            runs: dict[str, list[Row]] = {"direct": [], "wai": []}
+            for _ in range(args.repeats):
+                for label, target, request in (
+                    ("direct", direct, direct_request),
+                    ("wai", base, wai_request),
+                ):
+                    wall, samples = asyncio.run(load(target, request, c, args.rounds, args.n))
+                    runs[label].append(summarize(label, c, wall, samples))
+            for label in ("direct", "wai"):
+                rows.append(median_row(runs[label]))
+                print(_fmt(rows[-1]), flush=True)
+    return rows
+
+
+def replicas(args: argparse.Namespace, binary: Path, out: Path) -> list[Row]:
+    levels = [int(c) for c in args.replicas_clients.split(",")]
+    slots = max(levels)
+    cpu = cores()
+    ports = [free_port(), free_port()]
+    pins: list[set[int] | None] = [{cpu[0]}, {cpu[1]}] if len(cpu) > 1 else [None, None]
+    if len(cpu) > 1:
+        pin(set(cpu))
+    rows: list[Row] = []
+    with (
+        started(
+            llama_server_cmd(binary, ports[0], slots, 512),
+            f"http://127.0.0.1:{ports[0]}/health",
+            pins[0],
+        ),
+        started(
+            llama_server_cmd(binary, ports[1], slots, 512),
+            f"http://127.0.0.1:{ports[1]}/health",
+            pins[1],
+        ),
+    ):
+        for label, ups in (("wai, 1 replica", ports[:1]), ("wai, 2 replicas", ports)):
+            wai_port = free_port()
+            base = f"http://127.0.0.1:{wai_port}"
+            config = wai_config(out / f"upstream-bench-{len(ups)}.toml", ups, slots)
+            with started(
+                [
+                    sys.executable,
+                    "-m",
+                    "wai.cli",
+                    "serve",
+                    "--port",
+                    str(wai_port),
+                    "--config",
+                    str(config),
+                ],
+                f"{base}/healthz",
+                None,
+            ):
+                for c in levels:
+                    results = []
+                    for _ in range(args.repeats):
+                        wall, samples = asyncio.run(load(base, wai_request, c, args.rounds, args.n))
+                        results.append(summarize(label, c, wall, samples))
+                    rows.append(median_row(results))
+                    print(_fmt(rows[-1]), flush=True)
+    return rows
+
+
+def _fmt(r: Row) -> str:
+    return (
+        f"{r.engine:16} {r.clients:>3} clients  {r.tok_s:7.1f} tok/s  "
+        f"TTFT p50 {r.ttft_p50:7.1f} ms p95 {r.ttft_p95:7.1f} ms  TPOT p50 {r.tpot_p50:6.1f} ms"
+    )
+
+
+def proxy_table(rows: list[Row]) -> str:
+    direct = {r.clients: r for r in rows if r.engine == "direct"}
+    lines = [
+        "| clients | direct tok/s | wai tok/s | wai vs direct | direct TTFT p50 ms "
+        "| wai TTFT p50 ms | added TTFT p50 ms | wai TTFT p95 ms |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        if r.engine != "wai":
+            continue
+        d = direct[r.clients]
+        lines.append(
+            f"| {r.clients} | {d.tok_s:.1f} | {r.tok_s:.1f} | {r.tok_s / d.tok_s:.3f}x "
+            f"| {d.ttft_p50:.1f} | {r.ttft_p50:.1f} | {r.ttft_p50 - d.ttft_p50:+.1f} "
+            f"| {r.ttft_p95:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def replicas_table(rows: list[Row]) -> str:
+    one = {r.clients: r for r in rows if r.engine == "wai, 1 replica"}
+    lines = [
+        "| clients | 1 replica tok/s | 2 replicas tok/s | 2 vs 1 | 2 replicas TTFT p50 ms |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        if r.engine == "wai, 2 replicas":
+            o = one[r.clients]
+            lines.append(
+                f"| {r.clients} | {o.tok_s:.1f} | {r.tok_s:.1f} | {r.tok_s / o.tok_s:.2f}x "
+                f"| {r.ttft_p50:.0f} |"
+            )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--clients", default="1,8,16")
+    ap.add_argument("--replicas-clients", default="8,16")
+    ap.add_argument("--max-tokens", dest="n", type=int, default=128)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--parts", default="proxy,replicas")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    bin_dir = (
+        subprocess.run(
+            [sys.executable, str(ROOT / "scripts" / "llama_server.py")],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
+    binary = Path(bin_dir) / "llama-server"
+    report = [
+        f"model {embedded_model_path().name}, {args.n} output tokens/request, {args.rounds} "
+        f"request(s) per client, median of {args.repeats} runs, {os.cpu_count()} cores"
+    ]
+    parts = args.parts.split(",")
+    if "proxy" in parts:
+        rows = proxy_cost(args, binary, args.out)
+        report += [
+            "",
+            "wai in front of one llama-server, against it called directly:",
+            "",
+            proxy_table(rows),
+        ]
+    if "replicas" in parts:
+        rows = replicas(args, binary, args.out)
+        report += [
+            "",
+            "wai in front of two llama-server replicas, against one:",
+            "",
+            replicas_table(rows),
+        ]
+    text = "\n".join(report)
+    print()
+    print(text)
+    (args.out / "upstream.md").write_text(text + "\n")
+    print(f"\nwrote {args.out / 'upstream.md'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,6 +1,8 @@
-"""The local models and their lifecycle: loaded on first use, under a memory budget.
+"""The models and their lifecycle: loaded on first use, under a memory budget.
 
-Each configured local model is an entry: unloaded, loading, loaded or failed. A request leases
+Each configured model is an entry: unloaded, loading, loaded or failed. A local model's backend
+loads its weights; an upstream model's only starts its health checks (it holds no memory here,
+and is started at boot). A request leases
 its model (`acquire` ... `release`, tied to its Generation), which loads it if needed: at most
 one load per model at a time (concurrent first requests wait for the same load), and one load
 decision at a time across models, so two loads never both count on the same free memory.

@@ -111,8 +111,9 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
 
     @app.get("/wai/v1/stats")
     async def stats() -> dict[str, Any]:
-        """Engine counters per loaded local model (slots, queue, finished and cancelled
-        requests), and the registry: every local model's state, bytes, loads and unloads."""
+        """Counters per loaded model (slots, queue, finished and cancelled requests; for an
+        upstream model its replicas' capacity), and the registry: every model's state, bytes,
+        loads and unloads."""
         registry = runtime.registry.report() if runtime.registry is not None else {}
         return {
             "models": {name: asdict(s) for name, s in runtime.stats().items()},

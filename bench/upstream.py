@@ -10,9 +10,11 @@ against direct), TTFT p50/p95 and wai's added TTFT p50 (median over `--repeats` 
 Part 2, replicas: wai in front of two llama-server replicas against wai in front of one, and the
 one called directly (aggregate tok/s).
 
-On a small machine the upstreams and wai share its cores; each llama-server is pinned to a core
-of its own (one thread) and wai and the load generator to the others, so that wai's CPU is not
-taken from the upstream's, as when the upstream is a GPU server elsewhere.
+On a small machine everything shares its cores. In part 1 the llama-server (one thread) and the
+load generator are pinned to the first core and wai to the others, so that wai's CPU is neither
+taken from the upstream's nor from the client's, as when the upstream is a GPU server elsewhere:
+both modes pay the same for the load generator. In part 2 each replica is pinned to a core of its
+own (one thread); wai and the load generator float.
 
 Usage: .venv/bin/python bench/upstream.py [--clients 1,8,16] [--max-tokens 128] [--rounds 2]
                                           [--repeats 3] [--replicas-clients 8,16] [--out DIR]
@@ -97,10 +99,17 @@ def pin(cpus: set[int]) -> None:
         os.sched_setaffinity(0, cpus)
 
 
-def cores() -> list[int]:
+def _initial_cores() -> list[int]:
     if hasattr(os, "sched_getaffinity"):
         return sorted(os.sched_getaffinity(0))
     return list(range(os.cpu_count() or 1))
+
+
+CORES = _initial_cores()  # before any pinning of this process
+
+
+def cores() -> list[int]:
+    return CORES
 
 
 def llama_server_cmd(binary: Path, port: int, slots: int, ctx_per_slot: int) -> list[str]:
@@ -165,8 +174,8 @@ def proxy_cost(args: argparse.Namespace, binary: Path, out: Path) -> list[Row]:
     slots = max(levels)
     cpu = cores()
     upstream_cpus, wai_cpus = ({cpu[0]}, set(cpu[1:])) if len(cpu) > 1 else (None, None)
-    if wai_cpus:
-        pin(wai_cpus)  # this process: the load generator, and wai started below
+    if upstream_cpus:
+        pin(upstream_cpus)  # this process: the load generator, beside the upstream
     port, wai_port = free_port(), free_port()
     base, direct = f"http://127.0.0.1:{wai_port}", f"http://127.0.0.1:{port}"
     config = wai_config(out / "upstream-bench.toml", [port], slots)
@@ -185,7 +194,7 @@ def proxy_cost(args: argparse.Namespace, binary: Path, out: Path) -> list[Row]:
                 str(config),
             ],
             f"{base}/healthz",
-            None,
+            wai_cpus,
         ),
     ):
         for c in levels:

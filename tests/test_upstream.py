@@ -4,8 +4,11 @@ which replica takes a request; and the settings of an upstream model."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from wai.engine.base import (
@@ -24,6 +27,7 @@ from wai.engine.upstream import (
     _merge_calls,
     _openai_message,
     _parse_calls,
+    _sse_data,
     _usage,
 )
 from wai.settings import Settings, SettingsError, Upstream, load_settings
@@ -217,3 +221,27 @@ def test_an_api_key_comes_from_the_named_variable_which_must_be_set(tmp_path: Pa
     assert "sekrit" not in str(s.model_dump())
     with pytest.raises(SettingsError, match="VLLM_KEY is not set"):
         _settings(tmp_path, entry)
+
+
+def _stream(*chunks: bytes) -> httpx.Response:
+    class Chunks(httpx.AsyncByteStream):
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            for c in chunks:
+                yield c
+
+    return httpx.Response(200, stream=Chunks())
+
+
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        (b'data: {"a":1}\n\ndata: [DONE]\n\n',),
+        (b'data: {"a"', b":1}\n", b"\n: ping\n\ndata: [DO", b"NE]\n\n"),
+        (b'data:{"a":1}\r\n\r\n', b"data: [DONE]"),  # CRLF, and no newline at the very end
+    ],
+)
+def test_event_stream_payloads_whatever_the_chunking(chunks: tuple[bytes, ...]) -> None:
+    async def payloads() -> list[bytes]:
+        return [d async for d in _sse_data(_stream(*chunks))]
+
+    assert asyncio.run(payloads()) == [b'{"a":1}', b"[DONE]"]

@@ -1,14 +1,15 @@
 """What wai costs in front of an OpenAI-compatible server, and what a second replica brings.
 
 Part 1, proxy cost: one llama-server (llama.cpp's own server, built by scripts/llama_server.py),
-called directly (`/v1/chat/completions`, streamed) and through wai (Workers AI's `/ai/run`,
-streamed, the model served by that llama-server as an upstream), in the same run, alternating,
-at each client count. Every client sends `--rounds` chat requests one after another, greedy,
+called directly (`/v1/chat/completions`, streamed) and through wai, the model served by that
+llama-server as an upstream: by the same OpenAI client through wai's `/v1` (`wai-openai`, like
+for like) and through Workers AI's `/ai/run` (`wai`). Same run, alternating, at each client
+count. Every client sends `--rounds` chat requests one after another, greedy,
 end-of-text ignored, `--max-tokens` output tokens. Reported: aggregate output tok/s (ratio
 against direct), TTFT p50/p95 and wai's added TTFT p50 (median over `--repeats` runs of each).
 
-Part 2, replicas: wai in front of two llama-server replicas against wai in front of one, and the
-one called directly (aggregate tok/s).
+Part 2, replicas: wai in front of two llama-server replicas against wai in front of one
+(aggregate tok/s).
 
 On a small machine everything shares its cores. In part 1 the llama-server (one thread) and the
 load generator are pinned to the first core and wai to the others, so that wai's CPU is neither
@@ -50,26 +51,37 @@ def messages_for(i: int) -> list[dict[str, str]]:
     return [{"role": "user", "content": f"Write a long story about {TOPICS[i % 8]}, number {i}."}]
 
 
-async def direct_request(client: httpx.AsyncClient, base: str, i: int, n: int) -> Sample:
-    s = Sample(time.perf_counter())
-    body = {
-        "model": "smollm2",
-        "messages": messages_for(i),
-        "max_tokens": n,
-        "stream": True,
-        "stream_options": {"include_usage": True},
-        "ignore_eos": True,
-        "temperature": 0,
-    }
-    async with client.stream("POST", f"{base}/v1/chat/completions", json=body) as r:
-        r.raise_for_status()
-        async for data in sse_data(r):
-            if data == "[DONE]":
-                break
-            choices = json.loads(data).get("choices") or []
-            if choices and (choices[0].get("delta") or {}).get("content"):
-                s.token_times.append(time.perf_counter())
-    return s
+def openai_request(model: str) -> Any:
+    """A client of OpenAI's streamed chat completions, for `model` (llama-server's name for it,
+    called directly, or wai's id, through wai's `/v1`): the same client code and chunk format
+    both ways."""
+
+    async def request(client: httpx.AsyncClient, base: str, i: int, n: int) -> Sample:
+        s = Sample(time.perf_counter())
+        body = {
+            "model": model,
+            "messages": messages_for(i),
+            "max_tokens": n,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "ignore_eos": True,
+            "temperature": 0,
+        }
+        async with client.stream("POST", f"{base}/v1/chat/completions", json=body) as r:
+            r.raise_for_status()
+            async for data in sse_data(r):
+                if data == "[DONE]":
+                    break
+                choices = json.loads(data).get("choices") or []
+                if choices and (choices[0].get("delta") or {}).get("content"):
+                    s.token_times.append(time.perf_counter())
+        return s
+
+    return request
+
+
+direct_request = openai_request("smollm2")
+wai_openai_request = openai_request(MODEL_ID)
 
 
 async def wai_request(client: httpx.AsyncClient, base: str, i: int, n: int) -> Sample:
@@ -198,15 +210,16 @@ def proxy_cost(args: argparse.Namespace, binary: Path, out: Path) -> list[Row]:
         ),
     ):
         for c in levels:
-            runs: dict[str, list[Row]] = {"direct": [], "wai": []}
+            runs: dict[str, list[Row]] = {"direct": [], "wai-openai": [], "wai": []}
             for _ in range(args.repeats):
                 for label, target, request in (
                     ("direct", direct, direct_request),
+                    ("wai-openai", base, wai_openai_request),
                     ("wai", base, wai_request),
                 ):
                     wall, samples = asyncio.run(load(target, request, c, args.rounds, args.n))
                     runs[label].append(summarize(label, c, wall, samples))
-            for label in ("direct", "wai"):
+            for label in runs:
                 rows.append(median_row(runs[label]))
                 print(_fmt(rows[-1]), flush=True)
     return rows
@@ -271,18 +284,16 @@ def _fmt(r: Row) -> str:
 def proxy_table(rows: list[Row]) -> str:
     direct = {r.clients: r for r in rows if r.engine == "direct"}
     lines = [
-        "| clients | direct tok/s | wai tok/s | wai vs direct | direct TTFT p50 ms "
-        "| wai TTFT p50 ms | added TTFT p50 ms | wai TTFT p95 ms |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| route | clients | tok/s | vs direct | TTFT p50 ms | added TTFT p50 ms "
+        "| TTFT p95 ms | TPOT p50 ms |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in rows:
-        if r.engine != "wai":
-            continue
+    for r in sorted(rows, key=lambda r: r.clients):
         d = direct[r.clients]
         lines.append(
-            f"| {r.clients} | {d.tok_s:.1f} | {r.tok_s:.1f} | {r.tok_s / d.tok_s:.3f}x "
-            f"| {d.ttft_p50:.1f} | {r.ttft_p50:.1f} | {r.ttft_p50 - d.ttft_p50:+.1f} "
-            f"| {r.ttft_p95:.1f} |"
+            f"| {r.engine} | {r.clients} | {r.tok_s:.1f} | {r.tok_s / d.tok_s:.3f}x "
+            f"| {r.ttft_p50:.1f} | {r.ttft_p50 - d.ttft_p50:+.1f} | {r.ttft_p95:.1f} "
+            f"| {r.tpot_p50:.1f} |"
         )
     return "\n".join(lines)
 

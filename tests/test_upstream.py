@@ -18,6 +18,7 @@ from wai.engine.base import (
     Tool,
     ToolCall,
     ToolsRequest,
+    UpstreamError,
     Usage,
 )
 from wai.engine.upstream import (
@@ -27,6 +28,7 @@ from wai.engine.upstream import (
     _merge_calls,
     _openai_message,
     _parse_calls,
+    _Retry,
     _sse_data,
     _usage,
 )
@@ -245,3 +247,30 @@ def test_event_stream_payloads_whatever_the_chunking(chunks: tuple[bytes, ...]) 
         return [d async for d in _sse_data(_stream(*chunks))]
 
     assert asyncio.run(payloads()) == [b'{"a":1}', b"[DONE]"]
+
+
+@pytest.mark.parametrize(
+    ("status", "outcome"),
+    [
+        (429, "retry busy"),
+        (503, "retry busy"),
+        (500, "retry"),
+        (502, "retry"),
+        (400, (400, 5006)),
+        (422, (400, 5006)),
+        (408, (408, 3007)),
+        (401, (503, 3043)),
+        (404, (503, 3043)),
+    ],
+)
+def test_an_upstream_refusal_is_a_retry_or_the_clients_error(status: int, outcome: object) -> None:
+    backend = _backend(1)
+    response = httpx.Response(status, content=b'{"error": {"message": "nope"}}')
+    with pytest.raises((_Retry, UpstreamError)) as info:
+        asyncio.run(backend._refused(backend.replicas[0], response))
+    e = info.value
+    if isinstance(e, _Retry):
+        assert outcome == ("retry busy" if e.busy else "retry")
+    else:
+        assert isinstance(e, UpstreamError)
+        assert (e.status, e.code) == outcome and "nope" in e.message

@@ -83,6 +83,10 @@ slots = 1
 serves = ["{SMOL}", "{LLAMA2}"]
 health_interval_s = 0.3
 upstreams = [{{url = "{a}", model = "smollm2"}}, {{url = "{b}", model = "smollm2"}}]
+[models.unwatched]  # health checks too rare to see a replica die: only requests find out
+serves = ["@cf/acme/unwatched"]
+health_interval_s = 3600
+upstreams = [{{url = "{a}", model = "smollm2"}}, {{url = "{b}", model = "smollm2"}}]
 [models.tight]
 serves = ["@cf/acme/tight"]
 upstreams = [{{url = "{a}", max_in_flight = 1}}]
@@ -403,6 +407,17 @@ def test_a_replica_killed_mid_run(setup: Setup) -> None:
         assert r.status_code == 200, r.text
     report = setup.replica_report()
     assert report[0]["healthy"] is False and report[1]["healthy"] is True
+
+    # A model that has not noticed: its requests that go to the dead replica fail to connect
+    # (before any byte) and are retried on the other, streams included.
+    for stream in (False, True, False, True):
+        r = setup.run("@cf/acme/unwatched", {"prompt": "hi", "max_tokens": 4, "stream": stream})
+        assert r.status_code == 200, r.text
+        if stream:
+            assert "usage" in parse_events(r.content.decode())[-2]
+    dead, alive = setup.replica_report("unwatched")
+    assert dead["healthy"] is False and dead["errors"] == 1 and dead["ejections"] == 1
+    assert alive["requests"] == 4 and alive["errors"] == 0
 
     setup.replicas[0] = start_llama_server(setup.binary, setup.tmp, port=victim.port)
     deadline = time.monotonic() + 10

@@ -17,8 +17,13 @@ taken from the upstream's nor from the client's, as when the upstream is a GPU s
 both modes pay the same for the load generator. In part 2 each replica is pinned to a core of its
 own (one thread); wai and the load generator float.
 
+Part 1 also times probes: short requests sent one at a time, at random moments, while the
+other clients stream, so that a request's TTFT is not decided by which of the upstream's prefill
+waves a burst of simultaneous arrivals lands it in (at 16 clients those are ~350 ms apart here).
+
 Usage: .venv/bin/python bench/upstream.py [--clients 1,8,16] [--max-tokens 128] [--rounds 2]
-                                          [--repeats 3] [--replicas-clients 8,16] [--out DIR]
+                                          [--repeats 3] [--probes 25] [--replicas-clients 8,16]
+                                          [--parts proxy,replicas] [--out DIR]
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -181,7 +187,34 @@ def median_row(rows: list[Row]) -> Row:
     )
 
 
-def proxy_cost(args: argparse.Namespace, binary: Path, out: Path) -> list[Row]:
+async def probe(base: str, request: Any, clients: int, probes: int, n: int) -> list[float]:
+    """TTFTs (ms) of `probes` short requests sent one at a time, at random moments, while
+    `clients - 1` others keep streaming: what a request arriving under that load waits, without
+    the waves that a burst of simultaneous arrivals forms in the upstream's batches."""
+    limits = httpx.Limits(max_connections=clients + 4)
+    async with httpx.AsyncClient(timeout=600, limits=limits) as client:
+        stop = asyncio.Event()
+
+        async def background(u: int) -> None:
+            k = 0
+            while not stop.is_set():
+                await request(client, base, 20_000 + 100 * u + k, n)
+                k += 1
+
+        tasks = [asyncio.create_task(background(u)) for u in range(clients - 1)]
+        await asyncio.sleep(1.0)
+        rng = random.Random(clients)
+        ttfts = []
+        for k in range(probes):
+            await asyncio.sleep(rng.uniform(0, 0.2))
+            s = await request(client, base, 30_000 + k, 4)
+            ttfts.append((s.token_times[0] - s.start) * 1000)
+        stop.set()
+        await asyncio.gather(*tasks)
+    return ttfts
+
+
+def proxy_cost(args: argparse.Namespace, binary: Path, out: Path) -> tuple[list[Row], str]:
     levels = [int(c) for c in args.clients.split(",")]
     slots = max(levels)
     cpu = cores()
@@ -222,7 +255,29 @@ def proxy_cost(args: argparse.Namespace, binary: Path, out: Path) -> list[Row]:
             for label in runs:
                 rows.append(median_row(runs[label]))
                 print(_fmt(rows[-1]), flush=True)
-    return rows
+        probe_lines = [
+            "| clients | route | probe TTFT mean ms | p50 ms | added mean ms | added p50 ms |",
+            "|---:|---|---:|---:|---:|---:|",
+        ]
+        for c in (c for c in levels if c > 1):
+            got: dict[str, list[float]] = {"direct": [], "wai-openai": [], "wai": []}
+            for _ in range(args.repeats):
+                for label, target, request in (
+                    ("direct", direct, direct_request),
+                    ("wai-openai", base, wai_openai_request),
+                    ("wai", base, wai_request),
+                ):
+                    got[label] += asyncio.run(probe(target, request, c, args.probes, args.n))
+            d_mean, d_p50 = statistics.mean(got["direct"]), statistics.median(got["direct"])
+            for label, ttfts in got.items():
+                mean, p50 = statistics.mean(ttfts), statistics.median(ttfts)
+                line = (
+                    f"| {c} | {label} | {mean:.1f} | {p50:.1f} | {mean - d_mean:+.1f} "
+                    f"| {p50 - d_p50:+.1f} |"
+                )
+                probe_lines.append(line)
+                print(line, flush=True)
+    return rows, "\n".join(probe_lines)
 
 
 def replicas(args: argparse.Namespace, binary: Path, out: Path) -> list[Row]:
@@ -321,6 +376,7 @@ def main() -> None:
     ap.add_argument("--max-tokens", dest="n", type=int, default=128)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--probes", type=int, default=25, help="TTFT probes per run under load")
     ap.add_argument("--parts", default="proxy,replicas")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
     args = ap.parse_args()
@@ -342,12 +398,17 @@ def main() -> None:
     ]
     parts = args.parts.split(",")
     if "proxy" in parts:
-        rows = proxy_cost(args, binary, args.out)
+        rows, probes = proxy_cost(args, binary, args.out)
         report += [
             "",
             "wai in front of one llama-server, against it called directly:",
             "",
             proxy_table(rows),
+            "",
+            f"TTFT of a request arriving while the others stream ({args.probes} probes per "
+            f"run, {args.repeats} runs pooled):",
+            "",
+            probes,
         ]
     if "replicas" in parts:
         rows = replicas(args, binary, args.out)

@@ -328,6 +328,15 @@ def test_no_reachable_upstream_is_3043_and_not_ready(setup: Setup) -> None:
     ready = requests.get(f"{setup.wai.url}/readyz", timeout=5)
     assert ready.status_code == 503
     assert any(x.startswith("nowhere: no upstream") for x in ready.json()["reasons"])
+    assert "127.0.0.1" not in ready.text and "127.0.0.1" not in r.text  # no internal hosts
+
+
+def test_replica_addresses_are_for_token_holders_only(setup: Setup) -> None:
+    public = requests.get(f"{setup.wai.url}/healthz", timeout=5).text
+    assert all(f":{r.port}" not in public for r in setup.replicas)
+    stats = requests.get(f"{setup.wai.url}/wai/v1/stats", headers=setup.wai.auth, timeout=5)
+    urls = [r["url"] for r in stats.json()["upstreams"]["up"]["replicas"]]
+    assert urls == [f"{r.url}/v1" for r in setup.replicas]
 
 
 def test_a_full_upstream_with_reject_if_busy_is_3040(setup: Setup) -> None:
@@ -375,6 +384,10 @@ def test_requests_are_spread_over_the_replicas(setup: Setup) -> None:
         assert list(pool.map(one, range(4))) == [200] * 4
     after = [r["requests"] for r in setup.replica_report()]
     assert all(b > a for a, b in zip(before, after, strict=True)), (before, after)
+    metrics = requests.get(f"{setup.wai.url}/metrics", headers=setup.wai.auth, timeout=5).text
+    for i, n in enumerate(after, 1):
+        assert f'wai_upstream_requests_total{{model="up",replica="replica {i}"}} {n}.0' in metrics
+        assert f'wai_upstream_healthy{{model="up",replica="replica {i}"}} 1.0' in metrics
 
 
 def test_a_replica_killed_mid_run(setup: Setup) -> None:

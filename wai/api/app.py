@@ -118,6 +118,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         return {
             "models": {name: asdict(s) for name, s in runtime.stats().items()},
             "registry": registry,
+            "upstreams": {name: d for name, b in runtime.backends.items() if (d := b.details())},
         }
 
     openapi.install(

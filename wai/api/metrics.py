@@ -150,6 +150,37 @@ class _EngineCollector(Collector):
             counters["failures"].add_metric([name], m["load_failures"])
         yield from gauges.values()
         yield from counters.values()
+        yield from self._replicas()
+
+    def _replicas(self) -> Iterator[Any]:
+        """Each upstream replica: healthy, in flight, requests, errors, ejections."""
+        labels = ["model", "replica"]
+        healthy = GaugeMetricFamily(
+            "wai_upstream_healthy", "1 while a replica is admitted", labels=labels
+        )
+        in_flight = GaugeMetricFamily(
+            "wai_upstream_in_flight", "Requests on a replica", labels=labels
+        )
+        requests = CounterMetricFamily(
+            "wai_upstream_requests", "Requests sent to a replica", labels=labels
+        )
+        errors = CounterMetricFamily(
+            "wai_upstream_errors", "Requests a replica failed", labels=labels
+        )
+        ejections = CounterMetricFamily(
+            "wai_upstream_ejections", "Times a replica was ejected", labels=labels
+        )
+        for name, backend in self.runtime.backends.items():
+            if backend.info.get("kind") != "upstream":
+                continue
+            for r in backend.info.get("replicas") or []:  # type: ignore[attr-defined]
+                key = [name, str(r["replica"])]
+                healthy.add_metric(key, 1 if r["healthy"] else 0)
+                in_flight.add_metric(key, r["outstanding"])
+                requests.add_metric(key, r["requests"])
+                errors.add_metric(key, r["errors"])
+                ejections.add_metric(key, r["ejections"])
+        yield from (healthy, in_flight, requests, errors, ejections)
 
 
 async def metrics_route(request: Request) -> Response:

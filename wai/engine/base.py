@@ -424,6 +424,10 @@ class Backend(abc.ABC):
         """Memory the model holds in this server (0: none, or unknown)."""
         return 0
 
+    def details(self) -> dict[str, object]:
+        """What only token holders see (`/wai/v1/stats`): an upstream model's replica URLs."""
+        return {}
+
     @property
     def failure(self) -> str | None:
         """Why this model cannot answer any more (its engine kept crashing), or None."""

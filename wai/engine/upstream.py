@@ -70,6 +70,7 @@ HEALTH_TIMEOUT = 5.0
 class Replica:
     config: Upstream
     model: str
+    label: str  # "replica 2": what clients and public endpoints see (never the URL)
     healthy: bool = True
     outstanding: int = 0
     failures: int = 0  # in a row
@@ -86,10 +87,13 @@ class Replica:
     def has_room(self) -> bool:
         return self.healthy and self.outstanding < self.config.max_in_flight
 
-    def report(self) -> dict[str, object]:
+    def report(self, private: bool = False) -> dict[str, object]:
+        """Its state; with `private`, its URL and model name too (for token holders only:
+        they name hosts inside the deployment)."""
+        where = {"url": self.url, "model": self.model} if private else {}
         return {
-            "url": self.url,
-            "model": self.model,
+            "replica": self.label,
+            **where,
             "healthy": self.healthy,
             "outstanding": self.outstanding,
             "max_in_flight": self.config.max_in_flight,
@@ -122,7 +126,9 @@ class UpstreamBackend(Backend):
         if not upstreams:
             raise ValueError("an upstream model needs at least one upstream")
         self.name = name
-        self.replicas = [Replica(u, u.model or name) for u in upstreams]
+        self.replicas = [
+            Replica(u, u.model or name, f"replica {i + 1}") for i, u in enumerate(upstreams)
+        ]
         self.health_interval_s = health_interval_s
         self.max_waiting = max_waiting
         self._client: httpx.AsyncClient | None = None
@@ -185,7 +191,7 @@ class UpstreamBackend(Backend):
             ok, why = False, f"health check: {_describe(e)}"
         if ok and not replica.healthy:
             replica.healthy, replica.failures = True, 0
-            log.info("upstream %s of %s is back", replica.url, self.name)
+            log.info("%s of %s (%s) is back", replica.label, self.name, replica.url)
             async with self._room:
                 self._room.notify_all()
         elif not ok:
@@ -202,7 +208,7 @@ class UpstreamBackend(Backend):
     def _eject(self, replica: Replica, why: str) -> None:
         replica.healthy = False
         replica.ejections += 1
-        log.warning("upstream %s of %s ejected: %s", replica.url, self.name, why)
+        log.warning("%s of %s (%s) ejected: %s", replica.label, self.name, replica.url, why)
 
     def _note_failure(self, replica: Replica, why: str, eject_now: bool) -> None:
         replica.errors += 1
@@ -261,7 +267,7 @@ class UpstreamBackend(Backend):
             self._room.notify_all()
 
     def _down_message(self) -> str:
-        why = "; ".join(f"{r.url}: {r.last_error or 'down'}" for r in self.replicas)
+        why = "; ".join(f"{r.label}: {r.last_error or 'down'}" for r in self.replicas)
         return f"no upstream of {self.name} is answering ({why})"
 
     # -- requests --
@@ -327,7 +333,7 @@ class UpstreamBackend(Backend):
                     self._finished += 1
                     return
                 except _Retry as e:
-                    reasons.append(f"{replica.url}: {e.reason}")
+                    reasons.append(f"{replica.label}: {e.reason}")
                     busy = busy or e.busy
                     if not e.busy:
                         self._note_failure(replica, e.reason, e.eject)
@@ -347,12 +353,15 @@ class UpstreamBackend(Backend):
         except asyncio.CancelledError:
             if not opened.done():
                 opened.cancel()
+            # cancelled by its client (who reads no more), or by close(): then a reader may
+            # still be waiting, and must not wait forever
+            queue.put_nowait(Failed(f"the model {self.name} is shutting down", crashed=True))
             raise
         except Exception as e:  # a bug here must not leave the client waiting
             log.exception("relaying from an upstream of %s", self.name)
             self._end_with(opened, queue, UpstreamError(500, 5000, f"upstream relay: {e}"))
         finally:
-            self._generated += relay.deltas
+            self._generated += relay.completion_tokens or relay.deltas
 
     def _end_with(
         self, opened: asyncio.Future[None], queue: asyncio.Queue[Event], e: Exception
@@ -395,27 +404,34 @@ class UpstreamBackend(Backend):
         except TimeoutError:
             if relay.started:
                 raise UpstreamError(
-                    408, TIMEOUT, f"the upstream {replica.url} timed out mid-answer"
+                    408, TIMEOUT, f"{self.name}: {replica.label} timed out mid-answer"
                 ) from None
             raise UpstreamError(
-                408, TIMEOUT, f"the upstream {replica.url} timed out ({cfg.timeout_s:g} s)"
+                408, TIMEOUT, f"{self.name}: {replica.label} timed out ({cfg.timeout_s:g} s)"
             ) from None
         except httpx.TimeoutException as e:
             if relay.started:
                 raise UpstreamError(
-                    408, TIMEOUT, f"the upstream {replica.url} timed out mid-answer"
+                    408, TIMEOUT, f"{self.name}: {replica.label} timed out mid-answer"
                 ) from None
             if isinstance(e, httpx.ConnectTimeout | httpx.PoolTimeout):
                 raise _Retry(_describe(e), eject=True) from None
             raise UpstreamError(
-                408, TIMEOUT, f"the upstream {replica.url} timed out ({cfg.timeout_s:g} s)"
+                408, TIMEOUT, f"{self.name}: {replica.label} timed out ({cfg.timeout_s:g} s)"
             ) from None
         except (httpx.HTTPError, _BrokenStream) as e:
             why = _describe(e)
             if relay.started:
                 self._note_failure(replica, why, isinstance(e, httpx.TransportError))
+                log.warning(
+                    "%s of %s (%s) failed mid-answer: %s",
+                    replica.label,
+                    self.name,
+                    replica.url,
+                    why,
+                )
                 raise UpstreamError(
-                    503, MODEL_UNAVAILABLE, f"the upstream {replica.url} failed mid-answer: {why}"
+                    503, MODEL_UNAVAILABLE, f"{self.name}: {replica.label} failed mid-answer"
                 ) from None
             raise _Retry(why, eject=isinstance(e, httpx.ConnectError)) from None
 
@@ -429,9 +445,12 @@ class UpstreamBackend(Backend):
         message = _error_message(raw[:MAX_ERROR_BYTES], response.status_code)
         status = response.status_code
         if status in (429, 503):
-            raise _Retry(f"busy: {message}", busy=True)
+            raise _Retry(f"busy (HTTP {status})", busy=True)
         if status >= 500:
-            raise _Retry(f"HTTP {status}: {message}")
+            log.warning(
+                "%s of %s (%s): HTTP %d: %s", replica.label, self.name, replica.url, status, message
+            )
+            raise _Retry(f"HTTP {status}")
         if status == 408:
             raise UpstreamError(408, TIMEOUT, f"the upstream timed out: {message}")
         if status in (401, 403, 404):
@@ -439,7 +458,7 @@ class UpstreamBackend(Backend):
             raise UpstreamError(
                 503,
                 MODEL_UNAVAILABLE,
-                f"the upstream {replica.url} refused wai (HTTP {status}): {message}",
+                f"{self.name}: {replica.label} refused wai (HTTP {status}): {message}",
                 retry_after=1,
             )
         raise UpstreamError(400, BAD_INPUT, bad_input_message(message))
@@ -456,6 +475,9 @@ class UpstreamBackend(Backend):
     @property
     def info(self) -> dict[str, object]:  # type: ignore[override]
         return {"kind": "upstream", "replicas": [r.report() for r in self.replicas]}
+
+    def details(self) -> dict[str, object]:
+        return {"replicas": [r.report(private=True) for r in self.replicas]}
 
     def stats(self) -> EngineStats:
         return EngineStats(
@@ -488,13 +510,15 @@ class _Relay:
         self.queue = queue
         self.started = False  # text (or a call) has gone out: no more retries
         self.deltas = 0
+        self.completion_tokens = 0
 
     async def run(self, response: httpx.Response) -> None:
         calls: dict[int, dict[str, str]] = {}
         reason: str | None = None
         usage: dict[str, Any] | None = None
         done = False
-        async for data in _sse_data(response):
+        events = _sse_data(response)
+        async for data in events:
             if data == b"[DONE]":
                 done = True
                 break
@@ -529,7 +553,21 @@ class _Relay:
         if parsed:
             self.queue.put_nowait(ToolCalls(parsed))
         finish: FinishReason = "length" if reason == "length" else "stop"
-        self.queue.put_nowait(Finished(finish, _usage(usage, self.deltas)))
+        counted = _usage(usage, self.deltas)
+        self.completion_tokens = counted.completion_tokens
+        self.queue.put_nowait(Finished(finish, counted))
+        if done:
+            await _read_to_end(events)
+
+
+async def _read_to_end(events: AsyncIterator[bytes]) -> None:
+    """Read what follows `[DONE]` (the end of the chunked body), so that the connection goes
+    back to the pool: one left unread is closed, and the next request pays a new connection.
+    An upstream that keeps the stream open past a second is closed after all."""
+    with contextlib.suppress(TimeoutError, httpx.HTTPError, _BrokenStream):
+        async with asyncio.timeout(1.0):
+            async for _ in events:
+                pass
 
 
 async def _sse_data(response: httpx.Response) -> AsyncIterator[bytes]:

@@ -343,7 +343,10 @@ def test_a_full_upstream_with_reject_if_busy_is_3040(setup: Setup) -> None:
     long = {"prompt": "Count to a thousand", "max_tokens": 300, "ignore_eos": True}
     with setup.run("@cf/acme/tight", {**long, "stream": True}, stream=True) as first:
         assert first.status_code == 200
-        next(first.iter_lines())
+        lines = first.iter_lines()  # kept: a dropped iterator closes the connection
+        line = next(lines)
+        assert json.loads(line.removeprefix(b"data: "))["response"], line
+        assert setup.replica_report("tight")[0]["outstanding"] == 1
         r = setup.run("@cf/acme/tight", {"prompt": "hi", "options": {"rejectIfBusy": True}})
         assert r.status_code == 429, r.text
         assert r.json()["errors"][0]["code"] == 3040

@@ -58,7 +58,8 @@ def test_stream_disconnect_frees_the_slot(server: Server) -> None:
     wait_for(lambda: idle(server))
     before = server.stats()["requests_cancelled"]
     with streams(server, 1) as (r,):
-        first = next(r.iter_lines())  # generation has started
+        lines = r.iter_lines()  # kept: a dropped iterator closes the connection
+        first = next(lines)  # generation has started
         assert server.stats()["slots_busy"] == 1, (first, server.stats(), server.log.read_text())
     wait_for(lambda: idle(server))
     assert server.stats()["requests_cancelled"] == before + 1

@@ -11,7 +11,7 @@ GPU    ?=
 
 NODE_STAMP := tests/node/node_modules/.wai-installed
 
-.PHONY: install llama llama-server serve test lint bench clean
+.PHONY: install llama llama-server browser serve test lint bench clean
 
 install: llama $(STAMP)
 
@@ -28,6 +28,14 @@ llama: $(PY)
 llama-server: $(PY)
 	$(PY) scripts/llama_server.py >/dev/null
 
+# Headless Chromium and its driver (Debian's packages), for the playground's browser test.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    chromium chromium-driver >/dev/null) || \
+	  (echo "wai: the browser test needs chromium and chromedriver" \
+	    "(Debian: apt-get install chromium chromium-driver)" >&2; exit 1)
+
 # Miniflare 4 and the seed's @cloudflare/ai, for the Worker tests (Node 20, from the lockfile).
 $(NODE_STAMP): tests/node/package.json tests/node/package-lock.json
 	cd tests/node && npm ci --no-audit --no-fund --loglevel=error
@@ -42,7 +50,7 @@ $(STAMP): pyproject.toml | llama
 serve: install
 	$(VENV)/bin/wai serve --host $(HOST) --port $(PORT)
 
-test: install llama-server $(NODE_STAMP)
+test: install llama-server browser $(NODE_STAMP)
 	$(VENV)/bin/ruff check wai tests bench scripts
 	$(VENV)/bin/ruff format --check wai tests bench scripts
 	$(VENV)/bin/mypy

@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, Response
 
 import wai
-from wai.api import binding, models, openai, openapi, workers
+from wai.api import binding, models, openai, openapi, playground, workers
 from wai.api.access import Access
 from wai.api.auth import PUBLIC_PATHS, TokenAuth
 from wai.api.errors import BAD_INPUT, INTERNAL, METHOD_NOT_ALLOWED, NO_ROUTE, CFError, bad_input
@@ -55,6 +55,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.include_router(workers.router)
     app.include_router(openai.router)
     app.include_router(models.router)
+    app.include_router(playground.router)
 
     @app.get("/healthz")
     async def healthz() -> Response:
@@ -135,7 +136,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.add_exception_handler(Exception, _internal_error)
     # outermost last: request counting, edge checks, then auth, then per-token rate limits
     app.add_middleware(RateLimit, rpm=settings.rate_limit_rpm)
-    public = PUBLIC_PATHS | ({"/metrics"} if settings.metrics_public else set())
+    public = PUBLIC_PATHS | playground.PATHS | ({"/metrics"} if settings.metrics_public else set())
     app.add_middleware(TokenAuth, tokens=settings.tokens, public=public)
     app.add_middleware(
         EdgeGuard,

@@ -66,7 +66,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     logging.getLogger("wai.access").addHandler(access)
     logging.getLogger("wai.access").propagate = False
     mode = f"{len(settings.tokens)} token(s)" if settings.tokens else "open local mode (no tokens)"
-    logging.getLogger("wai").info("serving on http://%s:%d, %s", settings.host, settings.port, mode)
+    logging.getLogger("wai").info(
+        "serving on http://%s:%d, %s; the playground: http://%s:%d/",
+        settings.host,
+        settings.port,
+        mode,
+        settings.host,
+        settings.port,
+    )
     # uvicorn drains on SIGTERM (stops accepting, waits up to drain_seconds for in-flight
     # requests), then re-raises the signal with the handler it found. A no-op handler here makes
     # a completed drain exit 0 instead of dying by the signal.

@@ -72,7 +72,16 @@ def test_chat_streams_and_the_curl_snippet_answers_the_same(
     _set(browser, "max_tokens", "48")
     _set(browser, "input", "Tell me a short story about a fox.")
 
-    snippet = browser.find_element(By.ID, "snippet").text
+    # the Copy button puts the snippet on the clipboard; that is what runs
+    browser.execute_cdp_cmd(
+        "Browser.grantPermissions",
+        {"permissions": ["clipboardReadWrite", "clipboardSanitizedWrite"], "origin": server.url},
+    )
+    browser.find_element(By.ID, "copy").click()
+    snippet = browser.execute_async_script(
+        "navigator.clipboard.readText().then(arguments[0], (e) => arguments[0]('error: ' + e))"
+    )
+    assert snippet == browser.find_element(By.ID, "snippet").text
     assert snippet.startswith("curl -N ") and f"/ai/run/{LLAMA2}" in snippet
     assert "$WAI_TOKEN" in snippet and TOKEN not in snippet  # the token stays out of code
     ran = subprocess.run(

@@ -168,3 +168,6 @@ def test_the_page_is_served_strictly(server: Server) -> None:
         '<script type="module" src="/playground/playground.js">'
     ]
     assert not re.search(r"\son\w+=", html.text) and "http" not in html.text
+    # the Host guard (DNS rebinding) covers the page too
+    foreign = requests.get(f"{server.url}/", headers={"Host": "evil.example"}, timeout=5)
+    assert foreign.status_code == 400 and foreign.json()["errors"][0]["code"] == 6003

@@ -151,6 +151,10 @@ def llama_server_cmd(binary: Path, port: int, slots: int, ctx_per_slot: int) -> 
     ]
 
 
+def wai_cmd(port: int, config: Path) -> list[str]:
+    return [sys.executable, "-m", "wai.cli", "serve", "--port", str(port), "--config", str(config)]
+
+
 def wai_config(path: Path, upstream_ports: list[int], slots: int) -> Path:
     ups = ", ".join(
         f'{{url = "http://127.0.0.1:{p}/v1", model = "smollm2", max_in_flight = {slots}}}'
@@ -228,16 +232,7 @@ def proxy_cost(args: argparse.Namespace, binary: Path, out: Path) -> tuple[list[
     with (
         started(llama_server_cmd(binary, port, slots, 512), f"{direct}/health", upstream_cpus),
         started(
-            [
-                sys.executable,
-                "-m",
-                "wai.cli",
-                "serve",
-                "--port",
-                str(wai_port),
-                "--config",
-                str(config),
-            ],
+            wai_cmd(wai_port, config),
             f"{base}/healthz",
             wai_cpus,
         ),
@@ -306,16 +301,7 @@ def replicas(args: argparse.Namespace, binary: Path, out: Path) -> list[Row]:
             base = f"http://127.0.0.1:{wai_port}"
             config = wai_config(out / f"upstream-bench-{len(ups)}.toml", ups, slots)
             with started(
-                [
-                    sys.executable,
-                    "-m",
-                    "wai.cli",
-                    "serve",
-                    "--port",
-                    str(wai_port),
-                    "--config",
-                    str(config),
-                ],
+                wai_cmd(wai_port, config),
                 f"{base}/healthz",
                 None,
             ):

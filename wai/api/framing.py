@@ -53,14 +53,22 @@ def json_response(text: str, final: Finished) -> Any:
     raise bad_input("JSON Mode couldn't be met")
 
 
+def failed_code(f: Failed) -> int:
+    """The Workers AI code of a generation that failed after it was queued: 3043 (worth a
+    retry) when the engine process or upstream serving it died under it, the backend's own code
+    (3007: an upstream timed out), else 5000."""
+    return MODEL_UNAVAILABLE if f.crashed else f.code or INTERNAL
+
+
+_FAILED_STATUS = {MODEL_UNAVAILABLE: 503, TIMEOUT: 408}
+
+
 def failed_error(f: Failed) -> CFError:
-    """The Cloudflare error for a generation that failed after it was queued: 503 (3043, worth
-    a retry: the model's engine is restarting) when its engine process died under it, else 500."""
-    if f.crashed:
-        return CFError.inference(503, MODEL_UNAVAILABLE, f.message, headers={"retry-after": "1"})
-    if f.code == TIMEOUT:
-        return CFError.inference(408, TIMEOUT, f.message)
-    return CFError.inference(500, f.code or INTERNAL, f.message)
+    """The Cloudflare error for a generation that failed after it was queued (see
+    failed_code): 503 with Retry-After, 408, or 500."""
+    code = failed_code(f)
+    headers = {"retry-after": "1"} if code == MODEL_UNAVAILABLE else None
+    return CFError.inference(_FAILED_STATUS.get(code, 500), code, f.message, headers=headers)
 
 
 def cf_tool_calls(calls: list[ToolCall]) -> list[dict[str, Any]]:
@@ -87,6 +95,6 @@ async def cf_sse(generation: Generation) -> AsyncIterator[bytes]:
         elif isinstance(ev, Finished):
             yield sse.event({"response": "", "usage": usage_dict(ev.usage)})
         else:
-            code = ev.code or (MODEL_UNAVAILABLE if ev.crashed else INTERNAL)
+            code = failed_code(ev)
             yield sse.event({"response": "", "error": {"code": code, "message": ev.message}})
     yield sse.DONE

@@ -16,10 +16,10 @@ from wai.api import sse
 from wai.api.access import track
 from wai.api.body import read_json
 from wai.api.errors import CFError, openai_error, openai_from_cf
-from wai.api.framing import to_cf_error, usage_dict
+from wai.api.framing import failed_code, failed_error, to_cf_error, usage_dict
 from wai.api.generation import GenerationResponse, collect
 from wai.engine.base import Delta, EngineError, Failed, Finished, Generation, ToolCall, ToolCalls
-from wai.errors import TIMEOUT, RequestError
+from wai.errors import MODEL_UNAVAILABLE, TIMEOUT, RequestError
 from wai.runtime import Runtime
 from wai.schemas.openai import InvalidOpenAIRequest, parse_chat, parse_completion
 from wai.schemas.text_generation import TextGenerationInput
@@ -60,13 +60,10 @@ async def _handle(request: Request, parse: Parser, chat: bool) -> Response:
     if done is None:
         return openai_error(408, "the client closed the connection")
     if isinstance(done.final, Failed):
-        if done.final.crashed:
-            return openai_error(
-                503, done.final.message, code="engine_restarting", headers={"retry-after": "1"}
-            )
-        if done.final.code == TIMEOUT:
-            return openai_error(408, done.final.message, code="timeout")
-        return openai_error(500, done.final.message, code="inference_failed")
+        err = failed_error(done.final)
+        return openai_error(
+            err.status, done.final.message, code=_failed_name(done.final), headers=err.headers
+        )
     reason = _finish_reason(done.final)
     if chat:
         message: dict[str, Any] = {"role": "assistant", "content": done.text}
@@ -91,10 +88,12 @@ async def _handle(request: Request, parse: Parser, chat: bool) -> Response:
     )
 
 
-def _failed_code(ev: Failed) -> str:
-    if ev.crashed:
-        return "engine_restarting"
-    return "timeout" if ev.code == TIMEOUT else "inference_failed"
+# OpenAI names for framing.failed_code's codes
+_FAILED_NAMES = {MODEL_UNAVAILABLE: "engine_restarting", TIMEOUT: "timeout"}
+
+
+def _failed_name(ev: Failed) -> str:
+    return _FAILED_NAMES.get(failed_code(ev), "inference_failed")
 
 
 def _tool_call(call: ToolCall) -> dict[str, Any]:
@@ -154,7 +153,7 @@ async def _chunks(
                         "message": ev.message,
                         "type": "server_error",
                         "param": None,
-                        "code": _failed_code(ev),
+                        "code": _failed_name(ev),
                     }
                 }
             )

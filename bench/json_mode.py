@@ -63,8 +63,8 @@ def _tools_prompt() -> str:
     """The system message wai adds for these tools (the embedded model's template knows no
     tools): "prompt-only" sends it as plain text, so that tools-auto / prompt-only is the cost
     of the lazy grammar's watch alone, at the same prompt length."""
-    from wai.engine.chat import Message
-    from wai.engine.tools import Tool, generic_messages
+    from wai.backends.local.chat import Message
+    from wai.backends.local.tools import Tool, generic_messages
 
     tools = [Tool(t["name"], t["description"], t["parameters"]) for t in TOOLS]
     return generic_messages([Message("user", "x")], tools)[0].content

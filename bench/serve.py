@@ -353,9 +353,9 @@ def run_llama_cpp_py(model: Path, levels: list[int], n: int) -> list[Row]:
 def engine_decode(model: Path, n: int) -> float:
     """wai's engine alone, on a thread of this process: one stream, decode tok/s after the
     first token."""
-    from wai.engine.base import SamplingParams, TokenRequest
+    from wai.engine.config import LlamaCppConfig
     from wai.engine.inthread import InThreadEngine
-    from wai.engine.llamacpp import LlamaCppConfig
+    from wai.engine.types import SamplingParams, TokenRequest
 
     async def go() -> float:
         backend = InThreadEngine(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from wai.engine.chat import ChatTemplateError, JinjaFormat, Llama2Format, Message
+from wai.backends.local.chat import ChatTemplateError, JinjaFormat, Llama2Format, Message
 from wai.engine.gguf import LlamaTokenizer, load_tokenizer
 
 # llama.cpp's vocab-only Llama SPM GGUF (MIT), from the sources in the llama-cpp-python sdist.

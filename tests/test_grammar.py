@@ -1,12 +1,14 @@
-"""engine/grammar.py: schemas in, grammars out; what cannot be enforced is refused by name."""
+"""backends/local/json_schema.py (schemas in, grammars out; what cannot be enforced is refused by
+name) and engine/grammar.py (a grammar fed text, as the engine does)."""
 
 from __future__ import annotations
 
 import pytest
 
+from wai.backends.local import json_schema as grammar
 from wai.catalog import embedded_model_path
-from wai.engine import grammar
 from wai.engine.gguf import load_tokenizer
+from wai.engine.grammar import accepts
 
 
 def test_a_nested_schema_compiles_and_llama_cpp_parses_it() -> None:
@@ -21,8 +23,28 @@ def test_a_nested_schema_compiles_and_llama_cpp_parses_it() -> None:
     }
     gbnf = grammar.schema_grammar(schema)
     assert "root ::=" in gbnf
-    assert grammar.schema_grammar(dict(schema)) is gbnf  # cached by content
     grammar.check_grammar(load_tokenizer(embedded_model_path()).vocab, gbnf)
+
+
+def test_a_model_keeps_its_checked_grammars_by_content_and_bounded() -> None:
+    cache = grammar.GrammarCache(load_tokenizer(embedded_model_path()).vocab, size=2)
+    built: list[int] = []
+
+    def build(n: int) -> str:
+        built.append(n)
+        return f'root ::= "{n}"'
+
+    gbnf = cache.get({"n": 1, "x": [1]}, lambda: build(1))
+    assert cache.get({"x": [1], "n": 1}, lambda: build(1)) is gbnf  # cached by content
+    assert built == [1]
+    cache.get(2, lambda: build(2))
+    cache.get(3, lambda: build(3))  # the least recently used (1) goes
+    assert len(cache) == 2
+    cache.get({"n": 1, "x": [1]}, lambda: build(1))
+    assert built == [1, 2, 3, 1]
+    with pytest.raises(grammar.GrammarError):  # llama.cpp refuses it: never kept
+        cache.get(4, lambda: "root ::= (")
+    assert len(cache) == 2
 
 
 @pytest.mark.parametrize(
@@ -79,18 +101,18 @@ def test_numeric_ranges_are_enforced(
 ) -> None:
     """Ranges become grammar (llama-cpp-python's converter has none): every accepted number is
     in range, and every number in range can be written."""
-    vocab = load_tokenizer(embedded_model_path()).vocab
+    tok = load_tokenizer(embedded_model_path())
     gbnf = grammar.schema_grammar(schema)
     for text in good:
-        assert grammar.accepts(vocab, gbnf, text), text
+        assert accepts(tok, gbnf, text), text
     for text in bad:
-        assert not grammar.accepts(vocab, gbnf, text), text
+        assert not accepts(tok, gbnf, text), text
 
 
 def test_range_rules_against_every_small_number() -> None:
     """The digit-by-digit construction, checked exhaustively on small bounds."""
-    vocab = load_tokenizer(embedded_model_path()).vocab
+    tok = load_tokenizer(embedded_model_path())
     for lo, hi in [(0, 9), (5, 123), (-45, 7), (-200, -37), (19, 20)]:
         gbnf = "root ::= " + grammar.range_rule(lo, hi, fraction=False)
         for n in range(-250, 250):
-            assert grammar.accepts(vocab, gbnf, str(n)) == (lo <= n <= hi), (lo, hi, n)
+            assert accepts(tok, gbnf, str(n)) == (lo <= n <= hi), (lo, hi, n)

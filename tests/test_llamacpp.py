@@ -9,17 +9,17 @@ from typing import Any
 import pytest
 
 from wai.catalog import embedded_model_path
-from wai.engine.base import (
+from wai.engine.config import LlamaCppConfig
+from wai.engine.inthread import InThreadEngine
+from wai.engine.types import (
     Delta,
     EngineStopped,
-    Event,
     Failed,
     Finished,
     SamplingParams,
+    TokenEvent,
     TokenRequest,
 )
-from wai.engine.inthread import InThreadEngine
-from wai.engine.llamacpp import LlamaCppConfig
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,7 @@ def request(tokens: list[int], max_tokens: int = 8) -> TokenRequest:
     return TokenRequest(tokens, max_tokens, SamplingParams(temperature=0), ignore_eos=True)
 
 
-async def events_of(b: InThreadEngine, req: TokenRequest) -> list[Event]:
+async def events_of(b: InThreadEngine, req: TokenRequest) -> list[TokenEvent]:
     return [ev async for ev in b.submit(req)]
 
 
@@ -100,7 +100,7 @@ def test_submit_after_close_raises_and_queued_requests_end(loop: asyncio.Abstrac
     b = backend(loop)
     prompt = b.tokenizer.tokenize("Hello there", add_special=True, parse_special=False)
 
-    async def go() -> list[Event]:
+    async def go() -> list[TokenEvent]:
         # queued behind the stop message: it must end, not hang
         pending = [b.submit(request(prompt, max_tokens=200)) for _ in range(4)]
         await b.close()

@@ -10,12 +10,13 @@ import llama_cpp as L
 import numpy as np
 import pytest
 
+from wai.backends.local.json_schema import schema_grammar
 from wai.catalog import embedded_model_path
-from wai.engine.base import SamplingParams
 from wai.engine.gguf import LlamaTokenizer, load_model
-from wai.engine.grammar import grammar_sampler, schema_grammar
+from wai.engine.grammar import grammar_sampler
 from wai.engine.params import context_params
 from wai.engine.sampling import Chain, ChainPool, make_sampler
+from wai.engine.types import SamplingParams
 
 SCHEMA = {
     "type": "object",
@@ -38,7 +39,7 @@ PARAMS = [
 
 @pytest.fixture(scope="module")
 def decoded() -> Iterator[tuple[Any, int, np.ndarray, Any]]:
-    """A context that has decoded a prompt: (ctx, n_vocab, the last row's logits, vocab)."""
+    """A context that has decoded a prompt: (ctx, n_vocab, the last row's logits, tokenizer)."""
     model = load_model(embedded_model_path(), L.llama_model_default_params())
     ctx = L.llama_init_from_model(
         model, context_params(n_ctx=256, n_batch=64, n_seq=1, threads=0, flash_attn=True)
@@ -48,7 +49,7 @@ def decoded() -> Iterator[tuple[Any, int, np.ndarray, Any]]:
     batch = L.llama_batch_get_one((L.llama_token * len(prompt))(*prompt), len(prompt))
     assert L.llama_decode(ctx, batch) == 0
     row = np.ctypeslib.as_array(L.llama_get_logits_ith(ctx, -1), shape=(tok.n_vocab,)).copy()
-    yield ctx, tok.n_vocab, row, tok.vocab
+    yield ctx, tok.n_vocab, row, tok
     L.llama_free(ctx)
     L.llama_model_free(model)
 
@@ -66,9 +67,9 @@ def _reference(params: SamplingParams, n_vocab: int, vocab: Any) -> Any:
 def test_a_chain_picks_what_llama_sampler_sample_picks(
     decoded: tuple[Any, int, np.ndarray, Any], params: SamplingParams
 ) -> None:
-    ctx, n_vocab, row, vocab = decoded
-    reference = _reference(params, n_vocab, vocab)
-    ours = Chain(params, n_vocab, vocab)  # a grammar checked on the pick, then if need be all
+    ctx, n_vocab, row, tok = decoded
+    reference = _reference(params, n_vocab, tok.vocab)
+    ours = Chain(params, n_vocab, tok)  # a grammar checked on the pick, then if need be all
     try:
         # several draws from the same logits: the seeded stream and the penalties' history
         # (each pick is accepted) advance alike
@@ -135,9 +136,10 @@ def _piece(vocab: Any, token: int) -> str:
 
 
 def test_a_lazy_grammar_waits_for_its_trigger(decoded: tuple[Any, int, np.ndarray, Any]) -> None:
-    _, n_vocab, _, vocab = decoded
+    _, n_vocab, _, tok = decoded
+    vocab = tok.vocab
     chain = Chain(
-        SamplingParams(temperature=0, grammar=HERMES, trigger="(<tool_call>)"), n_vocab, vocab
+        SamplingParams(temperature=0, grammar=HERMES, trigger="(<tool_call>)"), n_vocab, tok
     )
     try:
         for token in _ids(vocab, "Free text, { even braces } and <b>tags</b>."):
@@ -153,11 +155,12 @@ def test_a_token_straddling_the_trigger_is_masked_not_fatal(
     """`<tool_call` then `>,`: the trigger completes inside a token whose rest the grammar
     refuses. llama.cpp's own lazy grammar aborts the process here; the chain picks the
     runner-up instead, and from then on the grammar holds."""
-    _, n_vocab, _, vocab = decoded
+    _, n_vocab, _, tok = decoded
+    vocab = tok.vocab
     straddle = next(t for t in range(n_vocab) if _piece(vocab, t) in (">,", ">.", ">>"))
     (close,) = _ids(vocab, ">")
     chain = Chain(
-        SamplingParams(temperature=0, grammar=HERMES, trigger="(<tool_call>)"), n_vocab, vocab
+        SamplingParams(temperature=0, grammar=HERMES, trigger="(<tool_call>)"), n_vocab, tok
     )
     try:
         for token in _ids(vocab, "Hi <tool_call"):
@@ -174,11 +177,12 @@ def test_a_token_straddling_the_trigger_is_masked_not_fatal(
 def test_an_anchored_trigger_only_matches_at_the_start(
     decoded: tuple[Any, int, np.ndarray, Any],
 ) -> None:
-    _, n_vocab, _, vocab = decoded
+    _, n_vocab, _, tok = decoded
+    vocab = tok.vocab
     llama3 = 'root ::= "{" [ a-z":]+ "}"'
     trigger = r'\A\s*(\{\s*"name"\s*:)'
-    late = Chain(SamplingParams(temperature=0, grammar=llama3, trigger=trigger), n_vocab, vocab)
-    early = Chain(SamplingParams(temperature=0, grammar=llama3, trigger=trigger), n_vocab, vocab)
+    late = Chain(SamplingParams(temperature=0, grammar=llama3, trigger=trigger), n_vocab, tok)
+    early = Chain(SamplingParams(temperature=0, grammar=llama3, trigger=trigger), n_vocab, tok)
     try:
         for token in _ids(vocab, 'Sure: {"name":'):
             late.sample(_wish(n_vocab, token))

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from wai.engine.base import TokenRequest
+import itertools
+
 from wai.engine.scheduler import Scheduler, Seq
+from wai.engine.types import TokenRequest
 
 CHUNK = 4
+_ids = itertools.count(1)  # request ids, as admission gives them
 
 
 def seq(n_prompt: int) -> Seq:
-    return Seq(TokenRequest(list(range(1, n_prompt + 1)), max_tokens=8))
+    return Seq(TokenRequest(list(range(1, n_prompt + 1)), max_tokens=8, request_id=next(_ids)))
 
 
 def plan_of(s: Scheduler) -> list[tuple[Seq, list[int], int, bool]]:
@@ -36,7 +39,9 @@ def test_decode_rows_first_then_aligned_prompt_chunks_under_the_budget() -> None
     s.add(long_b)
     s.admit()
     plan = s.schedule()
-    assert plan[0].decode and not plan[1].decode
+    # the decode row feeds back the generated token; the others are prompt chunks
+    assert (plan[0].seq, plan[0].tokens) == (running, [42])
+    assert all(w.start < len(w.seq.request.prompt_tokens) for w in plan[1:])
     # one chunk per sequence per step: 1 decode row + 4 + 4 = 9
     assert plan_of(s) == [
         (running, [42], 2, True),
@@ -83,7 +88,7 @@ def test_remove_a_waiting_sequence() -> None:
 def test_prefix_cache_picks_the_longest_shared_prefix_cut_at_a_chunk_boundary() -> None:
     s = Scheduler(n_slots=3, token_budget=64, chunk=CHUNK)
     s.slot_cache = [[1, 2, 9], list(range(1, 8)), []]
-    new = Seq(TokenRequest([1, 2, 3, 4, 5, 6, 70, 80], max_tokens=4))
+    new = Seq(TokenRequest([1, 2, 3, 4, 5, 6, 70, 80], max_tokens=4, request_id=next(_ids)))
     s.add(new)
     s.admit()
     assert new.slot == 1 and new.cached == 4 and new.n_past == 4  # 6 shared, cut to 4
@@ -123,7 +128,7 @@ def test_an_unrelated_prompt_takes_the_least_recently_used_slot() -> None:
     s.admit()
     s.remove(a)  # slot 0, used first
     s.remove(b)  # slot 1
-    c = Seq(TokenRequest([99], max_tokens=1))
+    c = Seq(TokenRequest([99], max_tokens=1, request_id=next(_ids)))
     s.add(c)
     s.admit()
     assert c.slot == 0

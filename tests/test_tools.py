@@ -9,18 +9,18 @@ from typing import Any
 
 import pytest
 
-from wai.catalog import embedded_model_path
-from wai.engine import grammar
-from wai.engine.base import Tool
-from wai.engine.chat import CHATML, JinjaFormat, Llama2Format, Message
-from wai.engine.gguf import load_tokenizer
-from wai.engine.tools import (
+from wai.backends.base import Tool
+from wai.backends.local.chat import CHATML, JinjaFormat, Llama2Format, Message
+from wai.backends.local.tools import (
     SYNTAXES,
     ToolPlan,
     call_grammar,
     generic_messages,
     syntax_for,
 )
+from wai.catalog import embedded_model_path
+from wai.engine import grammar
+from wai.engine.gguf import load_tokenizer
 
 # Small templates in the style of each family (what matters: the markers, and that tools and
 # tool_calls reach the template).
@@ -214,7 +214,7 @@ def test_a_named_choice_allows_only_that_function() -> None:
 
 @pytest.fixture(scope="module")
 def vocab() -> Any:
-    return load_tokenizer(embedded_model_path()).vocab
+    return load_tokenizer(embedded_model_path())
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""engine/upstream.py's decisions, one by one: the OpenAI request built for a generation, the
+"""backends/upstream's decisions, one by one: the OpenAI request built for a generation, the
 tool calls assembled from streamed fragments, the message read out of an upstream's error,
 which replica takes a request; and the settings of an upstream model."""
 
@@ -11,7 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from wai.engine.base import (
+from wai.api.framing import status_for
+from wai.backends.base import (
     GenerationRequest,
     Message,
     SamplingParams,
@@ -21,22 +22,22 @@ from wai.engine.base import (
     UpstreamError,
     Usage,
 )
-from wai.engine.upstream import (
-    UpstreamBackend,
-    _body,
-    _error_message,
-    _merge_calls,
-    _openai_message,
-    _parse_calls,
-    _Retry,
-    _sse_data,
-    _usage,
+from wai.backends.upstream.backend import UpstreamBackend
+from wai.backends.upstream.openai_format import (
+    Retry,
+    error_message,
+    merge_calls,
+    openai_message,
+    parse_calls,
+    request_body,
+    sse_data,
+    usage_of,
 )
 from wai.settings import Settings, SettingsError, Upstream, load_settings
 
 
-def test_a_chat_is_a_streamed_chat_completion_with_usage() -> None:
-    path, body = _body(
+def test_a_chat_is_a_streamed_chat_completion_withusage_of() -> None:
+    path, body = request_body(
         GenerationRequest(
             max_tokens=12,
             messages=(Message("user", "hi"),),
@@ -57,7 +58,7 @@ def test_a_chat_is_a_streamed_chat_completion_with_usage() -> None:
 
 
 def test_a_raw_prompt_is_a_completion_and_unset_knobs_are_left_out() -> None:
-    path, body = _body(GenerationRequest(max_tokens=5, prompt="Once", ignore_eos=True))
+    path, body = request_body(GenerationRequest(max_tokens=5, prompt="Once", ignore_eos=True))
     assert path == "/completions"
     assert body["prompt"] == "Once" and body["ignore_eos"] is True
     assert "messages" not in body and "top_p" not in body and "logit_bias" not in body
@@ -74,7 +75,7 @@ def test_every_sampling_knob_and_the_penalty_under_both_names() -> None:
         presence_penalty=0.3,
         logit_bias=((15, -100.0),),
     )
-    _, body = _body(GenerationRequest(max_tokens=1, prompt="x", sampling=s))
+    _, body = request_body(GenerationRequest(max_tokens=1, prompt="x", sampling=s))
     assert body["top_k"] == 40 and body["min_p"] == 0.05 and body["top_p"] == 0.9
     assert body["repetition_penalty"] == body["repeat_penalty"] == 1.1
     assert body["logit_bias"] == {"15": -100.0}
@@ -82,7 +83,7 @@ def test_every_sampling_knob_and_the_penalty_under_both_names() -> None:
 
 def test_json_mode_is_a_json_schema_response_format() -> None:
     schema = {"type": "object"}
-    _, body = _body(
+    _, body = request_body(
         GenerationRequest(max_tokens=1, messages=(Message("user", "x"),), json_schema=schema)
     )
     assert body["response_format"]["type"] == "json_schema"
@@ -99,7 +100,9 @@ def test_json_mode_is_a_json_schema_response_format() -> None:
 )
 def test_tools_and_tool_choice(choice: str, wire: object) -> None:
     tools = ToolsRequest((Tool("get_time", "Time"),), choice, parallel=False)
-    _, body = _body(GenerationRequest(max_tokens=1, messages=(Message("user", "x"),), tools=tools))
+    _, body = request_body(
+        GenerationRequest(max_tokens=1, messages=(Message("user", "x"),), tools=tools)
+    )
     fn = {"name": "get_time", "description": "Time", "parameters": {"type": "object"}}
     assert body["tools"] == [{"type": "function", "function": fn}]
     assert body["tool_choice"] == wire and body["parallel_tool_calls"] is False
@@ -107,24 +110,24 @@ def test_tools_and_tool_choice(choice: str, wire: object) -> None:
 
 def test_earlier_calls_go_upstream_with_arguments_as_a_json_string() -> None:
     call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": {"a": 1}}}
-    out = _openai_message(Message("assistant", "", (call,)))
+    out = openai_message(Message("assistant", "", (call,)))
     assert out["tool_calls"][0]["function"]["arguments"] == '{"a": 1}'
     assert call["function"]["arguments"] == {"a": 1}  # the request's own message is untouched
 
 
 def test_streamed_call_fragments_are_assembled() -> None:
     calls: dict[int, dict[str, str]] = {}
-    _merge_calls(calls, [{"index": 0, "id": "a", "function": {"name": "get_weather"}}])
-    _merge_calls(calls, [{"index": 0, "function": {"arguments": '{"city": '}}])
-    _merge_calls(calls, [{"index": 1, "id": "b", "function": {"name": "f", "arguments": ""}}])
-    _merge_calls(calls, [{"index": 0, "function": {"arguments": '"Paris"}'}}])
-    parsed, leftover = _parse_calls(calls)
+    merge_calls(calls, [{"index": 0, "id": "a", "function": {"name": "get_weather"}}])
+    merge_calls(calls, [{"index": 0, "function": {"arguments": '{"city": '}}])
+    merge_calls(calls, [{"index": 1, "id": "b", "function": {"name": "f", "arguments": ""}}])
+    merge_calls(calls, [{"index": 0, "function": {"arguments": '"Paris"}'}}])
+    parsed, leftover = parse_calls(calls)
     assert parsed == [ToolCall("a", "get_weather", {"city": "Paris"}), ToolCall("b", "f", {})]
     assert leftover == ""
 
 
 def test_a_call_whose_arguments_are_not_an_object_stays_text() -> None:
-    parsed, leftover = _parse_calls({0: {"id": "a", "name": "f", "arguments": "{oops"}})
+    parsed, leftover = parse_calls({0: {"id": "a", "name": "f", "arguments": "{oops"}})
     assert parsed == [] and "{oops" in leftover
 
 
@@ -138,14 +141,14 @@ def test_a_call_whose_arguments_are_not_an_object_stays_text() -> None:
         (b"", "HTTP 418"),
     ],
 )
-def test_an_upstream_error_message(raw: bytes, message: str) -> None:
-    assert _error_message(raw, 418) == message
+def test_an_upstreamerror_message(raw: bytes, message: str) -> None:
+    assert error_message(raw, 418) == message
 
 
 def test_usage_without_one_counts_the_chunks() -> None:
-    assert _usage(None, 7) == Usage(0, 7)
+    assert usage_of(None, 7) == Usage(0, 7)
     u = {"prompt_tokens": 5, "completion_tokens": 2, "prompt_tokens_details": {"cached_tokens": 4}}
-    assert _usage(u, 9) == Usage(5, 2, 4)
+    assert usage_of(u, 9) == Usage(5, 2, 4)
 
 
 def _backend(n: int, max_in_flight: int = 2) -> UpstreamBackend:
@@ -159,28 +162,28 @@ def test_routing_takes_the_least_busy_healthy_replica_with_room() -> None:
     b = _backend(3)
     r0, r1, r2 = b.replicas
     r0.outstanding, r1.outstanding, r2.outstanding = 1, 0, 1
-    assert b._pick(set()) is r1
+    assert b.pool.pick(set()) is r1
     r1.healthy = False
-    assert b._pick(set()) in (r0, r2)
+    assert b.pool.pick(set()) in (r0, r2)
     r0.outstanding = r2.outstanding = 2  # full
-    assert b._pick(set()) is None
+    assert b.pool.pick(set()) is None
     r2.outstanding = 0
-    assert b._pick({2}) is None  # tried already: a retry goes elsewhere
+    assert b.pool.pick({2}) is None  # tried already: a retry goes elsewhere
 
 
 def test_ties_are_taken_in_turn() -> None:
     b = _backend(2)
-    assert {id(b._pick(set())) for _ in range(4)} == {id(r) for r in b.replicas}
+    assert {id(b.pool.pick(set())) for _ in range(4)} == {id(r) for r in b.replicas}
 
 
 def test_an_unreachable_replica_is_ejected_at_once_others_after_repeated_failures() -> None:
     b = _backend(2)
     r0, r1 = b.replicas
-    b._note_failure(r0, "ConnectError", eject_now=True)
+    b.pool.note_failure(r0, "ConnectError", eject_now=True)
     assert not r0.healthy and r0.ejections == 1
-    b._note_failure(r1, "HTTP 500", eject_now=False)
+    b.pool.note_failure(r1, "HTTP 500", eject_now=False)
     assert r1.healthy
-    b._note_failure(r1, "HTTP 500", eject_now=False)
+    b.pool.note_failure(r1, "HTTP 500", eject_now=False)
     assert not r1.healthy
     assert b.unready() is not None and "no upstream" in (b.unready() or "")
 
@@ -244,7 +247,7 @@ def _stream(*chunks: bytes) -> httpx.Response:
 )
 def test_event_stream_payloads_whatever_the_chunking(chunks: tuple[bytes, ...]) -> None:
     async def payloads() -> list[bytes]:
-        return [d async for d in _sse_data(_stream(*chunks))]
+        return [d async for d in sse_data(_stream(*chunks))]
 
     assert asyncio.run(payloads()) == [b'{"a":1}', b"[DONE]"]
 
@@ -266,11 +269,9 @@ def test_event_stream_payloads_whatever_the_chunking(chunks: tuple[bytes, ...]) 
 def test_an_upstream_refusal_is_a_retry_or_the_clients_error(status: int, outcome: object) -> None:
     backend = _backend(1)
     response = httpx.Response(status, content=b'{"error": {"message": "nope"}}')
-    with pytest.raises((_Retry, UpstreamError)) as info:
-        asyncio.run(backend._refused(backend.replicas[0], response))
-    e = info.value
-    if isinstance(e, _Retry):
+    e = asyncio.run(backend._refused(backend.replicas[0], response))
+    if isinstance(e, Retry):
         assert outcome == ("retry busy" if e.busy else "retry")
     else:
         assert isinstance(e, UpstreamError)
-        assert (e.status, e.code) == outcome and "nope" in e.message
+        assert (status_for(e.code), e.code) == outcome and "nope" in e.message

@@ -34,7 +34,6 @@ TEXT_GENERATION = Task(
     "Family of generative text models, such as large language models (LLM), that can be "
     "adapted for a variety of natural language tasks.",
 )
-TASKS = (TEXT_GENERATION,)
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from wai.engine.base import Delta, EngineError, Failed, Finished
+from wai.backends.base import Delta, EngineError, Failed, Finished
 from wai.errors import RequestError
 from wai.settings import Settings, SettingsError, load_settings
 from wai.usage import UsageStore
@@ -145,21 +145,21 @@ def cmd_models(args: argparse.Namespace) -> int:
     if args.loaded:
         return _print_loaded(settings, args.url, args.token)
     runtime = Runtime(settings)
-    width = max(len(s.id) for s in runtime.catalog.specs)
+    width = max(len(s.id) for s in runtime.models.catalog.specs)
     print(f"{'MODEL ID'.ljust(width)}  {'FAMILY':8}  CONTEXT  SERVED BY")
-    for spec in runtime.catalog.specs:
+    for spec in runtime.models.catalog.specs:
         ctx = str(spec.context_window or "-")
-        served_by = runtime.local_name_for(spec.id) or "-"
+        served_by = runtime.models.model_for(spec.id) or "-"
         print(f"{spec.id.ljust(width)}  {spec.family:8}  {ctx:>7}  {served_by}")
     layers = hardware.gpu_layers(settings.engine.gpu_layers, hardware.gpu_available())
     device = hardware.placement(layers)
     print(f"\n{'MODEL'.ljust(width)}  DEVICE / FILE, or UPSTREAMS")
-    for name, local in runtime.local_models().items():
+    for name, local in runtime.models.configs.items():
         if local.upstreams:
             print(f"{name.ljust(width)}  upstream: {', '.join(u.url for u in local.upstreams)}")
         else:
             print(f"{name.ljust(width)}  {device}: {local.path}")
-    for name, reason in runtime.failed.items():
+    for name, reason in runtime.models.failed.items():
         print(f"{name.ljust(width)}  unavailable: {reason}")
     return 0
 

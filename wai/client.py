@@ -27,7 +27,6 @@ import httpx
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8787/client/v4"
 INTERNAL = 5000
-BAD_INPUT = 5006
 MAX_RETRIES = 2  # on 429 (busy, rate limited), as the official SDKs do
 MAX_RETRY_WAIT = 60.0  # seconds; a longer Retry-After is not waited for
 T = TypeVar("T")
@@ -239,18 +238,7 @@ class LocalAi:
     def run(self, model: str, inputs: dict[str, Any]) -> Any:
         if inputs.get("stream"):
             return self._stream(model, inputs)
-        events = list(self._stream(model, inputs))
-        text = "".join(e["response"] for e in events)
-        out: dict[str, Any] = {"response": text}
-        fmt = inputs.get("response_format")
-        if isinstance(fmt, dict) and fmt.get("type") in ("json_object", "json_schema"):
-            try:  # JSON mode: the object itself, as the binding answers it
-                out["response"] = json.loads(text)
-            except ValueError:
-                raise AiError(BAD_INPUT, "AiError: Bad input: JSON Mode couldn't be met") from None
-        if inputs.get("tools"):
-            out["tool_calls"] = [c for e in events for c in e.get("tool_calls", [])]
-        return {**out, "usage": events[-1]["usage"]}
+        return self._call(_local_result(self._runtime, model, inputs))
 
     def _stream(self, model: str, inputs: dict[str, Any]) -> Iterator[dict[str, Any]]:
         items: queue.SimpleQueue[dict[str, Any] | BaseException | None] = queue.SimpleQueue()
@@ -289,37 +277,61 @@ class LocalAi:
         self.close()
 
 
-async def _local_events(
-    runtime: Any, model: str, inputs: dict[str, Any]
-) -> AsyncIterator[dict[str, Any]]:
-    from wai.engine.base import Delta, EngineError, Failed, Finished, ToolCalls
+async def _local_submit(runtime: Any, model: str, inputs: dict[str, Any]) -> Any:
+    """Submit as the server would; a refusal raises AiError with Workers AI's code."""
+    from wai.answers import classify
+    from wai.backends.base import EngineError
     from wai.errors import RequestError
-    from wai.runtime import classify
     from wai.schemas.text_generation import parse_text_generation
 
     try:
-        _, generation = await runtime.submit(model, parse_text_generation(inputs))
+        parsed = parse_text_generation(inputs)
+        _, generation = await runtime.submit(model, parsed)
     except (RequestError, EngineError) as e:
         f = classify(e)
-        raise AiError(f.code, f"AiError: {f.message}", f.status) from e
+        raise AiError(f.code, f"AiError: {f.message}") from e
+    return parsed, generation
+
+
+async def _local_result(runtime: Any, model: str, inputs: dict[str, Any]) -> Any:
+    """The whole answer, as the binding answers it (answers.cf_result)."""
+    from wai.answers import cf_result, classify, failed_code
+    from wai.backends.base import Delta, Failed, ToolCalls
+    from wai.errors import RequestError
+
+    parsed, generation = await _local_submit(runtime, model, inputs)
+    parts, calls = [], []
+    async for ev in generation:
+        if isinstance(ev, Delta):
+            parts.append(ev.text)
+        elif isinstance(ev, ToolCalls):
+            calls.extend(ev.calls)
+        elif isinstance(ev, Failed):
+            raise AiError(failed_code(ev), ev.message)
+        else:
+            try:
+                return cf_result("".join(parts), calls, ev, parsed)
+            except RequestError as e:  # JSON mode's object did not close
+                f = classify(e)
+                raise AiError(f.code, f"AiError: {f.message}") from e
+    raise AiError(INTERNAL, "the generation ended without a final event")
+
+
+async def _local_events(
+    runtime: Any, model: str, inputs: dict[str, Any]
+) -> AsyncIterator[dict[str, Any]]:
+    """Workers AI's stream events (as framing.cf_sse sends them, without the padding)."""
+    from wai.answers import cf_tool_calls, failed_code, usage_dict
+    from wai.backends.base import Delta, Failed, Finished, ToolCalls
+
+    _, generation = await _local_submit(runtime, model, inputs)
     # with tools: text that may start a call held back, the calls in one event at the end
     async for ev in generation:
         if isinstance(ev, Delta):
             yield {"response": ev.text}
         elif isinstance(ev, ToolCalls):
-            yield {
-                "response": "",
-                "tool_calls": [{"name": c.name, "arguments": c.arguments} for c in ev.calls],
-            }
+            yield {"response": "", "tool_calls": cf_tool_calls(ev.calls)}
         elif isinstance(ev, Finished):
-            u = ev.usage
-            yield {
-                "response": "",
-                "usage": {
-                    "prompt_tokens": u.prompt_tokens,
-                    "completion_tokens": u.completion_tokens,
-                    "total_tokens": u.total_tokens,
-                },
-            }
+            yield {"response": "", "usage": usage_dict(ev.usage)}
         elif isinstance(ev, Failed):
-            raise AiError(INTERNAL, ev.message)
+            raise AiError(failed_code(ev), ev.message)

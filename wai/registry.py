@@ -25,19 +25,41 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from wai.engine.base import Backend, EngineBusy
-from wai.engine.gguf import ModelLoadError
-from wai.settings import LocalModel
+from wai.backends.base import Backend, EngineBusy, ModelLoadError
+from wai.settings import ModelConfig
 
 log = logging.getLogger("wai.registry")
 
 State = Literal["unloaded", "loading", "loaded", "failed"]
 
 
+@dataclass(frozen=True, slots=True)
+class ModelReport:
+    """One model's state in the registry (`/wai/v1/stats`, metrics, readiness)."""
+
+    state: State
+    load: Literal["eager", "lazy"]
+    bytes: int
+    leases: int
+    loads: int
+    unloads: int
+    load_failures: int
+    last_load_seconds: float
+    idle_seconds: float | None
+    failure: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryReport:
+    memory_budget_bytes: int | None
+    memory_used_bytes: int
+    models: dict[str, ModelReport]
+
+
 @dataclass(slots=True)
 class Entry:
     name: str
-    local: LocalModel
+    config: ModelConfig
     eager: bool
     estimate: int  # bytes expected before the first load; the measured size after it
     state: State = "unloaded"
@@ -55,8 +77,8 @@ class Entry:
 class Registry:
     def __init__(
         self,
-        models: dict[str, tuple[LocalModel, bool, int]],
-        make: Callable[[str, LocalModel], Backend],
+        models: dict[str, tuple[ModelConfig, bool, int]],
+        make: Callable[[str, ModelConfig], Backend],
         *,
         budget: int | None = None,
         idle_unload_seconds: float = 0.0,
@@ -66,7 +88,7 @@ class Registry:
         """`models`: name -> (its settings, load eagerly?, estimated bytes); `make` builds an
         unstarted backend; `measure` gives a loaded backend's bytes."""
         self.entries = {
-            name: Entry(name, local, eager, est) for name, (local, eager, est) in models.items()
+            name: Entry(name, config, eager, est) for name, (config, eager, est) in models.items()
         }
         self._make = make
         self._measure = measure
@@ -144,7 +166,7 @@ class Registry:
                 raise ModelLoadError(entry.failure or "failed to load")
             await self._make_room(entry)
             t0 = time.monotonic()
-            backend = self._make(entry.name, entry.local)
+            backend = self._make(entry.name, entry.config)
             try:
                 await backend.start()
             except ModelLoadError as e:
@@ -233,24 +255,24 @@ class Registry:
     def failures(self) -> dict[str, str]:
         return {e.name: e.failure or "" for e in self.entries.values() if e.state == "failed"}
 
-    def report(self) -> dict[str, object]:
+    def report(self) -> RegistryReport:
         now = time.monotonic()
-        return {
-            "memory_budget_bytes": self.budget,
-            "memory_used_bytes": self.used(),
-            "models": {
-                e.name: {
-                    "state": e.state,
-                    "load": "eager" if e.eager else "lazy",
-                    "bytes": e.estimate,
-                    "leases": e.leases,
-                    "loads": e.loads,
-                    "unloads": e.unloads,
-                    "load_failures": e.load_failures,
-                    "last_load_seconds": round(e.load_seconds, 3),
-                    "idle_seconds": round(now - e.last_used, 1) if e.last_used else None,
-                    "failure": e.failure,
-                }
+        return RegistryReport(
+            memory_budget_bytes=self.budget,
+            memory_used_bytes=self.used(),
+            models={
+                e.name: ModelReport(
+                    state=e.state,
+                    load="eager" if e.eager else "lazy",
+                    bytes=e.estimate,
+                    leases=e.leases,
+                    loads=e.loads,
+                    unloads=e.unloads,
+                    load_failures=e.load_failures,
+                    last_load_seconds=round(e.load_seconds, 3),
+                    idle_seconds=round(now - e.last_used, 1) if e.last_used else None,
+                    failure=e.failure,
+                )
                 for e in self.entries.values()
             },
-        }
+        )

@@ -148,7 +148,7 @@ class Upstream(_Strict):
 _LOCAL_ONLY = ("path", "slots", "ctx_per_slot", "gpu_layers", "threads")
 
 
-class LocalModel(_Strict):
+class ModelConfig(_Strict):
     """A model entry: a GGUF file served here (`path`), or upstream servers (`upstreams`)."""
 
     path: Path | None = None
@@ -166,7 +166,7 @@ class LocalModel(_Strict):
     limits: ModelLimits = ModelLimits()
 
     @model_validator(mode="after")
-    def _local_or_upstream(self) -> LocalModel:
+    def _local_or_upstream(self) -> ModelConfig:
         if self.upstreams:
             given = [f for f in _LOCAL_ONLY if getattr(self, f) is not None]
             if self.template != "auto":
@@ -203,7 +203,7 @@ class Settings(_Strict):
     daily_neurons: float = Field(0.0, ge=0)
     engine: EngineSettings = EngineSettings()
     limits: Limits = Limits()
-    models: dict[str, LocalModel] = Field(default_factory=dict)
+    models: dict[str, ModelConfig] = Field(default_factory=dict)
     # The local model answering catalog ids that no entry in `models` serves. None: embedded.
     default_model: Path | None = None
     cache_dir: Path = Field(default_factory=lambda: Path.home() / ".cache" / "wai")

@@ -18,7 +18,7 @@ def test_a_crashing_setting_is_replaced_before_the_server_is_healthy(tmp_path: P
         health = requests.get(f"{server.url}/healthz", timeout=5).json()
         (runs,) = health["runs"].values()
         assert runs["extra_buffers"] is False and runs["device"].startswith("CPU")
-        assert "died from SIGABRT" in runs["probe"]
+        assert "was killed by SIGABRT" in runs["probe"]
         r = requests.post(
             server.run_url(LLAMA2),
             headers=server.auth,
@@ -30,7 +30,9 @@ def test_a_crashing_setting_is_replaced_before_the_server_is_healthy(tmp_path: P
         stop_server(server)
     log = server.log.read_text()
     # one line says what died; the model's line says what it runs with, and why
-    assert "warm-up with extra buffers on, Q8_0 conversion, 0 GPU layers died from SIGABRT" in log
+    assert (
+        "warm-up with extra buffers on, Q8_0 conversion, 0 GPU layers was killed by SIGABRT" in log
+    )
     assert "on CPU" in log and "chose extra buffers off, Q8_0 conversion" in log
 
     # the verdict is remembered: the next start goes straight to the setting that worked

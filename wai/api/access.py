@@ -33,7 +33,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from wai.api.errors import CFError, error_response
 from wai.api.guard import is_inference
 from wai.api.metrics import Metrics
-from wai.engine.base import Finished, Generation
+from wai.backends.base import Event, Finished, Generation
 from wai.errors import ACCOUNT_LIMITED
 from wai.runtime import Served
 from wai.schemas.text_generation import TextGenerationInput
@@ -136,7 +136,7 @@ class Access:
             "status": seen["status"],
             "duration_ms": round((time.monotonic() - t0) * 1000, 1),
         }
-        generation: Generation | None = state.get("generation")
+        generation: Generation[Event] | None = state.get("generation")
         if generation is not None:
             final = generation.final
             if isinstance(final, Finished):
@@ -162,13 +162,13 @@ def _content(scope: Scope) -> dict[str, Any]:
             out["prompt"] = inputs.prompt
         else:
             out["messages"] = [{"role": m.role, "content": m.text()} for m in inputs.messages or []]
-    generation: Generation | None = state.get("generation")
+    generation: Generation[Event] | None = state.get("generation")
     if generation is not None and generation.text is not None:
         out["output"] = "".join(generation.text)
     return out
 
 
-def track(request: Request, served: Served, generation: Generation, inputs: Any) -> None:
+def track(request: Request, served: Served, generation: Generation[Event], inputs: Any) -> None:
     """A route's generation, for the access log, the metrics and usage accounting. Usage is
     counted when the generation ends (its final event, before the route sends it on)."""
     state = request.state

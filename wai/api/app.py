@@ -10,13 +10,13 @@ from dataclasses import asdict
 from datetime import date
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Query, Request
+from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, Response
 
 import wai
-from wai.api import binding, models, openai, openapi, playground, workers
+from wai.api import binding, models, openai, openapi, playground, rest
 from wai.api.access import Access
 from wai.api.auth import PUBLIC_PATHS, TokenAuth
 from wai.api.errors import BAD_INPUT, INTERNAL, METHOD_NOT_ALLOWED, NO_ROUTE, CFError, bad_input
@@ -31,6 +31,7 @@ log = logging.getLogger("wai.api")
 
 def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     runtime = runtime or Runtime(settings)
+    usage = UsageStore(settings.usage_db or settings.cache_dir / "usage.db")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -39,7 +40,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
             yield
         finally:
             await runtime.close()
-            app.state.usage.close()
+            usage.close()
 
     app = FastAPI(
         title="wai",
@@ -50,14 +51,56 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.state.runtime = runtime
     app.state.metrics = metrics = Metrics(runtime)
     app.state.log_content = settings.log_content
-    app.state.usage = usage = UsageStore(settings.usage_db or settings.cache_dir / "usage.db")
+    app.state.usage = usage
     app.include_router(binding.router)  # first: its /ai/run/proxy before the REST route
-    app.include_router(workers.router)
+    app.include_router(rest.router)
     app.include_router(openai.router)
     app.include_router(models.router)
     app.include_router(playground.router)
+    app.include_router(_service_routes(runtime, usage))
+    app.add_api_route("/metrics", metrics_route, methods=["GET"], include_in_schema=False)
+    openapi.install(
+        app,
+        settings,
+        runtime.models.known_ids(),
+        lambda: min(
+            (v for b in runtime.backends.values() if (v := b.n_vocab) is not None), default=None
+        ),
+    )
+    app.add_exception_handler(CFError, _cf_error)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _internal_error)
+    _add_middleware(app, settings, metrics, usage)
+    return app
 
-    @app.get("/healthz")
+
+def _add_middleware(app: FastAPI, settings: Settings, metrics: Metrics, usage: UsageStore) -> None:
+    # outermost last: request counting, edge checks, then auth, then per-token rate limits
+    app.add_middleware(RateLimit, rpm=settings.rate_limit_rpm)
+    public = PUBLIC_PATHS | playground.PATHS | ({"/metrics"} if settings.metrics_public else set())
+    app.add_middleware(TokenAuth, tokens=settings.tokens, public=public)
+    app.add_middleware(
+        EdgeGuard,
+        max_header_bytes=settings.limits.max_header_bytes,
+        allowed_hosts=settings.allowed_hosts,
+        loopback=settings.loopback,
+    )
+    # outermost: ids, counts and logs every answer
+    app.add_middleware(
+        Access,
+        metrics=metrics,
+        usage=usage,
+        daily_neurons=settings.daily_neurons,
+        log_content=settings.log_content,
+    )
+
+
+def _service_routes(runtime: Runtime, usage: UsageStore) -> APIRouter:
+    """wai's own routes: health, readiness, usage and stats."""
+    router = APIRouter()
+
+    @router.get("/healthz")
     async def healthz() -> Response:
         failed = runtime.failures()
         answering = sorted(n for n in runtime.backends if n not in failed)
@@ -66,18 +109,14 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
                 {"status": "loading" if not runtime.ready else "no model", "failed": failed},
                 status_code=503,
             )
-        return JSONResponse(
-            {
-                "status": "ok",
-                "models": answering,
-                "failed": failed,
-                "runs": {name: b.info for name, b in runtime.backends.items()},
-            }
-        )
+        runs = {
+            name: report.public()
+            for name, b in runtime.backends.items()
+            if (report := b.report()) is not None
+        }
+        return JSONResponse({"status": "ok", "models": answering, "failed": failed, "runs": runs})
 
-    app.add_api_route("/metrics", metrics_route, methods=["GET"], include_in_schema=False)
-
-    @app.get("/readyz")
+    @router.get("/readyz")
     async def readyz() -> Response:
         """Readiness, for load balancers and Kubernetes (liveness is /healthz)."""
         reasons = runtime.readiness()
@@ -89,7 +128,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
             )
         return JSONResponse({"status": "ready", "models": sorted(runtime.backends)})
 
-    @app.get("/wai/v1/usage")
+    @router.get("/wai/v1/usage")
     async def usage_report(
         since: Annotated[
             str | None,
@@ -110,49 +149,19 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         rows = usage.report(day, account, by)
         return {"by": by, "since": since, "account": account, "usage": rows}
 
-    @app.get("/wai/v1/stats")
+    @router.get("/wai/v1/stats")
     async def stats() -> dict[str, Any]:
         """Counters per loaded model (slots, queue, finished and cancelled requests; for an
         upstream model its replicas' capacity), and the registry: every model's state, bytes,
         loads and unloads."""
-        registry = runtime.registry.report() if runtime.registry is not None else {}
+        registry = asdict(runtime.registry.report()) if runtime.registry is not None else {}
         return {
             "models": {name: asdict(s) for name, s in runtime.stats().items()},
             "registry": registry,
             "upstreams": {name: d for name, b in runtime.backends.items() if (d := b.details())},
         }
 
-    openapi.install(
-        app,
-        settings,
-        runtime.known_ids(),
-        lambda: min(
-            (v for b in runtime.backends.values() if (v := b.n_vocab) is not None), default=None
-        ),
-    )
-    app.add_exception_handler(CFError, _cf_error)
-    app.add_exception_handler(HTTPException, _http_error)
-    app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(Exception, _internal_error)
-    # outermost last: request counting, edge checks, then auth, then per-token rate limits
-    app.add_middleware(RateLimit, rpm=settings.rate_limit_rpm)
-    public = PUBLIC_PATHS | playground.PATHS | ({"/metrics"} if settings.metrics_public else set())
-    app.add_middleware(TokenAuth, tokens=settings.tokens, public=public)
-    app.add_middleware(
-        EdgeGuard,
-        max_header_bytes=settings.limits.max_header_bytes,
-        allowed_hosts=settings.allowed_hosts,
-        loopback=settings.loopback,
-    )
-    # outermost: ids, counts and logs every answer
-    app.add_middleware(
-        Access,
-        metrics=metrics,
-        usage=usage,
-        daily_neurons=settings.daily_neurons,
-        log_content=settings.log_content,
-    )
-    return app
+    return router
 
 
 async def _cf_error(request: Request, exc: Exception) -> Response:

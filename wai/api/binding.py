@@ -17,23 +17,11 @@ from urllib.parse import parse_qs, urlsplit
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response
 
-from wai.api.access import track
 from wai.api.body import read_json
-from wai.api.errors import ABORTED, CFError, bad_input
-from wai.api.framing import (
-    cf_result,
-    cf_sse,
-    failed_error,
-    json_response,
-    refuse_json_stream,
-    to_cf_error,
-    usage_dict,
-)
-from wai.api.generation import GenerationResponse, collect
-from wai.engine.base import EngineError, Failed
-from wai.errors import RequestError
+from wai.api.errors import CFError, bad_input
+from wai.api.framing import to_cf_error
+from wai.api.inference import ANSWERED, Wrapping, run_text_generation
 from wai.runtime import Runtime
-from wai.schemas.text_generation import parse_text_generation
 
 router = APIRouter()
 
@@ -48,7 +36,7 @@ _NAMES = {
 }
 
 
-def binding_error(err: CFError, request_id: str) -> JSONResponse:
+def binding_error(err: CFError, request_id: str) -> Response:
     description = f"{err.message.removeprefix('AiError: ')} ({request_id})"
     name = _NAMES.get(err.code, "AiError")
     body = {
@@ -78,9 +66,15 @@ async def binding_wrangler_proxy(request: Request, account_id: str) -> Response:
     return await run_binding(request)
 
 
+def _bare(result: dict[str, Any], headers: dict[str, str]) -> Response:
+    return JSONResponse(result, headers=headers)
+
+
+BINDING = Wrapping(_bare, binding_error, "Aborted")
+
+
 async def run_binding(request: Request) -> Response:
     runtime: Runtime = request.app.state.runtime
-    request_id: str = request.state.request_id
     try:
         if _version(request) != "3":
             raise CFError.inference(
@@ -95,27 +89,9 @@ async def run_binding(request: Request) -> Response:
             raise bad_input("missing header cf-consn-model-id")
         model_id = (model_id.split(":", 1)[1] if ":" in model_id else model_id).strip()
         inputs = _inputs(await read_json(request, runtime.settings.limits.max_body_bytes))
-        parsed = parse_text_generation(inputs)
-        refuse_json_stream(parsed)
-        served, generation = await runtime.submit(model_id, parsed)
-        track(request, served, generation, parsed)  # access log, usage
-    except (CFError, RequestError, EngineError) as e:
-        return binding_error(to_cf_error(e), request_id)
-    headers = {"x-wai-model": served.local_name, "cf-ai-req-id": request_id}
-    if parsed.stream:
-        return GenerationResponse(generation, cf_sse(generation), headers)
-    done = await collect(request, generation)
-    if done is None:
-        return binding_error(CFError.inference(408, ABORTED, "Aborted"), request_id)
-    if isinstance(done.final, Failed):
-        return binding_error(failed_error(done.final), request_id)
-    result: dict[str, Any] = cf_result(done.text, done.calls, parsed)
-    if parsed.json_schema is not None:
-        try:
-            result["response"] = json_response(done.text, done.final)
-        except CFError as e:
-            return binding_error(e, request_id)
-    return JSONResponse({**result, "usage": usage_dict(done.final.usage)}, headers=headers)
+    except ANSWERED as e:
+        return binding_error(to_cf_error(e), request.state.request_id)
+    return await run_text_generation(request, model_id, inputs, BINDING)
 
 
 def _version(request: Request) -> str | None:

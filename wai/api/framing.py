@@ -1,30 +1,38 @@
-"""What every route family shares: usage objects, the Cloudflare error for a lower-layer failure,
-and Workers AI's event stream (the REST route streams it, the Worker binding passes it through).
-"""
+"""What every route family shares: the HTTP status of a Workers AI code, the Cloudflare error
+for a lower-layer failure, and Workers AI's event stream (the REST route streams it, the Worker
+binding passes it through). The shapes of an answer are wai/answers.py's."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
-from typing import Any
 
+from wai.answers import cf_tool_calls, classify, failed_code, usage_dict
 from wai.api import sse
 from wai.api.errors import CFError, bad_input
-from wai.engine.base import Delta, Failed, Finished, Generation, ToolCall, ToolCalls, Usage
-from wai.errors import INTERNAL, MODEL_UNAVAILABLE, TIMEOUT
-from wai.runtime import classify
+from wai.backends.base import Delta, Event, Failed, Finished, Generation, ToolCalls
+from wai.errors import (
+    BAD_INPUT,
+    INTERNAL,
+    MODEL_UNAVAILABLE,
+    NO_SUCH_MODEL,
+    OUT_OF_CAPACITY,
+    TIMEOUT,
+)
 from wai.schemas.text_generation import TextGenerationInput
 
+# The one place a Workers AI code gets its HTTP status (spec §1.4).
+_STATUS = {
+    BAD_INPUT: 400,
+    NO_SUCH_MODEL: 400,
+    TIMEOUT: 408,
+    OUT_OF_CAPACITY: 429,
+    INTERNAL: 500,
+    MODEL_UNAVAILABLE: 503,
+}
 
-def usage_dict(usage: Usage) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "prompt_tokens": usage.prompt_tokens,
-        "completion_tokens": usage.completion_tokens,
-        "total_tokens": usage.total_tokens,
-    }
-    if usage.cached_tokens:
-        out["prompt_tokens_details"] = {"cached_tokens": usage.cached_tokens}
-    return out
+
+def status_for(code: int) -> int:
+    return _STATUS.get(code, 500)
 
 
 def to_cf_error(e: Exception) -> CFError:
@@ -33,7 +41,7 @@ def to_cf_error(e: Exception) -> CFError:
         return e
     f = classify(e)
     headers = {"retry-after": str(f.retry_after)} if f.retry_after else None
-    return CFError.inference(f.status, f.code, f.message, headers=headers)
+    return CFError.inference(status_for(f.code), f.code, f.message, headers=headers)
 
 
 def refuse_json_stream(inp: TextGenerationInput) -> None:
@@ -42,48 +50,15 @@ def refuse_json_stream(inp: TextGenerationInput) -> None:
         raise bad_input("JSON mode does not stream: send it without 'stream'")
 
 
-def json_response(text: str, final: Finished) -> Any:
-    """JSON mode's `response`: the object itself, as Workers AI returns it. Cut off by
-    max_tokens before it closed, it is Workers AI's error."""
-    try:
-        if final.reason != "length":
-            return json.loads(text)
-    except ValueError:
-        pass
-    raise bad_input("JSON Mode couldn't be met")
-
-
-def failed_code(f: Failed) -> int:
-    """The Workers AI code of a generation that failed after it was queued: 3043 (worth a
-    retry) when the engine process or upstream serving it died under it, the backend's own code
-    (3007: an upstream timed out), else 5000."""
-    return MODEL_UNAVAILABLE if f.crashed else f.code or INTERNAL
-
-
-_FAILED_STATUS = {MODEL_UNAVAILABLE: 503, TIMEOUT: 408}
-
-
 def failed_error(f: Failed) -> CFError:
     """The Cloudflare error for a generation that failed after it was queued (see
-    failed_code): 503 with Retry-After, 408, or 500."""
+    answers.failed_code): 503 with Retry-After, 408, or 500."""
     code = failed_code(f)
     headers = {"retry-after": "1"} if code == MODEL_UNAVAILABLE else None
-    return CFError.inference(_FAILED_STATUS.get(code, 500), code, f.message, headers=headers)
+    return CFError.inference(status_for(code), code, f.message, headers=headers)
 
 
-def cf_tool_calls(calls: list[ToolCall]) -> list[dict[str, Any]]:
-    """Workers AI's form of tool calls: {name, arguments (an object)}."""
-    return [{"name": c.name, "arguments": c.arguments} for c in calls]
-
-
-def cf_result(text: str, calls: list[ToolCall], inp: TextGenerationInput) -> dict[str, Any]:
-    """`response` (and, when the request offered tools, `tool_calls`) of a whole answer."""
-    if not inp.tools:
-        return {"response": text}
-    return {"response": text, "tool_calls": cf_tool_calls(calls)}
-
-
-async def cf_sse(generation: Generation) -> AsyncIterator[bytes]:
+async def cf_sse(generation: Generation[Event]) -> AsyncIterator[bytes]:
     """Workers AI's stream: a padded event per token, a usage event, [DONE]; a failure is an
     error event (the status line has gone out already). With tools, the calls come in one
     event before the usage."""

@@ -1,4 +1,4 @@
-"""Answering with a Generation: streamed, or collected whole. Either way the generation is
+"""Answering with a Generation[Event]: streamed, or collected whole. Either way the generation is
 cancelled, structurally, when the answer ends before it does (client gone, server stopping,
 an error while sending), so its slot and KV are freed at the engine's next step."""
 
@@ -13,7 +13,7 @@ from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from wai.api import sse
-from wai.engine.base import Delta, Failed, Finished, Generation, ToolCall, ToolCalls
+from wai.backends.base import Delta, Event, Failed, Finished, Generation, ToolCall, ToolCalls
 
 
 class GenerationResponse(StreamingResponse):
@@ -22,7 +22,7 @@ class GenerationResponse(StreamingResponse):
     its destructor: every disconnect path is the same path."""
 
     def __init__(
-        self, generation: Generation, body: AsyncIterator[bytes], headers: Mapping[str, str]
+        self, generation: Generation[Event], body: AsyncIterator[bytes], headers: Mapping[str, str]
     ) -> None:
         super().__init__(body, headers={**sse.HEADERS, **headers})
         self.generation = generation
@@ -41,7 +41,7 @@ class Completed:
     calls: list[ToolCall]
 
 
-async def collect(request: Request, generation: Generation) -> Completed | None:
+async def collect(request: Request, generation: Generation[Event]) -> Completed | None:
     """The whole text, or None when the client disconnected first (generation cancelled)."""
     task = asyncio.ensure_future(_collect(generation))
     gone = asyncio.ensure_future(_disconnected(request))
@@ -57,7 +57,7 @@ async def collect(request: Request, generation: Generation) -> Completed | None:
     return task.result()
 
 
-async def _collect(generation: Generation) -> Completed:
+async def _collect(generation: Generation[Event]) -> Completed:
     parts: list[str] = []
     calls: list[ToolCall] = []
     async for ev in generation:

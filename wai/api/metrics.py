@@ -23,7 +23,7 @@ from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
 
-from wai.engine.base import Finished, Generation
+from wai.backends.base import Event, Finished, Generation, UpstreamReport
 from wai.runtime import Runtime, Served
 
 # Buckets wide enough for a 2-core CPU (seconds to a first token under load) and a GPU (tens
@@ -79,12 +79,12 @@ class Metrics:
         )
         r.register(_EngineCollector(runtime))
 
-    def observe(self, served: Served, generation: Generation) -> None:
+    def observe(self, served: Served, generation: Generation[Event]) -> None:
         """Watch one generation; its figures are recorded when it ends."""
-        model = served.local_name
+        model = served.model_name
         generation.add_done_callback(lambda: self._record(model, generation))
 
-    def _record(self, model: str, g: Generation) -> None:
+    def _record(self, model: str, g: Generation[Event]) -> None:
         final = g.final
         if not isinstance(final, Finished):
             return  # cancelled or failed: counted by route and status only
@@ -141,13 +141,12 @@ class _EngineCollector(Collector):
             gauges["slots"].add_metric([name], s.slots_total)
             gauges["kv"].add_metric([name], s.kv_cache_bytes)
             counters["restarts"].add_metric([name], s.restarts)
-        models = rt.registry.report()["models"] if rt.registry is not None else {}
-        assert isinstance(models, dict)
+        models = rt.registry.report().models if rt.registry is not None else {}
         for name, m in models.items():
-            gauges["loaded"].add_metric([name], 1 if m["state"] == "loaded" else 0)
-            counters["loads"].add_metric([name], m["loads"])
-            counters["unloads"].add_metric([name], m["unloads"])
-            counters["failures"].add_metric([name], m["load_failures"])
+            gauges["loaded"].add_metric([name], 1 if m.state == "loaded" else 0)
+            counters["loads"].add_metric([name], m.loads)
+            counters["unloads"].add_metric([name], m.unloads)
+            counters["failures"].add_metric([name], m.load_failures)
         yield from gauges.values()
         yield from counters.values()
         yield from self._replicas()
@@ -171,15 +170,16 @@ class _EngineCollector(Collector):
             "wai_upstream_ejections", "Times a replica was ejected", labels=labels
         )
         for name, backend in self.runtime.backends.items():
-            if backend.info.get("kind") != "upstream":
+            report = backend.report()
+            if not isinstance(report, UpstreamReport):
                 continue
-            for r in backend.info.get("replicas") or []:  # type: ignore[attr-defined]
-                key = [name, str(r["replica"])]
-                healthy.add_metric(key, 1 if r["healthy"] else 0)
-                in_flight.add_metric(key, r["outstanding"])
-                requests.add_metric(key, r["requests"])
-                errors.add_metric(key, r["errors"])
-                ejections.add_metric(key, r["ejections"])
+            for r in report.replicas:
+                key = [name, r.replica]
+                healthy.add_metric(key, 1 if r.healthy else 0)
+                in_flight.add_metric(key, r.outstanding)
+                requests.add_metric(key, r.requests)
+                errors.add_metric(key, r.errors)
+                ejections.add_metric(key, r.ejections)
         yield from (healthy, in_flight, requests, errors, ejections)
 
 

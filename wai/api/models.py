@@ -52,8 +52,8 @@ def _bool_param(request: Request, name: str) -> bool:
 
 def item(runtime: Runtime, spec: ModelSpec) -> dict[str, Any]:
     """One search result, shaped as Workers AI's (spec §6.1): properties are strings."""
-    local = runtime.local_name_for(spec.id) or ""
-    window = spec.context_window or runtime.local_context(spec.id)
+    local = runtime.models.model_for(spec.id) or ""
+    window = spec.context_window or runtime.context_window(spec.id)
     properties = []
     if window:
         properties.append({"property_id": "context_window", "value": str(window)})
@@ -107,7 +107,7 @@ async def search(request: Request) -> Response:
         _bool_param(request, "include_deprecated")
     except CFError as e:
         return e.response()
-    specs = [runtime.spec_for(mid) for mid in runtime.known_ids()]
+    specs = [runtime.models.spec_for(mid) for mid in runtime.models.known_ids()]
     found = [s for s in specs if source == SOURCE and _matches(request, s)]
     # past the last page: an empty list (the SDK pages until one comes back empty)
     shown = found[(page - 1) * per_page : page * per_page]
@@ -120,10 +120,10 @@ async def schema(request: Request) -> Response:
     model = request.query_params.get("model")
     if not model:
         return bad_input("'model': required").response()
-    if runtime.local_name_for(model) is None:
+    if runtime.models.model_for(model) is None:
         return CFError.inference(400, NO_SUCH_MODEL, f"No such model: {model}").response()
     cap = runtime.settings.limits.max_tokens
-    window = runtime.local_context(model)
+    window = runtime.context_window(model)
     limit = min(cap, window - 1) if window else cap
     return JSONResponse(
         _envelope({"input": input_json_schema(limit), "output": OUTPUT_JSON_SCHEMA})

@@ -12,13 +12,23 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response
 
+from wai.answers import failed_code, usage_dict
 from wai.api import sse
 from wai.api.access import track
 from wai.api.body import read_json
 from wai.api.errors import CFError, openai_error, openai_from_cf
-from wai.api.framing import failed_code, failed_error, to_cf_error, usage_dict
+from wai.api.framing import failed_error, to_cf_error
 from wai.api.generation import GenerationResponse, collect
-from wai.engine.base import Delta, EngineError, Failed, Finished, Generation, ToolCall, ToolCalls
+from wai.backends.base import (
+    Delta,
+    EngineError,
+    Event,
+    Failed,
+    Finished,
+    Generation,
+    ToolCall,
+    ToolCalls,
+)
 from wai.errors import MODEL_UNAVAILABLE, TIMEOUT, RequestError
 from wai.runtime import Runtime
 from wai.schemas.openai import InvalidOpenAIRequest, parse_chat, parse_completion
@@ -51,7 +61,7 @@ async def _handle(request: Request, parse: Parser, chat: bool) -> Response:
         "created": int(time.time()),
         "model": req.model,
     }
-    headers = {"x-wai-model": served.local_name}
+    headers = {"x-wai-model": served.model_name}
     if req.stream:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
         chunks = _chunks(generation, meta, include_usage, chat)
@@ -88,7 +98,7 @@ async def _handle(request: Request, parse: Parser, chat: bool) -> Response:
     )
 
 
-# OpenAI names for framing.failed_code's codes
+# OpenAI names for answers.failed_code's codes
 _FAILED_NAMES = {MODEL_UNAVAILABLE: "engine_restarting", TIMEOUT: "timeout"}
 
 
@@ -105,7 +115,7 @@ def _tool_call(call: ToolCall) -> dict[str, Any]:
 
 
 async def _chunks(
-    generation: Generation,
+    generation: Generation[Event],
     meta: dict[str, Any],
     include_usage: bool,
     chat: bool,
@@ -176,7 +186,7 @@ async def models(request: Request) -> Response:
             "id": mid,
             "object": "model",
             "created": created,
-            "owned_by": runtime.local_name_for(mid) or "wai",
+            "owned_by": runtime.models.model_for(mid) or "wai",
         }
         for mid in runtime.answering_ids()
     ]

@@ -192,110 +192,142 @@ def install(
             title=app.title, version=app.version, summary=app.summary, routes=app.routes
         )
         components = doc.setdefault("components", {}).setdefault("schemas", {})
-        cap = {"max_tokens": {"maximum": settings.limits.max_tokens}}
-        run_body = _body(TextGenerationInput, components, cap)
-        tighten_input_schema(components["TextGenerationInput"], settings.limits.max_tokens)
-        chat_body = _body(
-            ChatCompletionRequest, components, {**cap, "max_completion_tokens": cap["max_tokens"]}
-        )
-        completion_body = _body(CompletionRequest, components, cap)
-        n_vocab = vocab_size()
-        for name in ("ChatCompletionRequest", "CompletionRequest"):
-            components[name]["properties"]["model"]["enum"] = model_ids
-        for name in ("ChatCompletionRequest", "CompletionRequest", "TextGenerationInput"):
-            props = components[name]["properties"]
-            if n_vocab:
-                bias = next(a for a in props["logit_bias"]["anyOf"] if a.get("type") == "object")
-                bias["propertyNames"] = {"pattern": integer_pattern(n_vocab)}
-                bias.pop("patternProperties", None)
-                bias["additionalProperties"] = {"type": "number", "minimum": -100, "maximum": 100}
+        bodies = _request_bodies(components, settings.limits.max_tokens, model_ids, vocab_size())
         doc["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
         doc["security"] = [{"bearer": []}]
         for path, item in doc["paths"].items():
             for method, op in item.items():
-                op.pop("requestBody", None)
-                responses = op.setdefault("responses", {})
-                responses.pop("422", None)
-                params = op.setdefault("parameters", [])
-                for param in params:
-                    if param["name"] == "model" and param["in"] == "path":
-                        param["schema"] = {"type": "string", "enum": model_ids}
-                # routes whose handler does not read {account_id} still take it
-                if "{account_id}" in path and not any(p["name"] == "account_id" for p in params):
-                    params.append(
-                        {
-                            "name": "account_id",
-                            "in": "path",
-                            "required": True,
-                            "schema": {"type": "string", "minLength": 1},
-                        }
-                    )
-                if path.endswith("/ai/models/schema"):
-                    params.append(_query("model", {"type": "string", "enum": model_ids}, True))
-                elif path.endswith("/models/search"):
-                    params.extend(_query(name, schema) for name, schema in SEARCH_PARAMS.items())
-                if "/ai/run/" in path:
-                    op["requestBody"] = run_body
-                    responses["200"] = {
-                        "description": "the output, or its stream",
-                        "content": {**_json({"type": "object"}), **SSE},
-                    }
-                    responses.update(_errors(CF_ERROR, CF_ERRORS))
-                elif path in ("/run", "/ai-gateway/run"):
-                    components["BindingRequest"] = binding_request(
-                        {"$ref": "#/components/schemas/TextGenerationInput"}
-                    )
-                    op["requestBody"] = {
-                        "required": True,
-                        "content": _json({"$ref": "#/components/schemas/BindingRequest"}),
-                    }
-                    op["parameters"] = [
-                        {
-                            "name": "version",
-                            "in": "query",
-                            "required": True,
-                            "schema": {"type": "string", "enum": ["3"]},
-                        },
-                        # the model ids; the server also takes them behind a "<prefix>:"
-                        # (as workerd sends them) and answers other ids with 5007
-                        {
-                            "name": "cf-consn-model-id",
-                            "in": "header",
-                            "required": True,
-                            "description": "model id, optionally as <prefix>:<model id>",
-                            "schema": {"type": "string", "enum": model_ids},
-                        },
-                    ]
-                    responses["200"] = {
-                        "description": "the bare output, or its stream",
-                        "content": {**_json(OUTPUT), **SSE},
-                    }
-                    responses.update(_errors(BINDING_ERROR, {**CF_ERRORS, 400: "bad input"}))
-                    responses.update(_errors(CF_ERROR, {k: CF_ERRORS[k] for k in (401, 404, 431)}))
-                elif path.endswith(("/chat/completions", "/completions")):
-                    op["requestBody"] = chat_body if "chat" in path else completion_body
-                    responses["200"] = {
-                        "description": "the completion, or its chunks",
-                        "content": {**_json({"type": "object"}), **SSE},
-                    }
-                    responses.update(_errors(OPENAI_ERROR, {**CF_ERRORS, 404: "no such model"}))
-                else:
-                    responses.update(
-                        _errors(
-                            OPENAI_ERROR if is_openai_path(path) else CF_ERROR,
-                            {k: CF_ERRORS[k] for k in (400, 401, 404, 431)},
-                        )
-                    )
-                if method == "get" and path in ("/healthz", "/readyz"):
-                    op["security"] = []
-                    responses["503"] = {
-                        "description": "no model can be served yet"
-                        if path == "/healthz"
-                        else "not ready for traffic: starting, an eager model not loaded or "
-                        "its engine restarting, or a queue full (the reasons say which)",
-                        "content": _json({"type": "object"}),
-                    }
+                _document(path, method, op, bodies, components, model_ids)
         app.openapi_schema = doc
         return doc
 
     app.openapi = build  # type: ignore[method-assign]
+
+
+def _request_bodies(
+    components: dict[str, Any], max_tokens: int, model_ids: list[str], n_vocab: int | None
+) -> dict[str, dict[str, Any]]:
+    """The request bodies of the inference routes (their schemas, with this server's limits,
+    model ids and vocabulary, added to `components`), by route kind."""
+    cap = {"max_tokens": {"maximum": max_tokens}}
+    run = _body(TextGenerationInput, components, cap)
+    tighten_input_schema(components["TextGenerationInput"], max_tokens)
+    bodies = {
+        "run": run,
+        "chat": _body(
+            ChatCompletionRequest, components, {**cap, "max_completion_tokens": cap["max_tokens"]}
+        ),
+        "completion": _body(CompletionRequest, components, cap),
+    }
+    for name in ("ChatCompletionRequest", "CompletionRequest"):
+        components[name]["properties"]["model"]["enum"] = model_ids
+    if n_vocab:
+        for name in ("ChatCompletionRequest", "CompletionRequest", "TextGenerationInput"):
+            props = components[name]["properties"]
+            bias = next(a for a in props["logit_bias"]["anyOf"] if a.get("type") == "object")
+            bias["propertyNames"] = {"pattern": integer_pattern(n_vocab)}
+            bias.pop("patternProperties", None)
+            bias["additionalProperties"] = {"type": "number", "minimum": -100, "maximum": 100}
+    return bodies
+
+
+def _document(
+    path: str,
+    method: str,
+    op: dict[str, Any],
+    bodies: dict[str, dict[str, Any]],
+    components: dict[str, Any],
+    model_ids: list[str],
+) -> None:
+    """One operation as wai answers it: its parameters, body and responses."""
+    op.pop("requestBody", None)
+    responses = op.setdefault("responses", {})
+    responses.pop("422", None)
+    _parameters(path, op.setdefault("parameters", []), model_ids)
+    if "/ai/run/" in path:
+        op["requestBody"] = bodies["run"]
+        responses["200"] = {
+            "description": "the output, or its stream",
+            "content": {**_json({"type": "object"}), **SSE},
+        }
+        responses.update(_errors(CF_ERROR, CF_ERRORS))
+    elif path in ("/run", "/ai-gateway/run"):
+        _binding(op, components, model_ids)
+    elif path.endswith(("/chat/completions", "/completions")):
+        op["requestBody"] = bodies["chat" if "chat" in path else "completion"]
+        responses["200"] = {
+            "description": "the completion, or its chunks",
+            "content": {**_json({"type": "object"}), **SSE},
+        }
+        responses.update(_errors(OPENAI_ERROR, {**CF_ERRORS, 404: "no such model"}))
+    else:
+        responses.update(
+            _errors(
+                OPENAI_ERROR if is_openai_path(path) else CF_ERROR,
+                {k: CF_ERRORS[k] for k in (400, 401, 404, 431)},
+            )
+        )
+    if method == "get" and path in ("/healthz", "/readyz"):
+        op["security"] = []
+        responses["503"] = {
+            "description": "no model can be served yet"
+            if path == "/healthz"
+            else "not ready for traffic: starting, an eager model not loaded or "
+            "its engine restarting, or a queue full (the reasons say which)",
+            "content": _json({"type": "object"}),
+        }
+
+
+def _parameters(path: str, params: list[dict[str, Any]], model_ids: list[str]) -> None:
+    for param in params:
+        if param["name"] == "model" and param["in"] == "path":
+            param["schema"] = {"type": "string", "enum": model_ids}
+    # routes whose handler does not read {account_id} still take it
+    if "{account_id}" in path and not any(p["name"] == "account_id" for p in params):
+        params.append(
+            {
+                "name": "account_id",
+                "in": "path",
+                "required": True,
+                "schema": {"type": "string", "minLength": 1},
+            }
+        )
+    if path.endswith("/ai/models/schema"):
+        params.append(_query("model", {"type": "string", "enum": model_ids}, True))
+    elif path.endswith("/models/search"):
+        params.extend(_query(name, schema) for name, schema in SEARCH_PARAMS.items())
+
+
+def _binding(op: dict[str, Any], components: dict[str, Any], model_ids: list[str]) -> None:
+    """The Worker binding's protocol: version in the query, model in a header."""
+    components["BindingRequest"] = binding_request(
+        {"$ref": "#/components/schemas/TextGenerationInput"}
+    )
+    op["requestBody"] = {
+        "required": True,
+        "content": _json({"$ref": "#/components/schemas/BindingRequest"}),
+    }
+    op["parameters"] = [
+        {
+            "name": "version",
+            "in": "query",
+            "required": True,
+            "schema": {"type": "string", "enum": ["3"]},
+        },
+        # the model ids; the server also takes them behind a "<prefix>:"
+        # (as workerd sends them) and answers other ids with 5007
+        {
+            "name": "cf-consn-model-id",
+            "in": "header",
+            "required": True,
+            "description": "model id, optionally as <prefix>:<model id>",
+            "schema": {"type": "string", "enum": model_ids},
+        },
+    ]
+    responses = op["responses"]
+    responses["200"] = {
+        "description": "the bare output, or its stream",
+        "content": {**_json(OUTPUT), **SSE},
+    }
+    responses.update(_errors(BINDING_ERROR, {**CF_ERRORS, 400: "bad input"}))
+    responses.update(_errors(CF_ERROR, {k: CF_ERRORS[k] for k in (401, 404, 431)}))

@@ -10,17 +10,12 @@ from typing import Any
 
 import llama_cpp as L
 
-from wai.engine.base import EngineError, Tokenizer
 from wai.engine.progress import Progress
+from wai.engine.types import ModelLoadError, Tokenizer
 
 log = logging.getLogger("wai.engine")
 
 _LLAMA_VOCAB_TYPE_SPM = 1
-
-
-class ModelLoadError(EngineError):
-    """The file is missing, not a GGUF, truncated, otherwise unloadable, or crashes the
-    engine with every setting tried."""
 
 
 def token_piece(vocab: Any, token: int, *, special: bool = False, lstrip: int = 0) -> bytes:
@@ -110,8 +105,9 @@ class LlamaTokenizer(Tokenizer):
         self.n_vocab = int(L.llama_vocab_n_tokens(self.vocab))
         self.bos_id = int(L.llama_vocab_bos(self.vocab))
         self.eos_id = int(L.llama_vocab_eos(self.vocab))
-        self.add_bos = bool(L.llama_vocab_get_add_bos(self.vocab))
         self.is_spm = int(L.llama_vocab_type(self.vocab)) == _LLAMA_VOCAB_TYPE_SPM
+        self._byte_tokens: dict[int, int] | None = None
+        self._byte_tokens_lock = threading.Lock()
 
     def tokenize(self, text: str, *, add_special: bool, parse_special: bool) -> list[int]:
         data = text.encode("utf-8")
@@ -132,6 +128,19 @@ class LlamaTokenizer(Tokenizer):
 
     def is_eog(self, token: int) -> bool:
         return bool(L.llama_vocab_is_eog(self.vocab, token))
+
+    def byte_tokens(self) -> dict[int, int]:
+        """byte value -> a token whose text is exactly that byte (a scan of the vocabulary,
+        once per tokenizer: what a grammar is fed text with)."""
+        with self._byte_tokens_lock:
+            if self._byte_tokens is None:
+                found: dict[int, int] = {}
+                for token in range(self.n_vocab):
+                    piece = self.piece(token, special=True)
+                    if len(piece) == 1 and piece[0] not in found:
+                        found[piece[0]] = token
+                self._byte_tokens = found
+            return self._byte_tokens
 
 
 def load_tokenizer(path: Path) -> LlamaTokenizer:

@@ -23,11 +23,11 @@ from typing import Literal
 
 import llama_cpp as L
 
+from wai.engine.config import ExtraBuffers
 from wai.machine import Cpu, this_cpu
 
 log = logging.getLogger("wai.engine")
 
-ExtraBuffers = Literal["auto", "on", "off"]
 ALL_LAYERS = 999  # llama.cpp clamps to the model's layer count
 
 

@@ -14,18 +14,21 @@ import contextlib
 import queue
 import threading
 
-from wai.engine.base import (
+from wai.engine.admission import Admission
+from wai.engine.config import LlamaCppConfig
+from wai.engine.gguf import LlamaTokenizer
+from wai.engine.llamacpp import LlamaCppEngine
+from wai.engine.types import (
     Counters,
+    EngineInfo,
     EngineStats,
     EngineStopped,
-    Event,
     Generation,
+    ModelLoadError,
     TokenEngine,
+    TokenEvent,
     TokenRequest,
 )
-from wai.engine.frontend import Frontend
-from wai.engine.gguf import LlamaTokenizer, ModelLoadError
-from wai.engine.llamacpp import LlamaCppConfig, LlamaCppEngine
 
 
 class InThreadEngine(TokenEngine):
@@ -35,8 +38,8 @@ class InThreadEngine(TokenEngine):
         self.config = config
         self.name = config.name
         self.n_ctx_seq = config.n_ctx_seq
-        self.info = {}
-        self._front = Frontend(config.name, config.n_slots, config.max_waiting)
+        self._info: EngineInfo | None = None
+        self._admission = Admission(config.name, config.n_slots, config.max_waiting)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self.engine: LlamaCppEngine | None = None
@@ -53,7 +56,7 @@ class InThreadEngine(TokenEngine):
         self.n_ctx_seq = engine.n_ctx_seq
         self.chat_template = engine.chat_template
         self.metadata = engine.metadata
-        self.info = engine.info
+        self._info = engine.info
         warmed: queue.SimpleQueue[int] = queue.SimpleQueue()
         self._thread = threading.Thread(
             target=engine.run, args=(warmed.put,), name=f"engine-{self.name}", daemon=True
@@ -65,28 +68,33 @@ class InThreadEngine(TokenEngine):
             self._thread = None
             raise ModelLoadError(f"the warm-up decode of {self.config.path} failed (rc={rc})")
 
-    def _sink(self, events: list[tuple[int, Event]], counters: Counters) -> None:  # engine thread
+    @property
+    def info(self) -> EngineInfo | None:
+        return self._info
+
+    def _sink(
+        self, events: list[tuple[int, TokenEvent]], counters: Counters
+    ) -> None:  # engine thread
         if self._loop is not None:
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is listening
-                self._loop.call_soon_threadsafe(self._front.deliver, events, counters)
+                self._loop.call_soon_threadsafe(self._admission.deliver, events, counters)
 
-    def submit(self, request: TokenRequest) -> Generation:
+    def submit(self, request: TokenRequest) -> Generation[TokenEvent]:
         engine = self.engine
         if engine is None:
             raise EngineStopped(f"the model {self.name} is not started")
-        q = self._front.open(request, self.n_ctx_seq)
+        rid = self._admission.open(request, self.n_ctx_seq)
         engine.submit(request)
-        rid = request.request_id
-        return self._front.generation(rid, q, lambda: engine.cancel(rid))
+        return self._admission.generation(rid, lambda: engine.cancel(rid))
 
     def stats(self) -> EngineStats:
-        return self._front.stats(self.engine.kv_bytes if self.engine else 0)
+        return self._admission.stats(self.engine.kv_bytes if self.engine else 0)
 
     def memory_bytes(self) -> int:
         return self.engine.weights_bytes + self.engine.kv_bytes if self.engine else 0
 
     async def close(self) -> None:
-        self._front.closed = True  # from here on submit raises EngineStopped
+        self._admission.closed = True  # from here on submit raises EngineStopped
         if self.engine is None:
             return
         if self._thread is not None:

@@ -23,62 +23,40 @@ from pathlib import Path
 import llama_cpp as L
 
 from wai.engine import hardware, probe
-from wai.engine.base import (
-    Counters,
-    Delta,
-    Event,
-    Failed,
-    Finished,
-    FinishReason,
-    TokenRequest,
-    Usage,
-)
+from wai.engine.config import LlamaCppConfig
 from wai.engine.gguf import (
     LlamaTokenizer,
-    ModelLoadError,
     kv_cache_bytes,
     load_model,
     model_metadata,
     read_metadata,
 )
-from wai.engine.hardware import ExtraBuffers
 from wai.engine.output import Output
 from wai.engine.params import LoadPlan, context_params, fallbacks, model_params, warm_up
 from wai.engine.sampling import Chain, ChainPool, greedy_tokens, is_plain_greedy, step_logits
 from wai.engine.scheduler import Scheduler, Seq, Work
-from wai.engine.weights import WeightsMode, compute_path
+from wai.engine.types import (
+    Counters,
+    Delta,
+    EngineInfo,
+    Failed,
+    Finished,
+    FinishReason,
+    ModelLoadError,
+    TokenEvent,
+    TokenRequest,
+    Usage,
+)
+from wai.engine.weights import compute_path
 
 log = logging.getLogger("wai.engine")
 
-__all__ = ["LlamaCppConfig", "LlamaCppEngine", "ModelLoadError", "Sink"]
+__all__ = ["LlamaCppEngine", "Sink"]
 
 
-@dataclass(frozen=True, slots=True)
-class LlamaCppConfig:
-    path: Path
-    name: str
-    n_slots: int = 8
-    n_ctx_seq: int = 2048  # context per sequence; KV memory grows with n_slots * n_ctx_seq
-    n_batch: int = 512  # per-step token budget (decode tokens + prefill chunks)
-    prefill_chunk: int = 128  # prompts are computed in aligned chunks of this many tokens
-    n_threads: int = 0  # 0: all cores
-    sampling_threads: int = 0  # sampler chains of one step in parallel; 0: as n_threads
-    max_waiting: int = 64  # bounded waiting queue; beyond it submit raises EngineBusy
-    flash_attn: bool = True
-    # True: outputs independent of load (one KV stream per sequence, a llama_decode per group of
-    # equal-length works). False: one KV stream for all and one llama_decode per step, prompt
-    # chunks beside decode rows (see scheduler.py and README's determinism section).
-    batch_invariant: bool = True
-    weights: WeightsMode = "auto"  # see weights.py
-    extra_buffers: ExtraBuffers = "auto"  # see hardware.py
-    gpu_layers: int = -1  # -1: all when the build has a GPU backend
-    probe_fault: str = ""  # fault injection for the warm-up probe (see probe.py)
-    cache_dir: Path = Path.home() / ".cache" / "wai"
-
-
-def plan_load(config: LlamaCppConfig, weights: Path, floor: int = 0) -> tuple[LoadPlan, str]:
+def plan_load(config: LlamaCppConfig, weights: Path, skip_plans: int = 0) -> tuple[LoadPlan, str]:
     """The load plan for this machine, checked by the warm-up probe (in a child process the
-    first time), and what the probe found. `floor` skips that many of the fallback plans (the
+    first time), and what the probe found. `skip_plans` skips that many of the fallback plans (the
     supervisor's step down after repeated crashes); the safest one is always left."""
     cpu = hardware.cpu()
     extra, why = hardware.use_extra_buffers(
@@ -106,8 +84,7 @@ def plan_load(config: LlamaCppConfig, weights: Path, floor: int = 0) -> tuple[Lo
         "flash_attn": config.flash_attn,
         "fault": config.probe_fault,
     }
-    plans = fallbacks(first, config.path)
-    plans = plans[min(floor, len(plans) - 1) :]
+    plans = fallbacks(first, config.path, skip=skip_plans)
     verdict = probe.choose(plans, run=run, identity=identity, cache_dir=config.cache_dir)
     if verdict.plan.extra_buffers == extra:
         return verdict.plan, f"{verdict.note}; extra buffers: {why}"
@@ -135,7 +112,7 @@ _Message = _Submit | _Cancel | _Stop
 
 # Called on the engine thread once per step (and at the end of a sequence cancelled while
 # idle): the events of that step, in order, as (request id, event), and the counters after it.
-Sink = Callable[[list[tuple[int, Event]], Counters], None]
+Sink = Callable[[list[tuple[int, TokenEvent]], Counters], None]
 
 
 class LlamaCppEngine:
@@ -143,13 +120,13 @@ class LlamaCppEngine:
 
     tokenizer: LlamaTokenizer
 
-    def __init__(self, config: LlamaCppConfig, sink: Sink, *, floor: int = 0) -> None:
+    def __init__(self, config: LlamaCppConfig, sink: Sink, *, skip_plans: int = 0) -> None:
         self.config = config
         self.name = config.name
         self._sink = sink
         source_meta = read_metadata(config.path)  # refuses a missing or non-GGUF file
         weights = compute_path(config.path, source_meta, config.weights, config.cache_dir)
-        self.plan, probe_note = plan_load(config, weights, floor)
+        self.plan, probe_note = plan_load(config, weights, skip_plans)
         self.weights_path = self.plan.weights
         self.weights_bytes = self.plan.weights.stat().st_size
         self._model = load_model(self.plan.weights, model_params(self.plan))
@@ -177,14 +154,14 @@ class LlamaCppEngine:
         self._mem = L.llama_get_memory(self._ctx)
         self.kv_bytes = kv_cache_bytes(self.metadata, n_ctx)
         device = hardware.placement(self.plan.gpu_layers)
-        self.info: dict[str, object] = {
-            "device": device,
-            "gpu_layers": self.plan.gpu_layers,
-            "extra_buffers": self.plan.extra_buffers,
-            "weights": self.plan.weights.name,
-            "converted": self.plan.converted,
-            "probe": probe_note,
-        }
+        self.info = EngineInfo(
+            device=device,
+            gpu_layers=self.plan.gpu_layers,
+            extra_buffers=self.plan.extra_buffers,
+            weights=self.plan.weights.name,
+            converted=self.plan.converted,
+            probe=probe_note,
+        )
         log.info(
             "%s: on %s, %s, weights %s; %d slots x %d tokens, KV cache %.0f MiB; %s",
             self.name,
@@ -201,7 +178,7 @@ class LlamaCppEngine:
         self._scheduler = Scheduler(config.n_slots, config.n_batch, config.prefill_chunk)
         self._inbox: queue.SimpleQueue[_Message] = queue.SimpleQueue()
         # Events produced since the last flush, handed to the sink in one call.
-        self._outbox: list[tuple[int, Event]] = []
+        self._outbox: list[tuple[int, TokenEvent]] = []
         self._counts = {"finished": 0, "cancelled": 0, "failed": 0}
         self._generated = 0
         self._steps = 0
@@ -304,7 +281,7 @@ class LlamaCppEngine:
             seq.sampler = None
             return
         try:
-            seq.sampler = Chain(req.sampling, self.tokenizer.n_vocab, self.tokenizer.vocab)
+            seq.sampler = Chain(req.sampling, self.tokenizer.n_vocab, self.tokenizer)
         except ValueError as e:  # a grammar llama.cpp refuses (the server checks it first)
             self._end(seq, "error", str(e))
 

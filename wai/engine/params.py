@@ -37,16 +37,19 @@ class LoadPlan:
         )
 
 
-def fallbacks(first: LoadPlan, original: Path) -> list[LoadPlan]:
+def fallbacks(first: LoadPlan, original: Path, skip: int = 0) -> list[LoadPlan]:
     """The plans to try, safest last: as configured; without extra buffer types; with the
-    file's own weights instead of the conversion; on the CPU alone."""
+    file's own weights instead of the conversion; on the CPU alone. The one ladder of safer
+    settings: the warm-up probe walks down it within one start, and the engine's supervisor,
+    after repeated crashes in service, starts the next engine `skip` rungs down (the safest
+    plan is always left)."""
     plain = replace(first, extra_buffers=False)
     own = replace(plain, weights=original, converted=False)
     plans: list[LoadPlan] = []
     for plan in (first, plain, own, replace(own, gpu_layers=0)):
         if plan not in plans:
             plans.append(plan)
-    return plans
+    return plans[min(skip, len(plans) - 1) :]
 
 
 def model_params(plan: LoadPlan) -> Any:

@@ -18,7 +18,6 @@ import hashlib
 import json
 import logging
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -26,12 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from wai.engine.gguf import ModelLoadError
+from wai.engine.child import EXIT_LOAD_FAILED, child_env, describe_exit, is_crash
 from wai.engine.params import LoadPlan
+from wai.engine.types import ModelLoadError
 
 log = logging.getLogger("wai.engine")
 
-EXIT_LOAD_FAILED = 3  # the child could not load the file: not a crash, nothing to fall back to
 PROBE_TIMEOUT = 900.0  # seconds; a 70B model can take minutes to read from disk
 
 
@@ -49,27 +48,6 @@ def fault_matches(fault: str, plan: LoadPlan) -> bool:
         or ("converted" in wanted and plan.converted)
         or ("gpu" in wanted and plan.gpu_layers > 0)
     )
-
-
-def signal_name(rc: int) -> str | None:
-    """The signal that ended a child (a negative POSIX return code), by name; None if it
-    exited."""
-    if rc >= 0:
-        return None
-    try:
-        return signal.Signals(-rc).name
-    except ValueError:
-        return f"signal {-rc}"
-
-
-def _describe_exit(rc: int) -> str:
-    sig = signal_name(rc)
-    return f"died from {sig}" if sig else f"exited with status {rc}"
-
-
-def is_crash(rc: int) -> bool:
-    """A signal (POSIX), a shell-style 128+n, or a Windows NTSTATUS crash code."""
-    return rc < 0 or 128 <= rc < 256 or rc >= 0xC0000000
 
 
 def cache_key(identity: dict[str, Any], plans: list[LoadPlan]) -> str:
@@ -113,11 +91,11 @@ def choose(
         if not is_crash(rc):
             # The file itself does not load (or the probe could not run): the engine's own
             # load reports the reason; nothing is remembered.
-            log.info("warm-up probe %s (%s); loading as planned", _describe_exit(rc), tail)
-            return Verdict(plans[0], f"warm-up probe inconclusive: {tail or _describe_exit(rc)}")
-        failures.append(f"{plan.describe()} {_describe_exit(rc)}")
+            log.info("warm-up probe %s (%s); loading as planned", describe_exit(rc), tail)
+            return Verdict(plans[0], f"warm-up probe inconclusive: {tail or describe_exit(rc)}")
+        failures.append(f"{plan.describe()} {describe_exit(rc)}")
         log.warning(
-            "warm-up with %s %s; trying a safer setting", plan.describe(), _describe_exit(rc)
+            "warm-up with %s %s; trying a safer setting", plan.describe(), describe_exit(rc)
         )
     raise ModelLoadError(
         "the engine crashed on this machine with every setting tried: " + "; ".join(failures)
@@ -143,14 +121,11 @@ def _save(path: Path, plan: LoadPlan, note: str) -> None:
 
 
 def _run_child(plan: LoadPlan, run: dict[str, Any]) -> tuple[int, str]:
-    root = str(Path(__file__).resolve().parents[2])
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])),
-    }
     cmd = [sys.executable, "-m", "wai.engine.probe", json.dumps({"plan": plan.as_dict(), **run})]
     try:
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=PROBE_TIMEOUT)
+        proc = subprocess.run(
+            cmd, env=child_env(), capture_output=True, text=True, timeout=PROBE_TIMEOUT
+        )
     except subprocess.TimeoutExpired:
         return 1, f"no answer in {PROBE_TIMEOUT:.0f} s"
     lines = [ln for ln in (proc.stderr or "").splitlines() if ln.strip()]

@@ -22,30 +22,33 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import msgspec
 
 from wai.engine import wire
-from wai.engine.base import (
+from wai.engine.admission import Admission
+from wai.engine.child import child_env, describe_exit
+from wai.engine.config import LlamaCppConfig
+from wai.engine.gguf import LlamaTokenizer, load_tokenizer
+from wai.engine.types import (
+    EngineInfo,
+    EngineState,
     EngineStats,
     Finished,
     Generation,
+    ModelLoadError,
     TokenEngine,
+    TokenEvent,
     TokenRequest,
     Usage,
 )
-from wai.engine.frontend import Frontend
-from wai.engine.gguf import LlamaTokenizer, ModelLoadError, load_tokenizer
-from wai.engine.llamacpp import LlamaCppConfig
-from wai.engine.probe import signal_name
-from wai.engine.worker import config_dict
 
 log = logging.getLogger("wai.engine")
 
@@ -68,7 +71,7 @@ class RestartPolicy:
     stable_after: float = 60.0
     max_crashes: int = 5
     crashes: int = 0
-    floor: int = 0
+    skip_plans: int = 0
 
     def after_crash(self, up_for: float | None) -> float | None:
         """The delay before the next start, or None to give up. `up_for`: how long the engine
@@ -79,13 +82,8 @@ class RestartPolicy:
         if self.crashes > self.max_crashes:
             return None
         if self.crashes >= 2:
-            self.floor += 1
+            self.skip_plans += 1
         return float(min(self.max_delay, self.base_delay * 2.0 ** (self.crashes - 1)))
-
-
-def describe_exit(rc: int) -> str:
-    sig = signal_name(rc)
-    return f"was killed by {sig}" if sig else f"exited with status {rc}"
 
 
 class _Crashed(Exception):
@@ -133,11 +131,11 @@ class ProcessEngine(TokenEngine):
         self.n_ctx_seq = config.n_ctx_seq
         self.chat_template: str | None = None
         self.metadata: dict[str, str] = {}
-        self._info: dict[str, object] = {}
+        self._info: EngineInfo | None = None
         self.kv_bytes = 0
         self.weights_bytes = 0
         self.restarts = 0
-        self._front = Frontend(config.name, config.n_slots, config.max_waiting)
+        self._admission = Admission(config.name, config.n_slots, config.max_waiting)
         self._child: _Child | None = None
         # Requests for an engine that is (re)starting, sent once it is up: id -> frame.
         self._backlog: dict[int, bytes] = {}
@@ -146,16 +144,19 @@ class ProcessEngine(TokenEngine):
         self._supervisor: asyncio.Task[None] | None = None
 
     @property
-    def info(self) -> dict[str, object]:  # type: ignore[override]
-        pid = self._child.proc.pid if self._child else None
-        state = "failed" if self._failure else "up" if self._ready_child() else "restarting"
-        return {
-            **self._info,
-            "isolation": "process",
-            "state": state,
-            "pid": pid,
-            "restarts": self.restarts,
-        }
+    def info(self) -> EngineInfo | None:
+        if self._info is None:
+            return None
+        state: EngineState = (
+            "failed" if self._failure else "up" if self._ready_child() else "restarting"
+        )
+        return dataclasses.replace(
+            self._info,
+            isolation="process",
+            state=state,
+            pid=self._child.proc.pid if self._child else None,
+            restarts=self.restarts,
+        )
 
     @property
     def failure(self) -> str | None:
@@ -194,12 +195,12 @@ class ProcessEngine(TokenEngine):
         self._give_up(f"the engine supervisor failed: {task.exception()!r}")
         if self._child is not None:
             self._child.proc.kill()
-        self._front.lose(self._front.open_ids(), f"the model {self.name} is unavailable")
+        self._admission.lose(self._admission.open_ids(), f"the model {self.name} is unavailable")
 
     async def _bring_up(self) -> None:
         """Start an engine process and wait for it to be ready. Raises ModelLoadError (the model
         cannot load: no point retrying) or _Crashed."""
-        child = await self._spawn(self.policy.floor)
+        child = await self._spawn(self.policy.skip_plans)
         self._child = child
         msg = await child.read()
         if isinstance(msg, wire.Ready):
@@ -220,28 +221,23 @@ class ProcessEngine(TokenEngine):
             raise ModelLoadError(msg.message)
         raise _Crashed(f"{describe_exit(rc)} while starting")
 
-    async def _spawn(self, floor: int) -> _Child:
+    async def _spawn(self, skip_plans: int) -> _Child:
         loop = asyncio.get_running_loop()
         to_engine_r, to_engine_w = os.pipe()
         from_engine_r, from_engine_w = os.pipe()
         spec = {
-            "config": config_dict(self.config),
-            "floor": floor,
+            "config": self.config.as_dict(),
+            "skip_plans": skip_plans,
             "fd_in": to_engine_r,
             "fd_out": from_engine_w,
             "log_level": logging.getLogger("wai").getEffectiveLevel(),
-        }
-        root = str(Path(__file__).resolve().parents[2])
-        env = {
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])),
         }
         try:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "wai.engine.worker", msgspec.json.encode(spec).decode()],
                 pass_fds=(to_engine_r, from_engine_w),
                 stdin=subprocess.DEVNULL,
-                env=env,
+                env=child_env(),
                 # Out of the terminal's process group (Ctrl-C is the server's to handle), but in
                 # its session: with the kernel's autogroup scheduling a new session is a new
                 # group that gets no more CPU than the whole server, and measured 17% slower
@@ -263,7 +259,12 @@ class ProcessEngine(TokenEngine):
             lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(from_engine_r, "rb", 0)
         )
         writer, _ = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(to_engine_w, "wb", 0))
-        log.info("%s: engine process %d started (fallback floor %d)", self.name, proc.pid, floor)
+        log.info(
+            "%s: engine process %d started (safer plans skipped: %d)",
+            self.name,
+            proc.pid,
+            skip_plans,
+        )
         return _Child(proc, reader, writer)
 
     async def _supervise(self) -> None:
@@ -273,16 +274,18 @@ class ProcessEngine(TokenEngine):
             assert child is not None
             while (msg := await child.read()) is not None:
                 if isinstance(msg, wire.Step):
-                    self._front.deliver(map(wire.msg_event, msg.events), msg.counters)
+                    self._admission.deliver(map(wire.msg_event, msg.events), msg.counters)
             # The engine is gone. From here on, new requests wait in the backlog.
             self._child = None
-            held = self._front.open_ids()
+            held = self._admission.open_ids()
             rc = await child.wait()
             if self._closing:
                 return
             up_for = time.monotonic() - child.up_since
             what = describe_exit(rc)
-            self._front.lose(held, f"the engine running model {self.name} {what}; it is restarting")
+            self._admission.lose(
+                held, f"the engine running model {self.name} {what}; it is restarting"
+            )
             log.error(
                 "%s: engine process %d %s after %.0f s, %d requests lost",
                 self.name,
@@ -322,26 +325,27 @@ class ProcessEngine(TokenEngine):
     def _give_up(self, reason: str) -> None:
         log.error("%s: giving up: %s", self.name, reason)
         self._failure = reason
-        self._front.closed = True
+        self._admission.closed = True
         waiting = list(self._backlog)
         self._backlog.clear()
-        self._front.lose(waiting, f"the model {self.name} is unavailable: {reason}")
+        self._admission.lose(waiting, f"the model {self.name} is unavailable: {reason}")
 
     # -- requests --
 
-    def submit(self, request: TokenRequest) -> Generation:
-        q = self._front.open(request, self.n_ctx_seq)
-        rid = request.request_id
+    def submit(self, request: TokenRequest) -> Generation[TokenEvent]:
+        rid = self._admission.open(request, self.n_ctx_seq)
         data = wire.frame(wire.Submit(request))
         if (child := self._ready_child()) is not None:
             child.send(data)
         else:  # sent once an engine is up; lost with nothing if one crashes while starting
             self._backlog[rid] = data
-        return self._front.generation(rid, q, lambda: self._cancel(rid, len(request.prompt_tokens)))
+        return self._admission.generation(
+            rid, lambda: self._cancel(rid, len(request.prompt_tokens))
+        )
 
     def _cancel(self, rid: int, n_prompt: int) -> None:
         if self._backlog.pop(rid, None) is not None:  # never reached an engine
-            self._front.deliver([(rid, Finished("cancelled", Usage(n_prompt, 0)))], None)
+            self._admission.deliver([(rid, Finished("cancelled", Usage(n_prompt, 0)))], None)
         elif (child := self._ready_child()) is not None:
             child.send(wire.frame(wire.Cancel(rid)))
 
@@ -351,7 +355,7 @@ class ProcessEngine(TokenEngine):
         return child if child is not None and child.up_since > 0 else None
 
     def stats(self) -> EngineStats:
-        return self._front.stats(self.kv_bytes, self.restarts)
+        return self._admission.stats(self.kv_bytes, self.restarts)
 
     def memory_bytes(self) -> int:
         return self.weights_bytes + self.kv_bytes
@@ -360,7 +364,7 @@ class ProcessEngine(TokenEngine):
         """Stop the engine: what it still holds ends with an error event; a process that does
         not stop within STOP_TIMEOUT is killed."""
         self._closing = True
-        self._front.closed = True
+        self._admission.closed = True
         child = self._child
         if child is not None:
             child.send(wire.frame(wire.Stop()))
@@ -379,5 +383,7 @@ class ProcessEngine(TokenEngine):
         if child is not None:
             await child.wait()
         self._child = None
-        leftover = self._front.open_ids()
-        self._front.lose(leftover, f"the model {self.name} stopped before this request finished")
+        leftover = self._admission.open_ids()
+        self._admission.lose(
+            leftover, f"the model {self.name} stopped before this request finished"
+        )

@@ -13,9 +13,9 @@ from typing import Any
 import llama_cpp as L
 import numpy as np
 
-from wai.engine.base import SamplingParams
-from wai.engine.gguf import token_piece
-from wai.engine.grammar import feed, grammar_sampler
+from wai.engine.gguf import LlamaTokenizer
+from wai.engine.grammar import TOKEN_DATA, TokenCheck, feed, grammar_sampler
+from wai.engine.types import SamplingParams
 
 PENALTY_LAST_N = 64  # tokens the repetition/frequency/presence penalties look back over
 
@@ -87,11 +87,6 @@ def make_sampler(p: SamplingParams, n_vocab: int) -> Any:
     return chain
 
 
-# llama_token_data as numpy sees it: {int32 id; float logit; float p}, 12 bytes
-TOKEN_DATA = np.dtype([("id", "<i4"), ("logit", "<f4"), ("p", "<f4")])
-assert TOKEN_DATA.itemsize == ctypes.sizeof(L.llama_token_data)
-
-
 class Chain:
     """One sequence's sampler chain and its candidate buffer.
 
@@ -106,8 +101,10 @@ class Chain:
     whole vocabulary masked and the chain applied again. For greedy rows this picks exactly
     what a chain with the grammar first picks."""
 
-    def __init__(self, p: SamplingParams, n_vocab: int, vocab: Any = None) -> None:
-        self.vocab = vocab
+    def __init__(
+        self, p: SamplingParams, n_vocab: int, tokenizer: LlamaTokenizer | None = None
+    ) -> None:
+        self.tokenizer = tokenizer
         self.grammar: Any = None
         # a lazy grammar: its source and trigger, until the trigger matches
         self._lazy: tuple[str, re.Pattern[bytes]] | None = None
@@ -115,16 +112,20 @@ class Chain:
         if p.grammar and p.trigger:
             self._lazy = (p.grammar, re.compile(p.trigger.encode()))
         elif p.grammar:
-            # GrammarError (a ValueError) when llama.cpp refuses the grammar
-            self.grammar = grammar_sampler(vocab, p.grammar)
+            self.grammar = self._grammar_sampler(p.grammar)
         self.ptr = make_sampler(p, n_vocab)
         self._buf = np.empty(n_vocab, dtype=TOKEN_DATA)
         self._ids = np.arange(n_vocab, dtype=np.int32)
         data = self._buf.ctypes.data_as(ctypes.POINTER(L.llama_token_data))
         self._array = L.llama_token_data_array(data=data, size=n_vocab, selected=-1, sorted=False)
-        self._one = np.empty(1, dtype=TOKEN_DATA)
-        one = self._one.ctypes.data_as(ctypes.POINTER(L.llama_token_data))
-        self._one_array = L.llama_token_data_array(data=one, size=1, selected=-1, sorted=False)
+        self._check = TokenCheck()
+
+    def _grammar_sampler(self, gbnf: str) -> Any:
+        assert self.tokenizer is not None, "a grammar needs the model's vocabulary"
+        sampler = grammar_sampler(self.tokenizer.vocab, gbnf)
+        if sampler is None:  # the server checks every grammar before it is sent
+            raise ValueError("llama.cpp refuses the grammar")
+        return sampler
 
     def _apply(self, samplers: list[Any], logits: np.ndarray) -> int:
         buf, arr = self._buf, self._array
@@ -140,19 +141,12 @@ class Chain:
             raise RuntimeError(f"the sampler chain selected {arr.selected} of {arr.size}")
         return int(arr.data[arr.selected].id)
 
-    def _allowed(self, token: int, logit: float) -> bool:
-        one, arr = self._one, self._one_array
-        one["id"], one["logit"], one["p"] = token, logit, 0.0
-        arr.size, arr.selected, arr.sorted = 1, -1, False
-        L.llama_sampler_apply(self.grammar, ctypes.byref(arr))
-        return bool(np.isfinite(one["logit"][0]))
-
     def sample(self, logits: np.ndarray) -> int:
         token = self._apply([self.ptr], logits)
         if self._lazy is not None:
             token = self._watch(token, logits)
         elif self.grammar is not None:
-            if not self._allowed(token, float(logits[token])):
+            if not self._check.allows(self.grammar, token, float(logits[token])):
                 token = self._apply([self.grammar, self.ptr], logits)
             L.llama_sampler_accept(self.grammar, token)
         L.llama_sampler_accept(self.ptr, token)
@@ -164,17 +158,17 @@ class Chain:
         whose text the grammar refuses (a token straddling the trigger, "<tool_call>Hi") is
         masked and the chain picks again. llama.cpp's own lazy grammar would abort the process
         on such a token."""
-        assert self._lazy is not None
+        assert self._lazy is not None and self.tokenizer is not None
         gbnf, trigger = self._lazy
         masked: np.ndarray | None = None
         for _ in range(LAZY_TRIES):
-            text = bytes(self._text) + token_piece(self.vocab, token, special=True)
+            text = bytes(self._text) + self.tokenizer.piece(token, special=True)
             match = trigger.search(text)
             if match is None:
                 self._remember(text)
                 return token
-            sampler = grammar_sampler(self.vocab, gbnf)
-            if feed(sampler, self.vocab, text[match.start(1) :]):
+            sampler = self._grammar_sampler(gbnf)
+            if feed(sampler, self.tokenizer, text[match.start(1) :], self._check):
                 self.grammar, self._lazy, self._text = sampler, None, bytearray()
                 return token
             L.llama_sampler_free(sampler)

@@ -26,7 +26,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from wai.engine.base import TokenRequest
+from wai.engine.types import TokenRequest
 
 
 @dataclass(slots=True, eq=False)
@@ -64,7 +64,6 @@ class Work:
     tokens: list[int]
     start: int
     logits: bool  # sample after this chunk (a decode token, or the end of the prompt)
-    decode: bool = False  # one generated token fed back, rather than a prompt chunk
 
 
 class Scheduler:
@@ -122,7 +121,7 @@ class Scheduler:
         plan: list[Work] = []
         for seq in self._admitted:
             if not seq.prefilling:
-                plan.append(Work(seq, [seq.generated[-1]], seq.n_past, logits=True, decode=True))
+                plan.append(Work(seq, [seq.generated[-1]], seq.n_past, logits=True))
                 budget -= 1
         for seq in self._admitted:
             if budget <= 0:

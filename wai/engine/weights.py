@@ -17,15 +17,14 @@ import ctypes
 import logging
 import os
 from pathlib import Path
-from typing import Literal
 
 import llama_cpp as L
 
+from wai.engine.config import WeightsMode
 from wai.engine.progress import Progress, watch_file
 
 log = logging.getLogger("wai.engine")
 
-WeightsMode = Literal["auto", "as-is"]
 
 # llama_ftype values (llama.h)
 _FTYPE_Q4_1 = 3

@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import os
 import struct
-from typing import Any
 
 import msgspec
 
-from wai.engine.base import (
+from wai.engine.types import (
     Counters,
     Delta,
-    Event,
+    EngineInfo,
     Failed,
     Finished,
     FinishReason,
+    TokenEvent,
     TokenRequest,
     Usage,
 )
@@ -76,7 +76,7 @@ class Ready(msgspec.Struct, tag="ready", array_like=True):
     n_ctx_seq: int
     chat_template: str | None
     metadata: dict[str, str]
-    info: dict[str, Any]
+    info: EngineInfo
     kv_bytes: int
     weights_bytes: int
 
@@ -97,7 +97,7 @@ FromEngine = Ready | Step | Fatal
 # --- events <-> messages ----------------------------------------------------------------------
 
 
-def event_msg(rid: int, ev: Event) -> EventMsg:
+def event_msg(rid: int, ev: TokenEvent) -> EventMsg:
     if isinstance(ev, Delta):
         return DeltaMsg(rid, ev.text, ev.token)
     if isinstance(ev, Finished):
@@ -109,7 +109,7 @@ def event_msg(rid: int, ev: Event) -> EventMsg:
     return FailMsg(rid, ev.message)
 
 
-def msg_event(m: EventMsg) -> tuple[int, Event]:
+def msg_event(m: EventMsg) -> tuple[int, TokenEvent]:
     if isinstance(m, DeltaMsg):
         return m.rid, Delta(m.text, m.token)
     if isinstance(m, EndMsg):

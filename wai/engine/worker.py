@@ -1,51 +1,39 @@
 """An engine process: `python -m wai.engine.worker SPEC` runs one model for the server.
 
-Started and supervised by process.py. SPEC (JSON) holds the model's LlamaCppConfig, the fallback
-floor, the two pipe descriptors and the log level. The main thread runs the engine's step loop;
-a reader thread feeds it what the server sends. When the server goes away (its end of the
-request pipe closes, whatever killed it), the engine stops and this process exits, so an engine
-never outlives its server. SIGINT and SIGTERM are ignored: Ctrl-C in a terminal, or a service
-manager stopping the whole group, reaches the engine too, and the server, not the engine,
-decides when to stop (after draining).
+Started and supervised by process.py. SPEC (JSON) holds the model's LlamaCppConfig, the number
+of fallback plans to skip, the two pipe descriptors and the log level. The main thread runs the
+engine's step loop; a reader thread feeds it what the server sends. When the server goes away
+(its end of the request pipe closes, whatever killed it), the engine stops and this process
+exits, so an engine never outlives its server. SIGINT and SIGTERM are ignored: Ctrl-C in a
+terminal, or a service manager stopping the whole group, reaches the engine too, and the server,
+not the engine, decides when to stop (after draining).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import signal
 import sys
 import threading
-from pathlib import Path
 from typing import Any
 
 import msgspec
 
 from wai.engine import wire
-from wai.engine.base import Counters, Event
-from wai.engine.gguf import ModelLoadError
-from wai.engine.llamacpp import LlamaCppConfig, LlamaCppEngine
+from wai.engine.child import EXIT_LOAD_FAILED
+from wai.engine.config import LlamaCppConfig
+from wai.engine.llamacpp import LlamaCppEngine
+from wai.engine.types import Counters, ModelLoadError, TokenEvent
 
 log = logging.getLogger("wai.engine")
-
-EXIT_LOAD_FAILED = 3
 
 
 class WorkerSpec(msgspec.Struct):
     config: dict[str, Any]
-    floor: int
+    skip_plans: int
     fd_in: int
     fd_out: int
     log_level: int = logging.INFO
-
-
-def config_dict(config: LlamaCppConfig) -> dict[str, Any]:
-    """The config as JSON can carry it (paths as strings); `config_from` reads it back."""
-    return {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(config).items()}
-
-
-def config_from(d: dict[str, Any]) -> LlamaCppConfig:
-    return LlamaCppConfig(**{**d, "path": Path(d["path"]), "cache_dir": Path(d["cache_dir"])})
 
 
 class _Sender:
@@ -63,7 +51,7 @@ class _Sender:
         except OSError:  # EPIPE: the server has gone; the reader sees EOF and stops us
             self.gone = True
 
-    def step(self, events: list[tuple[int, Event]], counters: Counters) -> None:
+    def step(self, events: list[tuple[int, TokenEvent]], counters: Counters) -> None:
         self.send(wire.Step([wire.event_msg(rid, ev) for rid, ev in events], counters))
 
 
@@ -88,14 +76,14 @@ def main(argv: list[str]) -> int:
     spec = msgspec.json.decode(argv[1], type=WorkerSpec)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    config = config_from(spec.config)
+    config = LlamaCppConfig.from_dict(spec.config)
     logging.basicConfig(
         level=spec.log_level,
         format=f"%(asctime)s %(levelname)s %(name)s[{config.name}]: %(message)s",
     )
     out = _Sender(spec.fd_out)
     try:
-        engine = LlamaCppEngine(config, out.step, floor=spec.floor)
+        engine = LlamaCppEngine(config, out.step, skip_plans=spec.skip_plans)
     except ModelLoadError as e:
         out.send(wire.Fatal(str(e)))
         return EXIT_LOAD_FAILED

@@ -24,7 +24,8 @@ from jinja2.exceptions import SecurityError, TemplateError
 from jinja2.parser import Parser
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from wai.engine.base import Message, Tokenizer
+from wai.backends.base import Message
+from wai.engine.types import Tokenizer
 
 __all__ = ["ChatFormat", "ChatTemplateError", "Message", "format_for"]
 

@@ -1,45 +1,48 @@
-"""The caller's side of an engine, shared by the in-thread and the engine-process backends.
+"""The caller's side of an engine, shared by the in-thread and the engine-process engines.
 
-Everything here runs on the event loop's thread: admission control (checked in `submit`, so
-the caller learns "busy" or "too long" before any response starts), one asyncio queue per
-request that the engine's per-step event batches are dealt into, and the counters behind
-`stats()`.
+Everything here runs on the event loop's thread: admission control (checked in `open`, so the
+caller learns "busy" or "too long" before any response starts), request ids, one asyncio queue
+per request that the engine's event batches are dealt into, and the counters behind `stats()`.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterable
+import itertools
+from collections.abc import Callable, Iterable
 
-from wai.engine.base import (
+from wai.engine.types import (
     Counters,
     EngineBusy,
     EngineStats,
     EngineStopped,
-    Event,
     Failed,
     Finished,
     Generation,
     PromptTooLong,
+    TokenEvent,
     TokenRequest,
+    queued_events,
 )
 
 
-class Frontend:
+class Admission:
     def __init__(self, name: str, n_slots: int, max_waiting: int) -> None:
         self.name = name
         self.n_slots = n_slots
         self.max_waiting = max_waiting
         self.closed = False
-        self._queues: dict[int, asyncio.Queue[Event]] = {}
+        self._ids = itertools.count(1)
+        self._queues: dict[int, asyncio.Queue[TokenEvent]] = {}
         self.counters = Counters()
         # Counters of engines that have died (their successors count from zero), and the
         # requests they took with them.
         self._past = Counters()
         self._lost = 0
 
-    def open(self, request: TokenRequest, n_ctx_seq: int) -> asyncio.Queue[Event]:
-        """Admit a request: raises PromptTooLong, EngineStopped or EngineBusy."""
+    def open(self, request: TokenRequest, n_ctx_seq: int) -> int:
+        """Admit a request and give it its id: raises PromptTooLong, EngineStopped or
+        EngineBusy."""
         n_prompt = len(request.prompt_tokens)
         if n_prompt == 0:
             raise PromptTooLong("the prompt is empty after tokenization")
@@ -55,20 +58,20 @@ class Frontend:
             raise EngineBusy("Capacity temporarily exceeded, please try again.")
         if outstanding >= self.n_slots + self.max_waiting:
             raise EngineBusy("Capacity temporarily exceeded, please try again.")
-        q: asyncio.Queue[Event] = asyncio.Queue()
-        self._queues[request.request_id] = q
-        return q
+        request.request_id = rid = next(self._ids)
+        self._queues[rid] = asyncio.Queue()
+        return rid
 
-    def generation(
-        self, request_id: int, q: asyncio.Queue[Event], cancel: Callable[[], None]
-    ) -> Generation:
-        return Generation(request_id, _drain(q), cancel)
+    def generation(self, request_id: int, cancel: Callable[[], None]) -> Generation[TokenEvent]:
+        """The caller's handle on an admitted request."""
+        return Generation(queued_events(self._queues[request_id]), cancel)
 
     def open_ids(self) -> list[int]:
         return list(self._queues)
 
-    def deliver(self, events: Iterable[tuple[int, Event]], counters: Counters | None) -> None:
-        """Deal one step's events to their requests; a final event closes its request."""
+    def deliver(self, events: Iterable[tuple[int, TokenEvent]], counters: Counters | None) -> None:
+        """Deal a batch of the engine's events to their requests; a final event closes its
+        request."""
         if counters is not None:
             self.counters = counters
         for rid, ev in events:
@@ -111,11 +114,3 @@ class Frontend:
             decode_seconds=(p.decode_ns + c.decode_ns) / 1e9,
             restarts=restarts,
         )
-
-
-async def _drain(events: asyncio.Queue[Event]) -> AsyncIterator[Event]:
-    while True:
-        ev = await events.get()
-        yield ev
-        if isinstance(ev, Finished | Failed):
-            return

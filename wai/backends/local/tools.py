@@ -33,13 +33,11 @@ from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from wai.engine import grammar
-from wai.engine.base import Delta, Event, Finished, Tool, ToolCall, ToolCalls, ToolsRequest
-from wai.engine.chat import ChatFormat, JinjaFormat, Message
+from wai.backends.base import Delta, Event, Finished, Tool, ToolCall, ToolCalls, ToolsRequest
+from wai.backends.local import json_schema
+from wai.backends.local.chat import ChatFormat, JinjaFormat, Message
 
-MAX_TOOLS = 128
 MAX_PARALLEL = 8  # calls in one answer, with parallel_tool_calls
-NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 
 # GBNF around the call object (rule `call`); `tws` is bounded whitespace between the parts
 _TWS = "tws ::= [ \\t\\n]{0,4}"
@@ -293,10 +291,10 @@ def call_schema(tools: Sequence[Tool], syntax: Syntax) -> dict[str, Any]:
 
 
 def call_grammar(tools: Sequence[Tool], syntax: Syntax, parallel: bool) -> str:
-    """The GBNF of the calls (cached). Raises grammar.GrammarError naming a bad keyword."""
+    """The GBNF of the calls. Raises json_schema.GrammarError naming a bad keyword."""
     root = syntax.root(parallel)
     schema = call_schema(tools, syntax)
-    return grammar.wrapped_grammar(schema, "call", root + "\n" + _TWS)
+    return json_schema.wrapped_grammar(schema, "call", root + "\n" + _TWS)
 
 
 def _call_id(syntax: Syntax) -> str:
@@ -316,10 +314,18 @@ class ToolPlan:
     required: bool  # the output is a call (tool_choice "required" or a named function)
     parallel: bool
 
-    def grammar(self) -> tuple[str, str | None]:
-        """The grammar and its trigger (None: it applies from the first token)."""
-        gbnf = call_grammar(self.allowed, self.syntax, self.parallel)
-        return gbnf, None if self.required else self.syntax.trigger
+    @property
+    def trigger(self) -> str | None:
+        """What starts the grammar (None: it applies from the first token)."""
+        return None if self.required else self.syntax.trigger
+
+    def grammar(self) -> str:
+        """The grammar of the calls the answer may make. Raises json_schema.GrammarError."""
+        return call_grammar(self.allowed, self.syntax, self.parallel)
+
+    def key(self) -> list[Any]:
+        """What the grammar is built from (a cache key)."""
+        return [self.syntax.name, self.parallel, [t.openai() for t in self.allowed]]
 
     def parse(self, text: str) -> tuple[str, list[ToolCall]]:
         """The answer's text and its calls. Text that starts a call but does not parse as

@@ -14,17 +14,19 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Literal
 
-from wai.engine import grammar, tools
-from wai.engine.base import (
+from wai.backends.base import (
     Backend,
+    EngineInfo,
     EngineStats,
+    Event,
     Generation,
     GenerationRequest,
     Message,
-    TokenEngine,
-    TokenRequest,
 )
-from wai.engine.chat import ChatFormat, ChatTemplateError, format_for
+from wai.backends.local import tools
+from wai.backends.local.chat import ChatFormat, ChatTemplateError, format_for
+from wai.backends.local.json_schema import GrammarCache, GrammarError, schema_grammar
+from wai.engine.types import TokenEngine, TokenRequest
 from wai.errors import InvalidInput
 
 # inputs longer than this are templated and tokenized on a worker thread
@@ -43,10 +45,9 @@ class LocalBackend(Backend):
         self._template = template
         self._max_waiting = max_waiting
         self._chat: ChatFormat | None = None
-        self._grammars_checked: set[int] = set()
+        self._grammars: GrammarCache | None = None
 
-    @property
-    def info(self) -> dict[str, object]:  # type: ignore[override]
+    def report(self) -> EngineInfo | None:
         return self.engine.info
 
     @property
@@ -68,8 +69,9 @@ class LocalBackend(Backend):
     async def start(self) -> None:
         await self.engine.start()
         self._chat = None  # read from the model once it is loaded
+        self._grammars = GrammarCache(self.engine.tokenizer.vocab)
 
-    async def submit(self, request: GenerationRequest) -> Generation:
+    async def submit(self, request: GenerationRequest) -> Generation[Event]:
         self._check_logit_bias(request.sampling.logit_bias)
         plan = tools.plan_for(self.chat, request.tools) if request.tools is not None else None
         gbnf, trigger = (
@@ -89,15 +91,12 @@ class LocalBackend(Backend):
                 reject_if_busy=request.reject_if_busy,
                 ignore_eos=request.ignore_eos,
                 stop=request.stop,
-                request_id=request.request_id,
             )
         )
         if plan is None:
             return generation
         # the calls taken out of the text: text that may start one is held back
-        return Generation(
-            generation.request_id, tools.split_calls(generation, plan), generation.cancel
-        )
+        return Generation(tools.split_calls(generation, plan), generation.cancel)
 
     def prompt_tokens(
         self, request: GenerationRequest, plan: tools.ToolPlan | None = None
@@ -128,31 +127,23 @@ class LocalBackend(Backend):
                     f"vocabulary (0..{n_vocab - 1})"
                 )
 
-    def _checked(self, gbnf: str) -> str:
-        """A grammar, checked by llama.cpp's parser for this model's vocabulary (once per
-        grammar). Raises GrammarError."""
-        key = hash(gbnf)
-        if key not in self._grammars_checked:
-            grammar.check_grammar(self.engine.tokenizer.vocab, gbnf)
-            self._grammars_checked.add(key)
-        return gbnf
-
     def _grammar(
         self, plan: tools.ToolPlan | None, schema: dict[str, object] | None
     ) -> tuple[str | None, str | None]:
-        """The grammar the output must follow (the tool calls', or JSON mode's), and its lazy
-        trigger. Raises InvalidInput naming what is wrong."""
+        """The grammar the output must follow (the tool calls', or JSON mode's), checked by
+        llama.cpp's parser for this model's vocabulary, and its lazy trigger. Raises
+        InvalidInput naming what is wrong."""
+        assert self._grammars is not None, "start() first"
         if plan is not None:
             try:
-                gbnf, trigger = plan.grammar()
-                return self._checked(gbnf), trigger
-            except grammar.GrammarError as e:
+                return self._grammars.get(["tools", plan.key()], plan.grammar), plan.trigger
+            except GrammarError as e:
                 raise InvalidInput(f"'/tools': {e}") from e
         if schema is None:
             return None, None
         try:
-            return self._checked(grammar.schema_grammar(schema)), None
-        except grammar.GrammarError as e:
+            return self._grammars.get(["json", schema], lambda: schema_grammar(schema)), None
+        except GrammarError as e:
             raise InvalidInput(f"'/response_format': {e}") from e
 
     def stats(self) -> EngineStats:
@@ -166,9 +157,9 @@ class LocalBackend(Backend):
         return self.engine.failure
 
     def unready(self) -> str | None:
-        state = self.engine.info.get("state", "up")
-        if state != "up":
-            return f"engine {state}"
+        info = self.engine.info
+        if info is not None and info.state != "up":
+            return f"engine {info.state}"
         waiting = self.engine.stats().waiting
         if waiting >= self._max_waiting:
             return f"queue full ({waiting} waiting)"

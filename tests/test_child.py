@@ -1,0 +1,45 @@
+"""engine/child.py: how a child process of wai's is started and how its exit is read."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from wai.engine.child import EXIT_LOAD_FAILED, child_env, describe_exit, is_crash
+
+
+def test_exits_are_described() -> None:
+    assert describe_exit(-signal.SIGKILL) == "was killed by SIGKILL"
+    assert describe_exit(-signal.SIGSEGV) == "was killed by SIGSEGV"
+    assert describe_exit(-200) == "was killed by signal 200"
+    assert describe_exit(3) == "exited with status 3"
+
+
+@pytest.mark.parametrize(
+    ("rc", "crash"),
+    [
+        (0, False),
+        (1, False),
+        (EXIT_LOAD_FAILED, False),
+        (-11, True),
+        (-6, True),
+        (139, True),
+        (0xC0000005, True),
+    ],
+)
+def test_what_counts_as_a_crash(rc: int, crash: bool) -> None:
+    assert is_crash(rc) is crash
+
+
+def test_a_child_finds_this_copy_of_wai_and_no_client_with_the_engine() -> None:
+    code = "import sys, wai, wai.engine.worker; print(wai.__file__, 'httpx' in sys.modules)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=child_env(), cwd="/", capture_output=True, text=True
+    )
+    where, httpx_loaded = out.stdout.split()
+    assert os.path.dirname(where) == os.path.dirname(__import__("wai").__file__)
+    assert httpx_loaded == "False"

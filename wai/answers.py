@@ -1,0 +1,110 @@
+"""Workers AI's answers, free of HTTP: the shape of a result (its usage, tool calls, JSON mode's
+object) and the Workers AI code for whatever went wrong. The web layer (api/framing.py) wraps
+them in envelopes, event streams and HTTP statuses; `Ai.local()` returns them as they are."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from wai.backends.base import (
+    EngineBusy,
+    EngineStopped,
+    Failed,
+    Finished,
+    PromptTooLong,
+    ToolCall,
+    UpstreamError,
+    Usage,
+)
+from wai.errors import (
+    BAD_INPUT,
+    INTERNAL,
+    MODEL_UNAVAILABLE,
+    NO_SUCH_MODEL,
+    OUT_OF_CAPACITY,
+    InvalidInput,
+    ModelUnavailable,
+    RequestError,
+    UnknownModel,
+    bad_input_message,
+)
+from wai.schemas.text_generation import TextGenerationInput
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """What a request failed with, in Workers AI's terms: code and message (and how soon a
+    retry may succeed)."""
+
+    code: int
+    message: str
+    retry_after: int | None = None
+
+
+def classify(e: Exception) -> Failure:
+    """The Workers AI answer for what submitting a request raised."""
+    if isinstance(e, UnknownModel):
+        return Failure(NO_SUCH_MODEL, f"No such model: {e.message}")
+    if isinstance(e, ModelUnavailable):
+        return Failure(MODEL_UNAVAILABLE, e.message)
+    if isinstance(e, EngineStopped):
+        return Failure(MODEL_UNAVAILABLE, str(e), retry_after=1)
+    if isinstance(e, InvalidInput | PromptTooLong):
+        return Failure(BAD_INPUT, bad_input_message(e))
+    if isinstance(e, EngineBusy):
+        return Failure(OUT_OF_CAPACITY, str(e), retry_after=1)
+    if isinstance(e, UpstreamError):
+        return Failure(e.code, e.message, retry_after=e.retry_after)
+    if isinstance(e, RequestError):
+        return Failure(BAD_INPUT, e.message)
+    return Failure(INTERNAL, "Internal error")
+
+
+def failed_code(f: Failed) -> int:
+    """The Workers AI code of a generation that failed after it was queued: 3043 (worth a
+    retry) when the engine process or upstream serving it died under it, the backend's own code
+    (3007: an upstream timed out), else 5000."""
+    return MODEL_UNAVAILABLE if f.crashed else f.code or INTERNAL
+
+
+def usage_dict(usage: Usage) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+    }
+    if usage.cached_tokens:
+        out["prompt_tokens_details"] = {"cached_tokens": usage.cached_tokens}
+    return out
+
+
+def cf_tool_calls(calls: list[ToolCall]) -> list[dict[str, Any]]:
+    """Workers AI's form of tool calls: {name, arguments (an object)}."""
+    return [{"name": c.name, "arguments": c.arguments} for c in calls]
+
+
+def json_answer(text: str, final: Finished) -> Any:
+    """JSON mode's `response`: the object itself, as Workers AI returns it. Cut off by
+    max_tokens before it closed, it is Workers AI's error (InvalidInput)."""
+    try:
+        if final.reason != "length":
+            return json.loads(text)
+    except ValueError:
+        pass
+    raise InvalidInput("JSON Mode couldn't be met")
+
+
+def cf_result(
+    text: str, calls: list[ToolCall], final: Finished, inp: TextGenerationInput
+) -> dict[str, Any]:
+    """A whole answer as Workers AI gives it: `response` (JSON mode's object, or the text),
+    `tool_calls` when the request offered tools, and `usage`. Raises InvalidInput when JSON
+    mode's object did not close."""
+    response = json_answer(text, final) if inp.json_schema is not None else text
+    out: dict[str, Any] = {"response": response}
+    if inp.tools:
+        out["tool_calls"] = cf_tool_calls(calls)
+    out["usage"] = usage_dict(final.usage)
+    return out

@@ -1,0 +1,77 @@
+"""Backends from configuration: a local model (its engine in a process of its own, or on a
+thread) or an upstream one, and what a local model will hold in memory once loaded."""
+
+from __future__ import annotations
+
+import logging
+
+from wai.backends.base import Backend
+from wai.backends.local.backend import LocalBackend
+from wai.backends.upstream.backend import UpstreamBackend
+from wai.engine.config import LlamaCppConfig
+from wai.engine.gguf import kv_cache_bytes, read_metadata
+from wai.engine.inthread import InThreadEngine
+from wai.engine.process import ProcessEngine
+from wai.engine.types import ModelLoadError, TokenEngine
+from wai.engine.weights import compute_size
+from wai.settings import ModelConfig, Settings
+
+log = logging.getLogger("wai.runtime")
+
+
+class BackendFactory:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def llama_config(self, name: str, model: ModelConfig) -> LlamaCppConfig:
+        e = self.settings.engine
+        return LlamaCppConfig(
+            path=model.local_path,
+            name=name,
+            n_slots=model.slots or e.slots,
+            n_ctx_seq=model.ctx_per_slot or e.ctx_per_slot,
+            n_batch=e.batch_tokens,
+            n_threads=e.threads if model.threads is None else model.threads,
+            max_waiting=e.max_waiting,
+            prefill_chunk=e.prefill_chunk,
+            flash_attn=e.flash_attn,
+            batch_invariant=e.batch_invariant,
+            weights=e.weights,
+            extra_buffers=e.extra_buffers,
+            gpu_layers=e.gpu_layers if model.gpu_layers is None else model.gpu_layers,
+            probe_fault=e.probe_fault,
+            cache_dir=self.settings.cache_dir,
+        )
+
+    def build(self, name: str, model: ModelConfig) -> Backend:
+        """An unstarted backend for a configured model."""
+        max_waiting = self.settings.engine.max_waiting
+        if model.upstreams:
+            log.info("serving %s from %s", name, ", ".join(u.url for u in model.upstreams))
+            return UpstreamBackend(
+                name,
+                model.upstreams,
+                health_interval_s=model.health_interval_s,
+                max_waiting=max_waiting,
+            )
+        config = self.llama_config(name, model)
+        log.info("loading %s from %s", name, model.path)
+        engine: TokenEngine = (
+            ProcessEngine(config)
+            if self.settings.engine.isolation == "process"
+            else InThreadEngine(config)
+        )
+        return LocalBackend(engine, model.template, max_waiting)
+
+    def estimate(self, name: str, model: ModelConfig) -> int:
+        """Bytes a model will hold once loaded (weights + KV cache), from its file alone;
+        0 when the file cannot be read (its load will say why), or for an upstream model."""
+        if model.upstreams:
+            return 0
+        config = self.llama_config(name, model)
+        try:
+            meta = read_metadata(config.path)
+            weights = compute_size(config.path, meta, config.weights, config.cache_dir)
+        except (ModelLoadError, OSError):
+            return 0
+        return weights + kv_cache_bytes(meta, config.n_ctx_seq * config.n_slots)

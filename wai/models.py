@@ -1,0 +1,87 @@
+"""The model table: which configured model answers each model id, without loading anything.
+
+Every configured model (`[models.NAME]`, a GGUF file here or upstream servers) is an entry; the
+default model (the configured `default_model`, or the embedded one) answers every catalog id
+that no entry `serves`. A local file that cannot be found is recorded as failed here, with why,
+and its ids answer 503/3043.
+"""
+
+from __future__ import annotations
+
+from wai import sources
+from wai.catalog import EMBEDDED_NAME, Catalog, ModelSpec, embedded_model_path
+from wai.settings import Limits, ModelConfig, Settings
+from wai.sources import ModelSourceError
+
+
+class ModelTable:
+    def __init__(self, settings: Settings, catalog: Catalog | None = None) -> None:
+        self.settings = settings
+        self.catalog = catalog or Catalog()
+        self.configs: dict[str, ModelConfig] = dict(settings.models)
+        self.failed: dict[str, str] = {}  # models that cannot be served at all, and why
+        self.default = self._add_default()
+        for name, config in list(self.configs.items()):
+            if name == EMBEDDED_NAME and settings.default_model is None:
+                continue  # the packaged one: where pip put it
+            if config.upstreams:
+                continue  # served by other servers: nothing to find here
+            try:
+                path = sources.resolve(config.local_path, settings.model_roots)
+            except ModelSourceError as e:
+                self.failed[name] = str(e)
+                continue
+            self.configs[name] = config.model_copy(update={"path": path})
+        # explicit routes: id -> model name
+        self._routes = {mid: name for name, m in self.configs.items() for mid in m.serves}
+
+    def _add_default(self) -> str:
+        """The model that answers catalog ids no entry serves: the configured one, or the
+        embedded one (failed, with why, when its package is missing and other models exist)."""
+        if self.settings.default_model is not None:
+            name = self.settings.default_model.stem
+            self.configs.setdefault(name, ModelConfig(path=self.settings.default_model))
+            return name
+        try:
+            self.configs.setdefault(EMBEDDED_NAME, ModelConfig(path=embedded_model_path()))
+        except FileNotFoundError as e:
+            if not self.configs:
+                raise
+            self.failed[EMBEDDED_NAME] = str(e)
+        return EMBEDDED_NAME
+
+    def model_for(self, model_id: str) -> str | None:
+        """The configured model that answers an id (None: an unknown id)."""
+        if model_id in self._routes:
+            return self._routes[model_id]
+        if model_id in self.catalog:
+            return self.default
+        return None
+
+    def known_ids(self) -> list[str]:
+        """Every id this server resolves: catalog ids (in catalog order), then configured ids
+        outside the catalog. Others are unknown (5007)."""
+        ids = [spec.id for spec in self.catalog.specs]
+        return ids + [mid for mid in self._routes if mid not in self.catalog]
+
+    def spec_for(self, model_id: str) -> ModelSpec:
+        """The catalog entry of a known id (a configured id outside the catalog: a bare one)."""
+        return self.catalog.get(model_id) or ModelSpec(model_id, "custom")
+
+    def eager(self, name: str) -> bool:
+        """Loaded at start: asked for, the default model, or an upstream model (starting one
+        only starts its health checks)."""
+        config = self.configs[name]
+        return config.load == "eager" or name == self.default or bool(config.upstreams)
+
+    def configured_context(self, name: str) -> int | None:
+        """The context window per sequence a local model is configured with (None: upstream)."""
+        config = self.configs[name]
+        if config.upstreams:
+            return None
+        return config.ctx_per_slot or self.settings.engine.ctx_per_slot
+
+    def limits(self, name: str) -> Limits:
+        """The server's limits with the model's own overrides."""
+        overrides = self.configs[name].limits.model_dump(exclude_none=True)
+        return self.settings.limits.model_copy(update=overrides)

@@ -3,8 +3,8 @@ revision and for this working tree, alternated in one run, so a change is measur
 code it replaces on the same machine at the same time (these machines are shared and noisy).
 
 Both trees run with this checkout's virtual environment (same llama.cpp build). Prints, per
-concurrency level, the median aggregate tok/s and TTFT p95 of each side over the repeats, and
-the ratio of this tree to the base.
+concurrency level, the median aggregate tok/s, TTFT p95 and TPOT p95 of each side over the
+repeats, and the ratio of this tree to the base.
 
 Usage: .venv/bin/python bench/ab.py --base REV [--clients 1,8,16] [--repeats 2] [--rounds 2]
 """
@@ -79,14 +79,16 @@ def main() -> None:
 
     print(f"\nbase {args.base} vs this tree, median of {args.repeats} runs each, alternated")
     print(
-        "| clients | base tok/s | this tok/s | this / base | base TTFT p95 ms | this TTFT p95 ms |"
+        "| clients | base tok/s | this tok/s | this / base | base TTFT p95 ms | this TTFT p95 ms "
+        "| base TPOT p95 ms | this TPOT p95 ms |"
     )
-    print("|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     for n in sorted(results["this"]):
         b, t = med("base", n, "tok_s"), med("this", n, "tok_s")
         print(
             f"| {n} | {b:.1f} | {t:.1f} | {t / b:.2f}x | {med('base', n, 'ttft_p95'):.0f} "
-            f"| {med('this', n, 'ttft_p95'):.0f} |"
+            f"| {med('this', n, 'ttft_p95'):.0f} | {med('base', n, 'tpot_p95'):.1f} "
+            f"| {med('this', n, 'tpot_p95'):.1f} |"
         )
 
 

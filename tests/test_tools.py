@@ -1,5 +1,5 @@
-"""wai/engine/tools.py: which syntax a template gets, the grammar around a call, and the parser that
-reads calls back (whole, and streamed in any split)."""
+"""backends/local/tools.py: which syntax a template gets, the grammar around a call, and the
+parser that reads calls back (whole, and streamed in any split)."""
 
 from __future__ import annotations
 

@@ -274,6 +274,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="wai", description="A self-hosted, Workers AI-compatible LLM inference server."
     )
+    common = _common_options()
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_serve, _add_run, _add_models, _add_wrangler_config, _add_usage):
+        add(sub, common)
+    return parser
+
+
+def _common_options() -> argparse.ArgumentParser:
+    """Options every command takes: the config file and the engine's settings."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--config", type=Path, default=None, help="TOML configuration file (default: $WAI_CONFIG)"
@@ -287,8 +296,10 @@ def build_parser() -> argparse.ArgumentParser:
     engine.add_argument(
         "--log-level", choices=["debug", "info", "warning", "error"], help="default info"
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    return common
 
+
+def _add_serve(sub: Any, common: argparse.ArgumentParser) -> None:
     serve = sub.add_parser(
         "serve",
         parents=[common],
@@ -319,6 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.set_defaults(func=cmd_serve)
 
+
+def _add_run(sub: Any, common: argparse.ArgumentParser) -> None:
     run = sub.add_parser(
         "run",
         parents=[common],
@@ -334,6 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--system", default=None, help="system message (uses chat messages)")
     run.set_defaults(func=cmd_run)
 
+
+def _add_models(sub: Any, common: argparse.ArgumentParser) -> None:
     models = sub.add_parser(
         "models",
         parents=[common],
@@ -352,6 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     models.set_defaults(func=cmd_models)
 
+
+def _add_wrangler_config(sub: Any, common: argparse.ArgumentParser) -> None:
     wrangler = sub.add_parser(
         "wrangler-config",
         parents=[common],
@@ -364,6 +381,8 @@ def build_parser() -> argparse.ArgumentParser:
     wrangler.add_argument("--token", default=None, help="wai token to send (first configured)")
     wrangler.set_defaults(func=cmd_wrangler_config)
 
+
+def _add_usage(sub: Any, common: argparse.ArgumentParser) -> None:
     usage = sub.add_parser(
         "usage",
         parents=[common],
@@ -377,7 +396,6 @@ def build_parser() -> argparse.ArgumentParser:
     usage.add_argument("--db", type=Path, default=None, help="the database (default: settings)")
     usage.add_argument("--json", action="store_true", help="JSON instead of a table")
     usage.set_defaults(func=cmd_usage)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

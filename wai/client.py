@@ -233,7 +233,14 @@ class LocalAi:
         self._call(self._runtime.start())
 
     def _call(self, coro: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return future.result()
+        except BaseException:
+            # interrupted (Ctrl-C) or failed: a generation still running is cancelled, which
+            # frees its slot now, not at max_tokens
+            future.cancel()
+            raise
 
     def run(self, model: str, inputs: dict[str, Any]) -> Any:
         if inputs.get("stream"):

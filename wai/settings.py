@@ -1,5 +1,8 @@
 """One typed Settings object, from a TOML file, WAI_* environment variables and CLI flags
-(later sources win). Nothing else in wai reads the environment.
+(later sources win). Nothing else in the server reads the environment for its configuration;
+the clients beside it read the one thing they send, a token (`WAI_TOKEN` for `wai models
+--loaded` and the Python client, which also takes `CLOUDFLARE_API_TOKEN`), and engine children
+inherit the server's environment.
 
 Example `wai.toml`:
 

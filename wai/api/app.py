@@ -57,6 +57,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.include_router(openai.router)
     app.include_router(models.router)
     app.include_router(playground.router)
+    app.include_router(_health_routes(runtime))
     app.include_router(_service_routes(runtime, usage))
     app.add_api_route("/metrics", metrics_route, methods=["GET"], include_in_schema=False)
     openapi.install(
@@ -96,8 +97,8 @@ def _add_middleware(app: FastAPI, settings: Settings, metrics: Metrics, usage: U
     )
 
 
-def _service_routes(runtime: Runtime, usage: UsageStore) -> APIRouter:
-    """wai's own routes: health, readiness, usage and stats."""
+def _health_routes(runtime: Runtime) -> APIRouter:
+    """Liveness and readiness, public, for load balancers and orchestrators."""
     router = APIRouter()
 
     @router.get("/healthz")
@@ -127,6 +128,13 @@ def _service_routes(runtime: Runtime, usage: UsageStore) -> APIRouter:
                 headers={"retry-after": "1"},
             )
         return JSONResponse({"status": "ready", "models": sorted(runtime.backends)})
+
+    return router
+
+
+def _service_routes(runtime: Runtime, usage: UsageStore) -> APIRouter:
+    """wai's own routes behind the tokens: usage and stats."""
+    router = APIRouter()
 
     @router.get("/wai/v1/usage")
     async def usage_report(

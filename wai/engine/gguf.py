@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import threading
 from pathlib import Path
@@ -30,8 +31,6 @@ def token_piece(vocab: Any, token: int, *, special: bool = False, lstrip: int = 
 
 # --- process-wide llama.cpp setup -------------------------------------------------------------
 
-_init_lock = threading.Lock()
-_initialised = False
 
 
 @L.llama_log_callback  # type: ignore[untyped-decorator]
@@ -43,13 +42,11 @@ def _llama_log(level: int, text: bytes, _user: Any) -> None:
         log.log(at, "llama.cpp: %s", text.decode("utf-8", "replace").rstrip())
 
 
+@functools.cache
 def init_llama() -> None:
-    global _initialised
-    with _init_lock:
-        if not _initialised:
-            L.llama_log_set(_llama_log, ctypes.c_void_p(0))
-            L.llama_backend_init()
-            _initialised = True
+    """llama.cpp's process-wide setup (its log routed to ours), once per process."""
+    L.llama_log_set(_llama_log, ctypes.c_void_p(0))
+    L.llama_backend_init()
 
 
 def check_gguf(path: Path) -> None:

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import llama_cpp as L
 
@@ -137,25 +138,11 @@ class LlamaCppEngine:
         self.n_ctx_seq = min(config.n_ctx_seq, n_ctx_train) if n_ctx_train > 0 else config.n_ctx_seq
 
         n_ctx = self.n_ctx_seq * config.n_slots
-        self._ctx = L.llama_init_from_model(
-            self._model,
-            context_params(
-                n_ctx=n_ctx,
-                n_batch=config.n_batch,
-                n_seq=config.n_slots,
-                threads=config.n_threads,
-                flash_attn=config.flash_attn,
-                unified_kv=not config.batch_invariant,
-            ),
-        )
-        if not self._ctx:
-            L.llama_model_free(self._model)
-            raise ModelLoadError(f"could not create a context for {config.path}")
+        self._ctx = self._new_context(n_ctx)
         self._mem = L.llama_get_memory(self._ctx)
         self.kv_bytes = kv_cache_bytes(self.metadata, n_ctx)
-        device = hardware.placement(self.plan.gpu_layers)
         self.info = EngineInfo(
-            device=device,
+            device=hardware.placement(self.plan.gpu_layers),
             gpu_layers=self.plan.gpu_layers,
             extra_buffers=self.plan.extra_buffers,
             weights=self.plan.weights.name,
@@ -165,7 +152,7 @@ class LlamaCppEngine:
         log.info(
             "%s: on %s, %s, weights %s; %d slots x %d tokens, KV cache %.0f MiB; %s",
             self.name,
-            device,
+            self.info.device,
             self.plan.describe(),
             self.plan.weights.name,
             config.n_slots,
@@ -184,6 +171,25 @@ class LlamaCppEngine:
         self._steps = 0
         self._decode_ns = 0
         self._sent = Counters()
+
+    def _new_context(self, n_ctx: int) -> Any:
+        """The llama_context of all slots (the model is freed if there cannot be one)."""
+        cfg = self.config
+        ctx = L.llama_init_from_model(
+            self._model,
+            context_params(
+                n_ctx=n_ctx,
+                n_batch=cfg.n_batch,
+                n_seq=cfg.n_slots,
+                threads=cfg.n_threads,
+                flash_attn=cfg.flash_attn,
+                unified_kv=not cfg.batch_invariant,
+            ),
+        )
+        if not ctx:
+            L.llama_model_free(self._model)
+            raise ModelLoadError(f"could not create a context for {cfg.path}")
+        return ctx
 
     # -- any thread --
 

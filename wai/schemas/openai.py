@@ -19,17 +19,18 @@ from wai.schemas.text_generation import (
     AnyFormat,
     ChatMessage,
     FunctionTool,
+    LogitBias,
     ResponseFormat,
     RunOptions,
     TextFormat,
     TextGenerationInput,
     ToolChoice,
+    bias_pairs,
     integral,
 )
 
 MAX_STOPS = 4
 MAX_STOP_CHARS = 256
-MAX_LOGIT_BIAS = 300  # entries, as OpenAI caps it
 
 
 class InvalidOpenAIRequest(ValueError):
@@ -42,10 +43,6 @@ class InvalidOpenAIRequest(ValueError):
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="ignore")
     include_usage: bool = False
-
-
-BiasValue = Annotated[float, Field(ge=-100, le=100)]
-TokenId = Annotated[str, Field(pattern=r"^(0|[1-9][0-9]{0,8})$")]
 
 
 class _Common(BaseModel):
@@ -72,7 +69,7 @@ class _Common(BaseModel):
         | None
     ) = None
     n: Annotated[int, Field(ge=1, le=1)] | None = None
-    logit_bias: Annotated[dict[TokenId, BiasValue], Field(max_length=MAX_LOGIT_BIAS)] | None = None
+    logit_bias: LogitBias | None = None
     options: RunOptions | None = None
     # accepted and ignored: bookkeeping, no effect on the output
     user: str | None = None
@@ -83,8 +80,7 @@ class _Common(BaseModel):
     safety_identifier: str | None = None
 
     def bias(self) -> list[tuple[int, float]]:
-        """logit_bias as (token id, bias) pairs; ids are checked against the vocabulary later."""
-        return [(int(k), float(v)) for k, v in (self.logit_bias or {}).items()]
+        return bias_pairs(self.logit_bias)
 
     def stops(self) -> list[str]:
         """The stop strings (their count and lengths are bounded by the schema above)."""

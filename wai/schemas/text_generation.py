@@ -39,6 +39,17 @@ UNSUPPORTED_FIELDS = ("lora", "functions")
 
 MAX_TOOLS = 128
 MAX_LOGIT_BIAS = 300  # entries, as OpenAI caps it
+# OpenAI's logit_bias, which both APIs take: {token id: bias -100..100}
+TokenId = Annotated[str, Field(pattern=r"^(0|[1-9][0-9]{0,8})$")]
+BiasValue = Annotated[float, Field(ge=-100, le=100)]
+LogitBias = Annotated[dict[TokenId, BiasValue], Field(max_length=MAX_LOGIT_BIAS)]
+
+
+def bias_pairs(logit_bias: dict[str, float] | None) -> list[tuple[int, float]]:
+    """logit_bias as (token id, bias) pairs; ids are checked against the vocabulary later."""
+    return [(int(k), float(v)) for k, v in (logit_bias or {}).items()]
+
+
 TOOL_NAME = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
 
 
@@ -220,7 +231,7 @@ class TextGenerationInput(BaseModel):
     options: RunOptions | None = None
     # Part of Workers AI's schema, not built here: refused by name unless absent or null.
     lora: None = Field(None, description="not supported by this server")
-    # JSON mode: the output is grammar-constrained to the schema (see engine/grammar.py)
+    # JSON mode: the output is grammar-constrained to the schema (see backends/local/json_schema.py)
     response_format: ResponseFormat | None = None
     # function calling (spec §2.4): Workers AI's legacy form or OpenAI's
     tools: Annotated[list[FunctionTool | FunctionDef], Field(max_length=MAX_TOOLS)] | None = None
@@ -231,16 +242,7 @@ class TextGenerationInput(BaseModel):
     parallel_tool_calls: bool = False
     functions: None = Field(None, description="not supported by this server")
     # not in Workers AI's schema; OpenAI's: {token id: bias -100..100}
-    logit_bias: (
-        Annotated[
-            dict[
-                Annotated[str, Field(pattern=r"^(0|[1-9][0-9]{0,8})$")],
-                Annotated[float, Field(ge=-100, le=100)],
-            ],
-            Field(max_length=MAX_LOGIT_BIAS),
-        ]
-        | None
-    ) = None
+    logit_bias: LogitBias | None = None
     n: Annotated[int, Field(ge=1, le=1, description="one answer per request")] | None = None
 
     @property
@@ -258,8 +260,7 @@ class TextGenerationInput(BaseModel):
         ]
 
     def bias(self) -> list[tuple[int, float]]:
-        """logit_bias as (token id, bias) pairs; ids are checked against the vocabulary later."""
-        return [(int(k), float(v)) for k, v in (self.logit_bias or {}).items()]
+        return bias_pairs(self.logit_bias)
 
     @model_validator(mode="after")
     def _tools_fit(self) -> TextGenerationInput:

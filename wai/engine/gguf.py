@@ -32,7 +32,6 @@ def token_piece(vocab: Any, token: int, *, special: bool = False, lstrip: int = 
 # --- process-wide llama.cpp setup -------------------------------------------------------------
 
 
-
 @L.llama_log_callback  # type: ignore[untyped-decorator]
 def _llama_log(level: int, text: bytes, _user: Any) -> None:
     # ggml levels: 1 debug, 2 info, 3 warn, 4 error, 5 continuation. Its info is chatty (every

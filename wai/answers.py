@@ -17,6 +17,7 @@ from wai.backends.base import (
     ToolCall,
     UpstreamError,
     Usage,
+    Vectors,
 )
 from wai.errors import (
     BAD_INPUT,
@@ -108,3 +109,8 @@ def cf_result(
         out["tool_calls"] = cf_tool_calls(calls)
     out["usage"] = usage_dict(final.usage)
     return out
+
+
+def cf_embeddings(vectors: Vectors) -> dict[str, Any]:
+    """Text Embeddings' output: the vectors in the texts' order, their shape and pooling."""
+    return {"shape": list(vectors.shape), "data": vectors.rows(), "pooling": vectors.pooling}

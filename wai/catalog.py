@@ -1,8 +1,9 @@
 """Workers AI model ids -> what serves them here.
 
-The catalog lists the text-generation ids of Workers AI (spec §7.1). Each id is answered by a
-local model: the one a configuration maps it to, or else the default local model, which stands
-in for every id (responses name it in `x-wai-model`, so a stand-in is never hidden).
+The catalog lists the text-generation and text-embedding ids of Workers AI, each with its task.
+Each id is answered by a model of its task: the one a configuration maps it to, or else the
+task's default model, which stands in for every id of that task (responses name it in
+`x-wai-model`, so a stand-in is never hidden).
 """
 
 from __future__ import annotations
@@ -36,6 +37,14 @@ TEXT_GENERATION = Task(
 )
 
 
+TEXT_EMBEDDINGS = Task(
+    "0137cdcf-162a-4108-94f2-1ca59e8c65ee",
+    "Text Embeddings",
+    "Feature extraction models transform raw data into numerical features that can be "
+    "processed while preserving the information in the original dataset.",
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Facts:
     """What Workers AI's own catalog says of an id, where known (spec §2.5, §6.1)."""
@@ -55,6 +64,7 @@ class ModelSpec:
     aliases: tuple[str, ...] = ()
     task: Task = TEXT_GENERATION
     facts: Facts | None = None
+    dimensions: int | None = None  # an embedding model's vector size
 
     @property
     def uuid(self) -> str:
@@ -165,6 +175,19 @@ CATALOG: tuple[ModelSpec, ...] = (
     ),
     _m("@cf/meta/llama-4-scout-17b-16e-instruct", "llama4", 131000),
     _m("@cf/deepseek-ai/deepseek-r1-distill-qwen-32b", "chatml", 80000),
+    # Text Embeddings: context_window is the longest text each takes (max_input_tokens)
+    *(
+        ModelSpec(id, "bert", ctx, task=TEXT_EMBEDDINGS, dimensions=dims)
+        for id, dims, ctx in (
+            ("@cf/baai/bge-small-en-v1.5", 384, 512),
+            ("@cf/baai/bge-base-en-v1.5", 768, 512),
+            ("@cf/baai/bge-large-en-v1.5", 1024, 512),
+            ("@cf/baai/bge-m3", 1024, 60000),
+            ("@cf/qwen/qwen3-embedding-0.6b", 1024, None),
+            ("@cf/google/embeddinggemma-300m", 768, None),
+            ("@cf/pfnet/plamo-embedding-1b", None, None),
+        )
+    ),
 )
 
 

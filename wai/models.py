@@ -1,15 +1,27 @@
 """The model table: which configured model answers each model id, without loading anything.
 
-Every configured model (`[models.NAME]`, a GGUF file here or upstream servers) is an entry; the
-default model (the configured `default_model`, or the embedded one) answers every catalog id
-that no entry `serves`. A local file that cannot be found is recorded as failed here, with why,
-and its ids answer 503/3043.
+Every configured model (`[models.NAME]`, a GGUF file here or upstream servers) is an entry.
+Each task has a default model that answers every catalog id of that task no entry `serves`:
+for text generation the configured `default_model` or the embedded SmolLM2; for text
+embeddings the embedded all-MiniLM-L6-v2 (written as a GGUF in `cache_dir` on first use). A
+model that cannot be found is recorded as failed here, with why, and its ids answer 503/3043.
 """
 
 from __future__ import annotations
 
 from wai import sources
-from wai.catalog import EMBEDDED_NAME, Catalog, ModelSpec, embedded_model_path
+from wai.backends.factory import task_of
+from wai.catalog import (
+    EMBEDDED_EMBEDDING_NAME,
+    EMBEDDED_NAME,
+    TEXT_EMBEDDINGS,
+    TEXT_GENERATION,
+    Catalog,
+    ModelSpec,
+    embedded_embedding_source,
+    embedded_model_path,
+)
+from wai.engine import bert
 from wai.settings import Limits, ModelConfig, Settings
 from wai.sources import ModelSourceError
 
@@ -21,9 +33,10 @@ class ModelTable:
         self.configs: dict[str, ModelConfig] = dict(settings.models)
         self.failed: dict[str, str] = {}  # models that cannot be served at all, and why
         self.default = self._add_default()
+        self.default_embedding = self._add_default_embedding()
         for name, config in list(self.configs.items()):
-            if name == EMBEDDED_NAME and settings.default_model is None:
-                continue  # the packaged one: where pip put it
+            if name in (EMBEDDED_NAME, EMBEDDED_EMBEDDING_NAME) and name not in settings.models:
+                continue  # the packaged ones: where pip put them (or wai wrote them)
             if config.upstreams:
                 continue  # served by other servers: nothing to find here
             try:
@@ -50,13 +63,28 @@ class ModelTable:
             self.failed[EMBEDDED_NAME] = str(e)
         return EMBEDDED_NAME
 
+    def _add_default_embedding(self) -> str:
+        """The model that answers embedding ids no entry serves: the embedded one (failed,
+        with why, when its package is missing or its file cannot be written)."""
+        name = EMBEDDED_EMBEDDING_NAME
+        if name in self.configs:
+            return name
+        try:
+            path = bert.converted(embedded_embedding_source(), self.settings.cache_dir, name)
+        except (OSError, ValueError) as e:
+            self.failed[name] = str(e)
+        else:
+            self.configs[name] = ModelConfig(path=path, task="text-embeddings")
+        return name
+
     def model_for(self, model_id: str) -> str | None:
         """The configured model that answers an id (None: an unknown id)."""
         if model_id in self._routes:
             return self._routes[model_id]
-        if model_id in self.catalog:
-            return self.default
-        return None
+        spec = self.catalog.get(model_id)
+        if spec is None:
+            return None
+        return self.default_embedding if spec.task == TEXT_EMBEDDINGS else self.default
 
     def known_ids(self) -> list[str]:
         """Every id this server resolves: catalog ids (in catalog order), then configured ids
@@ -65,8 +93,14 @@ class ModelTable:
         return ids + [mid for mid in self._routes if mid not in self.catalog]
 
     def spec_for(self, model_id: str) -> ModelSpec:
-        """The catalog entry of a known id (a configured id outside the catalog: a bare one)."""
-        return self.catalog.get(model_id) or ModelSpec(model_id, "custom")
+        """The catalog entry of a known id (a configured id outside the catalog: a bare one,
+        of its model's task)."""
+        spec = self.catalog.get(model_id)
+        if spec is not None:
+            return spec
+        name = self._routes.get(model_id)
+        embeds = name is not None and task_of(self.configs[name]) == "text-embeddings"
+        return ModelSpec(model_id, "custom", task=TEXT_EMBEDDINGS if embeds else TEXT_GENERATION)
 
     def eager(self, name: str) -> bool:
         """Loaded at start: asked for, the default model, or an upstream model (starting one

@@ -8,10 +8,18 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from wai.backends.base import GenerationRequest, Message, SamplingParams, Tool, ToolsRequest
+from wai.backends.base import (
+    EmbeddingRequest,
+    GenerationRequest,
+    Message,
+    SamplingParams,
+    Tool,
+    ToolsRequest,
+)
 from wai.backends.local.json_schema import GrammarError, check_schema
 from wai.catalog import ModelSpec
 from wai.errors import InvalidInput
+from wai.schemas.embeddings import EmbeddingInput
 from wai.schemas.text_generation import ChatMessage, NamedToolChoice, TextGenerationInput
 from wai.settings import Limits
 
@@ -54,6 +62,16 @@ def generation_request(
         reject_if_busy=bool(inp.options and inp.options.reject_if_busy),
         ignore_eos=inp.ignore_eos,
         stop=tuple(stop),
+    )
+
+
+def embedding_request(inp: EmbeddingInput) -> EmbeddingRequest:
+    """The texts to embed, as an embedding backend takes them."""
+    return EmbeddingRequest(
+        inp.texts(),
+        inp.pooling,
+        inp.truncate_inputs,
+        reject_if_busy=bool(inp.options and inp.options.reject_if_busy),
     )
 
 

@@ -12,13 +12,21 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from wai.backends.base import Backend, EngineStats, Event, Generation, ModelLoadError
+from wai.backends.base import (
+    Backend,
+    EngineStats,
+    Event,
+    Generation,
+    ModelLoadError,
+    TaskRequest,
+)
 from wai.backends.factory import BackendFactory
 from wai.catalog import Catalog, ModelSpec
 from wai.errors import ModelUnavailable, UnknownModel
 from wai.models import ModelTable
 from wai.registry import Registry
-from wai.requests import generation_request
+from wai.requests import embedding_request, generation_request
+from wai.schemas.embeddings import EmbeddingInput
 from wai.schemas.text_generation import TextGenerationInput
 from wai.settings import Settings
 
@@ -104,15 +112,20 @@ class Runtime:
     async def submit(
         self,
         model_id: str,
-        inp: TextGenerationInput,
+        inp: TextGenerationInput | EmbeddingInput,
         stop: Sequence[str] = (),
         logit_bias: Sequence[tuple[int, float]] = (),
     ) -> tuple[Served, Generation[Event]]:
-        """Resolve, check, load (if need be) and queue. Raises RequestError or EngineError.
-        The model is leased until the generation ends: it is never unloaded under it."""
+        """Resolve, check, load (if need be) and queue a generation, or an embedding. Raises
+        RequestError or EngineError. The model is leased until the generation ends: it is
+        never unloaded under it."""
         name = self.name_for(model_id)
         spec = self.models.spec_for(model_id)
-        request = generation_request(spec, self.models.limits(name), inp, stop, logit_bias)
+        request: TaskRequest = (
+            embedding_request(inp)
+            if isinstance(inp, EmbeddingInput)
+            else generation_request(spec, self.models.limits(name), inp, stop, logit_bias)
+        )
         assert self.registry is not None, "Runtime.start() first"
         try:
             backend = await self.registry.acquire(name)

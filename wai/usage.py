@@ -25,6 +25,13 @@ RATES: dict[str, tuple[float, float]] = {
     "@cf/meta/llama-3.1-8b-instruct": (25_608, 75_147),
     "@cf/mistral/mistral-7b-instruct-v0.1": (10_000, 17_300),
     "@cf/meta/llama-3.3-70b-instruct-fp8-fast": (26_668, 204_805),
+    # Text Embeddings: input tokens only (the pricing page)
+    "@cf/baai/bge-small-en-v1.5": (1_841, 0),
+    "@cf/baai/bge-base-en-v1.5": (6_058, 0),
+    "@cf/baai/bge-large-en-v1.5": (18_582, 0),
+    "@cf/baai/bge-m3": (1_075, 0),
+    "@cf/qwen/qwen3-embedding-0.6b": (1_075, 0),
+    "@cf/pfnet/plamo-embedding-1b": (1_689, 0),
 }
 DEFAULT_RATE = RATES["@cf/meta/llama-2-7b-chat-fp16"]
 

@@ -55,7 +55,10 @@ def test_search_filters_and_pages(server: Server) -> None:
     assert {it["name"] for it in get(author="thebloke")["result"]} == {
         s.id for s in CATALOG if s.id.split("/")[1] == "thebloke"
     }
-    assert len(get(task="text generation")["result"]) == len(CATALOG)
+    text_generation = [s for s in CATALOG if s.task.name == "Text Generation"]
+    assert len(get(task="text generation")["result"]) == len(text_generation)
+    embeddings = get(task="Text Embeddings")["result"]
+    assert len(embeddings) == len(CATALOG) - len(text_generation) > 0
     assert get(task="Text-to-Image")["result"] == []
     page2 = get(per_page=5, page=2)
     assert [it["name"] for it in page2["result"]] == [s.id for s in CATALOG[5:10]]

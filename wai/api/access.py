@@ -36,6 +36,7 @@ from wai.api.metrics import Metrics
 from wai.backends.base import Event, Finished, Generation
 from wai.errors import ACCOUNT_LIMITED
 from wai.runtime import Served
+from wai.schemas.embeddings import EmbeddingInput
 from wai.schemas.text_generation import TextGenerationInput
 from wai.usage import UsageStore
 
@@ -156,8 +157,10 @@ def _content(scope: Scope) -> dict[str, Any]:
     """The prompt and the output (log_content = true only)."""
     state = scope.get("state", {})
     out: dict[str, Any] = {}
-    inputs: TextGenerationInput | None = state.get("inputs")
-    if inputs is not None:
+    inputs: TextGenerationInput | EmbeddingInput | None = state.get("inputs")
+    if isinstance(inputs, EmbeddingInput):
+        out["texts"] = list(inputs.texts())
+    elif inputs is not None:
         if inputs.prompt is not None:
             out["prompt"] = inputs.prompt
         else:

@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse, Response
 from wai.api.body import read_json
 from wai.api.errors import CFError, bad_input
 from wai.api.framing import to_cf_error
-from wai.api.inference import ANSWERED, Wrapping, run_text_generation
+from wai.api.inference import ANSWERED, Wrapping, run_inference
 from wai.runtime import Runtime
 
 router = APIRouter()
@@ -91,7 +91,7 @@ async def run_binding(request: Request) -> Response:
         inputs = _inputs(await read_json(request, runtime.settings.limits.max_body_bytes))
     except ANSWERED as e:
         return binding_error(to_cf_error(e), request.state.request_id)
-    return await run_text_generation(request, model_id, inputs, BINDING)
+    return await run_inference(request, model_id, inputs, BINDING)
 
 
 def _version(request: Request) -> str | None:

@@ -69,7 +69,7 @@ async def cf_sse(generation: Generation[Event]) -> AsyncIterator[bytes]:
             yield sse.event({"response": "", "tool_calls": cf_tool_calls(ev.calls)})
         elif isinstance(ev, Finished):
             yield sse.event({"response": "", "usage": usage_dict(ev.usage)})
-        else:
+        elif isinstance(ev, Failed):
             code = failed_code(ev)
             yield sse.event({"response": "", "error": {"code": code, "message": ev.message}})
     yield sse.DONE

@@ -13,7 +13,16 @@ from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from wai.api import sse
-from wai.backends.base import Delta, Event, Failed, Finished, Generation, ToolCall, ToolCalls
+from wai.backends.base import (
+    Delta,
+    Event,
+    Failed,
+    Finished,
+    Generation,
+    ToolCall,
+    ToolCalls,
+    Vectors,
+)
 
 
 class GenerationResponse(StreamingResponse):
@@ -39,6 +48,7 @@ class Completed:
     text: str
     final: Finished | Failed
     calls: list[ToolCall]
+    vectors: Vectors | None = None  # an embedding's
 
 
 async def collect(request: Request, generation: Generation[Event]) -> Completed | None:
@@ -60,13 +70,16 @@ async def collect(request: Request, generation: Generation[Event]) -> Completed 
 async def _collect(generation: Generation[Event]) -> Completed:
     parts: list[str] = []
     calls: list[ToolCall] = []
+    vectors: Vectors | None = None
     async for ev in generation:
         if isinstance(ev, Delta):
             parts.append(ev.text)
         elif isinstance(ev, ToolCalls):
             calls.extend(ev.calls)
+        elif isinstance(ev, Vectors):
+            vectors = ev
         else:
-            return Completed("".join(parts), ev, calls)
+            return Completed("".join(parts), ev, calls, vectors)
     raise RuntimeError("generation ended without a final event")
 
 

@@ -15,8 +15,9 @@ from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response
 
 from wai.api.errors import NO_SUCH_MODEL, CFError, bad_input
-from wai.catalog import ModelSpec
+from wai.catalog import TEXT_EMBEDDINGS, ModelSpec
 from wai.runtime import Runtime
+from wai.schemas.embeddings import EMBEDDING_OUTPUT_SCHEMA, embedding_input_schema
 from wai.schemas.text_generation import OUTPUT_JSON_SCHEMA, input_json_schema
 
 router = APIRouter()
@@ -57,6 +58,8 @@ def item(runtime: Runtime, spec: ModelSpec) -> dict[str, Any]:
     properties = []
     if window:
         properties.append({"property_id": "context_window", "value": str(window)})
+    if spec.dimensions:
+        properties.append({"property_id": "output_dimensions", "value": str(spec.dimensions)})
     facts = spec.facts
     if facts is not None and facts.planned_deprecation_date:
         properties.append(
@@ -122,6 +125,9 @@ async def schema(request: Request) -> Response:
         return bad_input("'model': required").response()
     if runtime.models.model_for(model) is None:
         return CFError.inference(400, NO_SUCH_MODEL, f"No such model: {model}").response()
+    if runtime.models.spec_for(model).task == TEXT_EMBEDDINGS:
+        schemas = {"input": embedding_input_schema(), "output": EMBEDDING_OUTPUT_SCHEMA}
+        return JSONResponse(_envelope(schemas))
     cap = runtime.settings.limits.max_tokens
     window = runtime.context_window(model)
     limit = min(cap, window - 1) if window else cap

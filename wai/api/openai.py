@@ -4,6 +4,7 @@ errors in OpenAI's shape `{"error": {"message", "type", "param", "code"}}`."""
 
 from __future__ import annotations
 
+import base64
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
@@ -28,10 +29,17 @@ from wai.backends.base import (
     Generation,
     ToolCall,
     ToolCalls,
+    Vectors,
 )
+from wai.catalog import TEXT_EMBEDDINGS
 from wai.errors import MODEL_UNAVAILABLE, TIMEOUT, RequestError
 from wai.runtime import Runtime
-from wai.schemas.openai import InvalidOpenAIRequest, parse_chat, parse_completion
+from wai.schemas.openai import (
+    InvalidOpenAIRequest,
+    parse_chat,
+    parse_completion,
+    parse_embeddings_request,
+)
 from wai.schemas.text_generation import TextGenerationInput
 
 router = APIRouter()
@@ -156,7 +164,7 @@ async def _chunks(
             yield chunk([choice(None, "tool_calls" if called else _finish_reason(ev))])
             if include_usage:
                 yield chunk([], usage=usage_dict(ev.usage))
-        else:
+        elif isinstance(ev, Failed):
             yield sse.event(
                 {
                     "error": {
@@ -176,6 +184,50 @@ async def chat_completions(request: Request) -> Response:
 
 async def completions(request: Request) -> Response:
     return await _handle(request, parse_completion, chat=False)
+
+
+async def embeddings(request: Request) -> Response:
+    runtime: Runtime = request.app.state.runtime
+    try:
+        body = await read_json(request, runtime.settings.limits.max_body_bytes)
+        req, inp = parse_embeddings_request(body)
+        spec = runtime.models.spec_for(req.model)
+        if runtime.models.model_for(req.model) is not None and spec.task != TEXT_EMBEDDINGS:
+            raise InvalidOpenAIRequest(f"{req.model} is not an embedding model", "model")
+        served, generation = await runtime.submit(req.model, inp)
+        track(request, served, generation, inp)  # access log, usage
+    except InvalidOpenAIRequest as e:
+        return openai_error(400, e.message, e.param)
+    except (CFError, RequestError, EngineError) as e:
+        return openai_from_cf(to_cf_error(e))
+    done = await collect(request, generation)
+    if done is None:
+        return openai_error(408, "the client closed the connection")
+    if isinstance(done.final, Failed) or done.vectors is None:
+        failed = done.final if isinstance(done.final, Failed) else Failed("no vectors")
+        err = failed_error(failed)
+        return openai_error(err.status, failed.message, code=_failed_name(failed))
+    dims = done.vectors.shape[1]
+    if req.dimensions is not None and req.dimensions != dims:  # the model's own size only
+        message = f"dimensions: {served.model_name} gives {dims} dimensions, not {req.dimensions}"
+        return openai_error(400, message, "dimensions")
+    data = [
+        {"object": "embedding", "index": i, "embedding": vector}
+        for i, vector in enumerate(_encoded(done.vectors, req.encoding_format))
+    ]
+    tokens = done.final.usage.prompt_tokens
+    usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+    body = {"object": "list", "data": data, "model": req.model, "usage": usage}
+    return JSONResponse(body, headers={"x-wai-model": served.model_name})
+
+
+def _encoded(vectors: Vectors, encoding: str) -> list[Any]:
+    """Each vector as floats, or as the base64 of its float32 bytes (little-endian), which is
+    what the openai SDK asks for by default and decodes."""
+    if encoding == "float":
+        return vectors.rows()
+    array = vectors.array().astype("<f4")
+    return [base64.b64encode(row.tobytes()).decode() for row in array]
 
 
 async def models(request: Request) -> Response:
@@ -204,3 +256,6 @@ for base in ("/v1", "/client/v4/accounts/{account_id}/ai/v1"):
         f"{base}/completions", completions, methods=["POST"], summary="OpenAI completions"
     )
     router.add_api_route(f"{base}/models", models, methods=["GET"], summary="OpenAI models")
+    router.add_api_route(
+        f"{base}/embeddings", embeddings, methods=["POST"], summary="OpenAI embeddings"
+    )

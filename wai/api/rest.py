@@ -10,7 +10,7 @@ from starlette.responses import JSONResponse, Response
 from wai.api.body import read_json
 from wai.api.errors import CFError
 from wai.api.framing import to_cf_error
-from wai.api.inference import ANSWERED, Wrapping, run_text_generation
+from wai.api.inference import ANSWERED, Wrapping, run_inference
 from wai.runtime import Runtime
 
 router = APIRouter()
@@ -36,4 +36,4 @@ async def run_model(request: Request, account_id: str, model: str) -> Response:
         body = await read_json(request, runtime.settings.limits.max_body_bytes)
     except ANSWERED as e:
         return _error(to_cf_error(e), request.state.request_id)
-    return await run_text_generation(request, model, body, REST)
+    return await run_inference(request, model, body, REST)

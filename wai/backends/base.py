@@ -32,14 +32,17 @@ from wai.engine.types import (
     FinishReason,
     Generation,
     ModelLoadError,
+    Pooling,
     PromptTooLong,
     SamplingParams,
     Usage,
+    Vectors,
 )
 
 __all__ = [
     "Backend",
     "Delta",
+    "EmbeddingRequest",
     "EngineBusy",
     "EngineError",
     "EngineInfo",
@@ -53,9 +56,11 @@ __all__ = [
     "GenerationRequest",
     "Message",
     "ModelLoadError",
+    "Pooling",
     "PromptTooLong",
     "ReplicaReport",
     "SamplingParams",
+    "TaskRequest",
     "Tool",
     "ToolCall",
     "ToolCalls",
@@ -63,6 +68,7 @@ __all__ = [
     "UpstreamError",
     "UpstreamReport",
     "Usage",
+    "Vectors",
 ]
 
 
@@ -156,6 +162,21 @@ class GenerationRequest:
         return sum(len(m.content) for m in self.messages or ())
 
 
+@dataclass(slots=True)
+class EmbeddingRequest:
+    """Texts to embed, validated: each non-empty, as many as the schema allows. `pooling`:
+    the request's choice (None: the model's own); `truncate`: cut a text longer than the model
+    takes instead of refusing it."""
+
+    texts: tuple[str, ...]
+    pooling: Pooling | None = None
+    truncate: bool = False
+    reject_if_busy: bool = False
+
+
+TaskRequest = GenerationRequest | EmbeddingRequest
+
+
 @dataclass(frozen=True, slots=True)
 class ToolCalls:
     """The answer's tool calls: they come just before its Finished, text before them."""
@@ -163,7 +184,9 @@ class ToolCalls:
     calls: list[ToolCall]
 
 
-Event = Delta | ToolCalls | Finished | Failed
+# A generation: Delta…, ToolCalls?, then Finished | Failed. An embedding: Vectors, then Finished
+# (its usage: the input tokens), or Failed.
+Event = Delta | ToolCalls | Vectors | Finished | Failed
 
 
 class UpstreamError(EngineError):
@@ -229,10 +252,11 @@ class Backend(abc.ABC):
         """Returns once the model can take requests (raises ModelLoadError if it never can)."""
 
     @abc.abstractmethod
-    async def submit(self, request: GenerationRequest) -> Generation[Event]:
-        """Start a generation. Raises InvalidInput (the request does not suit this model),
-        EngineBusy, PromptTooLong, EngineStopped or UpstreamError; returns once the request is
-        queued (local) or the upstream has accepted it."""
+    async def submit(self, request: TaskRequest) -> Generation[Event]:
+        """Start a generation (or an embedding, for a model of that task). Raises
+        InvalidInput (the request does not suit this model), EngineBusy, PromptTooLong,
+        EngineStopped or UpstreamError; returns once the request is queued (local) or the
+        upstream has accepted it."""
 
     @abc.abstractmethod
     def stats(self) -> EngineStats: ...

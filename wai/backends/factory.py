@@ -7,6 +7,7 @@ import logging
 
 from wai.backends.base import Backend
 from wai.backends.local.backend import LocalBackend
+from wai.backends.local.embeddings import LocalEmbeddingBackend
 from wai.backends.upstream.backend import UpstreamBackend
 from wai.engine.config import LlamaCppConfig
 from wai.engine.gguf import kv_cache_bytes, read_metadata
@@ -18,6 +19,25 @@ from wai.settings import ModelConfig, Settings
 
 log = logging.getLogger("wai.runtime")
 
+EMBED_BATCH_TOKENS = 2048  # tokens per llama_decode of an embedding model (whole texts)
+EMBED_TEXTS_PER_CALL = 64
+# architectures llama.cpp computes as encoders: each such model embeds
+_ENCODERS = frozenset({"bert", "nomic-bert", "nomic-bert-moe", "jina-bert-v2", "modern-bert"})
+
+
+def task_of(model: ModelConfig) -> str:
+    """What a configured model does: as configured, else as its GGUF says (an encoder, or a
+    model that declares a pooling type, embeds; anything else generates)."""
+    if model.task != "auto" or model.upstreams:
+        return "text-generation" if model.task == "auto" else model.task
+    try:
+        meta = read_metadata(model.local_path)
+    except ModelLoadError:
+        return "text-generation"  # its load will say what is wrong
+    arch = meta.get("general.architecture", "")
+    embeds = arch in _ENCODERS or f"{arch}.pooling_type" in meta
+    return "text-embeddings" if embeds else "text-generation"
+
 
 class BackendFactory:
     def __init__(self, settings: Settings) -> None:
@@ -25,6 +45,8 @@ class BackendFactory:
 
     def llama_config(self, name: str, model: ModelConfig) -> LlamaCppConfig:
         e = self.settings.engine
+        if task_of(model) == "text-embeddings":
+            return self._embedding_config(name, model)
         return LlamaCppConfig(
             path=model.local_path,
             name=name,
@@ -40,6 +62,23 @@ class BackendFactory:
             extra_buffers=e.extra_buffers,
             gpu_layers=e.gpu_layers if model.gpu_layers is None else model.gpu_layers,
             probe_fault=e.probe_fault,
+            cache_dir=self.settings.cache_dir,
+        )
+
+    def _embedding_config(self, name: str, model: ModelConfig) -> LlamaCppConfig:
+        """An embedding model's engine: texts packed into calls of EMBED_BATCH_TOKENS tokens,
+        at most EMBED_TEXTS_PER_CALL of them; no slots to keep (no KV cache)."""
+        e = self.settings.engine
+        return LlamaCppConfig(
+            path=model.local_path,
+            name=name,
+            kind="embed",
+            n_slots=EMBED_TEXTS_PER_CALL,
+            n_ctx_seq=model.ctx_per_slot or 8192,  # the model's own window, where smaller
+            n_batch=EMBED_BATCH_TOKENS,
+            n_threads=e.threads if model.threads is None else model.threads,
+            max_waiting=e.max_waiting,
+            gpu_layers=0,
             cache_dir=self.settings.cache_dir,
         )
 
@@ -61,6 +100,8 @@ class BackendFactory:
             if self.settings.engine.isolation == "process"
             else InThreadEngine(config)
         )
+        if config.kind == "embed":
+            return LocalEmbeddingBackend(engine, max_waiting)
         return LocalBackend(engine, model.template, max_waiting)
 
     def estimate(self, name: str, model: ModelConfig) -> int:
@@ -74,4 +115,6 @@ class BackendFactory:
             weights = compute_size(config.path, meta, config.weights, config.cache_dir)
         except (ModelLoadError, OSError):
             return 0
+        if config.kind == "embed":
+            return weights  # an encoder keeps no KV cache
         return weights + kv_cache_bytes(meta, config.n_ctx_seq * config.n_slots)

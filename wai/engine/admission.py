@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable
 
 from wai.engine.types import (
     Counters,
+    EmbedRequest,
     EngineBusy,
     EngineStats,
     EngineStopped,
@@ -40,17 +41,13 @@ class Admission:
         self._past = Counters()
         self._lost = 0
 
-    def open(self, request: TokenRequest, n_ctx_seq: int) -> int:
+    def open(self, request: TokenRequest | EmbedRequest, n_ctx_seq: int) -> int:
         """Admit a request and give it its id: raises PromptTooLong, EngineStopped or
         EngineBusy."""
-        n_prompt = len(request.prompt_tokens)
-        if n_prompt == 0:
-            raise PromptTooLong("the prompt is empty after tokenization")
-        if n_prompt + request.max_tokens > n_ctx_seq:
-            raise PromptTooLong(
-                f"prompt ({n_prompt} tokens) plus max_tokens ({request.max_tokens}) exceeds the "
-                f"context window of {n_ctx_seq} tokens"
-            )
+        if isinstance(request, TokenRequest):
+            _check_prompt(request, n_ctx_seq)
+        else:
+            _check_texts(request, n_ctx_seq)
         if self.closed:
             raise EngineStopped(f"the model {self.name} is shutting down")
         outstanding = len(self._queues)
@@ -114,3 +111,32 @@ class Admission:
             decode_seconds=(p.decode_ns + c.decode_ns) / 1e9,
             restarts=restarts,
         )
+
+
+def prompt_size(request: TokenRequest | EmbedRequest) -> int:
+    """The request's input tokens."""
+    if isinstance(request, TokenRequest):
+        return len(request.prompt_tokens)
+    return sum(len(t) for t in request.texts)
+
+
+def _check_prompt(request: TokenRequest, n_ctx_seq: int) -> None:
+    n_prompt = len(request.prompt_tokens)
+    if n_prompt == 0:
+        raise PromptTooLong("the prompt is empty after tokenization")
+    if n_prompt + request.max_tokens > n_ctx_seq:
+        raise PromptTooLong(
+            f"prompt ({n_prompt} tokens) plus max_tokens ({request.max_tokens}) exceeds the "
+            f"context window of {n_ctx_seq} tokens"
+        )
+
+
+def _check_texts(request: EmbedRequest, n_ctx_seq: int) -> None:
+    """Every text whole in one sequence (the backend has said which one is not, by name)."""
+    if not request.texts:
+        raise PromptTooLong("no text to embed")
+    for i, text in enumerate(request.texts):
+        if not 0 < len(text) <= n_ctx_seq:
+            raise PromptTooLong(
+                f"text {i} ({len(text)} tokens) does not fit the model's {n_ctx_seq} tokens"
+            )

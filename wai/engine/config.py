@@ -14,10 +14,15 @@ WeightsMode = Literal["auto", "as-is"]
 ExtraBuffers = Literal["auto", "on", "off"]
 
 
+# what the model's engine does: generate text (engine/llamacpp.py) or embed it (embedder.py)
+EngineKind = Literal["generate", "embed"]
+
+
 @dataclass(frozen=True, slots=True)
 class LlamaCppConfig:
     path: Path
     name: str
+    kind: EngineKind = "generate"
     n_slots: int = 8
     n_ctx_seq: int = 2048  # context per sequence; KV memory grows with n_slots * n_ctx_seq
     n_batch: int = 512  # per-step token budget (decode tokens + prefill chunks)

@@ -17,9 +17,10 @@ import threading
 from wai.engine.admission import Admission
 from wai.engine.config import LlamaCppConfig
 from wai.engine.gguf import LlamaTokenizer
-from wai.engine.llamacpp import LlamaCppEngine
+from wai.engine.llamacpp import StepLoop, step_loop
 from wai.engine.types import (
     Counters,
+    EmbedRequest,
     EngineInfo,
     EngineStats,
     EngineStopped,
@@ -42,7 +43,7 @@ class InThreadEngine(TokenEngine):
         self._admission = Admission(config.name, config.n_slots, config.max_waiting)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self.engine: LlamaCppEngine | None = None
+        self.engine: StepLoop | None = None
 
     async def start(self) -> None:
         """Load the model (on a worker thread) and start the engine thread; returns once its
@@ -50,7 +51,7 @@ class InThreadEngine(TokenEngine):
         if self._thread is not None:
             return
         self._loop = asyncio.get_running_loop()
-        engine = await asyncio.to_thread(LlamaCppEngine, self.config, self._sink)
+        engine = await asyncio.to_thread(step_loop, self.config, self._sink)
         self.engine = engine
         self.tokenizer = engine.tokenizer
         self.n_ctx_seq = engine.n_ctx_seq
@@ -79,7 +80,7 @@ class InThreadEngine(TokenEngine):
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is listening
                 self._loop.call_soon_threadsafe(self._admission.deliver, events, counters)
 
-    def submit(self, request: TokenRequest) -> Generation[TokenEvent]:
+    def submit(self, request: TokenRequest | EmbedRequest) -> Generation[TokenEvent]:
         engine = self.engine
         if engine is None:
             raise EngineStopped(f"the model {self.name} is not started")

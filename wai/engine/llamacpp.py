@@ -25,6 +25,7 @@ import llama_cpp as L
 
 from wai.engine import hardware, probe
 from wai.engine.config import LlamaCppConfig
+from wai.engine.embedder import LlamaCppEmbedder
 from wai.engine.gguf import (
     LlamaTokenizer,
     kv_cache_bytes,
@@ -39,6 +40,7 @@ from wai.engine.scheduler import Scheduler, Seq, Work
 from wai.engine.types import (
     Counters,
     Delta,
+    EmbedRequest,
     EngineInfo,
     Failed,
     Finished,
@@ -52,7 +54,7 @@ from wai.engine.weights import compute_path
 
 log = logging.getLogger("wai.engine")
 
-__all__ = ["LlamaCppEngine", "Sink"]
+__all__ = ["LlamaCppEngine", "Sink", "StepLoop", "step_loop"]
 
 
 def plan_load(config: LlamaCppConfig, weights: Path, skip_plans: int = 0) -> tuple[LoadPlan, str]:
@@ -193,8 +195,9 @@ class LlamaCppEngine:
 
     # -- any thread --
 
-    def submit(self, request: TokenRequest) -> None:
+    def submit(self, request: TokenRequest | EmbedRequest) -> None:
         """Queue a request (already admitted and checked against n_ctx_seq by the caller)."""
+        assert isinstance(request, TokenRequest), "a generating engine embeds nothing"
         self._inbox.put(_Submit(request))
 
     def cancel(self, request_id: int) -> None:
@@ -422,3 +425,13 @@ class LlamaCppEngine:
             self._outbox.append((seq.id, Delta(tail, -1)))
         usage = Usage(len(seq.request.prompt_tokens), len(seq.generated), seq.cached)
         self._outbox.append((seq.id, Finished(reason, usage, seq.queued)))
+
+
+StepLoop = LlamaCppEngine | LlamaCppEmbedder
+
+
+def step_loop(config: LlamaCppConfig, sink: Sink, *, skip_plans: int = 0) -> StepLoop:
+    """The step loop of a model: one that generates, or one that embeds (config.kind)."""
+    if config.kind == "embed":
+        return LlamaCppEmbedder(config, sink, skip_plans=skip_plans)
+    return LlamaCppEngine(config, sink, skip_plans=skip_plans)

@@ -33,11 +33,12 @@ from dataclasses import dataclass
 import msgspec
 
 from wai.engine import wire
-from wai.engine.admission import Admission
+from wai.engine.admission import Admission, prompt_size
 from wai.engine.child import child_env, describe_exit
 from wai.engine.config import LlamaCppConfig
 from wai.engine.gguf import LlamaTokenizer, load_tokenizer
 from wai.engine.types import (
+    EmbedRequest,
     EngineInfo,
     EngineState,
     EngineStats,
@@ -332,16 +333,15 @@ class ProcessEngine(TokenEngine):
 
     # -- requests --
 
-    def submit(self, request: TokenRequest) -> Generation[TokenEvent]:
+    def submit(self, request: TokenRequest | EmbedRequest) -> Generation[TokenEvent]:
         rid = self._admission.open(request, self.n_ctx_seq)
-        data = wire.frame(wire.Submit(request))
+        data = wire.submit(request)
         if (child := self._ready_child()) is not None:
             child.send(data)
         else:  # sent once an engine is up; lost with nothing if one crashes while starting
             self._backlog[rid] = data
-        return self._admission.generation(
-            rid, lambda: self._cancel(rid, len(request.prompt_tokens))
-        )
+        n_prompt = prompt_size(request)
+        return self._admission.generation(rid, lambda: self._cancel(rid, n_prompt))
 
     def _cancel(self, rid: int, n_prompt: int) -> None:
         if self._backlog.pop(rid, None) is not None:  # never reached an engine

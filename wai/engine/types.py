@@ -18,6 +18,8 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
 
+import numpy as np
+
 FinishReason = Literal["stop", "length", "cancelled", "error"]
 
 
@@ -60,6 +62,20 @@ class TokenRequest:
     request_id: int = 0
 
 
+Pooling = Literal["mean", "cls"]
+
+
+@dataclass(slots=True)
+class EmbedRequest:
+    """What an embedding engine takes: each text already tokenized (special tokens included),
+    and how to pool its tokens' vectors. `request_id` is given by admission."""
+
+    texts: Sequence[Sequence[int]]
+    pooling: Pooling = "mean"
+    reject_if_busy: bool = False
+    request_id: int = 0
+
+
 @dataclass(frozen=True, slots=True)
 class Usage:
     prompt_tokens: int
@@ -96,7 +112,24 @@ class Failed:
     code: int | None = None  # the Workers AI code, when not the one `crashed` implies
 
 
-TokenEvent = Delta | Finished | Failed
+@dataclass(frozen=True, slots=True)
+class Vectors:
+    """An embedding request's vectors, one per text in its order: float32, row-major, `shape`
+    (texts, dimensions). Its Finished follows."""
+
+    data: bytes
+    shape: tuple[int, int]
+    pooling: Pooling = "mean"
+
+    def rows(self) -> list[list[float]]:
+        rows: list[list[float]] = self.array().tolist()
+        return rows
+
+    def array(self) -> np.ndarray:
+        return np.frombuffer(self.data, dtype=np.float32).reshape(self.shape)
+
+
+TokenEvent = Delta | Vectors | Finished | Failed
 
 
 class EngineError(Exception):
@@ -293,8 +326,9 @@ class TokenEngine(abc.ABC):
         """Start the model's worker. Returns once it can take requests."""
 
     @abc.abstractmethod
-    def submit(self, request: TokenRequest) -> Generation[TokenEvent]:
-        """Queue a request. Raises EngineBusy, PromptTooLong or EngineStopped; never blocks on
+    def submit(self, request: TokenRequest | EmbedRequest) -> Generation[TokenEvent]:
+        """Queue a request (an embedding engine takes EmbedRequests, a generating one
+        TokenRequests). Raises EngineBusy, PromptTooLong or EngineStopped; never blocks on
         inference."""
 
     @abc.abstractmethod

@@ -16,13 +16,16 @@ import msgspec
 from wai.engine.types import (
     Counters,
     Delta,
+    EmbedRequest,
     EngineInfo,
     Failed,
     Finished,
     FinishReason,
+    Pooling,
     TokenEvent,
     TokenRequest,
     Usage,
+    Vectors,
 )
 
 _HEADER = struct.Struct("<I")
@@ -36,6 +39,10 @@ class Submit(msgspec.Struct, tag="submit", array_like=True):
     request: TokenRequest
 
 
+class SubmitEmbed(msgspec.Struct, tag="embed", array_like=True):
+    request: EmbedRequest
+
+
 class Cancel(msgspec.Struct, tag="cancel", array_like=True):
     request_id: int
 
@@ -44,7 +51,7 @@ class Stop(msgspec.Struct, tag="stop", array_like=True):
     pass
 
 
-ToEngine = Submit | Cancel | Stop
+ToEngine = Submit | SubmitEmbed | Cancel | Stop
 
 # --- engine -> server -------------------------------------------------------------------------
 
@@ -69,7 +76,15 @@ class FailMsg(msgspec.Struct, tag="f", array_like=True):
     message: str
 
 
-EventMsg = DeltaMsg | EndMsg | FailMsg
+class VectorsMsg(msgspec.Struct, tag="v", array_like=True):
+    rid: int
+    data: bytes  # float32, row-major
+    rows: int
+    dims: int
+    pooling: Pooling
+
+
+EventMsg = DeltaMsg | EndMsg | FailMsg | VectorsMsg
 
 
 class Ready(msgspec.Struct, tag="ready", array_like=True):
@@ -105,6 +120,8 @@ def event_msg(rid: int, ev: TokenEvent) -> EventMsg:
         return EndMsg(
             rid, ev.reason, u.prompt_tokens, u.completion_tokens, u.cached_tokens, ev.queued_seconds
         )
+    if isinstance(ev, Vectors):
+        return VectorsMsg(rid, ev.data, *ev.shape, ev.pooling)
     assert isinstance(ev, Failed), "a token engine never sends ToolCalls"
     return FailMsg(rid, ev.message)
 
@@ -116,6 +133,8 @@ def msg_event(m: EventMsg) -> tuple[int, TokenEvent]:
         return m.rid, Finished(
             m.reason, Usage(m.prompt_tokens, m.completion_tokens, m.cached_tokens), m.queued
         )
+    if isinstance(m, VectorsMsg):
+        return m.rid, Vectors(m.data, (m.rows, m.dims), m.pooling)
     return m.rid, Failed(m.message)
 
 
@@ -124,6 +143,13 @@ def msg_event(m: EventMsg) -> tuple[int, TokenEvent]:
 _encoder = msgspec.msgpack.Encoder()
 to_engine = msgspec.msgpack.Decoder(ToEngine)
 from_engine = msgspec.msgpack.Decoder(FromEngine)
+
+
+def submit(request: TokenRequest | EmbedRequest) -> bytes:
+    """The frame that queues a request in the engine."""
+    if isinstance(request, EmbedRequest):
+        return frame(SubmitEmbed(request))
+    return frame(Submit(request))
 
 
 def frame(msg: ToEngine | FromEngine) -> bytes:

@@ -22,7 +22,7 @@ import msgspec
 from wai.engine import wire
 from wai.engine.child import EXIT_LOAD_FAILED
 from wai.engine.config import LlamaCppConfig
-from wai.engine.llamacpp import LlamaCppEngine
+from wai.engine.llamacpp import StepLoop, step_loop
 from wai.engine.types import Counters, ModelLoadError, TokenEvent
 
 log = logging.getLogger("wai.engine")
@@ -55,14 +55,14 @@ class _Sender:
         self.send(wire.Step([wire.event_msg(rid, ev) for rid, ev in events], counters))
 
 
-def _read(fd: int, engine: LlamaCppEngine) -> None:
+def _read(fd: int, engine: StepLoop) -> None:
     """Reader thread: the server's messages into the engine's inbox, until Stop or EOF."""
     try:
         while True:
             msg = wire.read_frame(fd)
             if msg is None or isinstance(msg, wire.Stop):
                 break
-            if isinstance(msg, wire.Submit):
+            if isinstance(msg, wire.Submit | wire.SubmitEmbed):
                 engine.submit(msg.request)
             else:
                 engine.cancel(msg.request_id)
@@ -83,7 +83,7 @@ def main(argv: list[str]) -> int:
     )
     out = _Sender(spec.fd_out)
     try:
-        engine = LlamaCppEngine(config, out.step, skip_plans=spec.skip_plans)
+        engine = step_loop(config, out.step, skip_plans=spec.skip_plans)
     except ModelLoadError as e:
         out.send(wire.Fatal(str(e)))
         return EXIT_LOAD_FAILED

@@ -14,6 +14,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from wai.errors import InvalidInput
+from wai.schemas.embeddings import EmbeddingInput, parse_embeddings
 from wai.schemas.text_generation import (
     MAX_TOOLS,
     AnyFormat,
@@ -262,3 +264,38 @@ def _to_input(data: dict[str, Any]) -> TextGenerationInput:
             raise InvalidOpenAIRequest(message, named.group(1) if named else None) from None
         param = ".".join(str(p) for p in err["loc"]) or None
         raise InvalidOpenAIRequest(f"{param}: {err['msg']}", param) from None
+
+
+class EmbeddingsRequest(BaseModel):
+    """OpenAI's `POST /embeddings`: strings only (token arrays are refused by name)."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: Annotated[str, Field(min_length=1, max_length=256)]
+    input: str | list[str]
+    encoding_format: Literal["float", "base64"] = "float"
+    # the model's own size only (see parse_embeddings_request)
+    dimensions: Annotated[int, Field(ge=1, le=65536)] | None = None
+    user: str | None = None  # accepted and ignored
+
+
+def parse_embeddings_request(body: Any) -> tuple[EmbeddingsRequest, EmbeddingInput]:
+    if not isinstance(body, dict):
+        raise InvalidOpenAIRequest("the request body must be a JSON object", None)
+    raw = body.get("input")
+    if isinstance(raw, list) and raw and not all(isinstance(x, str) for x in raw):
+        raise InvalidOpenAIRequest("input: token arrays are not supported; send text", "input")
+    try:
+        req = EmbeddingsRequest.model_validate(body, strict=True)
+    except ValidationError as e:
+        err = e.errors()[0]
+        param = str(err["loc"][0]) if err["loc"] else None
+        if err["type"] == "extra_forbidden":
+            raise InvalidOpenAIRequest(
+                f"Unrecognized request argument supplied: {param}", param
+            ) from None
+        raise InvalidOpenAIRequest(f"{param}: {err['msg']}", param) from None
+    try:
+        inp = parse_embeddings({"text": req.input})
+    except InvalidInput as e:
+        raise InvalidOpenAIRequest(e.message.replace("'/text", "'input"), "input") from None
+    return req, inp

@@ -15,16 +15,15 @@ from collections.abc import Sequence
 from typing import Literal
 
 from wai.backends.base import (
-    Backend,
-    EngineInfo,
-    EngineStats,
     Event,
     Generation,
     GenerationRequest,
     Message,
+    TaskRequest,
 )
 from wai.backends.local import tools
 from wai.backends.local.chat import ChatFormat, ChatTemplateError, format_for
+from wai.backends.local.engine_backed import EngineBacked
 from wai.backends.local.json_schema import GrammarCache, GrammarError, schema_grammar
 from wai.engine.types import TokenEngine, TokenRequest
 from wai.errors import InvalidInput
@@ -33,26 +32,17 @@ from wai.errors import InvalidInput
 OFF_LOOP_CHARS = 16_384
 
 
-class LocalBackend(Backend):
+class LocalBackend(EngineBacked):
     def __init__(
         self,
         engine: TokenEngine,
         template: Literal["auto", "llama2", "chatml"] = "auto",
         max_waiting: int = 64,
     ) -> None:
-        self.engine = engine
-        self.name = engine.name
+        super().__init__(engine, max_waiting)
         self._template = template
-        self._max_waiting = max_waiting
         self._chat: ChatFormat | None = None
         self._grammars: GrammarCache | None = None
-
-    def report(self) -> EngineInfo | None:
-        return self.engine.info
-
-    @property
-    def n_ctx_seq(self) -> int | None:
-        return self.engine.n_ctx_seq
 
     @property
     def n_vocab(self) -> int | None:
@@ -71,7 +61,9 @@ class LocalBackend(Backend):
         self._chat = None  # read from the model once it is loaded
         self._grammars = GrammarCache(self.engine.tokenizer.vocab)
 
-    async def submit(self, request: GenerationRequest) -> Generation[Event]:
+    async def submit(self, request: TaskRequest) -> Generation[Event]:
+        if not isinstance(request, GenerationRequest):
+            raise InvalidInput(f"{self.name} generates text: it embeds nothing")
         self._check_logit_bias(request.sampling.logit_bias)
         plan = tools.plan_for(self.chat, request.tools) if request.tools is not None else None
         gbnf, trigger = (
@@ -145,25 +137,3 @@ class LocalBackend(Backend):
             return self._grammars.get(["json", schema], lambda: schema_grammar(schema)), None
         except GrammarError as e:
             raise InvalidInput(f"'/response_format': {e}") from e
-
-    def stats(self) -> EngineStats:
-        return self.engine.stats()
-
-    def memory_bytes(self) -> int:
-        return self.engine.memory_bytes()
-
-    @property
-    def failure(self) -> str | None:
-        return self.engine.failure
-
-    def unready(self) -> str | None:
-        info = self.engine.info
-        if info is not None and info.state != "up":
-            return f"engine {info.state}"
-        waiting = self.engine.stats().waiting
-        if waiting >= self._max_waiting:
-            return f"queue full ({waiting} waiting)"
-        return None
-
-    async def close(self) -> None:
-        await self.engine.close()

@@ -32,6 +32,7 @@ from wai.backends.base import (
     Failed,
     Generation,
     GenerationRequest,
+    TaskRequest,
     UpstreamError,
     UpstreamReport,
 )
@@ -45,7 +46,7 @@ from wai.backends.upstream.openai_format import (
 )
 from wai.backends.upstream.pool import Pool, Replica, busy, describe
 from wai.engine.types import queued_events
-from wai.errors import INTERNAL, MODEL_UNAVAILABLE, OUT_OF_CAPACITY, TIMEOUT
+from wai.errors import INTERNAL, MODEL_UNAVAILABLE, OUT_OF_CAPACITY, TIMEOUT, InvalidInput
 from wai.settings import Upstream
 
 log = logging.getLogger("wai.upstream")
@@ -109,9 +110,11 @@ class UpstreamBackend(Backend):
 
     # -- requests --
 
-    async def submit(self, request: GenerationRequest) -> Generation[Event]:
+    async def submit(self, request: TaskRequest) -> Generation[Event]:
         """Returns once a replica has accepted the request (HTTP 200), so that a refusal is
         answered as an error, not as a broken stream."""
+        if not isinstance(request, GenerationRequest):
+            raise InvalidInput(f"{self.name} is served upstream for text generation only")
         if self.pool.closed or self._client is None:
             raise EngineStopped(f"the model {self.name} is shutting down")
         queue: asyncio.Queue[Event] = asyncio.Queue()

@@ -1,0 +1,46 @@
+"""What every local model shares, whatever its task: a llama.cpp `TokenEngine` behind it (in
+its own supervised process, or on a thread), whose lifecycle, counters and health it reports."""
+
+from __future__ import annotations
+
+from wai.backends.base import Backend, EngineInfo, EngineStats
+from wai.engine.types import TokenEngine
+
+
+class EngineBacked(Backend):
+    def __init__(self, engine: TokenEngine, max_waiting: int = 64) -> None:
+        self.engine = engine
+        self.name = engine.name
+        self._max_waiting = max_waiting
+
+    async def start(self) -> None:
+        await self.engine.start()
+
+    @property
+    def n_ctx_seq(self) -> int | None:
+        return self.engine.n_ctx_seq
+
+    def stats(self) -> EngineStats:
+        return self.engine.stats()
+
+    def report(self) -> EngineInfo | None:
+        return self.engine.info
+
+    def memory_bytes(self) -> int:
+        return self.engine.memory_bytes()
+
+    @property
+    def failure(self) -> str | None:
+        return self.engine.failure
+
+    def unready(self) -> str | None:
+        info = self.engine.info
+        if info is not None and info.state != "up":
+            return f"engine {info.state}"
+        waiting = self.engine.stats().waiting
+        if waiting >= self._max_waiting:
+            return f"queue full ({waiting} waiting)"
+        return None
+
+    async def close(self) -> None:
+        await self.engine.close()

@@ -288,11 +288,14 @@ async def _local_submit(runtime: Any, model: str, inputs: dict[str, Any]) -> Any
     """Submit as the server would; a refusal raises AiError with Workers AI's code."""
     from wai.answers import classify
     from wai.backends.base import EngineError
+    from wai.catalog import TEXT_EMBEDDINGS
     from wai.errors import RequestError
+    from wai.schemas.embeddings import parse_embeddings
     from wai.schemas.text_generation import parse_text_generation
 
     try:
-        parsed = parse_text_generation(inputs)
+        embeds = runtime.models.spec_for(model).task == TEXT_EMBEDDINGS
+        parsed = parse_embeddings(inputs) if embeds else parse_text_generation(inputs)
         _, generation = await runtime.submit(model, parsed)
     except (RequestError, EngineError) as e:
         f = classify(e)
@@ -301,14 +304,16 @@ async def _local_submit(runtime: Any, model: str, inputs: dict[str, Any]) -> Any
 
 
 async def _local_result(runtime: Any, model: str, inputs: dict[str, Any]) -> Any:
-    """The whole answer, as the binding answers it (answers.cf_result)."""
-    from wai.answers import cf_result, classify, failed_code
-    from wai.backends.base import Delta, Failed, ToolCalls
+    """The whole answer, as the binding answers it (answers.cf_result, cf_embeddings)."""
+    from wai.answers import cf_embeddings, cf_result, classify, failed_code
+    from wai.backends.base import Delta, Failed, ToolCalls, Vectors
     from wai.errors import RequestError
 
     parsed, generation = await _local_submit(runtime, model, inputs)
     parts, calls = [], []
     async for ev in generation:
+        if isinstance(ev, Vectors):
+            return cf_embeddings(ev)
         if isinstance(ev, Delta):
             parts.append(ev.text)
         elif isinstance(ev, ToolCalls):

@@ -16,6 +16,7 @@ from cloudflare import Cloudflare
 from openai import BadRequestError, OpenAI
 
 from tests.conftest import TOKEN, Server, start_server, stop_server
+from wai import Ai
 from wai.catalog import EMBEDDED_EMBEDDING_NAME, embedded_embedding_source
 from wai.engine.bert import converted, reference_embedding
 from wai.engine.gguf import load_tokenizer
@@ -169,3 +170,10 @@ def test_embedding_tokens_are_counted_in_usage_and_metrics(server: Server) -> No
         if ln.startswith("wai_prompt_tokens_total") and EMBEDDED_EMBEDDING_NAME in ln
     )
     assert float(line.split()[-1]) > 0
+
+
+def test_ai_local_embeds_as_the_server_does(server: Server) -> None:
+    with Ai.local() as ai:
+        out = ai.run(BGE, {"text": ["a local text"]})
+    assert out["shape"] == [1, DIMS] and out["pooling"] == "mean"
+    assert np.allclose(out["data"], _vectors(server, {"text": ["a local text"]}), atol=1e-5)

@@ -9,6 +9,7 @@ import pytest
 import requests
 
 from tests.conftest import LLAMA2, TOKEN, Server
+from wai.catalog import CATALOG
 
 
 @pytest.fixture(params=["/v1", "/client/v4/accounts/acc/ai/v1"])
@@ -223,14 +224,16 @@ def test_models_lists_exactly_the_ids_that_answer(server: Server) -> None:
     r = requests.get(f"{server.url}/v1/models", headers=server.auth, timeout=10)
     ids = [m["id"] for m in r.json()["data"]]
     assert len(ids) == len(set(ids)) and LLAMA2 in ids
-    for mid in ids:
-        body = {"model": mid, "messages": MESSAGES, "max_tokens": 1}
-        assert (
-            requests.post(
-                f"{server.url}/v1/chat/completions", headers=server.auth, json=body, timeout=30
-            ).status_code
-            == 200
-        ), mid
+    embeddings = {s.id for s in CATALOG if s.task.name == "Text Embeddings"}
+    assert embeddings <= set(ids)
+    for mid in ids:  # each on the route of its task
+        route, body = (
+            ("embeddings", {"model": mid, "input": "hi"})
+            if mid in embeddings
+            else ("chat/completions", {"model": mid, "messages": MESSAGES, "max_tokens": 1})
+        )
+        r = requests.post(f"{server.url}/v1/{route}", headers=server.auth, json=body, timeout=30)
+        assert r.status_code == 200, (mid, r.text)
 
 
 def test_min_p_is_honoured(client: openai.OpenAI) -> None:

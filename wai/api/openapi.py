@@ -8,6 +8,7 @@ that validate requests, with this server's limits (e.g. the `max_tokens` cap) fi
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI
@@ -16,7 +17,8 @@ from pydantic import BaseModel
 
 from wai.api.errors import is_openai_path
 from wai.api.models import MAX_PER_PAGE
-from wai.schemas.openai import ChatCompletionRequest, CompletionRequest
+from wai.schemas.embeddings import EMBEDDING_OUTPUT_SCHEMA, EmbeddingInput
+from wai.schemas.openai import ChatCompletionRequest, CompletionRequest, EmbeddingsRequest
 from wai.schemas.text_generation import TextGenerationInput, tighten_input_schema
 from wai.settings import Settings
 
@@ -175,15 +177,28 @@ def integer_pattern(n: int) -> str:
     return "^(" + "|".join(alts) + ")$"
 
 
+@dataclass(frozen=True, slots=True)
+class ModelIds:
+    """The ids this server answers (others get 5007), and which of them embed."""
+
+    all: list[str]
+    embeddings: list[str]
+
+    @property
+    def text(self) -> list[str]:
+        return [i for i in self.all if i not in self.embeddings]
+
+
 def install(
     app: FastAPI,
     settings: Settings,
-    model_ids: list[str],
+    model_ids: ModelIds,
     vocab_size: Callable[[], int | None] = lambda: None,
 ) -> None:
     """Replace app.openapi with the accurate document (built once, on first request).
-    `model_ids`: the ids this server answers (others get 5007); `vocab_size`: the smallest
-    vocabulary of the loaded models (token ids in logit_bias must be below it)."""
+    `vocab_size`: the smallest vocabulary of the loaded models (token ids in logit_bias must
+    be below it). An embedding id's REST route is documented as a path of its own, since its
+    body differs from a text-generation id's."""
 
     def build() -> dict[str, Any]:
         if app.openapi_schema:
@@ -198,6 +213,9 @@ def install(
         for path, item in doc["paths"].items():
             for method, op in item.items():
                 _document(path, method, op, bodies, components, model_ids)
+        for model_id in model_ids.embeddings:
+            path = f"/client/v4/accounts/{{account_id}}/ai/run/{model_id}"
+            doc["paths"][path] = {"post": _embedding_run(model_id, bodies["embedding"])}
         app.openapi_schema = doc
         return doc
 
@@ -205,7 +223,7 @@ def install(
 
 
 def _request_bodies(
-    components: dict[str, Any], max_tokens: int, model_ids: list[str], n_vocab: int | None
+    components: dict[str, Any], max_tokens: int, model_ids: ModelIds, n_vocab: int | None
 ) -> dict[str, dict[str, Any]]:
     """The request bodies of the inference routes (their schemas, with this server's limits,
     model ids and vocabulary, added to `components`), by route kind."""
@@ -218,9 +236,12 @@ def _request_bodies(
             ChatCompletionRequest, components, {**cap, "max_completion_tokens": cap["max_tokens"]}
         ),
         "completion": _body(CompletionRequest, components, cap),
+        "embedding": _body(EmbeddingInput, components, {}),
+        "embeddings": _body(EmbeddingsRequest, components, {}),
     }
     for name in ("ChatCompletionRequest", "CompletionRequest"):
-        components[name]["properties"]["model"]["enum"] = model_ids
+        components[name]["properties"]["model"]["enum"] = model_ids.text
+    components["EmbeddingsRequest"]["properties"]["model"]["enum"] = model_ids.embeddings
     if n_vocab:
         for name in ("ChatCompletionRequest", "CompletionRequest", "TextGenerationInput"):
             props = components[name]["properties"]
@@ -237,7 +258,7 @@ def _document(
     op: dict[str, Any],
     bodies: dict[str, dict[str, Any]],
     components: dict[str, Any],
-    model_ids: list[str],
+    model_ids: ModelIds,
 ) -> None:
     """One operation as wai answers it: its parameters, body and responses."""
     op.pop("requestBody", None)
@@ -252,7 +273,11 @@ def _document(
         }
         responses.update(_errors(CF_ERROR, CF_ERRORS))
     elif path in ("/run", "/ai-gateway/run"):
-        _binding(op, components, model_ids)
+        _binding(op, components, model_ids.text)
+    elif path.endswith("/embeddings"):
+        op["requestBody"] = bodies["embeddings"]
+        responses["200"] = {"description": "the vectors", "content": _json({"type": "object"})}
+        responses.update(_errors(OPENAI_ERROR, {**CF_ERRORS, 404: "no such model"}))
     elif path.endswith(("/chat/completions", "/completions")):
         op["requestBody"] = bodies["chat" if "chat" in path else "completion"]
         responses["200"] = {
@@ -278,10 +303,10 @@ def _document(
         }
 
 
-def _parameters(path: str, params: list[dict[str, Any]], model_ids: list[str]) -> None:
+def _parameters(path: str, params: list[dict[str, Any]], model_ids: ModelIds) -> None:
     for param in params:
-        if param["name"] == "model" and param["in"] == "path":
-            param["schema"] = {"type": "string", "enum": model_ids}
+        if param["name"] == "model" and param["in"] == "path":  # embedding ids: own paths
+            param["schema"] = {"type": "string", "enum": model_ids.text}
     # routes whose handler does not read {account_id} still take it
     if "{account_id}" in path and not any(p["name"] == "account_id" for p in params):
         params.append(
@@ -293,7 +318,7 @@ def _parameters(path: str, params: list[dict[str, Any]], model_ids: list[str]) -
             }
         )
     if path.endswith("/ai/models/schema"):
-        params.append(_query("model", {"type": "string", "enum": model_ids}, True))
+        params.append(_query("model", {"type": "string", "enum": model_ids.all}, True))
     elif path.endswith("/models/search"):
         params.extend(_query(name, schema) for name, schema in SEARCH_PARAMS.items())
 
@@ -331,3 +356,27 @@ def _binding(op: dict[str, Any], components: dict[str, Any], model_ids: list[str
     }
     responses.update(_errors(BINDING_ERROR, {**CF_ERRORS, 400: "bad input"}))
     responses.update(_errors(CF_ERROR, {k: CF_ERRORS[k] for k in (401, 404, 431)}))
+
+
+def _embedding_run(model_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    """The REST route of one embedding id (the same route as every id, with its own body)."""
+    account = {
+        "name": "account_id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "minLength": 1},
+    }
+    envelope = {"type": "object", "properties": {"result": EMBEDDING_OUTPUT_SCHEMA}}
+    return {
+        "summary": f"Text Embeddings: {model_id}",
+        "operationId": f"run_embeddings_{model_id.strip('@').replace('/', '_')}",
+        "parameters": [account],
+        "requestBody": body,
+        "responses": {
+            "200": {
+                "description": "the vectors, in the Cloudflare envelope",
+                "content": _json(envelope),
+            },
+            **_errors(CF_ERROR, CF_ERRORS),
+        },
+    }

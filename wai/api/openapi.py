@@ -94,7 +94,11 @@ USAGE = {
 OUTPUT = {
     "type": "object",
     "required": ["response"],
-    "properties": {"response": {"type": "string"}, "usage": USAGE},
+    "properties": {
+        # any JSON value: the generated text, or in JSON mode the value itself
+        "response": {"description": "the generated text; in JSON mode, the JSON value"},
+        "usage": USAGE,
+    },
 }
 # each server-sent event: a `data:` line (JSON text, or [DONE])
 SSE = {

@@ -12,13 +12,16 @@ from wai.errors import InvalidInput
 from wai.schemas.text_generation import RunOptions
 
 MAX_TEXTS = 100
-MAX_TEXT_CHARS = 1_000_000  # a bound on memory; the model's window refuses far less
-Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS)]
+# A bound on memory where no body limit applies (Ai.local); the request body's limit and the
+# model's window refuse far less. Not in the schema: an HTTP body that long is refused whole.
+MAX_TEXT_CHARS = 1_000_000
+Text = Annotated[str, Field(min_length=1)]
+Texts = Text | Annotated[list[Text], Field(min_length=1, max_length=MAX_TEXTS)]
 
 
 class EmbeddingInput(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    text: Text | Annotated[list[Text], Field(min_length=1, max_length=MAX_TEXTS)]
+    text: Texts
     pooling: Literal["mean", "cls"] | None = None
     truncate_inputs: bool = False
     options: RunOptions | None = None

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from wai.errors import InvalidInput
-from wai.schemas.embeddings import EmbeddingInput, parse_embeddings
+from wai.schemas.embeddings import EmbeddingInput, Texts, parse_embeddings
 from wai.schemas.text_generation import (
     MAX_TOOLS,
     AnyFormat,
@@ -271,7 +271,7 @@ class EmbeddingsRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     model: Annotated[str, Field(min_length=1, max_length=256)]
-    input: str | list[str]
+    input: Texts
     encoding_format: Literal["float", "base64"] = "float"
     # the model's own size only (see parse_embeddings_request)
     dimensions: Annotated[int, Field(ge=1, le=65536)] | None = None

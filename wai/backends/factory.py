@@ -19,7 +19,11 @@ from wai.settings import ModelConfig, Settings
 
 log = logging.getLogger("wai.runtime")
 
-EMBED_BATCH_TOKENS = 2048  # tokens per llama_decode of an embedding model (whole texts)
+# Tokens per llama_decode of an embedding model (whole texts; a longer text gets a call of its
+# own). Packed texts attend across each other's tokens before the mask drops it, so a call's
+# cost per token grows with its size: for all-MiniLM-L6-v2 on 2 EPYC cores, 0.20 ms per token
+# up to 500 tokens, 0.21 at 800, 0.25 at 2,000 (bench/RESULTS.md).
+EMBED_BATCH_TOKENS = 512
 EMBED_TEXTS_PER_CALL = 64
 # architectures llama.cpp computes as encoders: each such model embeds
 _ENCODERS = frozenset({"bert", "nomic-bert", "nomic-bert-moe", "jina-bert-v2", "modern-bert"})
@@ -78,6 +82,7 @@ class BackendFactory:
             n_batch=EMBED_BATCH_TOKENS,
             n_threads=e.threads if model.threads is None else model.threads,
             max_waiting=e.max_waiting,
+            flash_attn=e.flash_attn,
             gpu_layers=0,
             cache_dir=self.settings.cache_dir,
         )

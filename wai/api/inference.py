@@ -17,13 +17,13 @@ from wai.answers import cf_embeddings, cf_result
 from wai.api.access import track
 from wai.api.errors import ABORTED, CFError
 from wai.api.framing import cf_sse, failed_error, refuse_json_stream, to_cf_error
-from wai.api.generation import GenerationResponse, collect
-from wai.backends.base import EngineError, Failed
+from wai.api.generation import Completed, GenerationResponse, collect
+from wai.backends.base import EngineError, Failed, Finished
 from wai.catalog import TEXT_EMBEDDINGS
 from wai.errors import RequestError
 from wai.runtime import Runtime
-from wai.schemas.embeddings import parse_embeddings
-from wai.schemas.text_generation import parse_text_generation
+from wai.schemas.embeddings import EmbeddingInput, parse_embeddings
+from wai.schemas.text_generation import TextGenerationInput, parse_text_generation
 
 # errors a route answers in its own shape
 ANSWERED = (CFError, RequestError, EngineError)
@@ -41,48 +41,24 @@ class Wrapping:
 async def run_inference(
     request: Request, model_id: str, inputs: Any, wrapping: Wrapping
 ) -> Response:
-    """Whatever the model id's task."""
-    runtime: Runtime = request.app.state.runtime
-    if runtime.models.spec_for(model_id).task == TEXT_EMBEDDINGS:
-        return await run_embeddings(request, model_id, inputs, wrapping)
-    return await run_text_generation(request, model_id, inputs, wrapping)
-
-
-async def run_embeddings(
-    request: Request, model_id: str, inputs: Any, wrapping: Wrapping
-) -> Response:
+    """Whatever the model id's task: the inputs parsed by the task's schema, submitted, then
+    answered whole (or, for a generation asked to stream, streamed)."""
     runtime: Runtime = request.app.state.runtime
     request_id: str = request.state.request_id
+    embeds = runtime.models.spec_for(model_id).task == TEXT_EMBEDDINGS
     try:
-        parsed = parse_embeddings(inputs)
+        parsed: TextGenerationInput | EmbeddingInput
+        if embeds:
+            parsed = parse_embeddings(inputs)
+        else:
+            parsed = parse_text_generation(inputs)
+            refuse_json_stream(parsed)
         served, generation = await runtime.submit(model_id, parsed)
         track(request, served, generation, parsed)  # access log, usage
     except ANSWERED as e:
         return wrapping.error(to_cf_error(e), request_id)
     headers = {"x-wai-model": served.model_name, "cf-ai-req-id": request_id}
-    done = await collect(request, generation)
-    if done is None:
-        return wrapping.error(CFError.inference(408, ABORTED, wrapping.aborted), request_id)
-    if isinstance(done.final, Failed) or done.vectors is None:
-        failed = done.final if isinstance(done.final, Failed) else Failed("no vectors")
-        return wrapping.error(failed_error(failed), request_id)
-    return wrapping.result(cf_embeddings(done.vectors), headers)
-
-
-async def run_text_generation(
-    request: Request, model_id: str, inputs: Any, wrapping: Wrapping
-) -> Response:
-    runtime: Runtime = request.app.state.runtime
-    request_id: str = request.state.request_id
-    try:
-        parsed = parse_text_generation(inputs)
-        refuse_json_stream(parsed)
-        served, generation = await runtime.submit(model_id, parsed)
-        track(request, served, generation, parsed)  # access log, usage
-    except ANSWERED as e:
-        return wrapping.error(to_cf_error(e), request_id)
-    headers = {"x-wai-model": served.model_name, "cf-ai-req-id": request_id}
-    if parsed.stream:
+    if isinstance(parsed, TextGenerationInput) and parsed.stream:
         return GenerationResponse(generation, cf_sse(generation), headers)
     done = await collect(request, generation)
     if done is None:
@@ -90,7 +66,16 @@ async def run_text_generation(
     if isinstance(done.final, Failed):
         return wrapping.error(failed_error(done.final), request_id)
     try:
-        result = cf_result(done.text, done.calls, done.final, parsed)
+        return wrapping.result(_whole(done, parsed), headers)
     except RequestError as e:  # JSON mode's object did not close
         return wrapping.error(to_cf_error(e), request_id)
-    return wrapping.result(result, headers)
+
+
+def _whole(done: Completed, parsed: TextGenerationInput | EmbeddingInput) -> dict[str, Any]:
+    """A finished request's result: the vectors, or the generation's text, calls and usage."""
+    if isinstance(parsed, EmbeddingInput):
+        if done.vectors is None:
+            raise RuntimeError("an embedding ended without its vectors")
+        return cf_embeddings(done.vectors)
+    assert isinstance(done.final, Finished)
+    return cf_result(done.text, done.calls, done.final, parsed)

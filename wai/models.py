@@ -45,6 +45,7 @@ class ModelTable:
                 self.failed[name] = str(e)
                 continue
             self.configs[name] = config.model_copy(update={"path": path})
+        self._resolve_tasks()
         # explicit routes: id -> model name
         self._routes = {mid: name for name, m in self.configs.items() for mid in m.serves}
 
@@ -62,6 +63,14 @@ class ModelTable:
                 raise
             self.failed[EMBEDDED_NAME] = str(e)
         return EMBEDDED_NAME
+
+    def _resolve_tasks(self) -> None:
+        """Each local model's task, once: as configured, else read from its GGUF (never again
+        per request or per load)."""
+        for name, config in self.configs.items():
+            if config.task == "auto" and not config.upstreams and name not in self.failed:
+                task = task_of(config)
+                self.configs[name] = config.model_copy(update={"task": task})
 
     def _add_default_embedding(self) -> str:
         """The model that answers embedding ids no entry serves: the embedded one (failed,
@@ -99,7 +108,7 @@ class ModelTable:
         if spec is not None:
             return spec
         name = self._routes.get(model_id)
-        embeds = name is not None and task_of(self.configs[name]) == "text-embeddings"
+        embeds = name is not None and self.configs[name].task == "text-embeddings"
         return ModelSpec(model_id, "custom", task=TEXT_EMBEDDINGS if embeds else TEXT_GENERATION)
 
     def eager(self, name: str) -> bool:

@@ -4,6 +4,7 @@ thread) or an upstream one, and what a local model will hold in memory once load
 from __future__ import annotations
 
 import logging
+from typing import Literal
 
 from wai.backends.base import Backend
 from wai.backends.local.backend import LocalBackend
@@ -29,9 +30,11 @@ EMBED_TEXTS_PER_CALL = 64
 _ENCODERS = frozenset({"bert", "nomic-bert", "nomic-bert-moe", "jina-bert-v2", "modern-bert"})
 
 
-def task_of(model: ModelConfig) -> str:
+def task_of(model: ModelConfig) -> Literal["text-generation", "text-embeddings"]:
     """What a configured model does: as configured, else as its GGUF says (an encoder, or a
-    model that declares a pooling type, embeds; anything else generates)."""
+    model that declares a pooling type, embeds; anything else generates). The model table
+    resolves it once per model (models.py), so the file is read here only for a config that
+    did not come through it."""
     if model.task != "auto" or model.upstreams:
         return "text-generation" if model.task == "auto" else model.task
     try:

@@ -28,14 +28,13 @@ import numpy as np
 from wai.engine import hardware
 from wai.engine.config import LlamaCppConfig
 from wai.engine.gguf import LlamaTokenizer, load_model, model_metadata
-from wai.engine.params import LoadPlan, context_params, model_params
+from wai.engine.params import LoadPlan, context_params, model_params, new_context
 from wai.engine.types import (
     Counters,
     EmbedRequest,
     EngineInfo,
     Failed,
     Finished,
-    ModelLoadError,
     TokenEvent,
     TokenRequest,
     Usage,
@@ -129,11 +128,7 @@ class LlamaCppEmbedder:
         )
         params.embeddings = True
         params.pooling_type = L.LLAMA_POOLING_TYPE_NONE  # pooled here, as each request asks
-        ctx = L.llama_init_from_model(self._model, params)
-        if not ctx:
-            L.llama_model_free(self._model)
-            raise ModelLoadError(f"could not create an embedding context for {cfg.path}")
-        return ctx
+        return new_context(self._model, params, cfg.path)
 
     # -- any thread --
 

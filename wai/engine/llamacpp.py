@@ -34,7 +34,14 @@ from wai.engine.gguf import (
     read_metadata,
 )
 from wai.engine.output import Output
-from wai.engine.params import LoadPlan, context_params, fallbacks, model_params, warm_up
+from wai.engine.params import (
+    LoadPlan,
+    context_params,
+    fallbacks,
+    model_params,
+    new_context,
+    warm_up,
+)
 from wai.engine.sampling import Chain, ChainPool, greedy_tokens, is_plain_greedy, step_logits
 from wai.engine.scheduler import Scheduler, Seq, Work
 from wai.engine.types import (
@@ -45,7 +52,6 @@ from wai.engine.types import (
     Failed,
     Finished,
     FinishReason,
-    ModelLoadError,
     TokenEvent,
     TokenRequest,
     Usage,
@@ -177,21 +183,15 @@ class LlamaCppEngine:
     def _new_context(self, n_ctx: int) -> Any:
         """The llama_context of all slots (the model is freed if there cannot be one)."""
         cfg = self.config
-        ctx = L.llama_init_from_model(
-            self._model,
-            context_params(
-                n_ctx=n_ctx,
-                n_batch=cfg.n_batch,
-                n_seq=cfg.n_slots,
-                threads=cfg.n_threads,
-                flash_attn=cfg.flash_attn,
-                unified_kv=not cfg.batch_invariant,
-            ),
+        cparams = context_params(
+            n_ctx=n_ctx,
+            n_batch=cfg.n_batch,
+            n_seq=cfg.n_slots,
+            threads=cfg.n_threads,
+            flash_attn=cfg.flash_attn,
+            unified_kv=not cfg.batch_invariant,
         )
-        if not ctx:
-            L.llama_model_free(self._model)
-            raise ModelLoadError(f"could not create a context for {cfg.path}")
-        return ctx
+        return new_context(self._model, cparams, cfg.path)
 
     # -- any thread --
 

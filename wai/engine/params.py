@@ -10,6 +10,8 @@ from typing import Any
 
 import llama_cpp as L
 
+from wai.engine.types import ModelLoadError
+
 
 @dataclass(frozen=True, slots=True)
 class LoadPlan:
@@ -86,6 +88,16 @@ def context_params(
     )
     cparams.no_perf = True
     return cparams
+
+
+def new_context(model: Any, cparams: Any, path: Path) -> Any:
+    """A llama_context of `model`; when llama.cpp cannot make one, the model is freed and the
+    load fails (ModelLoadError naming the file)."""
+    ctx = L.llama_init_from_model(model, cparams)
+    if not ctx:
+        L.llama_model_free(model)
+        raise ModelLoadError(f"could not create a context for {path}")
+    return ctx
 
 
 def warm_up(ctx: Any, n_vocab: int, n_tokens: int) -> int:

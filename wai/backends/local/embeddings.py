@@ -18,10 +18,6 @@ OFF_LOOP_CHARS = 16_384
 
 class LocalEmbeddingBackend(EngineBacked):
     @property
-    def dimensions(self) -> int:
-        return int(self.engine.metadata.get(f"{self._arch}.embedding_length", "0"))
-
-    @property
     def pooling(self) -> Pooling:
         """The model's own pooling, as its file says (mean unless it says CLS)."""
         return "cls" if self.engine.metadata.get(f"{self._arch}.pooling_type") == "2" else "mean"

@@ -8,6 +8,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from wai.backends.base import (
     EngineBusy,
     EngineStopped,
@@ -29,8 +31,11 @@ from wai.errors import (
     ModelUnavailable,
     RequestError,
     UnknownModel,
+    UnservedTask,
     bad_input_message,
 )
+from wai.schemas.embeddings import EmbeddingInput
+from wai.schemas.reranking import RerankInput
 from wai.schemas.text_generation import TextGenerationInput
 
 
@@ -46,6 +51,8 @@ class Failure:
 
 def classify(e: Exception) -> Failure:
     """The Workers AI answer for what submitting a request raised."""
+    if isinstance(e, UnservedTask):
+        return Failure(NO_SUCH_MODEL, e.message)
     if isinstance(e, UnknownModel):
         return Failure(NO_SUCH_MODEL, f"No such model: {e.message}")
     if isinstance(e, ModelUnavailable):
@@ -109,6 +116,45 @@ def cf_result(
         out["tool_calls"] = cf_tool_calls(calls)
     out["usage"] = usage_dict(final.usage)
     return out
+
+
+def rank_scores(vectors: Vectors) -> list[float]:
+    """Each text's score: a reranker's head output through a sigmoid (Workers AI maps the
+    raw score to [0, 1] so), or, from an embedding model's vectors of the query then the
+    texts, each text's cosine similarity to the query."""
+    a = vectors.array().astype(np.float64)
+    if vectors.pooling == "rank":
+        scores: list[float] = (1.0 / (1.0 + np.exp(-a[:, 0]))).tolist()
+        return scores
+    norms = np.maximum(np.linalg.norm(a, axis=1), 1e-12)
+    unit = a / norms[:, None]
+    cosines: list[float] = (unit[1:] @ unit[0]).tolist()
+    return cosines
+
+
+def ranked(scores: list[float], top_k: int | None) -> list[tuple[int, float]]:
+    """(index, score), best first (ties: the earlier text first), the first `top_k`."""
+    order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
+    return [(i, scores[i]) for i in order[:top_k]]
+
+
+def cf_ranking(vectors: Vectors, top_k: int | None) -> dict[str, Any]:
+    """Reranking's output: `{"response": [{"id", "score"}]}`, best first."""
+    return {"response": [{"id": i, "score": s} for i, s in ranked(rank_scores(vectors), top_k)]}
+
+
+def cf_context_embeddings(vectors: Vectors) -> dict[str, Any]:
+    """bge-m3's query mode without a query: the contexts' vectors as `response`."""
+    return {"response": vectors.rows(), "shape": list(vectors.shape), "pooling": vectors.pooling}
+
+
+def vectors_answer(inp: EmbeddingInput | RerankInput, vectors: Vectors) -> dict[str, Any]:
+    """The answer to an embedding or reranking request, from its model's output."""
+    if isinstance(inp, EmbeddingInput):
+        return cf_embeddings(vectors)
+    if inp.query is None:
+        return cf_context_embeddings(vectors)
+    return cf_ranking(vectors, inp.top_k)
 
 
 def cf_embeddings(vectors: Vectors) -> dict[str, Any]:

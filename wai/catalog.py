@@ -1,17 +1,28 @@
 """Workers AI model ids -> what serves them here.
 
-The catalog lists the text-generation and text-embedding ids of Workers AI, each with its task.
-Each id is answered by a model of its task: the one a configuration maps it to, or else the
-task's default model, which stands in for every id of that task (responses name it in
-`x-wai-model`, so a stand-in is never hidden).
+The catalog knows every public Workers AI model with its task: the ids wai has facts for
+(below), then the snapshot of Workers AI's own catalog (`data/workers_ai_models.json`, made by
+`scripts/refresh_catalog.py`). Each id of a task wai runs (its `kind`: text generation, text
+embeddings, reranking) is answered by a model of that kind: the one a configuration maps it to,
+or else the kind's default model, which stands in for every id of that kind (responses name it
+in `x-wai-model`, so a stand-in is never hidden). An id of another task (images, speech,
+translation, ...) is known, listed and described, and answered with an error naming its task.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.resources
+import json
 import uuid
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
+from typing import Any, Literal
+
+# what wai does with a model: the three tasks it runs (a ModelConfig's `task` takes the same)
+Kind = Literal["text-generation", "text-embeddings", "reranking"]
+KINDS: tuple[Kind, ...] = ("text-generation", "text-embeddings", "reranking")
 
 # The default system prompt Workers AI put in front of a bare `prompt` (spec §2.3).
 CHAT_SYSTEM = (
@@ -45,6 +56,14 @@ TEXT_EMBEDDINGS = Task(
 )
 
 
+TEXT_CLASSIFICATION = Task(
+    "19606750-23ed-4371-aab2-c20349b53a60",
+    "Text Classification",
+    "Sentiment analysis or text classification is a common NLP task that classifies a text "
+    "input into labels or classes.",
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Facts:
     """What Workers AI's own catalog says of an id, where known (spec §2.5, §6.1)."""
@@ -65,6 +84,9 @@ class ModelSpec:
     task: Task = TEXT_GENERATION
     facts: Facts | None = None
     dimensions: int | None = None  # an embedding model's vector size
+    kind: Kind | None = "text-generation"  # None: a task wai does not run
+    schema: dict[str, Any] | None = None  # the official input/output schemas, where known
+    query_mode: bool = False  # bge-m3: {query?, contexts} as well as {text}
 
     @property
     def uuid(self) -> str:
@@ -177,7 +199,15 @@ CATALOG: tuple[ModelSpec, ...] = (
     _m("@cf/deepseek-ai/deepseek-r1-distill-qwen-32b", "chatml", 80000),
     # Text Embeddings: context_window is the longest text each takes (max_input_tokens)
     *(
-        ModelSpec(id, "bert", ctx, task=TEXT_EMBEDDINGS, dimensions=dims)
+        ModelSpec(
+            id,
+            "bert",
+            ctx,
+            task=TEXT_EMBEDDINGS,
+            dimensions=dims,
+            kind="text-embeddings",
+            query_mode=id == "@cf/baai/bge-m3",
+        )
         for id, dims, ctx in (
             ("@cf/baai/bge-small-en-v1.5", 384, 512),
             ("@cf/baai/bge-base-en-v1.5", 768, 512),
@@ -188,13 +218,65 @@ CATALOG: tuple[ModelSpec, ...] = (
             ("@cf/pfnet/plamo-embedding-1b", None, None),
         )
     ),
+    # filed by Workers AI under Text Classification; a cross-encoder: (query, text) -> score
+    ModelSpec(
+        "@cf/baai/bge-reranker-base",
+        "bert",
+        512,
+        task=TEXT_CLASSIFICATION,
+        kind="reranking",
+        facts=Facts(
+            "145337e7-cec3-4ebb-8e78-16ddfc75e580",
+            "2025-02-14 12:28:19.009",
+            "Different from embedding model, reranker uses question and document as input and "
+            "directly output similarity instead of embedding. You can get a relevance score by "
+            "inputting query and passage to the reranker. And the score can be mapped to a "
+            "float value in [0,1] by sigmoid function.",
+        ),
+    ),
 )
+
+_KIND_OF_TASK: dict[str, Kind] = {
+    TEXT_GENERATION.name: "text-generation",
+    TEXT_EMBEDDINGS.name: "text-embeddings",
+}
+
+
+@cache
+def snapshot() -> dict[str, Any]:
+    """Workers AI's public catalog as last refreshed (package data; never fetched here)."""
+    text = importlib.resources.files("wai.data").joinpath("workers_ai_models.json").read_text()
+    data: dict[str, Any] = json.loads(text)
+    return data
+
+
+def snapshot_specs(known: tuple[ModelSpec, ...]) -> tuple[ModelSpec, ...]:
+    """The snapshot's ids that `known` lacks, each with its task; those of a task wai runs
+    are answered like the others of that task."""
+    data = snapshot()
+    tasks = {t["name"]: Task(t["id"], t["name"], t["description"]) for t in data["tasks"]}
+    have = {alias for spec in known for alias in (spec.id, *spec.aliases)}
+    out = []
+    for m in data["models"]:
+        if m["name"] in have:
+            continue
+        facts = None
+        if m.get("id"):
+            facts = Facts(m["id"], m.get("created_at"), m.get("description"))
+        task = tasks[m["task"]]
+        kind = _KIND_OF_TASK.get(task.name)
+        out.append(
+            ModelSpec(m["name"], "-", task=task, facts=facts, kind=kind, schema=m.get("schema"))
+        )
+    return tuple(out)
 
 
 class Catalog:
     """Lookup by id or alias."""
 
-    def __init__(self, specs: tuple[ModelSpec, ...] = CATALOG) -> None:
+    def __init__(self, specs: tuple[ModelSpec, ...] | None = None) -> None:
+        if specs is None:
+            specs = CATALOG + snapshot_specs(CATALOG)
         self.specs = specs
         self._by_id: dict[str, ModelSpec] = {}
         for spec in specs:

@@ -288,14 +288,12 @@ async def _local_submit(runtime: Any, model: str, inputs: dict[str, Any]) -> Any
     """Submit as the server would; a refusal raises AiError with Workers AI's code."""
     from wai.answers import classify
     from wai.backends.base import EngineError
-    from wai.catalog import TEXT_EMBEDDINGS
     from wai.errors import RequestError
-    from wai.schemas.embeddings import parse_embeddings
-    from wai.schemas.text_generation import parse_text_generation
+    from wai.schemas import parse_inputs
 
     try:
-        embeds = runtime.models.spec_for(model).task == TEXT_EMBEDDINGS
-        parsed = parse_embeddings(inputs) if embeds else parse_text_generation(inputs)
+        runtime.name_for(model)  # an unknown id, or one of a task not run here: said first
+        parsed = parse_inputs(runtime.models.spec_for(model), inputs)
         _, generation = await runtime.submit(model, parsed)
     except (RequestError, EngineError) as e:
         f = classify(e)
@@ -305,7 +303,7 @@ async def _local_submit(runtime: Any, model: str, inputs: dict[str, Any]) -> Any
 
 async def _local_result(runtime: Any, model: str, inputs: dict[str, Any]) -> Any:
     """The whole answer, as the binding answers it (answers.cf_result, cf_embeddings)."""
-    from wai.answers import cf_embeddings, cf_result, classify, failed_code
+    from wai.answers import cf_result, classify, failed_code, vectors_answer
     from wai.backends.base import Delta, Failed, ToolCalls, Vectors
     from wai.errors import RequestError
 
@@ -313,7 +311,7 @@ async def _local_result(runtime: Any, model: str, inputs: dict[str, Any]) -> Any
     parts, calls = [], []
     async for ev in generation:
         if isinstance(ev, Vectors):
-            return cf_embeddings(ev)
+            return vectors_answer(parsed, ev)
         if isinstance(ev, Delta):
             parts.append(ev.text)
         elif isinstance(ev, ToolCalls):

@@ -48,6 +48,19 @@ class UnknownModel(RequestError):
         self.model = model
 
 
+class UnservedTask(UnknownModel):
+    """A Workers AI id of a task this server does not run (images, speech, ...): still 5007,
+    the code Workers AI gives a model or task it cannot run, with a message that says which."""
+
+    def __init__(self, model: str, task: str, served: str) -> None:
+        article = "an" if task[:1].lower() in "aeiou" else "a"
+        RequestError.__init__(
+            self, f"{model} is {article} {task} model; this server runs {served}, not {task}"
+        )
+        self.model = model
+        self.task = task
+
+
 class ModelUnavailable(RequestError):
     """The id is known, but the local model behind it could not be loaded."""
 

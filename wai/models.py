@@ -1,10 +1,12 @@
 """The model table: which configured model answers each model id, without loading anything.
 
 Every configured model (`[models.NAME]`, a GGUF file here or upstream servers) is an entry.
-Each task has a default model that answers every catalog id of that task no entry `serves`:
-for text generation the configured `default_model` or the embedded SmolLM2; for text
-embeddings the embedded all-MiniLM-L6-v2 (written as a GGUF in `cache_dir` on first use). A
-model that cannot be found is recorded as failed here, with why, and its ids answer 503/3043.
+Each kind of model (catalog.Kind) has a default that answers every catalog id of that kind no
+entry `serves`: for text generation the configured `default_model` or the embedded SmolLM2;
+for text embeddings the embedded all-MiniLM-L6-v2 (written as a GGUF in `cache_dir` on first
+use); for reranking the first configured reranker, else the default embedding model, which
+ranks by cosine similarity. A model that cannot be found is recorded as failed here, with why,
+and its ids answer 503/3043.
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ from wai.backends.factory import task_of
 from wai.catalog import (
     EMBEDDED_EMBEDDING_NAME,
     EMBEDDED_NAME,
+    TEXT_CLASSIFICATION,
     TEXT_EMBEDDINGS,
     TEXT_GENERATION,
     Catalog,
+    Kind,
     ModelSpec,
     embedded_embedding_source,
     embedded_model_path,
@@ -48,6 +52,8 @@ class ModelTable:
         self._resolve_tasks()
         # explicit routes: id -> model name
         self._routes = {mid: name for name, m in self.configs.items() for mid in m.serves}
+        rerankers = [n for n, m in self.configs.items() if m.task == "reranking"]
+        self.default_reranker = rerankers[0] if rerankers else self.default_embedding
 
     def _add_default(self) -> str:
         """The model that answers catalog ids no entry serves: the configured one, or the
@@ -91,9 +97,23 @@ class ModelTable:
         if model_id in self._routes:
             return self._routes[model_id]
         spec = self.catalog.get(model_id)
-        if spec is None:
+        if spec is None or spec.kind is None:
             return None
-        return self.default_embedding if spec.task == TEXT_EMBEDDINGS else self.default
+        return self.default_for(spec.kind)
+
+    def default_for(self, kind: Kind) -> str:
+        if kind == "text-embeddings":
+            return self.default_embedding
+        return self.default_reranker if kind == "reranking" else self.default
+
+    def kind_of(self, name: str) -> Kind:
+        """What a configured model does (its resolved task)."""
+        task = self.configs[name].task
+        return "text-generation" if task == "auto" else task
+
+    def served_tasks(self) -> str:
+        """What this server runs, in words (for the error an id of another task gets)."""
+        return "Text Generation, Text Embeddings and reranking (Text Classification)"
 
     def known_ids(self) -> list[str]:
         """Every id this server resolves: catalog ids (in catalog order), then configured ids
@@ -108,8 +128,11 @@ class ModelTable:
         if spec is not None:
             return spec
         name = self._routes.get(model_id)
-        embeds = name is not None and self.configs[name].task == "text-embeddings"
-        return ModelSpec(model_id, "custom", task=TEXT_EMBEDDINGS if embeds else TEXT_GENERATION)
+        kind = self.kind_of(name) if name is not None else "text-generation"
+        task = {"text-embeddings": TEXT_EMBEDDINGS, "reranking": TEXT_CLASSIFICATION}.get(
+            kind, TEXT_GENERATION
+        )
+        return ModelSpec(model_id, "custom", task=task, kind=kind)
 
     def eager(self, name: str) -> bool:
         """Loaded at start: asked for, the default model, or an upstream model (starting one

@@ -12,6 +12,7 @@ from wai.backends.base import (
     EmbeddingRequest,
     GenerationRequest,
     Message,
+    RerankRequest,
     SamplingParams,
     Tool,
     ToolsRequest,
@@ -20,6 +21,7 @@ from wai.backends.local.json_schema import GrammarError, check_schema
 from wai.catalog import ModelSpec
 from wai.errors import InvalidInput
 from wai.schemas.embeddings import EmbeddingInput
+from wai.schemas.reranking import RerankInput
 from wai.schemas.text_generation import ChatMessage, NamedToolChoice, TextGenerationInput
 from wai.settings import Limits
 
@@ -73,6 +75,15 @@ def embedding_request(inp: EmbeddingInput) -> EmbeddingRequest:
         inp.truncate_inputs,
         reject_if_busy=bool(inp.options and inp.options.reject_if_busy),
     )
+
+
+def rerank_request(inp: RerankInput) -> RerankRequest | EmbeddingRequest:
+    """The query and texts to score; without a query (bge-m3's query mode), the texts to
+    embed."""
+    busy = bool(inp.options and inp.options.reject_if_busy)
+    if inp.query is None:
+        return EmbeddingRequest(inp.texts(), None, inp.truncate_inputs, reject_if_busy=busy)
+    return RerankRequest(inp.query, inp.texts(), inp.truncate_inputs, reject_if_busy=busy)
 
 
 def tools_request(inp: TextGenerationInput) -> ToolsRequest | None:

@@ -18,15 +18,17 @@ from wai.backends.base import (
     Event,
     Generation,
     ModelLoadError,
+    RerankRequest,
     TaskRequest,
 )
 from wai.backends.factory import BackendFactory
 from wai.catalog import Catalog, ModelSpec
-from wai.errors import ModelUnavailable, UnknownModel
+from wai.errors import ModelUnavailable, UnknownModel, UnservedTask
 from wai.models import ModelTable
 from wai.registry import Registry
-from wai.requests import embedding_request, generation_request
+from wai.requests import embedding_request, generation_request, rerank_request
 from wai.schemas.embeddings import EmbeddingInput
+from wai.schemas.reranking import RerankInput
 from wai.schemas.text_generation import TextGenerationInput
 from wai.settings import Settings
 
@@ -39,10 +41,16 @@ class Served:
     model_id: str
     spec: ModelSpec
     backend: Backend
+    how: str = ""  # how it answers, where the model is a stand-in for another kind
 
     @property
     def model_name(self) -> str:
         return self.backend.name
+
+    @property
+    def label(self) -> str:
+        """The answering model as `x-wai-model` names it (with how, for a stand-in)."""
+        return f"{self.backend.name} ({self.how})" if self.how else self.backend.name
 
 
 class Runtime:
@@ -85,7 +93,11 @@ class Runtime:
     def answering_ids(self) -> list[str]:
         """The known ids whose model is not failed (the others answer 503/3043)."""
         failed = self.failures()
-        return [mid for mid in self.models.known_ids() if self.models.model_for(mid) not in failed]
+        return [
+            mid
+            for mid in self.models.known_ids()
+            if (name := self.models.model_for(mid)) is not None and name not in failed
+        ]
 
     def context_window(self, model_id: str) -> int | None:
         """The context window per sequence of the model answering an id (loaded: as its
@@ -103,6 +115,9 @@ class Runtime:
         (refused at load, or its engine given up)."""
         name = self.models.model_for(model_id)
         if name is None:
+            spec = self.models.catalog.get(model_id)
+            if spec is not None and spec.kind is None:
+                raise UnservedTask(model_id, spec.task.name, self.models.served_tasks())
             raise UnknownModel(model_id)
         failure = self.failures().get(name)
         if failure is not None:
@@ -112,7 +127,7 @@ class Runtime:
     async def submit(
         self,
         model_id: str,
-        inp: TextGenerationInput | EmbeddingInput,
+        inp: TextGenerationInput | EmbeddingInput | RerankInput,
         stop: Sequence[str] = (),
         logit_bias: Sequence[tuple[int, float]] = (),
     ) -> tuple[Served, Generation[Event]]:
@@ -121,11 +136,13 @@ class Runtime:
         never unloaded under it."""
         name = self.name_for(model_id)
         spec = self.models.spec_for(model_id)
-        request: TaskRequest = (
-            embedding_request(inp)
-            if isinstance(inp, EmbeddingInput)
-            else generation_request(spec, self.models.limits(name), inp, stop, logit_bias)
-        )
+        request: TaskRequest
+        if isinstance(inp, EmbeddingInput):
+            request = embedding_request(inp)
+        elif isinstance(inp, RerankInput):
+            request = rerank_request(inp)
+        else:
+            request = generation_request(spec, self.models.limits(name), inp, stop, logit_bias)
         assert self.registry is not None, "Runtime.start() first"
         try:
             backend = await self.registry.acquire(name)
@@ -140,7 +157,11 @@ class Runtime:
             raise
         registry = self.registry
         generation.add_done_callback(lambda: registry.release(name))
-        return Served(model_id, spec, backend), generation
+        ranks_by_cosine = isinstance(request, RerankRequest) and (
+            self.models.kind_of(name) != "reranking"
+        )
+        how = "cosine similarity" if ranks_by_cosine else ""
+        return Served(model_id, spec, backend, how), generation
 
     def stats(self) -> dict[str, EngineStats]:
         return {name: b.stats() for name, b in self.backends.items()}

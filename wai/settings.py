@@ -159,8 +159,9 @@ class ModelConfig(_Strict):
     # upstream models: seconds between health checks of each replica
     health_interval_s: float = Field(5.0, ge=0.1, le=3600)
     template: Literal["auto", "llama2", "chatml"] = "auto"
-    # what the model does; "auto": read from its GGUF (a BERT-like model with pooling embeds)
-    task: Literal["auto", "text-generation", "text-embeddings"] = "auto"
+    # what the model does; "auto": read from its GGUF (a BERT-like model with pooling embeds,
+    # one with rank pooling, a classification head, reranks); an upstream model says it here
+    task: Literal["auto", "text-generation", "text-embeddings", "reranking"] = "auto"
     serves: list[str] = Field(default_factory=list)
     # None: engine.* of the server
     slots: int | None = Field(None, ge=1, le=256)

@@ -22,7 +22,6 @@ from wai.api.auth import PUBLIC_PATHS, TokenAuth
 from wai.api.errors import BAD_INPUT, INTERNAL, METHOD_NOT_ALLOWED, NO_ROUTE, CFError, bad_input
 from wai.api.guard import EdgeGuard, RateLimit
 from wai.api.metrics import Metrics, metrics_route
-from wai.catalog import TEXT_EMBEDDINGS
 from wai.runtime import Runtime
 from wai.settings import Settings
 from wai.usage import By, UsageStore
@@ -61,12 +60,16 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.include_router(_health_routes(runtime))
     app.include_router(_service_routes(runtime, usage))
     app.add_api_route("/metrics", metrics_route, methods=["GET"], include_in_schema=False)
-    known = runtime.models.known_ids()
-    embeds = [i for i in known if runtime.models.spec_for(i).task == TEXT_EMBEDDINGS]
+    kinds = {i: runtime.models.spec_for(i).kind for i in runtime.models.known_ids()}
+    served = [i for i, kind in kinds.items() if kind is not None]
     openapi.install(
         app,
         settings,
-        openapi.ModelIds(known, embeds),
+        openapi.ModelIds(
+            served,
+            [i for i in served if kinds[i] == "text-embeddings"],
+            [i for i in served if kinds[i] == "reranking"],
+        ),
         lambda: min(
             (v for b in runtime.backends.values() if (v := b.n_vocab) is not None), default=None
         ),

@@ -1,5 +1,5 @@
 """Workers AI's inference as the REST route and the Worker binding both answer it: the model
-id's task picks the input schema (text generation or text embeddings); parse the inputs,
+id's kind picks the input schema (text generation, text embeddings, reranking); parse the inputs,
 submit, then stream Workers AI's events or answer the whole result. The two routes differ only
 in how they wrap it (the REST envelope or the bare output, and their error shapes): a
 `Wrapping` says how."""
@@ -13,17 +13,16 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from wai.answers import cf_embeddings, cf_result
+from wai.answers import cf_result, vectors_answer
 from wai.api.access import track
 from wai.api.errors import ABORTED, CFError
 from wai.api.framing import cf_sse, failed_error, refuse_json_stream, to_cf_error
 from wai.api.generation import Completed, GenerationResponse, collect
 from wai.backends.base import EngineError, Failed, Finished
-from wai.catalog import TEXT_EMBEDDINGS
 from wai.errors import RequestError
 from wai.runtime import Runtime
-from wai.schemas.embeddings import EmbeddingInput, parse_embeddings
-from wai.schemas.text_generation import TextGenerationInput, parse_text_generation
+from wai.schemas import TaskInput, parse_inputs
+from wai.schemas.text_generation import TextGenerationInput
 
 # errors a route answers in its own shape
 ANSWERED = (CFError, RequestError, EngineError)
@@ -45,19 +44,16 @@ async def run_inference(
     answered whole (or, for a generation asked to stream, streamed)."""
     runtime: Runtime = request.app.state.runtime
     request_id: str = request.state.request_id
-    embeds = runtime.models.spec_for(model_id).task == TEXT_EMBEDDINGS
     try:
-        parsed: TextGenerationInput | EmbeddingInput
-        if embeds:
-            parsed = parse_embeddings(inputs)
-        else:
-            parsed = parse_text_generation(inputs)
+        runtime.name_for(model_id)  # an unknown id, or one of a task not run here: said first
+        parsed = parse_inputs(runtime.models.spec_for(model_id), inputs)
+        if isinstance(parsed, TextGenerationInput):
             refuse_json_stream(parsed)
         served, generation = await runtime.submit(model_id, parsed)
         track(request, served, generation, parsed)  # access log, usage
     except ANSWERED as e:
         return wrapping.error(to_cf_error(e), request_id)
-    headers = {"x-wai-model": served.model_name, "cf-ai-req-id": request_id}
+    headers = {"x-wai-model": served.label, "cf-ai-req-id": request_id}
     if isinstance(parsed, TextGenerationInput) and parsed.stream:
         return GenerationResponse(generation, cf_sse(generation), headers)
     done = await collect(request, generation)
@@ -71,11 +67,12 @@ async def run_inference(
         return wrapping.error(to_cf_error(e), request_id)
 
 
-def _whole(done: Completed, parsed: TextGenerationInput | EmbeddingInput) -> dict[str, Any]:
-    """A finished request's result: the vectors, or the generation's text, calls and usage."""
-    if isinstance(parsed, EmbeddingInput):
+def _whole(done: Completed, parsed: TaskInput) -> dict[str, Any]:
+    """A finished request's result: the vectors or scores, or the generation's text, calls
+    and usage."""
+    if not isinstance(parsed, TextGenerationInput):
         if done.vectors is None:
             raise RuntimeError("an embedding ended without its vectors")
-        return cf_embeddings(done.vectors)
+        return vectors_answer(parsed, done.vectors)
     assert isinstance(done.final, Finished)
     return cf_result(done.text, done.calls, done.final, parsed)

@@ -15,9 +15,11 @@ from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response
 
 from wai.api.errors import NO_SUCH_MODEL, CFError, bad_input
-from wai.catalog import TEXT_EMBEDDINGS, ModelSpec
+from wai.catalog import ModelSpec
+from wai.errors import RequestError, UnknownModel, UnservedTask
 from wai.runtime import Runtime
 from wai.schemas.embeddings import EMBEDDING_OUTPUT_SCHEMA, embedding_input_schema
+from wai.schemas.reranking import RERANK_OUTPUT_SCHEMA, rerank_input_schema
 from wai.schemas.text_generation import OUTPUT_JSON_SCHEMA, input_json_schema
 
 router = APIRouter()
@@ -65,6 +67,8 @@ def item(runtime: Runtime, spec: ModelSpec) -> dict[str, Any]:
         properties.append(
             {"property_id": "planned_deprecation_date", "value": facts.planned_deprecation_date}
         )
+    if spec.kind is None:
+        properties.append({"property_id": "wai_served", "value": "false"})
     properties.append({"property_id": "wai_local_model", "value": local})
     description = (
         facts.description
@@ -123,10 +127,23 @@ async def schema(request: Request) -> Response:
     model = request.query_params.get("model")
     if not model:
         return bad_input("'model': required").response()
-    if runtime.models.model_for(model) is None:
+    spec = runtime.models.catalog.get(model)
+    if spec is not None and spec.kind is None and spec.schema is not None:
+        return JSONResponse(_envelope(spec.schema))  # Workers AI's own, for a task not run here
+    try:
+        runtime.name_for(model)
+    except UnservedTask as e:
+        return CFError.inference(400, NO_SUCH_MODEL, e.message).response()
+    except UnknownModel:
         return CFError.inference(400, NO_SUCH_MODEL, f"No such model: {model}").response()
-    if runtime.models.spec_for(model).task == TEXT_EMBEDDINGS:
+    except RequestError:
+        pass  # known, but its model failed to load: the schema is still the id's
+    kind = runtime.models.spec_for(model).kind
+    if kind == "text-embeddings":
         schemas = {"input": embedding_input_schema(), "output": EMBEDDING_OUTPUT_SCHEMA}
+        return JSONResponse(_envelope(schemas))
+    if kind == "reranking":
+        schemas = {"input": rerank_input_schema(), "output": RERANK_OUTPUT_SCHEMA}
         return JSONResponse(_envelope(schemas))
     cap = runtime.settings.limits.max_tokens
     window = runtime.context_window(model)

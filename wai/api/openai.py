@@ -13,7 +13,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response
 
-from wai.answers import failed_code, usage_dict
+from wai.answers import failed_code, rank_scores, ranked, usage_dict
 from wai.api import sse
 from wai.api.access import track
 from wai.api.body import read_json
@@ -31,7 +31,6 @@ from wai.backends.base import (
     ToolCalls,
     Vectors,
 )
-from wai.catalog import TEXT_EMBEDDINGS
 from wai.errors import MODEL_UNAVAILABLE, TIMEOUT, RequestError
 from wai.runtime import Runtime
 from wai.schemas.openai import (
@@ -39,7 +38,9 @@ from wai.schemas.openai import (
     parse_chat,
     parse_completion,
     parse_embeddings_request,
+    parse_rerank_request,
 )
+from wai.schemas.reranking import RerankApiRequest
 from wai.schemas.text_generation import TextGenerationInput
 
 router = APIRouter()
@@ -192,7 +193,7 @@ async def embeddings(request: Request) -> Response:
         body = await read_json(request, runtime.settings.limits.max_body_bytes)
         req, inp = parse_embeddings_request(body)
         spec = runtime.models.spec_for(req.model)
-        if runtime.models.model_for(req.model) is not None and spec.task != TEXT_EMBEDDINGS:
+        if runtime.models.model_for(req.model) is not None and spec.kind != "text-embeddings":
             raise InvalidOpenAIRequest(f"{req.model} is not an embedding model", "model")
         served, generation = await runtime.submit(req.model, inp)
         track(request, served, generation, inp)  # access log, usage
@@ -219,6 +220,49 @@ async def embeddings(request: Request) -> Response:
     usage = {"prompt_tokens": tokens, "total_tokens": tokens}
     body = {"object": "list", "data": data, "model": req.model, "usage": usage}
     return JSONResponse(body, headers={"x-wai-model": served.model_name})
+
+
+async def rerank(request: Request) -> Response:
+    """`POST /v1/rerank` (llama.cpp's server, vLLM, Jina, Cohere): the documents' scores
+    against the query, best first, by the id's reranker (or, for an embedding id or with no
+    reranker configured, by cosine similarity; `x-wai-model` says which)."""
+    runtime: Runtime = request.app.state.runtime
+    try:
+        body = await read_json(request, runtime.settings.limits.max_body_bytes)
+        req = parse_rerank_request(body)
+        kind = runtime.models.spec_for(req.model).kind
+        if runtime.models.model_for(req.model) is not None and kind == "text-generation":
+            raise InvalidOpenAIRequest(f"{req.model} is not a reranking model", "model")
+        inp = req.as_input()
+        served, generation = await runtime.submit(req.model, inp)
+        track(request, served, generation, inp)  # access log, usage
+    except InvalidOpenAIRequest as e:
+        return openai_error(400, e.message, e.param)
+    except (CFError, RequestError, EngineError) as e:
+        return openai_from_cf(to_cf_error(e))
+    done = await collect(request, generation)
+    if done is None:
+        return openai_error(408, "the client closed the connection")
+    if isinstance(done.final, Failed) or done.vectors is None:
+        failed = done.final if isinstance(done.final, Failed) else Failed("no scores")
+        return openai_error(failed_error(failed).status, failed.message, code=_failed_name(failed))
+    assert isinstance(done.final, Finished)
+    return JSONResponse(
+        _rerank_body(req, done.vectors, done.final), headers={"x-wai-model": served.label}
+    )
+
+
+def _rerank_body(req: RerankApiRequest, vectors: Vectors, final: Finished) -> dict[str, Any]:
+    texts = req.texts()
+    results = []
+    for i, score in ranked(rank_scores(vectors), req.top_n):
+        item: dict[str, Any] = {"index": i, "relevance_score": score}
+        if req.return_documents:
+            item["document"] = {"text": texts[i]}
+        results.append(item)
+    tokens = final.usage.prompt_tokens
+    usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+    return {"object": "list", "model": req.model, "results": results, "usage": usage}
 
 
 def _encoded(vectors: Vectors, encoding: str) -> list[Any]:
@@ -259,3 +303,5 @@ for base in ("/v1", "/client/v4/accounts/{account_id}/ai/v1"):
     router.add_api_route(
         f"{base}/embeddings", embeddings, methods=["POST"], summary="OpenAI embeddings"
     )
+for path in ("/v1/rerank", "/rerank"):
+    router.add_api_route(path, rerank, methods=["POST"], summary="Rerank (llama.cpp, vLLM, Jina)")

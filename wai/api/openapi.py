@@ -8,7 +8,7 @@ that validate requests, with this server's limits (e.g. the `max_tokens` cap) fi
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI
@@ -19,6 +19,7 @@ from wai.api.errors import is_openai_path
 from wai.api.models import MAX_PER_PAGE
 from wai.schemas.embeddings import EMBEDDING_OUTPUT_SCHEMA, EmbeddingInput
 from wai.schemas.openai import ChatCompletionRequest, CompletionRequest, EmbeddingsRequest
+from wai.schemas.reranking import RERANK_OUTPUT_SCHEMA, RerankApiRequest, RerankInput
 from wai.schemas.text_generation import TextGenerationInput, tighten_input_schema
 from wai.settings import Settings
 
@@ -183,14 +184,16 @@ def integer_pattern(n: int) -> str:
 
 @dataclass(frozen=True, slots=True)
 class ModelIds:
-    """The ids this server answers (others get 5007), and which of them embed."""
+    """The ids this server answers (others get 5007), and which of them embed or rerank."""
 
     all: list[str]
     embeddings: list[str]
+    rerankers: list[str] = field(default_factory=list)
 
     @property
     def text(self) -> list[str]:
-        return [i for i in self.all if i not in self.embeddings]
+        other = {*self.embeddings, *self.rerankers}
+        return [i for i in self.all if i not in other]
 
 
 def install(
@@ -219,7 +222,10 @@ def install(
                 _document(path, method, op, bodies, components, model_ids)
         for model_id in model_ids.embeddings:
             path = f"/client/v4/accounts/{{account_id}}/ai/run/{model_id}"
-            doc["paths"][path] = {"post": _embedding_run(model_id, bodies["embedding"])}
+            doc["paths"][path] = {"post": _task_run(model_id, bodies["embedding"], EMBEDDING)}
+        for model_id in model_ids.rerankers:
+            path = f"/client/v4/accounts/{{account_id}}/ai/run/{model_id}"
+            doc["paths"][path] = {"post": _task_run(model_id, bodies["rerank"], RERANKING)}
         app.openapi_schema = doc
         return doc
 
@@ -241,11 +247,15 @@ def _request_bodies(
         ),
         "completion": _body(CompletionRequest, components, cap),
         "embedding": _body(EmbeddingInput, components, {}),
+        "rerank": _body(RerankInput, components, {}),
+        "rerank_api": _body(RerankApiRequest, components, {}),
         "embeddings": _body(EmbeddingsRequest, components, {}),
     }
     for name in ("ChatCompletionRequest", "CompletionRequest"):
         components[name]["properties"]["model"]["enum"] = model_ids.text
     components["EmbeddingsRequest"]["properties"]["model"]["enum"] = model_ids.embeddings
+    rerank_model = components["RerankApiRequest"]["properties"]["model"]
+    rerank_model["enum"] = [*model_ids.rerankers, *model_ids.embeddings]
     if n_vocab:
         for name in ("ChatCompletionRequest", "CompletionRequest", "TextGenerationInput"):
             props = components[name]["properties"]
@@ -278,6 +288,10 @@ def _document(
         responses.update(_errors(CF_ERROR, CF_ERRORS))
     elif path in ("/run", "/ai-gateway/run"):
         _binding(op, components, model_ids.text)
+    elif path.endswith("/rerank"):
+        op["requestBody"] = bodies["rerank_api"]
+        responses["200"] = {"description": "the scores", "content": _json({"type": "object"})}
+        responses.update(_errors(OPENAI_ERROR, {**CF_ERRORS, 404: "no such model"}))
     elif path.endswith("/embeddings"):
         op["requestBody"] = bodies["embeddings"]
         responses["200"] = {"description": "the vectors", "content": _json({"type": "object"})}
@@ -362,23 +376,36 @@ def _binding(op: dict[str, Any], components: dict[str, Any], model_ids: list[str
     responses.update(_errors(CF_ERROR, {k: CF_ERRORS[k] for k in (401, 404, 431)}))
 
 
-def _embedding_run(model_id: str, body: dict[str, Any]) -> dict[str, Any]:
-    """The REST route of one embedding id (the same route as every id, with its own body)."""
+@dataclass(frozen=True, slots=True)
+class _Task:
+    name: str  # in the summary
+    slug: str  # in the operation id
+    output: dict[str, Any]
+    what: str  # the 200 response's description
+
+
+EMBEDDING = _Task("Text Embeddings", "embeddings", EMBEDDING_OUTPUT_SCHEMA, "the vectors")
+RERANKING = _Task("Reranking", "rerank", RERANK_OUTPUT_SCHEMA, "the contexts' scores")
+
+
+def _task_run(model_id: str, body: dict[str, Any], task: _Task) -> dict[str, Any]:
+    """The REST route of one embedding or reranking id (the same route as every id, with its
+    own body)."""
     account = {
         "name": "account_id",
         "in": "path",
         "required": True,
         "schema": {"type": "string", "minLength": 1},
     }
-    envelope = {"type": "object", "properties": {"result": EMBEDDING_OUTPUT_SCHEMA}}
+    envelope = {"type": "object", "properties": {"result": task.output}}
     return {
-        "summary": f"Text Embeddings: {model_id}",
-        "operationId": f"run_embeddings_{model_id.strip('@').replace('/', '_')}",
+        "summary": f"{task.name}: {model_id}",
+        "operationId": f"run_{task.slug}_{model_id.strip('@').replace('/', '_')}",
         "parameters": [account],
         "requestBody": body,
         "responses": {
             "200": {
-                "description": "the vectors, in the Cloudflare envelope",
+                "description": f"{task.what}, in the Cloudflare envelope",
                 "content": _json(envelope),
             },
             **_errors(CF_ERROR, CF_ERRORS),

@@ -59,6 +59,7 @@ __all__ = [
     "Pooling",
     "PromptTooLong",
     "ReplicaReport",
+    "RerankRequest",
     "SamplingParams",
     "TaskRequest",
     "Tool",
@@ -174,7 +175,19 @@ class EmbeddingRequest:
     reject_if_busy: bool = False
 
 
-TaskRequest = GenerationRequest | EmbeddingRequest
+@dataclass(frozen=True, slots=True)
+class RerankRequest:
+    """A query and the texts to score against it, validated. A reranker scores each (query,
+    text) pair; an embedding model answers with the vectors of the query then the texts, for
+    ranking by cosine similarity (the stand-in, and bge-m3's query mode)."""
+
+    query: str
+    texts: tuple[str, ...]
+    truncate: bool = False
+    reject_if_busy: bool = False
+
+
+TaskRequest = GenerationRequest | EmbeddingRequest | RerankRequest
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,12 +4,12 @@ thread) or an upstream one, and what a local model will hold in memory once load
 from __future__ import annotations
 
 import logging
-from typing import Literal
 
 from wai.backends.base import Backend
 from wai.backends.local.backend import LocalBackend
 from wai.backends.local.embeddings import LocalEmbeddingBackend
 from wai.backends.upstream.backend import UpstreamBackend
+from wai.catalog import Kind
 from wai.engine.config import LlamaCppConfig
 from wai.engine.gguf import kv_cache_bytes, read_metadata
 from wai.engine.inthread import InThreadEngine
@@ -27,14 +27,15 @@ log = logging.getLogger("wai.runtime")
 EMBED_BATCH_TOKENS = 512
 EMBED_TEXTS_PER_CALL = 64
 # architectures llama.cpp computes as encoders: each such model embeds
+RANK_POOLING = 4  # llama.cpp's LLAMA_POOLING_TYPE_RANK: a classification head's score
 _ENCODERS = frozenset({"bert", "nomic-bert", "nomic-bert-moe", "jina-bert-v2", "modern-bert"})
 
 
-def task_of(model: ModelConfig) -> Literal["text-generation", "text-embeddings"]:
-    """What a configured model does: as configured, else as its GGUF says (an encoder, or a
-    model that declares a pooling type, embeds; anything else generates). The model table
-    resolves it once per model (models.py), so the file is read here only for a config that
-    did not come through it."""
+def task_of(model: ModelConfig) -> Kind:
+    """What a configured model does: as configured, else as its GGUF says (rank pooling, a
+    classification head, reranks; an encoder, or a model that declares another pooling type,
+    embeds; anything else generates). The model table resolves it once per model (models.py),
+    so the file is read here only for a config that did not come through it."""
     if model.task != "auto" or model.upstreams:
         return "text-generation" if model.task == "auto" else model.task
     try:
@@ -42,7 +43,10 @@ def task_of(model: ModelConfig) -> Literal["text-generation", "text-embeddings"]
     except ModelLoadError:
         return "text-generation"  # its load will say what is wrong
     arch = meta.get("general.architecture", "")
-    embeds = arch in _ENCODERS or f"{arch}.pooling_type" in meta
+    pooling = meta.get(f"{arch}.pooling_type")
+    if pooling == str(RANK_POOLING):
+        return "reranking"
+    embeds = arch in _ENCODERS or pooling is not None
     return "text-embeddings" if embeds else "text-generation"
 
 
@@ -52,7 +56,7 @@ class BackendFactory:
 
     def llama_config(self, name: str, model: ModelConfig) -> LlamaCppConfig:
         e = self.settings.engine
-        if task_of(model) == "text-embeddings":
+        if task_of(model) != "text-generation":
             return self._embedding_config(name, model)
         return LlamaCppConfig(
             path=model.local_path,

@@ -1,7 +1,8 @@
 """A BERT sentence-embedding model, as sentence-transformers lays one out (`config.json`,
-`vocab.txt`, `tokenizer.json`, `model.safetensors`, `1_Pooling/config.json`), written as a
-GGUF that llama.cpp's BERT graph loads; and the same model's forward pass in numpy, the
-reference the written file is checked against.
+`vocab.txt`, `tokenizer.json`, `model.safetensors`, `1_Pooling/config.json`), or a BERT
+cross-encoder (a reranker: `BertForSequenceClassification`, its pooler and classifier as the
+classification head), written as a GGUF that llama.cpp's BERT graph loads; and the same model's
+forward pass in numpy, the reference the written file is checked against.
 
 llama.cpp's own converter (`convert_hf_to_gguf.py`) needs torch and transformers; this needs
 numpy, safetensors and the gguf package. The file keeps the weights as they are (f32) and says
@@ -22,7 +23,7 @@ import gguf
 import numpy as np
 from safetensors.numpy import load_file
 
-Pooling = Literal["mean", "cls"]
+Pooling = Literal["mean", "cls", "rank"]
 NORMALIZE_KEY = "wai.embedding.normalize"
 # The check a written file carries: token ids of a probe sentence and its embeddings as the
 # numpy reference computed them from the safetensors, for each pooling. Whoever loads the file
@@ -31,7 +32,11 @@ CHECK_TOKENS_KEY = "wai.embedding.check.tokens"
 CHECK_KEY = "wai.embedding.check.{pooling}"
 # whole words of the uncased WordPiece vocabulary: their ids need no tokenizer
 PROBE = "the quick brown fox jumps over the lazy dog"
-_POOLING = {"mean": gguf.PoolingType.MEAN, "cls": gguf.PoolingType.CLS}
+_POOLING = {
+    "mean": gguf.PoolingType.MEAN,
+    "cls": gguf.PoolingType.CLS,
+    "rank": gguf.PoolingType.RANK,
+}
 # HF tensor names (without a "bert." prefix) -> llama.cpp's BERT tensor names
 _GLOBAL = {
     "embeddings.word_embeddings.weight": "token_embd.weight",
@@ -39,6 +44,13 @@ _GLOBAL = {
     "embeddings.token_type_embeddings.weight": "token_types.weight",
     "embeddings.LayerNorm.weight": "token_embd_norm.weight",
     "embeddings.LayerNorm.bias": "token_embd_norm.bias",
+}
+# a cross-encoder's classification head: llama.cpp's rank pooling runs it on the [CLS] token
+_HEAD = {
+    "pooler.dense.weight": "cls.weight",
+    "pooler.dense.bias": "cls.bias",
+    "classifier.weight": "cls.output.weight",
+    "classifier.bias": "cls.output.bias",
 }
 _LAYER = {
     "attention.self.query": "attn_q",
@@ -63,14 +75,21 @@ class BertConfig:
     eps: float
     pooling: Pooling
     normalize: bool
+    labels: tuple[str, ...] = ()  # a cross-encoder's output labels (an embedding model: none)
 
     @classmethod
     def read(cls, src: Path) -> BertConfig:
         cfg = json.loads((src / "config.json").read_text())
         if cfg.get("model_type") != "bert" or cfg.get("hidden_act", "gelu") != "gelu":
             raise ValueError(f"{src}: not a BERT model with GELU ({cfg.get('model_type')})")
-        pooling_cfg = json.loads((src / "1_Pooling" / "config.json").read_text())
-        pooling: Pooling = "cls" if pooling_cfg.get("pooling_mode_cls_token") else "mean"
+        labels: tuple[str, ...] = ()
+        pooling: Pooling = "rank"
+        if any(a.endswith("ForSequenceClassification") for a in cfg.get("architectures", [])):
+            id2label = cfg.get("id2label") or {"0": "LABEL_0"}
+            labels = tuple(id2label[k] for k in sorted(id2label, key=int))
+        else:
+            pooling_cfg = json.loads((src / "1_Pooling" / "config.json").read_text())
+            pooling = "cls" if pooling_cfg.get("pooling_mode_cls_token") else "mean"
         modules = src / "modules.json"
         normalize = modules.exists() and any(
             m.get("type", "").endswith(".Normalize") for m in json.loads(modules.read_text())
@@ -85,6 +104,7 @@ class BertConfig:
             eps=float(cfg.get("layer_norm_eps", 1e-12)),
             pooling=pooling,
             normalize=normalize,
+            labels=labels,
         )
 
 
@@ -133,14 +153,17 @@ def check_vectors(path: Path) -> tuple[list[int], dict[str, Any]]:
         return [field.parts[i][0] for i in field.data]
 
     tokens = [int(v) for v in values(CHECK_TOKENS_KEY)]
-    vectors = {p: np.asarray(values(CHECK_KEY.format(pooling=p))) for p in _POOLING}
+    keys = {p: CHECK_KEY.format(pooling=p) for p in _POOLING}
+    vectors = {p: np.asarray(values(k)) for p, k in keys.items() if reader.get_field(k)}
     return tokens, vectors
 
 
-def _tensor_name(name: str) -> str | None:
-    """llama.cpp's name of an HF tensor (None: not used for embeddings)."""
+def _tensor_name(name: str, ranks: bool) -> str | None:
+    """llama.cpp's name of an HF tensor (None: not used; the pooler only by a reranker)."""
     if name in _GLOBAL:
         return _GLOBAL[name]
+    if name in _HEAD:
+        return _HEAD[name] if ranks else None
     parts = name.split(".")
     if parts[:2] != ["encoder", "layer"]:
         return None  # the pooler, position ids
@@ -180,6 +203,8 @@ def write_gguf(src: Path, dest: Path, name: str) -> None:
     writer.add_causal_attention(False)
     writer.add_pooling_type(_POOLING[cfg.pooling])
     writer.add_bool(NORMALIZE_KEY, cfg.normalize)
+    if cfg.labels:
+        writer.add_classifier_output_labels(list(cfg.labels))
     writer.add_file_type(gguf.LlamaFileType.ALL_F32)
     writer.add_tokenizer_model("bert")
     writer.add_tokenizer_pre("default")
@@ -194,11 +219,11 @@ def write_gguf(src: Path, dest: Path, name: str) -> None:
             getattr(writer, f"add_{kind}_token_id")(ids[text])
     probe = _probe_ids(tokens)
     writer.add_array(CHECK_TOKENS_KEY, probe)
-    for pooling in _POOLING:
+    for pooling in ("rank",) if cfg.labels else ("mean", "cls"):
         vector = reference_embedding(src, probe, pooling)  # type: ignore[arg-type]
         writer.add_array(CHECK_KEY.format(pooling=pooling), [float(v) for v in vector])
     for hf_name, tensor in _weights(src).items():
-        gguf_name = _tensor_name(hf_name)
+        gguf_name = _tensor_name(hf_name, bool(cfg.labels))
         if gguf_name is not None:
             writer.add_tensor(gguf_name, tensor)
     writer.write_header_to_file()
@@ -251,7 +276,8 @@ def _block(x: np.ndarray, w: dict[str, np.ndarray], i: int, cfg: BertConfig) -> 
 def reference_embedding(src: Path, token_ids: list[int], pooling: Pooling | None = None) -> Any:
     """The sentence embedding of `token_ids` (special tokens included) as sentence-transformers
     computes it, in float64 numpy: pooled (the model's own pooling unless given) and, when the
-    model normalizes, of norm 1."""
+    model normalizes, of norm 1. A cross-encoder's: its classification head's raw scores
+    (`token_ids`: the pair, [CLS] query [SEP] text [SEP])."""
     cfg = BertConfig.read(src)
     w = {k: v.astype(np.float64) for k, v in _weights(src).items()}
     ids = np.asarray(token_ids)
@@ -263,5 +289,9 @@ def reference_embedding(src: Path, token_ids: list[int], pooling: Pooling | None
     x = _layer_norm(x, w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"], cfg.eps)
     for i in range(cfg.layers):
         x = _block(x, w, i, cfg)
-    pooled = x[0] if (pooling or cfg.pooling) == "cls" else x.mean(0)
+    how = pooling or cfg.pooling
+    if how == "rank":
+        head = np.tanh(w["pooler.dense.weight"] @ x[0] + w["pooler.dense.bias"])
+        return w["classifier.weight"] @ head + w["classifier.bias"]
+    pooled = x[0] if how == "cls" else x.mean(0)
     return pooled / np.linalg.norm(pooled) if cfg.normalize else pooled

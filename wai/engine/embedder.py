@@ -8,8 +8,10 @@ tokens fit the batch (`n_batch` tokens, a text never split: its attention spans 
 and sequences are left (`n_slots`). Each text is its own sequence; every token's last hidden
 state comes back (llama.cpp's pooling "none") and is pooled here, mean or the first ([CLS]) token
 as the request asks, whatever the file's own pooling, then normalized when the model's
-sentence-transformers configuration does (`wai.embedding.normalize`). A request ends with one
-`Vectors` event, then `Finished` with its token count.
+sentence-transformers configuration does (`wai.embedding.normalize`). A reranker (a file with
+rank pooling: a classification head over the first token) runs with llama.cpp's own rank
+pooling instead, and each text (a query and a document, already joined) gets its head's raw
+scores. A request ends with one `Vectors` event, then `Finished` with its token count.
 """
 
 from __future__ import annotations
@@ -86,7 +88,11 @@ class LlamaCppEmbedder:
         self.tokenizer = LlamaTokenizer(self._model)
         self.metadata = model_metadata(self._model)
         self.normalize = self.metadata.get("wai.embedding.normalize", "true") == "true"
+        arch = self.metadata.get("general.architecture", "")
+        self.ranks = self.metadata.get(f"{arch}.pooling_type") == str(L.LLAMA_POOLING_TYPE_RANK)
         self.n_embd = int(L.llama_model_n_embd(self._model))
+        # a row of output: a vector, or a reranker's scores (one per label; rerankers have one)
+        self.n_out = int(L.llama_model_n_cls_out(self._model)) if self.ranks else self.n_embd
         n_ctx_train = int(L.llama_model_n_ctx_train(self._model))
         self.n_ctx_seq = min(config.n_ctx_seq, n_ctx_train) if n_ctx_train > 0 else config.n_ctx_seq
         self.n_batch = max(config.n_batch, self.n_ctx_seq)  # a whole text fits one call
@@ -108,9 +114,10 @@ class LlamaCppEmbedder:
         self._steps = 0
         self._decode_ns = 0
         log.info(
-            "%s: embedding model, %d dimensions, texts up to %d tokens, %d per call",
+            "%s: %s, %d outputs, texts up to %d tokens, %d per call",
             self.name,
-            self.n_embd,
+            "reranker" if self.ranks else "embedding model",
+            self.n_out,
             self.n_ctx_seq,
             config.n_slots,
         )
@@ -127,7 +134,9 @@ class LlamaCppEmbedder:
             unified_kv=True,  # no KV cache to split between sequences: one stream for all
         )
         params.embeddings = True
-        params.pooling_type = L.LLAMA_POOLING_TYPE_NONE  # pooled here, as each request asks
+        # an embedding model's tokens are pooled here, as each request asks; a reranker's
+        # classification head runs in llama.cpp's graph, on the pooled first token
+        params.pooling_type = L.LLAMA_POOLING_TYPE_RANK if self.ranks else L.LLAMA_POOLING_TYPE_NONE
         return new_context(self._model, params, cfg.path)
 
     # -- any thread --
@@ -183,13 +192,20 @@ class LlamaCppEmbedder:
                 if isinstance(msg, _Stop):
                     return False
                 if isinstance(msg, EmbedRequest):
-                    vectors = np.zeros((len(msg.texts), self.n_embd), dtype=np.float32)
-                    self._jobs.append(_Job(msg, vectors))
+                    self._admit(msg)
                 else:
                     self._cancel(msg.request_id)
                 msg = self._inbox.get_nowait()
         except queue.Empty:
             return True
+
+    def _admit(self, request: EmbedRequest) -> None:
+        if (request.pooling == "rank") != self.ranks:
+            job = _Job(request, np.empty(0))
+            self._fail(job, f"{self.name} is {'a reranker' if self.ranks else 'no reranker'}")
+            return
+        vectors = np.zeros((len(request.texts), self.n_out), dtype=np.float32)
+        self._jobs.append(_Job(request, vectors))
 
     def _cancel(self, request_id: int) -> None:
         for job in self._jobs:
@@ -226,20 +242,26 @@ class LlamaCppEmbedder:
                 self._fail(job, f"inference failed (llama_decode returned {rc})")
             return
         start = 0
-        for (job, i), text in zip(taken, texts, strict=True):
-            rows = hidden[start : start + len(text)]
+        for k, ((job, i), text) in enumerate(zip(taken, texts, strict=True)):
+            if self.ranks:
+                job.vectors[i] = hidden[k]  # the sequence's scores, pooled by llama.cpp
+            else:
+                job.vectors[i] = self._pool(hidden[start : start + len(text)], job.request)
             start += len(text)
-            vector = rows[0] if job.request.pooling == "cls" else rows.mean(0)
-            if self.normalize:
-                vector = vector / max(float(np.linalg.norm(vector)), 1e-12)
-            job.vectors[i] = vector
             job.done += 1
         for job in [j for j in self._jobs if j.done == len(j.request.texts)]:
             self._finish(job)
 
+    def _pool(self, rows: np.ndarray, request: EmbedRequest) -> np.ndarray:
+        vector: np.ndarray = rows[0] if request.pooling == "cls" else rows.mean(0)
+        if self.normalize:
+            vector = vector / max(float(np.linalg.norm(vector)), 1e-12)
+        return vector
+
     def _decode(self, texts: list[Any]) -> tuple[int, np.ndarray]:
         """One llama_decode of these texts (sequence k: texts[k]), every token an output; the
-        last hidden states, one row per token in order. The KV cells are cleared after."""
+        last hidden states, one row per token in order (a reranker: its scores, one row per
+        sequence). The KV cells are cleared after."""
         b, i = self._batch, 0
         for seq, text in enumerate(texts):
             for pos, token in enumerate(text):
@@ -251,8 +273,10 @@ class LlamaCppEmbedder:
         rc = int(L.llama_decode(self._ctx, b))
         self._decode_ns += time.perf_counter_ns() - t0
         self._steps += 1
-        hidden = np.empty((0, self.n_embd), dtype=np.float32)
-        if rc == 0:
+        hidden = np.empty((0, self.n_out), dtype=np.float32)
+        if rc == 0 and self.ranks:
+            hidden = np.stack([self._scores(seq) for seq in range(len(texts))])
+        elif rc == 0:
             rows = L.llama_get_embeddings(self._ctx)
             hidden = np.ctypeslib.as_array(rows, shape=(i, self.n_embd)).copy()
         memory = L.llama_get_memory(self._ctx)
@@ -260,12 +284,16 @@ class LlamaCppEmbedder:
             L.llama_memory_clear(memory, True)
         return rc, hidden
 
+    def _scores(self, seq: int) -> np.ndarray:
+        ptr = L.llama_get_embeddings_seq(self._ctx, seq)
+        return np.ctypeslib.as_array(ptr, shape=(self.n_out,)).copy()
+
     def _finish(self, job: _Job) -> None:
         self._jobs.remove(job)
         self._counts["finished"] += 1
         tokens = _tokens(job.request, len(job.request.texts))
         self._counts["tokens"] += tokens
-        shape = (len(job.request.texts), self.n_embd)
+        shape = (len(job.request.texts), self.n_out)
         vectors = Vectors(job.vectors.tobytes(), shape, job.request.pooling)
         queued = time.monotonic() - job.arrived
         self._outbox.append((job.id, vectors))

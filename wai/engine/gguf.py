@@ -116,6 +116,20 @@ class LlamaTokenizer(Tokenizer):
             n = L.llama_tokenize(self.vocab, data, len(data), buf, cap, add_special, parse_special)
         return list(buf[:n])
 
+    def pair(self, query: str, doc: str) -> list[int]:
+        """A (query, document) pair as the model's Hugging Face tokenizer joins one: BERT's
+        [CLS] q [SEP] d [SEP], RoBERTa's <s> q </s></s> d </s>: each text with its special
+        tokens, the second without its BOS, and a separator between where the vocabulary ends
+        a text with EOS and adds one. (llama.cpp's server drops BERT's final [SEP].)"""
+        v = self.vocab
+        q = self.tokenize(query, add_special=True, parse_special=False)
+        d = self.tokenize(doc, add_special=True, parse_special=False)
+        if L.llama_vocab_get_add_bos(v) and d[:1] == [self.bos_id]:
+            d = d[1:]
+        if L.llama_vocab_get_add_eos(v) and L.llama_vocab_get_add_sep(v):
+            q.append(int(L.llama_vocab_sep(v)))
+        return q + d
+
     def piece(self, token: int, *, special: bool = False, lstrip: int = 0) -> bytes:
         return token_piece(self.vocab, token, special=special, lstrip=lstrip)
 

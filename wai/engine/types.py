@@ -62,7 +62,9 @@ class TokenRequest:
     request_id: int = 0
 
 
-Pooling = Literal["mean", "cls"]
+# how a text's token vectors become one: their mean, the first ([CLS]) token's, or (a
+# reranker) the classification head's scores over the first token
+Pooling = Literal["mean", "cls", "rank"]
 
 
 @dataclass(slots=True)
@@ -309,6 +311,10 @@ class Tokenizer(abc.ABC):
     @abc.abstractmethod
     def token_text(self, token: int) -> str:
         """The vocabulary's text of one token (special tokens included)."""
+
+    @abc.abstractmethod
+    def pair(self, query: str, doc: str) -> list[int]:
+        """A (query, document) pair, one sequence, as a reranker reads it."""
 
 
 class TokenEngine(abc.ABC):

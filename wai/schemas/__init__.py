@@ -1,0 +1,23 @@
+"""Request schemas per task, and the parse that picks one by the model id's kind."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from wai.catalog import ModelSpec
+from wai.schemas.embeddings import EmbeddingInput, parse_embeddings
+from wai.schemas.reranking import RerankInput, parse_rerank
+from wai.schemas.text_generation import TextGenerationInput, parse_text_generation
+
+TaskInput = TextGenerationInput | EmbeddingInput | RerankInput
+
+
+def parse_inputs(spec: ModelSpec, inputs: Any) -> TaskInput:
+    """The inputs, by the schema of the id's kind (bge-m3 also takes its query mode)."""
+    if spec.kind == "reranking":
+        return parse_rerank(inputs)
+    if spec.kind == "text-embeddings":
+        if spec.query_mode and isinstance(inputs, dict) and "contexts" in inputs:
+            return parse_rerank(inputs, query_required=False)
+        return parse_embeddings(inputs)
+    return parse_text_generation(inputs)

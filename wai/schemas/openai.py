@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from wai.errors import InvalidInput
 from wai.schemas.embeddings import EmbeddingInput, Texts, parse_embeddings
+from wai.schemas.reranking import RerankApiRequest
 from wai.schemas.text_generation import (
     MAX_TOOLS,
     AnyFormat,
@@ -299,3 +300,20 @@ def parse_embeddings_request(body: Any) -> tuple[EmbeddingsRequest, EmbeddingInp
     except InvalidInput as e:
         raise InvalidOpenAIRequest(e.message.replace("'/text", "'input"), "input") from None
     return req, inp
+
+
+def parse_rerank_request(body: Any) -> RerankApiRequest:
+    """`POST /v1/rerank`'s body; errors name the parameter, as OpenAI's do."""
+    if not isinstance(body, dict):
+        raise InvalidOpenAIRequest("the request body must be a JSON object", None)
+    try:
+        return RerankApiRequest.model_validate(body, strict=True)
+    except ValidationError as e:
+        err = e.errors()[0]
+        param = str(err["loc"][0]) if err["loc"] else None
+        where = "/".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            raise InvalidOpenAIRequest(
+                f"Unrecognized request argument supplied: {param}", param
+            ) from None
+        raise InvalidOpenAIRequest(f"{where}: {err['msg']}", param) from None

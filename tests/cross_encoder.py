@@ -28,7 +28,7 @@ def _tensors(n_vocab: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
         "bert.embeddings.LayerNorm.bias": np.zeros(HIDDEN, np.float32),
         "bert.pooler.dense.weight": w(HIDDEN, HIDDEN),
         "bert.pooler.dense.bias": w(HIDDEN),
-        "classifier.weight": w(1, HIDDEN) * 10,  # scores spread enough to order
+        "classifier.weight": w(1, HIDDEN),
         "classifier.bias": w(1),
     }
     for i in range(LAYERS):

@@ -120,9 +120,13 @@ def cf_result(
 
 def rank_scores(vectors: Vectors) -> list[float]:
     """Each text's score: a reranker's head output through a sigmoid (Workers AI maps the
-    raw score to [0, 1] so), or, from an embedding model's vectors of the query then the
-    texts, each text's cosine similarity to the query."""
+    raw score to [0, 1] so), an upstream reranker's as it gave them, or, from an embedding
+    model's vectors of the query then the texts, each text's cosine similarity to the
+    query."""
     a = vectors.array().astype(np.float64)
+    if vectors.pooling == "score":  # an upstream's, as it gave them
+        given: list[float] = a[:, 0].tolist()
+        return given
     if vectors.pooling == "rank":
         scores: list[float] = (1.0 / (1.0 + np.exp(-a[:, 0]))).tolist()
         return scores

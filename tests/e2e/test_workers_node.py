@@ -58,3 +58,14 @@ def test_modern_worker_sees_an_inference_upstream_error(results: dict[str, Any])
     body = json.loads(results["/error"]["body"])
     assert body["message"].startswith("5007: ")
     assert "@cf/acme/no-such-model" in body["message"]
+
+
+def test_a_rag_worker_embeds_ranks_and_answers(results: dict[str, Any]) -> None:
+    r = results["/rag"]
+    assert r["status"] == 200, r["body"]
+    body = json.loads(r["body"])
+    assert body["shape"] == [4, 384] and body["pooling"] == "mean"
+    assert abs(body["norm"] - 1.0) < 1e-4
+    ranked = body["ranked"]["response"]
+    assert len(ranked) == 2 and ranked[0]["id"] == 0
+    assert isinstance(body["answer"]["response"], str)

@@ -57,14 +57,21 @@ class LlamaServer:
 
 
 def start_llama_server(
-    binary: Path, tmp: Path, *, parallel: int = 2, ctx: int = 4096, port: int | None = None
+    binary: Path,
+    tmp: Path,
+    *,
+    parallel: int = 2,
+    ctx: int = 4096,
+    port: int | None = None,
+    model: Path | None = None,
+    extra: tuple[str, ...] = (),
 ) -> LlamaServer:
-    """llama-server on the embedded model, once /health answers 200. `ctx` is the whole KV
-    (split between `parallel` slots); one thread, so several share two cores."""
+    """llama-server on the embedded model (or `model`), once /health answers 200. `ctx` is the
+    whole KV (split between `parallel` slots); one thread, so several share two cores."""
     port = port or free_port()
     args = (
         "-m",
-        str(embedded_model_path()),
+        str(model or embedded_model_path()),
         "--host",
         "127.0.0.1",
         "--port",
@@ -78,6 +85,7 @@ def start_llama_server(
         "--no-webui",
         "--alias",
         "smollm2",
+        *extra,
     )
     log = tmp / f"llama-server-{port}.log"
     with log.open("ab") as out:

@@ -11,6 +11,21 @@ export default {
       });
       return new Response(stream, { headers: { "content-type": "text/event-stream" } });
     }
+    if (url.pathname === "/rag") {
+      // the RAG tutorial's calls: embed the chunks and the question, rank, then answer
+      const chunks = ["Paris is the capital of France.", "Bananas are yellow.", "Jazz began in New Orleans."];
+      const question = "What is the capital of France?";
+      const embedded = await env.AI.run("@cf/baai/bge-base-en-v1.5", { text: [question, ...chunks] });
+      const ranked = await env.AI.run("@cf/baai/bge-reranker-base", {
+        query: question, contexts: chunks.map((text) => ({ text })), top_k: 2,
+      });
+      const context = chunks[ranked.response[0].id];
+      const answer = await env.AI.run(MODEL, {
+        messages: [{ role: "system", content: `Context: ${context}` }, { role: "user", content: question }],
+        max_tokens: 8, temperature: 0,
+      });
+      return Response.json({ shape: embedded.shape, pooling: embedded.pooling, norm: Math.hypot(...embedded.data[0]), ranked, answer });
+    }
     if (url.pathname === "/error") {
       try {
         await env.AI.run("@cf/acme/no-such-model", { prompt: "hi" });

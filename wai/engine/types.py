@@ -117,11 +117,12 @@ class Failed:
 @dataclass(frozen=True, slots=True)
 class Vectors:
     """An embedding request's vectors, one per text in its order: float32, row-major, `shape`
-    (texts, dimensions). Its Finished follows."""
+    (texts, dimensions); a reranker's scores (texts, labels): raw ("rank"), or final as an
+    upstream gave them ("score"). Its Finished follows."""
 
     data: bytes
     shape: tuple[int, int]
-    pooling: Pooling = "mean"
+    pooling: Pooling | Literal["score"] = "mean"
 
     def rows(self) -> list[list[float]]:
         rows: list[list[float]] = self.array().tolist()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import struct
+from typing import Literal
 
 import msgspec
 
@@ -81,7 +82,7 @@ class VectorsMsg(msgspec.Struct, tag="v", array_like=True):
     data: bytes  # float32, row-major
     rows: int
     dims: int
-    pooling: Pooling
+    pooling: Pooling | Literal["score"]
 
 
 EventMsg = DeltaMsg | EndMsg | FailMsg | VectorsMsg

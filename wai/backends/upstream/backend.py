@@ -45,8 +45,9 @@ from wai.backends.upstream.openai_format import (
     request_body,
 )
 from wai.backends.upstream.pool import Pool, Replica, busy, describe
+from wai.backends.upstream.vectors_format import VectorsRelay, vectors_body
 from wai.engine.types import queued_events
-from wai.errors import INTERNAL, MODEL_UNAVAILABLE, OUT_OF_CAPACITY, TIMEOUT, InvalidInput
+from wai.errors import INTERNAL, MODEL_UNAVAILABLE, OUT_OF_CAPACITY, TIMEOUT
 from wai.settings import Upstream
 
 log = logging.getLogger("wai.upstream")
@@ -113,13 +114,16 @@ class UpstreamBackend(Backend):
     async def submit(self, request: TaskRequest) -> Generation[Event]:
         """Returns once a replica has accepted the request (HTTP 200), so that a refusal is
         answered as an error, not as a broken stream."""
-        if not isinstance(request, GenerationRequest):
-            raise InvalidInput(f"{self.name} is served upstream for text generation only")
         if self.pool.closed or self._client is None:
             raise EngineStopped(f"the model {self.name} is shutting down")
+        call = (
+            request_body(request)
+            if isinstance(request, GenerationRequest)
+            else vectors_body(request)
+        )
         queue: asyncio.Queue[Event] = asyncio.Queue()
         opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        task = asyncio.create_task(self._relay(request, queue, opened))
+        task = asyncio.create_task(self._relay(request, call, queue, opened))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         try:
@@ -140,13 +144,19 @@ class UpstreamBackend(Backend):
         return Generation(queued_events(queue), cancel)
 
     async def _relay(
-        self, request: GenerationRequest, queue: asyncio.Queue[Event], opened: asyncio.Future[None]
+        self,
+        request: TaskRequest,
+        call: tuple[str, dict[str, Any]],
+        queue: asyncio.Queue[Event],
+        opened: asyncio.Future[None],
     ) -> None:
         """Run the request to its end, however it ends: its outcome is on the queue (or, before
         the upstream accepted it, in `opened`)."""
-        relay = Relay(queue)
+        relay = (
+            Relay(queue) if isinstance(request, GenerationRequest) else VectorsRelay(queue, request)
+        )
         try:
-            await self._try_replicas(request, relay, opened)
+            await self._try_replicas(request, call, relay, opened)
             self._finished += 1
         except (UpstreamError, EngineBusy, EngineStopped) as e:
             self._end_with(opened, queue, e)
@@ -164,11 +174,15 @@ class UpstreamBackend(Backend):
             self._generated += relay.completion_tokens or relay.deltas
 
     async def _try_replicas(
-        self, request: GenerationRequest, relay: Relay, opened: asyncio.Future[None]
+        self,
+        request: TaskRequest,
+        call: tuple[str, dict[str, Any]],
+        relay: Relay,
+        opened: asyncio.Future[None],
     ) -> None:
         """Replicas in turn until one answers: before the first text, a failure moves on to
-        another replica; after it, the error ends the stream."""
-        path, body = request_body(request)
+        another replica; after it, the error ends the stream. `call`: the path and body."""
+        path, body = call
         deadline = time.monotonic() + max(r.config.timeout_s for r in self.replicas)
         tried: set[int] = set()
         reasons: list[str] = []

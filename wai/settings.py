@@ -37,7 +37,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -201,6 +201,12 @@ class Settings(_Strict):
     allowed_hosts: list[str] = Field(default_factory=list)
     # Inference requests per minute per token; 0 = no limit.
     rate_limit_rpm: int = Field(0, ge=0, le=1_000_000)
+    # Per task, as Workers AI limits each task on its own (e.g. text-embeddings = 3000): these
+    # override rate_limit_rpm for that task's requests, each task a bucket of its own.
+    rate_limits: dict[
+        Literal["text-generation", "text-embeddings", "reranking"],
+        Annotated[int, Field(ge=0, le=1_000_000)],
+    ] = Field(default_factory=dict)
     # GET /metrics without a token (for a Prometheus on a trusted network)
     metrics_public: bool = False
     # Usage accounting (SQLite); None: <cache_dir>/usage.db

@@ -84,3 +84,42 @@ def test_rate_limit_per_token(limited: Server) -> None:
         requests.get(f"{limited.url}/wai/v1/stats", headers=limited.auth, timeout=5).status_code
         == 200
     )
+
+
+@pytest.fixture(scope="module")
+def per_task(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    tmp = tmp_path_factory.mktemp("per-task")
+    config = tmp / "wai.toml"
+    config.write_text('[rate_limits]\n"text-embeddings" = 2\n')
+    srv = start_server(tmp, "--token", TOKEN, "--config", str(config))
+    yield srv
+    stop_server(srv)
+
+
+def test_a_task_has_its_own_rate_limit_on_every_route(per_task: Server) -> None:
+    bge = "@cf/baai/bge-small-en-v1.5"
+    auth = per_task.auth
+    first = requests.post(per_task.run_url(bge), headers=auth, json={"text": "a"}, timeout=30)
+    second = requests.post(
+        f"{per_task.url}/v1/embeddings", headers=auth, json={"model": bge, "input": "b"}, timeout=30
+    )
+    assert (first.status_code, second.status_code) == (200, 200)
+    third = requests.post(
+        f"{per_task.url}/run?version=3",
+        headers={**auth, "cf-consn-model-id": f"workers-ai:{bge}"},
+        json={"inputs": {"text": "c"}},
+        timeout=30,
+    )
+    assert third.status_code == 429 and "retry-after" in third.headers
+    # text generation and reranking are not limited here
+    for _ in range(3):
+        r = requests.post(
+            per_task.run_url(LLAMA2), headers=auth, json={"prompt": "Hi", "max_tokens": 1},
+            timeout=30,
+        )  # fmt: skip
+        assert r.status_code == 200
+    rerank = {"query": "q", "contexts": [{"text": "a"}]}
+    r = requests.post(
+        per_task.run_url("@cf/baai/bge-reranker-base"), headers=auth, json=rerank, timeout=30
+    )
+    assert r.status_code == 200

@@ -171,3 +171,26 @@ def test_the_page_is_served_strictly(server: Server) -> None:
     # the Host guard (DNS rebinding) covers the page too
     foreign = requests.get(f"{server.url}/", headers={"Host": "evil.example"}, timeout=5)
     assert foreign.status_code == 400 and foreign.json()["errors"][0]["code"] == 6003
+
+
+def test_the_embeddings_panel_shows_a_similarity_heat_map(
+    browser: WebDriver, server: Server
+) -> None:
+    _open(browser, server, TOKEN)
+    WebDriverWait(browser, 20).until(
+        lambda b: len(b.find_elements(By.CSS_SELECTOR, "#embed-model option")) >= 7
+    )
+    browser.find_element(By.CSS_SELECTOR, "#embed-panel summary").click()
+    Select(browser.find_element(By.ID, "embed-model")).select_by_value("@cf/baai/bge-small-en-v1.5")
+    browser.find_element(By.ID, "embed").click()
+    WebDriverWait(browser, 30).until(
+        lambda b: len(b.find_elements(By.CSS_SELECTOR, "#heatmap td.sim")) == 9
+    )
+    cells = [float(c.text) for c in browser.find_elements(By.CSS_SELECTOR, "#heatmap td.sim")]
+    matrix = [cells[i * 3 : i * 3 + 3] for i in range(3)]
+    assert all(matrix[i][i] == 1.0 for i in range(3))
+    # the default texts: two about a cat on a mat, one about stocks
+    assert matrix[0][1] > matrix[0][2] and matrix[0][1] > matrix[1][2]
+    assert "3 \u00d7 384 by all-MiniLM-L6-v2" in browser.find_element(By.ID, "embed-stats").text
+    if os.environ.get("WAI_SCREENSHOTS"):
+        browser.save_screenshot(os.environ["WAI_SCREENSHOTS"] + "/playground-embeddings.png")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import asdict
 from datetime import date
@@ -14,6 +14,7 @@ from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, Response
+from starlette.types import Scope
 
 import wai
 from wai.api import binding, models, openai, openapi, playground, rest
@@ -78,13 +79,46 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _internal_error)
-    _add_middleware(app, settings, metrics, usage)
+    _add_middleware(app, settings, metrics, usage, _task_of(runtime))
     return app
 
 
-def _add_middleware(app: FastAPI, settings: Settings, metrics: Metrics, usage: UsageStore) -> None:
+def _task_of(runtime: Runtime) -> Callable[[Scope], str]:
+    """An inference request's task (for its rate limit), before its body is read: from the
+    route, or the model id in the path or the binding's header."""
+
+    def task(scope: Scope) -> str:
+        path: str = scope["path"]
+        if path.endswith("/embeddings"):
+            return "text-embeddings"
+        if path.endswith("/rerank"):
+            return "reranking"
+        if "/ai/run/" in path:
+            model = path.split("/ai/run/", 1)[1]
+        elif path in ("/run", "/ai-gateway/run"):
+            header = next((v for k, v in scope["headers"] if k == b"cf-consn-model-id"), b"")
+            model = header.decode("latin-1").rpartition(":")[2].strip()
+        else:
+            return "text-generation"
+        return runtime.models.spec_for(model).kind or "text-generation"
+
+    return task
+
+
+def _add_middleware(
+    app: FastAPI,
+    settings: Settings,
+    metrics: Metrics,
+    usage: UsageStore,
+    task_of: Callable[[Scope], str],
+) -> None:
     # outermost last: request counting, edge checks, then auth, then per-token rate limits
-    app.add_middleware(RateLimit, rpm=settings.rate_limit_rpm)
+    app.add_middleware(
+        RateLimit,
+        rpm=settings.rate_limit_rpm,
+        per_task={str(k): v for k, v in settings.rate_limits.items()},
+        task_of=task_of,
+    )
     public = PUBLIC_PATHS | playground.PATHS | ({"/metrics"} if settings.metrics_public else set())
     app.add_middleware(TokenAuth, tokens=settings.tokens, public=public)
     app.add_middleware(

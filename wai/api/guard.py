@@ -14,7 +14,7 @@ import hashlib
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -126,7 +126,7 @@ class TokenBuckets:
             self._buckets.popitem(last=False)
 
 
-INFERENCE_SUFFIXES = ("/chat/completions", "/completions")
+INFERENCE_SUFFIXES = ("/chat/completions", "/completions", "/embeddings", "/rerank")
 
 
 def is_inference(scope: Scope) -> bool:
@@ -139,19 +139,40 @@ def is_inference(scope: Scope) -> bool:
 
 
 class RateLimit:
-    """Per-token requests per minute on inference routes (runs after auth)."""
+    """Per-token requests per minute on inference routes (runs after auth): `rpm` for every
+    task, `per_task` overriding it for a task (`task_of` says a request's, from its route or
+    model id), each task its own buckets."""
 
-    def __init__(self, app: ASGIApp, rpm: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        rpm: int,
+        per_task: Mapping[str, int] | None = None,
+        task_of: Callable[[Scope], str] = lambda scope: "text-generation",
+    ) -> None:
         self.app = app
-        self.buckets = TokenBuckets(rpm) if rpm > 0 else None
+        self.rpm = rpm
+        self.per_task = dict(per_task or {})
+        self.task_of = task_of
+        self._buckets: dict[str, TokenBuckets] = {}
+
+    def buckets(self, task: str) -> TokenBuckets | None:
+        rpm = self.per_task.get(task, self.rpm)
+        if rpm <= 0:
+            return None
+        if task not in self._buckets:
+            self._buckets[task] = TokenBuckets(rpm)
+        return self._buckets[task]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.buckets is None or scope["type"] != "http" or not is_inference(scope):
+        limited = scope["type"] == "http" and (self.rpm > 0 or self.per_task)
+        buckets = self.buckets(self.task_of(scope)) if limited and is_inference(scope) else None
+        if buckets is None:
             await self.app(scope, receive, send)
             return
         auth = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
         # keyed by a hash: the token itself is never kept
-        wait = self.buckets.take(hashlib.sha256(auth).hexdigest())
+        wait = buckets.take(hashlib.sha256(auth).hexdigest())
         if wait > 0:
             err = CFError.inference(
                 429,

@@ -1,7 +1,8 @@
 """The playground: a page at `/` (and `/playground`) to chat with any text-generation model id
-and see the same request as curl, Python and Worker code.
+and see the same request as curl, Python and Worker code, and to embed a few texts and see
+their similarity as a heat map.
 
-Three files shipped in the package (`static/`), served by wai itself: the page works offline.
+Four files shipped in the package (`static/`), served by wai itself: the page works offline.
 A strict Content-Security-Policy allows only wai's own script, styles and API (no inline
 script, no other origin). The page and its assets need no token; the API calls the page makes
 do, and it asks for one (kept in sessionStorage only).
@@ -25,6 +26,7 @@ FILES = {
     "/playground": ("playground.html", "text/html; charset=utf-8"),
     "/playground/playground.js": ("playground.js", "text/javascript; charset=utf-8"),
     "/playground/playground.css": ("playground.css", "text/css; charset=utf-8"),
+    "/playground/embeddings.js": ("embeddings.js", "text/javascript; charset=utf-8"),
 }
 PATHS = frozenset(FILES)
 _CONTENT = {name: (STATIC / name).read_bytes() for name, _ in FILES.values()}

@@ -1,6 +1,8 @@
 // wai's playground: a chat with any text-generation model id, streamed from /ai/run, with the
 // same request shown as curl, Python and Worker code. No dependencies; served by wai itself.
 
+import { initEmbeddings } from "/playground/embeddings.js";
+
 const ACCOUNT = "local";
 const $ = (id) => document.getElementById(id);
 const NUMBERS = ["top_p", "top_k", "seed", "repetition_penalty", "frequency_penalty", "presence_penalty"];
@@ -244,6 +246,7 @@ function init() {
     loadModels();
   });
   $("send-form").addEventListener("submit", send);
+  initEmbeddings();
   $("clear").addEventListener("click", () => {
     history = [];
     $("log").replaceChildren();

@@ -9,7 +9,7 @@ import pytest
 import requests
 
 from tests.conftest import LLAMA2, TOKEN, Server
-from wai.catalog import CATALOG
+from wai.catalog import CATALOG, Catalog
 
 
 @pytest.fixture(params=["/v1", "/client/v4/accounts/acc/ai/v1"])
@@ -224,12 +224,16 @@ def test_models_lists_exactly_the_ids_that_answer(server: Server) -> None:
     r = requests.get(f"{server.url}/v1/models", headers=server.auth, timeout=10)
     ids = [m["id"] for m in r.json()["data"]]
     assert len(ids) == len(set(ids)) and LLAMA2 in ids
-    embeddings = {s.id for s in CATALOG if s.task.name == "Text Embeddings"}
-    assert embeddings <= set(ids)
+    embeddings = {s.id for s in CATALOG if s.kind == "text-embeddings"}
+    rerankers = {s.id for s in CATALOG if s.kind == "reranking"}
+    assert embeddings | rerankers <= set(ids)
+    assert not {s.id for s in Catalog().specs if s.kind is None} & set(ids)  # other tasks
     for mid in ids:  # each on the route of its task
         route, body = (
             ("embeddings", {"model": mid, "input": "hi"})
             if mid in embeddings
+            else ("rerank", {"model": mid, "query": "q", "documents": ["a"]})
+            if mid in rerankers
             else ("chat/completions", {"model": mid, "messages": MESSAGES, "max_tokens": 1})
         )
         r = requests.post(f"{server.url}/v1/{route}", headers=server.auth, json=body, timeout=30)

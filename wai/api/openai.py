@@ -58,6 +58,9 @@ async def _handle(request: Request, parse: Parser, chat: bool) -> Response:
     try:
         body = await read_json(request, runtime.settings.limits.max_body_bytes)
         req, inp, stops = parse(body)
+        kind = runtime.models.spec_for(req.model).kind
+        if runtime.models.model_for(req.model) is not None and kind != "text-generation":
+            raise InvalidOpenAIRequest(f"{req.model} is not a text-generation model", "model")
         served, generation = await runtime.submit(req.model, inp, stops, req.bias())
         track(request, served, generation, inp)  # access log, usage
     except InvalidOpenAIRequest as e:
@@ -303,5 +306,6 @@ for base in ("/v1", "/client/v4/accounts/{account_id}/ai/v1"):
     router.add_api_route(
         f"{base}/embeddings", embeddings, methods=["POST"], summary="OpenAI embeddings"
     )
-for path in ("/v1/rerank", "/rerank"):
-    router.add_api_route(path, rerank, methods=["POST"], summary="Rerank (llama.cpp, vLLM, Jina)")
+router.add_api_route(
+    "/v1/rerank", rerank, methods=["POST"], summary="Rerank (llama.cpp's server, vLLM, Jina)"
+)

@@ -19,7 +19,7 @@ from wai.api.errors import is_openai_path
 from wai.api.models import MAX_PER_PAGE
 from wai.schemas.embeddings import EMBEDDING_OUTPUT_SCHEMA, EmbeddingInput
 from wai.schemas.openai import ChatCompletionRequest, CompletionRequest, EmbeddingsRequest
-from wai.schemas.reranking import RERANK_OUTPUT_SCHEMA, RerankApiRequest, RerankInput
+from wai.schemas.reranking import RERANK_OUTPUT_SCHEMA, RerankApiRequest, RerankerInput
 from wai.schemas.text_generation import TextGenerationInput, tighten_input_schema
 from wai.settings import Settings
 
@@ -247,7 +247,7 @@ def _request_bodies(
         ),
         "completion": _body(CompletionRequest, components, cap),
         "embedding": _body(EmbeddingInput, components, {}),
-        "rerank": _body(RerankInput, components, {}),
+        "rerank": _body(RerankerInput, components, {}),
         "rerank_api": _body(RerankApiRequest, components, {}),
         "embeddings": _body(EmbeddingsRequest, components, {}),
     }

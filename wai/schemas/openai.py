@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from wai.errors import InvalidInput
 from wai.schemas.embeddings import EmbeddingInput, Texts, parse_embeddings
-from wai.schemas.reranking import RerankApiRequest
+from wai.schemas.reranking import RerankApiRequest, check_lengths
 from wai.schemas.text_generation import (
     MAX_TOOLS,
     AnyFormat,
@@ -307,7 +307,7 @@ def parse_rerank_request(body: Any) -> RerankApiRequest:
     if not isinstance(body, dict):
         raise InvalidOpenAIRequest("the request body must be a JSON object", None)
     try:
-        return RerankApiRequest.model_validate(body, strict=True)
+        req = RerankApiRequest.model_validate(integral(body, ("top_n",)), strict=True)
     except ValidationError as e:
         err = e.errors()[0]
         param = str(err["loc"][0]) if err["loc"] else None
@@ -317,3 +317,10 @@ def parse_rerank_request(body: Any) -> RerankApiRequest:
                 f"Unrecognized request argument supplied: {param}", param
             ) from None
         raise InvalidOpenAIRequest(f"{where}: {err['msg']}", param) from None
+    try:
+        check_lengths(req.query, req.texts())
+    except InvalidInput as e:
+        raise InvalidOpenAIRequest(
+            e.message.replace("'/contexts", "'documents"), "documents"
+        ) from None
+    return req

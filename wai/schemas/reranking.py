@@ -11,12 +11,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from wai.errors import InvalidInput
 from wai.schemas.embeddings import MAX_TEXT_CHARS
-from wai.schemas.text_generation import RunOptions
+from wai.schemas.text_generation import RunOptions, integral
 
 # Workers AI states no bound; this one keeps a request to seconds of work on a CPU (each context
 # is a model call of up to 512 tokens), and the body limit applies before it.
 MAX_CONTEXTS = 256
-Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS)]
+# non-empty; the bound on characters (MAX_TEXT_CHARS, for Ai.local where no body limit applies)
+# is checked by hand: in the schema it would only invite bodies the body limit refuses first
+Text = Annotated[str, Field(min_length=1)]
 
 
 class Context(BaseModel):
@@ -39,20 +41,39 @@ class RerankInput(BaseModel):
         return tuple(c.text for c in self.contexts)
 
 
+class RerankerInput(RerankInput):
+    """A reranker's input: the query is required."""
+
+    query: Text
+
+
 def parse_rerank(body: Any, *, query_required: bool = True) -> RerankInput:
     """Validate a decoded JSON body; raises InvalidInput naming the offending field."""
     if not isinstance(body, dict):
         raise InvalidInput("Type mismatch of '/', expected an object with 'query' and 'contexts'")
-    if query_required and "query" not in body:
+    if query_required and body.get("query") is None:
         raise InvalidInput("'/query': required (a string)")
     if "contexts" not in body:
         raise InvalidInput("'/contexts': required (an array of {\"text\": string})")
     try:
-        return RerankInput.model_validate(body, strict=True)
+        model = RerankerInput if query_required else RerankInput
+        parsed = model.model_validate(integral(body, ("top_k",)), strict=True)
     except ValidationError as e:
         err = e.errors()[0]
         loc = "/".join(str(p) for p in err["loc"])
         raise InvalidInput(f"'/{loc}': {err['msg']}") from None
+    check_lengths(parsed.query, parsed.texts())
+    return parsed
+
+
+def check_lengths(query: str | None, texts: tuple[str, ...] | list[str]) -> None:
+    if query is not None and len(query) > MAX_TEXT_CHARS:
+        raise InvalidInput(f"'/query': must have at most {MAX_TEXT_CHARS} characters")
+    for i, text in enumerate(texts):
+        if len(text) > MAX_TEXT_CHARS:
+            raise InvalidInput(
+                f"'/contexts/{i}/text': must have at most {MAX_TEXT_CHARS} characters"
+            )
 
 
 def rerank_input_schema() -> dict[str, Any]:

@@ -32,6 +32,9 @@ RATES: dict[str, tuple[float, float]] = {
     "@cf/baai/bge-m3": (1_075, 0),
     "@cf/qwen/qwen3-embedding-0.6b": (1_075, 0),
     "@cf/pfnet/plamo-embedding-1b": (1_689, 0),
+    # no published rate confirmed here: counted as the BERT model of the same size
+    "@cf/google/embeddinggemma-300m": (6_058, 0),
+    "@cf/baai/bge-reranker-base": (6_058, 0),
 }
 DEFAULT_RATE = RATES["@cf/meta/llama-2-7b-chat-fp16"]
 

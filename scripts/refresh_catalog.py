@@ -12,7 +12,9 @@ Two sources, best first:
       The `@cloudflare/workers-types` package from the npm registry (`npm pack`): its
       `AiModels` interface lists every public model id. Each id's task comes from its type
       (BaseAiTextEmbeddings, ...) or, for the per-model types, from TASK_RULES below; uuids,
-      descriptions and schemas are not in it, and entries the snapshot already has keep theirs.
+      descriptions and schemas are not in it, and entries the snapshot already has keep theirs
+      (the snapshot shipped has them, read from the official files, for one model of each task
+      wai does not run).
 
 The snapshot is package data: wai reads it at start and never fetches anything.
 """

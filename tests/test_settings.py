@@ -99,3 +99,12 @@ def test_every_key_has_a_variable_and_a_readme_row_that_says_so() -> None:
         assert re.search(rf"^\| `{re.escape(key)}` \| `{var}`", readme, re.M), (
             f"README's settings tables have no row for {key} with {var}"
         )
+
+
+def test_per_task_rate_limits_from_the_environment() -> None:
+    s = load_settings(None, env={"WAI_RATE_LIMITS": "text-embeddings=3000, reranking=5"})
+    assert s.rate_limits == {"text-embeddings": 3000, "reranking": 5}
+    assert load_settings(None, env={}).rate_limits == {}
+    for bad in ("images=3", "text-embeddings=-1", "text-embeddings=many"):
+        with pytest.raises(SettingsError):
+            load_settings(None, env={"WAI_RATE_LIMITS": bad})

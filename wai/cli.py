@@ -146,11 +146,11 @@ def cmd_models(args: argparse.Namespace) -> int:
         return _print_loaded(settings, args.url, args.token)
     runtime = Runtime(settings)
     width = max(len(s.id) for s in runtime.models.catalog.specs)
-    print(f"{'MODEL ID'.ljust(width)}  {'FAMILY':8}  CONTEXT  SERVED BY")
+    print(f"{'MODEL ID'.ljust(width)}  {'TASK':28}  CONTEXT  SERVED BY")
     for spec in runtime.models.catalog.specs:
         ctx = str(spec.context_window or "-")
-        served_by = runtime.models.model_for(spec.id) or "-"
-        print(f"{spec.id.ljust(width)}  {spec.family:8}  {ctx:>7}  {served_by}")
+        served_by = runtime.models.model_for(spec.id) or "- (a task wai does not run)"
+        print(f"{spec.id.ljust(width)}  {spec.task.name:28}  {ctx:>7}  {served_by}")
     layers = hardware.gpu_layers(settings.engine.gpu_layers, hardware.gpu_available())
     device = hardware.placement(layers)
     print(f"\n{'MODEL'.ljust(width)}  DEVICE / FILE, or UPSTREAMS")

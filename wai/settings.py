@@ -277,6 +277,7 @@ _ENV = {
     "WAI_LOAD_WAIT_SECONDS": ("load_wait_seconds", float),
     "WAI_ALLOWED_HOSTS": ("allowed_hosts", lambda v: [h.strip() for h in v.split(",") if h]),
     "WAI_RATE_LIMIT_RPM": ("rate_limit_rpm", int),
+    "WAI_RATE_LIMITS": ("rate_limits", lambda v: _task_limits(v)),
     "WAI_METRICS_PUBLIC": ("metrics_public", str),
     "WAI_USAGE_DB": ("usage_db", str),
     "WAI_DAILY_NEURONS": ("daily_neurons", float),
@@ -300,6 +301,12 @@ _ENV = {
     "WAI_PREFILL_CHUNK": ("engine.prefill_chunk", int),
     "WAI_FLASH_ATTN": ("engine.flash_attn", str),
 }
+
+
+def _task_limits(value: str) -> dict[str, str]:
+    """`text-embeddings=3000,text-generation=300` (validated as the file's table is)."""
+    pairs = (item.partition("=") for item in value.split(",") if item.strip())
+    return {task.strip(): rpm.strip() for task, _, rpm in pairs}
 
 
 def env_var_for(key: str) -> str | None:

@@ -83,6 +83,14 @@ def start_server(
     raise RuntimeError(f"wai did not become healthy:\n{log.read_text()}")
 
 
+def own_server(factory: pytest.TempPathFactory, name: str, *args: str) -> Iterator[Server]:
+    """A server of a module's own, with a token and its own usage database."""
+    tmp = factory.mktemp(name)
+    srv = start_server(tmp, "--token", TOKEN, *args, env={"WAI_USAGE_DB": str(tmp / "usage.db")})
+    yield srv
+    stop_server(srv)
+
+
 def stop_server(server: Server) -> None:
     server.proc.terminate()
     try:

@@ -15,7 +15,7 @@ import requests
 from cloudflare import Cloudflare
 from openai import BadRequestError, OpenAI
 
-from tests.conftest import TOKEN, Server, start_server, stop_server
+from tests.conftest import TOKEN, Server, own_server
 from wai import Ai
 from wai.catalog import EMBEDDED_EMBEDDING_NAME, embedded_embedding_source
 from wai.engine.bert import converted, reference_embedding
@@ -28,10 +28,7 @@ DIMS = 384  # the stand-in's, whatever the id's own
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A server of its own: its model table gains the embedding model."""
-    tmp = tmp_path_factory.mktemp("embed")
-    srv = start_server(tmp, "--token", TOKEN, env={"WAI_USAGE_DB": str(tmp / "usage.db")})
-    yield srv
-    stop_server(srv)
+    yield from own_server(tmp_path_factory, "embed")
 
 
 def _embed(server: Server, body: dict[str, Any], model: str = BGE) -> requests.Response:

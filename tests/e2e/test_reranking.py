@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import requests
 
-from tests.conftest import TOKEN, Server, start_server, stop_server
+from tests.conftest import TOKEN, Server, own_server, start_server, stop_server
 from tests.cross_encoder import pair_ids, write_cross_encoder
 from wai.catalog import EMBEDDED_EMBEDDING_NAME
 from wai.engine.bert import reference_embedding, write_gguf
@@ -52,10 +52,7 @@ DOCS = ["paris is the capital of france", "the quick brown fox", "a dog in the h
 
 @pytest.fixture(scope="module")
 def standin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    tmp = tmp_path_factory.mktemp("rerank-standin")
-    srv = start_server(tmp, "--token", TOKEN, env={"WAI_USAGE_DB": str(tmp / "usage.db")})
-    yield srv
-    stop_server(srv)
+    yield from own_server(tmp_path_factory, "rerank-standin")
 
 
 @pytest.fixture(scope="module")

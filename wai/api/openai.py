@@ -8,7 +8,7 @@ import base64
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response
@@ -19,7 +19,7 @@ from wai.api.access import track
 from wai.api.body import read_json
 from wai.api.errors import CFError, openai_error, openai_from_cf
 from wai.api.framing import failed_error, to_cf_error
-from wai.api.generation import GenerationResponse, collect
+from wai.api.generation import Completed, GenerationResponse, collect
 from wai.backends.base import (
     Delta,
     EngineError,
@@ -32,7 +32,8 @@ from wai.backends.base import (
     Vectors,
 )
 from wai.errors import MODEL_UNAVAILABLE, TIMEOUT, RequestError
-from wai.runtime import Runtime
+from wai.runtime import Runtime, Served
+from wai.schemas.embeddings import EmbeddingInput
 from wai.schemas.openai import (
     InvalidOpenAIRequest,
     parse_chat,
@@ -40,10 +41,13 @@ from wai.schemas.openai import (
     parse_embeddings_request,
     parse_rerank_request,
 )
-from wai.schemas.reranking import RerankApiRequest
+from wai.schemas.reranking import RerankApiRequest, RerankInput
 from wai.schemas.text_generation import TextGenerationInput
 
 router = APIRouter()
+T = TypeVar("T")
+EMBEDS = ("text-embeddings",)
+RANKS = ("reranking", "text-embeddings")  # an embedding model ranks by cosine similarity
 
 
 def _finish_reason(ev: Finished) -> str:
@@ -190,15 +194,21 @@ async def completions(request: Request) -> Response:
     return await _handle(request, parse_completion, chat=False)
 
 
-async def embeddings(request: Request) -> Response:
+async def _vectors(
+    request: Request,
+    model: str,
+    inp: EmbeddingInput | RerankInput,
+    kinds: tuple[str, ...],
+    noun: str,
+) -> tuple[Served, Completed] | Response:
+    """Submit an embedding or reranking input to a model of one of `kinds` (`noun`: such a
+    model, in words) and collect its output; a refusal or failure as OpenAI's error."""
     runtime: Runtime = request.app.state.runtime
     try:
-        body = await read_json(request, runtime.settings.limits.max_body_bytes)
-        req, inp = parse_embeddings_request(body)
-        spec = runtime.models.spec_for(req.model)
-        if runtime.models.model_for(req.model) is not None and spec.kind != "text-embeddings":
-            raise InvalidOpenAIRequest(f"{req.model} is not an embedding model", "model")
-        served, generation = await runtime.submit(req.model, inp)
+        kind = runtime.models.spec_for(model).kind
+        if runtime.models.model_for(model) is not None and kind not in kinds:
+            raise InvalidOpenAIRequest(f"{model} is not {noun}", "model")
+        served, generation = await runtime.submit(model, inp)
         track(request, served, generation, inp)  # access log, usage
     except InvalidOpenAIRequest as e:
         return openai_error(400, e.message, e.param)
@@ -208,9 +218,31 @@ async def embeddings(request: Request) -> Response:
     if done is None:
         return openai_error(408, "the client closed the connection")
     if isinstance(done.final, Failed) or done.vectors is None:
-        failed = done.final if isinstance(done.final, Failed) else Failed("no vectors")
-        err = failed_error(failed)
-        return openai_error(err.status, failed.message, code=_failed_name(failed))
+        failed = done.final if isinstance(done.final, Failed) else Failed("no output")
+        return openai_error(failed_error(failed).status, failed.message, code=_failed_name(failed))
+    return served, done
+
+
+async def _parsed(request: Request, parse: Callable[[Any], T]) -> T | Response:
+    runtime: Runtime = request.app.state.runtime
+    try:
+        return parse(await read_json(request, runtime.settings.limits.max_body_bytes))
+    except InvalidOpenAIRequest as e:
+        return openai_error(400, e.message, e.param)
+    except (CFError, RequestError) as e:
+        return openai_from_cf(to_cf_error(e))
+
+
+async def embeddings(request: Request) -> Response:
+    parsed = await _parsed(request, parse_embeddings_request)
+    if isinstance(parsed, Response):
+        return parsed
+    req, inp = parsed
+    outcome = await _vectors(request, req.model, inp, EMBEDS, "an embedding model")
+    if isinstance(outcome, Response):
+        return outcome
+    served, done = outcome
+    assert done.vectors is not None and isinstance(done.final, Finished)
     dims = done.vectors.shape[1]
     if req.dimensions is not None and req.dimensions != dims:  # the model's own size only
         message = f"dimensions: {served.model_name} gives {dims} dimensions, not {req.dimensions}"
@@ -229,27 +261,14 @@ async def rerank(request: Request) -> Response:
     """`POST /v1/rerank` (llama.cpp's server, vLLM, Jina, Cohere): the documents' scores
     against the query, best first, by the id's reranker (or, for an embedding id or with no
     reranker configured, by cosine similarity; `x-wai-model` says which)."""
-    runtime: Runtime = request.app.state.runtime
-    try:
-        body = await read_json(request, runtime.settings.limits.max_body_bytes)
-        req = parse_rerank_request(body)
-        kind = runtime.models.spec_for(req.model).kind
-        if runtime.models.model_for(req.model) is not None and kind == "text-generation":
-            raise InvalidOpenAIRequest(f"{req.model} is not a reranking model", "model")
-        inp = req.as_input()
-        served, generation = await runtime.submit(req.model, inp)
-        track(request, served, generation, inp)  # access log, usage
-    except InvalidOpenAIRequest as e:
-        return openai_error(400, e.message, e.param)
-    except (CFError, RequestError, EngineError) as e:
-        return openai_from_cf(to_cf_error(e))
-    done = await collect(request, generation)
-    if done is None:
-        return openai_error(408, "the client closed the connection")
-    if isinstance(done.final, Failed) or done.vectors is None:
-        failed = done.final if isinstance(done.final, Failed) else Failed("no scores")
-        return openai_error(failed_error(failed).status, failed.message, code=_failed_name(failed))
-    assert isinstance(done.final, Finished)
+    req = await _parsed(request, parse_rerank_request)
+    if isinstance(req, Response):
+        return req
+    outcome = await _vectors(request, req.model, req.as_input(), RANKS, "a reranking model")
+    if isinstance(outcome, Response):
+        return outcome
+    served, done = outcome
+    assert done.vectors is not None and isinstance(done.final, Finished)
     return JSONResponse(
         _rerank_body(req, done.vectors, done.final), headers={"x-wai-model": served.label}
     )

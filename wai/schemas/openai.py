@@ -288,18 +288,23 @@ def parse_embeddings_request(body: Any) -> tuple[EmbeddingsRequest, EmbeddingInp
     try:
         req = EmbeddingsRequest.model_validate(body, strict=True)
     except ValidationError as e:
-        err = e.errors()[0]
-        param = str(err["loc"][0]) if err["loc"] else None
-        if err["type"] == "extra_forbidden":
-            raise InvalidOpenAIRequest(
-                f"Unrecognized request argument supplied: {param}", param
-            ) from None
-        raise InvalidOpenAIRequest(f"{param}: {err['msg']}", param) from None
+        raise _named(e, full_path=False) from None
     try:
         inp = parse_embeddings({"text": req.input})
     except InvalidInput as e:
         raise InvalidOpenAIRequest(e.message.replace("'/text", "'input"), "input") from None
     return req, inp
+
+
+def _named(e: ValidationError, *, full_path: bool) -> InvalidOpenAIRequest:
+    """A validation error as OpenAI words it, naming the parameter (and, with `full_path`,
+    where inside it)."""
+    err = e.errors()[0]
+    param = str(err["loc"][0]) if err["loc"] else None
+    if err["type"] == "extra_forbidden":
+        return InvalidOpenAIRequest(f"Unrecognized request argument supplied: {param}", param)
+    where = "/".join(str(p) for p in err["loc"]) if full_path else param
+    return InvalidOpenAIRequest(f"{where}: {err['msg']}", param)
 
 
 def parse_rerank_request(body: Any) -> RerankApiRequest:
@@ -309,14 +314,7 @@ def parse_rerank_request(body: Any) -> RerankApiRequest:
     try:
         req = RerankApiRequest.model_validate(integral(body, ("top_n",)), strict=True)
     except ValidationError as e:
-        err = e.errors()[0]
-        param = str(err["loc"][0]) if err["loc"] else None
-        where = "/".join(str(p) for p in err["loc"])
-        if err["type"] == "extra_forbidden":
-            raise InvalidOpenAIRequest(
-                f"Unrecognized request argument supplied: {param}", param
-            ) from None
-        raise InvalidOpenAIRequest(f"{where}: {err['msg']}", param) from None
+        raise _named(e, full_path=True) from None
     try:
         check_lengths(req.query, req.texts())
     except InvalidInput as e:

@@ -127,27 +127,27 @@ def test_the_worker_binding_answers_the_bare_output(server: Server) -> None:
 
 
 def test_the_cloudflare_sdk(server: Server) -> None:
-    client = Cloudflare(api_token=TOKEN, base_url=f"{server.url}/client/v4")
-    out = client.ai.run(BGE, account_id="acc", text=["from the SDK"])
-    assert isinstance(out, dict) and out["shape"] == [1, DIMS]
+    with Cloudflare(api_token=TOKEN, base_url=f"{server.url}/client/v4") as client:
+        out = client.ai.run(BGE, account_id="acc", text=["from the SDK"])
+        assert isinstance(out, dict) and out["shape"] == [1, DIMS]
 
 
 @pytest.mark.parametrize("base", ["/v1", "/client/v4/accounts/acc/ai/v1"])
 def test_the_openai_sdk_in_base64_and_float(server: Server, base: str) -> None:
-    client = OpenAI(api_key=TOKEN, base_url=f"{server.url}{base}")
-    texts = ["first text", "second text"]
-    b64 = client.embeddings.create(model=BGE, input=texts)  # the SDK's default: base64
-    floats = client.embeddings.create(model=BGE, input=texts, encoding_format="float")
-    assert [d.index for d in b64.data] == [0, 1] and len(b64.data[0].embedding) == DIMS
-    for a, b in zip(b64.data, floats.data, strict=True):
-        assert np.allclose(a.embedding, b.embedding, atol=1e-6)
-    assert b64.usage.prompt_tokens == b64.usage.total_tokens > 0
-    rest = _vectors(server, {"text": texts})
-    assert np.allclose(rest, [d.embedding for d in floats.data], atol=1e-6)
-    with pytest.raises(BadRequestError, match="dimensions"):
-        client.embeddings.create(model=BGE, input="x", dimensions=DIMS + 1)
-    with pytest.raises(BadRequestError, match="not an embedding model"):
-        client.embeddings.create(model="@cf/meta/llama-2-7b-chat-int8", input="x")
+    with OpenAI(api_key=TOKEN, base_url=f"{server.url}{base}") as client:
+        texts = ["first text", "second text"]
+        b64 = client.embeddings.create(model=BGE, input=texts)  # the SDK's default: base64
+        floats = client.embeddings.create(model=BGE, input=texts, encoding_format="float")
+        assert [d.index for d in b64.data] == [0, 1] and len(b64.data[0].embedding) == DIMS
+        for a, b in zip(b64.data, floats.data, strict=True):
+            assert np.allclose(a.embedding, b.embedding, atol=1e-6)
+        assert b64.usage.prompt_tokens == b64.usage.total_tokens > 0
+        rest = _vectors(server, {"text": texts})
+        assert np.allclose(rest, [d.embedding for d in floats.data], atol=1e-6)
+        with pytest.raises(BadRequestError, match="dimensions"):
+            client.embeddings.create(model=BGE, input="x", dimensions=DIMS + 1)
+        with pytest.raises(BadRequestError, match="not an embedding model"):
+            client.embeddings.create(model="@cf/meta/llama-2-7b-chat-int8", input="x")
 
 
 def test_embedding_tokens_are_counted_in_usage_and_metrics(server: Server) -> None:

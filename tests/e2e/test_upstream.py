@@ -180,27 +180,27 @@ def test_cloudflare_sdk(setup: Setup) -> None:
 
 
 def test_openai_sdk_streams_with_usage(setup: Setup) -> None:
-    client = openai.OpenAI(api_key=TOKEN, base_url=f"{setup.wai.url}/v1", max_retries=0)
-    whole = client.chat.completions.create(
-        model=SMOL,
-        messages=MESSAGES,
-        max_tokens=16,
-        temperature=0,  # type: ignore[arg-type]
-    )
-    chunks = list(
-        client.chat.completions.create(
+    with openai.OpenAI(api_key=TOKEN, base_url=f"{setup.wai.url}/v1", max_retries=0) as client:
+        whole = client.chat.completions.create(
             model=SMOL,
-            messages=MESSAGES,  # type: ignore[arg-type]
+            messages=MESSAGES,
             max_tokens=16,
-            temperature=0,
-            stream=True,
-            stream_options={"include_usage": True},
+            temperature=0,  # type: ignore[arg-type]
         )
-    )
-    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    assert text == whole.choices[0].message.content
-    assert chunks[-1].usage is not None and whole.usage is not None
-    assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+        chunks = list(
+            client.chat.completions.create(
+                model=SMOL,
+                messages=MESSAGES,  # type: ignore[arg-type]
+                max_tokens=16,
+                temperature=0,
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+        )
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        assert text == whole.choices[0].message.content
+        assert chunks[-1].usage is not None and whole.usage is not None
+        assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
 
 
 def test_worker_code_through_the_binding(setup: Setup) -> None:
@@ -264,23 +264,23 @@ def test_tool_calls_from_an_upstream_with_tools(setup: Setup) -> None:
 
 
 def test_tool_calls_stream_through_the_openai_sdk(setup: Setup) -> None:
-    client = openai.OpenAI(api_key=TOKEN, base_url=f"{setup.wai.url}/v1", max_retries=0)
-    chunks = list(
-        client.chat.completions.create(
-            model="@cf/acme/tooly",
-            messages=[{"role": "user", "content": "Weather in Oslo?"}],
-            tools=[{"type": "function", "function": WEATHER}],  # type: ignore[list-item]
-            tool_choice={"type": "function", "function": {"name": "get_weather"}},
-            max_tokens=64,
-            temperature=0,
-            stream=True,
+    with openai.OpenAI(api_key=TOKEN, base_url=f"{setup.wai.url}/v1", max_retries=0) as client:
+        chunks = list(
+            client.chat.completions.create(
+                model="@cf/acme/tooly",
+                messages=[{"role": "user", "content": "Weather in Oslo?"}],
+                tools=[{"type": "function", "function": WEATHER}],  # type: ignore[list-item]
+                tool_choice={"type": "function", "function": {"name": "get_weather"}},
+                max_tokens=64,
+                temperature=0,
+                stream=True,
+            )
         )
-    )
-    calls = [tc for c in chunks if c.choices for tc in c.choices[0].delta.tool_calls or []]
-    assert calls[0].function and calls[0].function.name == "get_weather" and calls[0].id
-    args = "".join(tc.function.arguments or "" for tc in calls if tc.function)
-    assert "city" in json.loads(args)
-    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+        calls = [tc for c in chunks if c.choices for tc in c.choices[0].delta.tool_calls or []]
+        assert calls[0].function and calls[0].function.name == "get_weather" and calls[0].id
+        args = "".join(tc.function.arguments or "" for tc in calls if tc.function)
+        assert "city" in json.loads(args)
+        assert chunks[-1].choices[0].finish_reason == "tool_calls"
 
 
 def test_an_upstream_without_tool_support_answers_in_text(setup: Setup) -> None:

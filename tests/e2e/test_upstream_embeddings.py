@@ -92,12 +92,12 @@ def test_rest_embeds_through_the_upstream(setup: Setup) -> None:
 
 
 def test_the_openai_sdk_embeds_through_the_upstream(setup: Setup) -> None:
-    client = OpenAI(base_url=f"{setup.wai.url}/v1", api_key=TOKEN)
-    out = client.embeddings.create(model=BGE, input=TEXTS[:2])  # base64, decoded by the SDK
-    assert [d.index for d in out.data] == [0, 1]
-    assert out.usage.prompt_tokens > 0
-    single = client.embeddings.create(model=BGE, input=TEXTS[0], encoding_format="float")
-    assert np.allclose(out.data[0].embedding, single.data[0].embedding, atol=1e-6)
+    with OpenAI(base_url=f"{setup.wai.url}/v1", api_key=TOKEN) as client:
+        out = client.embeddings.create(model=BGE, input=TEXTS[:2])  # base64, decoded by the SDK
+        assert [d.index for d in out.data] == [0, 1]
+        assert out.usage.prompt_tokens > 0
+        single = client.embeddings.create(model=BGE, input=TEXTS[0], encoding_format="float")
+        assert np.allclose(out.data[0].embedding, single.data[0].embedding, atol=1e-6)
 
 
 def test_a_pooling_the_upstream_cannot_honour_is_refused(setup: Setup) -> None:

@@ -52,6 +52,12 @@ from wai.settings import Upstream
 
 log = logging.getLogger("wai.upstream")
 
+# An idle pooled connection is dropped before the upstream's own keep-alive timeout closes it
+# (uvicorn's and so vLLM's and wai's 5 s; llama-server's is longer): at 5 s on both sides a
+# request could take a connection in the instant the server closed it, and fail with "Server
+# disconnected without sending a response" (seen on a health check every 5 s).
+KEEPALIVE_EXPIRY_S = 2.0
+
 
 class UpstreamBackend(Backend):
     def __init__(
@@ -86,7 +92,11 @@ class UpstreamBackend(Backend):
             return
         slots = sum(r.config.max_in_flight for r in self.replicas) + len(self.replicas)
         self._client = httpx.AsyncClient(
-            limits=httpx.Limits(max_connections=slots, max_keepalive_connections=slots),
+            limits=httpx.Limits(
+                max_connections=slots,
+                max_keepalive_connections=slots,
+                keepalive_expiry=KEEPALIVE_EXPIRY_S,
+            ),
             timeout=None,
             trust_env=False,  # an upstream is reached directly, never through a proxy variable
         )

@@ -16,7 +16,7 @@ from typing import Any
 
 from wai.backends.base import Delta, EngineError, Failed, Finished
 from wai.errors import RequestError
-from wai.settings import Settings, SettingsError, load_settings
+from wai.settings import PERMISSIONS, Settings, SettingsError, load_settings
 from wai.usage import UsageStore
 
 
@@ -50,7 +50,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from wai.api.app import create_app
 
     settings = _settings(args, host=args.host, port=args.port, tokens=args.token or None)
-    if not settings.tokens and not settings.loopback:
+    if not settings.tokens and not settings.access and not settings.loopback:
         print(
             f"wai: refusing to serve on {settings.host} with no tokens: set --token or WAI_TOKENS,"
             " or bind to 127.0.0.1",
@@ -65,7 +65,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     access.setFormatter(logging.Formatter("%(message)s"))
     logging.getLogger("wai.access").addHandler(access)
     logging.getLogger("wai.access").propagate = False
-    mode = f"{len(settings.tokens)} token(s)" if settings.tokens else "open local mode (no tokens)"
+    count = len(settings.tokens) + len(settings.access)
+    mode = f"{count} token(s)" if count else "open local mode (no tokens)"
     logging.getLogger("wai").info(
         "serving on http://%s:%d, %s; the playground: http://%s:%d/",
         settings.host,
@@ -276,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     common = _common_options()
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_serve, _add_run, _add_models, _add_wrangler_config, _add_usage):
+    for add in (_add_serve, _add_run, _add_models, _add_wrangler_config, _add_usage, _add_token):
         add(sub, common)
     return parser
 
@@ -396,6 +397,42 @@ def _add_usage(sub: Any, common: argparse.ArgumentParser) -> None:
     usage.add_argument("--db", type=Path, default=None, help="the database (default: settings)")
     usage.add_argument("--json", action="store_true", help="JSON instead of a table")
     usage.set_defaults(func=cmd_usage)
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    """A new random token: the value once (for the client), and the configuration entry that
+    holds only its SHA-256."""
+    import hashlib
+    import secrets
+
+    value = secrets.token_urlsafe(32)
+    hashed = "sha256:" + hashlib.sha256(value.encode()).hexdigest()
+    name = args.name
+    print(f"token (give it to the client; it is not stored anywhere): {value}\n")
+    print("configuration (wai.toml):")
+    print(f"[access.{name}]")
+    print(f'token = "{hashed}"')
+    print(f"accounts = {json.dumps(args.account)}")
+    print(f"permissions = {json.dumps(args.permission or list(PERMISSIONS))}")
+    return 0
+
+
+def _add_token(sub: Any, common: argparse.ArgumentParser) -> None:
+    token = sub.add_parser(
+        "token",
+        help="create a token scoped to accounts and permissions",
+        description="Prints a new random token and the [access.NAME] entry that holds only "
+        "its SHA-256, so that the configuration file keeps no secret.",
+    )
+    token.add_argument("name", help="the entry's name (e.g. the team's)")
+    token.add_argument(
+        "--account", action="append", default=[], help="an account id it may use (repeat)"
+    )
+    token.add_argument(
+        "--permission", action="append", choices=PERMISSIONS, help="what it may do (repeat; "
+        "default: all of inference, catalog, usage, queue)",
+    )  # fmt: skip
+    token.set_defaults(func=cmd_token)
 
 
 def main(argv: list[str] | None = None) -> int:

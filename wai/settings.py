@@ -192,10 +192,31 @@ class ModelConfig(_Strict):
         return self.path
 
 
+# What a scoped token may do (Cloudflare's tokens carry permissions the same way).
+Permission = Literal["inference", "catalog", "usage", "queue"]
+PERMISSIONS: tuple[Permission, ...] = ("inference", "catalog", "usage", "queue")
+
+
+class AccessEntry(_Strict):
+    """A token scoped to accounts and permissions (`[access.NAME]`)."""
+
+    # its value, or `sha256:<64 hex>` so that the file holds no secret (`wai token` prints one)
+    token: str = Field(min_length=1, max_length=512)
+    # the account ids it may use; the first is its account where a route names none (the
+    # binding, /v1/...). Empty: any account id.
+    accounts: list[Annotated[str, Field(min_length=1, max_length=128)]] = Field(
+        default_factory=list, max_length=1000
+    )
+    permissions: list[Permission] = Field(default_factory=lambda: list(PERMISSIONS))
+
+
 class Settings(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(8787, ge=0, le=65535)
+    # tokens that may use any account id (each its own allocation and limits); a value or
+    # `sha256:<hex>`
     tokens: list[str] = Field(default_factory=list)
+    access: dict[str, AccessEntry] = Field(default_factory=dict)
     # Host names accepted besides the loopback ones (which a loopback bind always accepts).
     # Bound elsewhere with this empty, any Host is accepted.
     allowed_hosts: list[str] = Field(default_factory=list)

@@ -101,10 +101,15 @@ class UsageStore:
             self._db.execute(_ADD, (*row, cached_tokens, spent))
 
     def neurons_on(self, account: str, day: str | None = None) -> float:
+        """Neurons spent on a UTC day by an account (`token:<fingerprint>`: by one token,
+        whatever accounts it named)."""
+        column, key = (
+            ("token", account[6:]) if account.startswith("token:") else ("account", account)
+        )
         with self._lock:
             (total,) = self._db.execute(
-                "SELECT COALESCE(SUM(neurons), 0) FROM usage WHERE day = ? AND account = ?",
-                (day or today(), account),
+                f"SELECT COALESCE(SUM(neurons), 0) FROM usage WHERE day = ? AND {column} = ?",
+                (day or today(), key),
             ).fetchone()
         return float(total)
 

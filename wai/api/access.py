@@ -1,6 +1,6 @@
 """Per HTTP request, around everything else (ASGI middleware: streams are not buffered): a
-request id, the daily neuron allocation, counted in the metrics and in usage, and one
-access-log line.
+request id, counted in the metrics and in usage, and one access-log line; and, after auth, the
+daily neuron allocation.
 
 - The id is Workers AI's `cf-ai-req-id`: every response carries it, error messages end with it
   in parentheses, and the log line has it. Routes read it from `request.state.request_id`.
@@ -9,19 +9,17 @@ access-log line.
   completion and cached tokens, time to first token and total time. Prompts and outputs are
   logged only with `log_content = true`. Health checks and scrapes log at DEBUG, everything
   else at INFO.
-- Usage (usage.py) is counted per account (the URL's account id, else "default"), token
-  fingerprint and model id when a generation finishes (`track`), before its last bytes go
-  out: a client that has its answer has been counted, whatever happens to the server next.
-  An inference request from an account that has spent its `daily_neurons` gets 429/3036
-  before anything runs, as on Workers Free.
+- Usage (usage.py) is counted per account (the URL's account id, else the token's default
+  account, else "default"), token fingerprint and model id when a generation finishes
+  (`track`), before its last bytes go out: a client that has its answer has been counted,
+  whatever happens to the server next.
 """
 
 from __future__ import annotations
 
-import hashlib
+import asyncio
 import json
 import logging
-import re
 import sqlite3
 import time
 import uuid
@@ -30,6 +28,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from wai.api.auth import Identity
 from wai.api.errors import CFError, error_response
 from wai.api.guard import is_inference
 from wai.api.metrics import Metrics
@@ -42,21 +41,43 @@ from wai.usage import UsageStore
 
 log = logging.getLogger("wai.access")
 QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
-_ACCOUNT = re.compile(r"^/client/v4/accounts/([^/]+)/")
 
 
-def token_fingerprint(headers: list[tuple[bytes, bytes]]) -> str | None:
-    """A stable, non-reversible name for the bearer token: enough to tell tokens apart."""
-    for name, value in headers:
-        if name == b"authorization":
-            token = value.partition(b" ")[2]
-            return "sha256:" + hashlib.sha256(token).hexdigest()[:12] if token else None
-    return None
+def _identity(scope: Scope) -> Identity:
+    """The request's identity, as auth found it (a request refused before auth has none)."""
+    identity: Identity | None = scope.get("state", {}).get("identity")
+    return identity if identity is not None else Identity("-", "-")
 
 
-def account_of(path: str) -> str:
-    match = _ACCOUNT.match(path)
-    return match.group(1) if match else "default"
+class Allocation:
+    """The daily neuron allocation (after auth: only an authenticated request reaches the
+    usage database, and off the event loop). An inference request whose allocation key (its
+    scoped token's account, a plain token's own) has spent `daily_neurons` today gets
+    429/3036 before anything runs, as on Workers Free."""
+
+    def __init__(self, app: ASGIApp, usage: UsageStore, daily_neurons: float) -> None:
+        self.app = app
+        self.usage = usage
+        self.daily_neurons = daily_neurons
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self.daily_neurons <= 0 or not is_inference(scope):
+            await self.app(scope, receive, send)
+            return
+        identity: Identity = scope["state"]["identity"]
+        key = identity.allocation_key(scope["path"])
+        spent = await asyncio.to_thread(self.usage.neurons_on, key)
+        if spent < self.daily_neurons:
+            await self.app(scope, receive, send)
+            return
+        err = CFError.inference(
+            429,
+            ACCOUNT_LIMITED,
+            f"you have used up your daily allocation of {self.daily_neurons:g} neurons "
+            f"({spent:.1f} spent today, UTC)",
+        )
+        scope["state"]["refused"] = True
+        await error_response(scope["path"], err, scope["state"]["request_id"])(scope, receive, send)
 
 
 class Access:
@@ -64,14 +85,10 @@ class Access:
         self,
         app: ASGIApp,
         metrics: Metrics,
-        usage: UsageStore,
-        daily_neurons: float,
         log_content: bool = False,
     ) -> None:
         self.app = app
         self.metrics = metrics
-        self.usage = usage
-        self.daily_neurons = daily_neurons
         self.log_content = log_content
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -82,22 +99,7 @@ class Access:
         request_id = str(uuid.uuid4())
         scope.setdefault("state", {})["request_id"] = request_id
         seen: dict[str, Any] = {"status": 500, "model": ""}
-        account = account_of(scope["path"])
-        if self.daily_neurons > 0 and is_inference(scope):
-            spent = self.usage.neurons_on(account)
-            if spent >= self.daily_neurons:
-                err = CFError.inference(
-                    429,
-                    ACCOUNT_LIMITED,
-                    f"you have used up your daily allocation of {self.daily_neurons:g} neurons "
-                    f"({spent:.1f} spent today, UTC)",
-                )
-                scope["state"]["refused"] = True
-                app: ASGIApp = error_response(scope["path"], err, request_id)
-            else:
-                app = self.app
-        else:
-            app = self.app
+        app = self.app
 
         async def watch(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -132,7 +134,7 @@ class Access:
             "method": scope["method"],
             "route": route,
             "account": scope.get("path_params", {}).get("account_id"),
-            "token": token_fingerprint(scope["headers"]),
+            "token": _identity(scope).token,
             "model": seen["model"] or None,
             "status": seen["status"],
             "duration_ms": round((time.monotonic() - t0) * 1000, 1),
@@ -182,8 +184,9 @@ def track(request: Request, served: Served, generation: Generation[Event], input
     metrics: Metrics = app_state.metrics
     metrics.observe(served, generation)
     usage: UsageStore = app_state.usage
-    account = account_of(request.scope["path"])
-    token = token_fingerprint(request.scope["headers"]) or "-"
+    identity = _identity(request.scope)
+    account = identity.account_for(request.scope["path"])
+    token = identity.token
 
     def count() -> None:
         final = generation.final

@@ -18,9 +18,17 @@ from starlette.types import Scope
 
 import wai
 from wai.api import binding, models, openai, openapi, playground, rest
-from wai.api.access import Access
+from wai.api.access import Access, Allocation
 from wai.api.auth import PUBLIC_PATHS, TokenAuth
-from wai.api.errors import BAD_INPUT, INTERNAL, METHOD_NOT_ALLOWED, NO_ROUTE, CFError, bad_input
+from wai.api.errors import (
+    AUTH_ERROR,
+    BAD_INPUT,
+    INTERNAL,
+    METHOD_NOT_ALLOWED,
+    NO_ROUTE,
+    CFError,
+    bad_input,
+)
 from wai.api.guard import EdgeGuard, RateLimit
 from wai.api.metrics import Metrics, metrics_route
 from wai.runtime import Runtime
@@ -112,7 +120,9 @@ def _add_middleware(
     usage: UsageStore,
     task_of: Callable[[Scope], str],
 ) -> None:
-    # outermost last: request counting, edge checks, then auth, then per-token rate limits
+    # outermost last: request counting, edge checks, auth, per-token rate limits, then the
+    # allocation (which reads the usage database: only for requests that got this far)
+    app.add_middleware(Allocation, usage=usage, daily_neurons=settings.daily_neurons)
     app.add_middleware(
         RateLimit,
         rpm=settings.rate_limit_rpm,
@@ -120,7 +130,7 @@ def _add_middleware(
         task_of=task_of,
     )
     public = PUBLIC_PATHS | playground.PATHS | ({"/metrics"} if settings.metrics_public else set())
-    app.add_middleware(TokenAuth, tokens=settings.tokens, public=public)
+    app.add_middleware(TokenAuth, tokens=settings.tokens, access=settings.access, public=public)
     app.add_middleware(
         EdgeGuard,
         max_header_bytes=settings.limits.max_header_bytes,
@@ -131,8 +141,6 @@ def _add_middleware(
     app.add_middleware(
         Access,
         metrics=metrics,
-        usage=usage,
-        daily_neurons=settings.daily_neurons,
         log_content=settings.log_content,
     )
 
@@ -178,6 +186,7 @@ def _service_routes(runtime: Runtime, usage: UsageStore) -> APIRouter:
 
     @router.get("/wai/v1/usage")
     async def usage_report(
+        request: Request,
         since: Annotated[
             str | None,
             Query(
@@ -194,7 +203,12 @@ def _service_routes(runtime: Runtime, usage: UsageStore) -> APIRouter:
             day = date.fromisoformat(since) if since is not None else None
         except ValueError:
             raise bad_input(f"'since': not a date: {since}") from None
+        scope = request.state.identity.accounts  # a scoped token sees its own accounts only
+        if scope is not None and account is not None and account not in scope:
+            raise CFError(403, AUTH_ERROR, "Authentication error", gateway=True)
         rows = usage.report(day, account, by)
+        if scope is not None:
+            rows = [r for r in rows if r["account"] in scope]
         return {"by": by, "since": since, "account": account, "usage": rows}
 
     @router.get("/wai/v1/stats")

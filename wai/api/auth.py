@@ -1,16 +1,26 @@
 """Bearer-token auth as a pure ASGI middleware (no BaseHTTPMiddleware: it would buffer streams).
 
-With tokens configured, every route but /healthz and /readyz needs `Authorization: Bearer
-<token>`, and each candidate is compared in constant time (hmac.compare_digest over all tokens,
-no early exit). With none configured the server is in open local mode and accepts any
+With tokens configured, every route but the public ones needs `Authorization: Bearer <token>`
+(the scheme in any case, as HTTP allows). Tokens are kept only as SHA-256 digests: a config may
+give a token's value or `sha256:<hex>`; the presented token's digest is compared with every
+candidate in constant time (hmac.compare_digest over all of them, no early exit).
+
+A match is an `Identity`, put in the request's state for everything after auth: the rate
+limiter, the allocation and usage key on it, never on the raw header or an unauthenticated
+URL segment. A token entry of `[access.NAME]` names its accounts and permissions, as
+Cloudflare's API tokens do; a request outside them gets `10000 Authentication error` (403). A
+plain token (`tokens`, `--token`, `WAI_TOKENS`) may use any account id, but its allocation and
+limits are its own. With no tokens at all the server is in open local mode and accepts any
 request; the CLI refuses to start that way on a non-loopback address.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -22,13 +32,70 @@ from wai.api.errors import (
     CFError,
     error_response,
 )
+from wai.api.guard import is_inference
+from wai.settings import PERMISSIONS, AccessEntry
 
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})
 _TOKEN_FORMAT = re.compile(r"[A-Za-z0-9._~+/=-]{1,512}")
+_HASHED = re.compile(r"sha256:([0-9a-f]{64})")
+_ACCOUNT = re.compile(r"^/client/v4/accounts/([^/]+)/")
+ALL = frozenset(PERMISSIONS)
 
 
-def check_authorization(header: str | None, tokens: Sequence[bytes]) -> None:
-    """Raise CFError unless the header carries one of `tokens`."""
+def digest(token: str) -> bytes:
+    """The SHA-256 a token is kept as: of its value, or as given (`sha256:<hex>`)."""
+    hashed = _HASHED.fullmatch(token)
+    return bytes.fromhex(hashed.group(1)) if hashed else hashlib.sha256(token.encode()).digest()
+
+
+def fingerprint(token_digest: bytes) -> str:
+    """A short, non-reversible name for a token (the start of its SHA-256): what logs, usage
+    and metrics show."""
+    return "sha256:" + token_digest.hex()[:12]
+
+
+def url_account(path: str) -> str | None:
+    match = _ACCOUNT.match(path)
+    return match.group(1) if match else None
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who a request is: its token's name for logs, the key its limits and allocation are
+    kept under, and its scope (accounts None: any account id)."""
+
+    token: str  # the token's fingerprint ("-" in open mode without one)
+    key: str
+    accounts: tuple[str, ...] | None = None
+    permissions: frozenset[str] = ALL
+    own_allocation: bool = False  # a plain token: its allocation is the token's own
+
+    def account_for(self, path: str) -> str:
+        """The account a request is counted under: the URL's (which the scope allows), else
+        the token's default account, else "default"."""
+        account = url_account(path)
+        if account is not None:
+            return account
+        return self.accounts[0] if self.accounts else "default"
+
+    def allocation_key(self, path: str) -> str:
+        return f"token:{self.token}" if self.own_allocation else self.account_for(path)
+
+
+def permission_for(scope: Scope) -> str | None:
+    """The permission a route needs (None: any valid token)."""
+    path: str = scope["path"]
+    if is_inference(scope):
+        return "inference"
+    if path.endswith(("/models/search", "/models/schema", "/v1/models")):
+        return "catalog"
+    if path in ("/wai/v1/usage", "/wai/v1/stats", "/metrics"):
+        return "usage"
+    return None
+
+
+def _scheme_and_token(header: str | None) -> str:
+    """The token of an `Authorization: Bearer <token>` header; raises CFError otherwise."""
     if header is None:
         raise CFError(
             400,
@@ -47,34 +114,101 @@ def check_authorization(header: str | None, tokens: Sequence[bytes]) -> None:
                 {"code": INVALID_AUTH_FORMAT, "message": "Invalid format for Authorization header"}
             ],
         )
-    presented = token.encode()
-    ok = False
-    for candidate in tokens:
-        ok |= hmac.compare_digest(presented, candidate)
-    if not ok:
-        raise CFError(401, AUTH_ERROR, "Authentication error", gateway=True)
+    return token
+
+
+def _denied() -> CFError:
+    return CFError(403, AUTH_ERROR, "Authentication error", gateway=True)
+
+
+class Tokens:
+    """The configured tokens, as digests, each with the identity it grants."""
+
+    def __init__(self, plain: Sequence[str], access: Mapping[str, AccessEntry]) -> None:
+        self._candidates: list[tuple[bytes, Identity]] = []
+        for token in plain:
+            d = digest(token)
+            name = fingerprint(d)
+            self._candidates.append((d, Identity(name, name, own_allocation=True)))
+        for name, entry in access.items():
+            d = digest(entry.token)
+            accounts = tuple(entry.accounts) or None
+            identity = Identity(
+                fingerprint(d), f"access:{name}", accounts, frozenset(entry.permissions)
+            )
+            self._candidates.append((d, identity))
+
+    def __bool__(self) -> bool:
+        return bool(self._candidates)
+
+    def identify(self, header: str | None) -> Identity:
+        """The identity a header's token grants; raises CFError (9106, 6003, 10000)."""
+        presented = hashlib.sha256(_scheme_and_token(header).encode()).digest()
+        found: Identity | None = None
+        for candidate, identity in self._candidates:  # every one compared: no early exit
+            if hmac.compare_digest(presented, candidate):
+                found = identity
+        if found is None:
+            raise CFError(401, AUTH_ERROR, "Authentication error", gateway=True)
+        return found
+
+
+def open_identity(header: str | None) -> Identity:
+    """Open local mode: whoever asks. Limits key on the token presented, if any (its scheme
+    in any case, as auth would read it)."""
+    scheme, _, token = (header or "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        return Identity("-", "open:-")
+    name = fingerprint(hashlib.sha256(token.encode()).digest())
+    return Identity(name, f"open:{name}")
+
+
+def check_scope(identity: Identity, scope: Scope) -> None:
+    """Raise CFError 10000 unless the identity may use this route on this account."""
+    needed = permission_for(scope)
+    if needed is not None and needed not in identity.permissions:
+        raise _denied()
+    account = url_account(scope["path"])
+    if identity.accounts is not None and account is not None and account not in identity.accounts:
+        raise _denied()
+
+
+def _header(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            return str(value.decode("latin-1"))
+    return None
 
 
 class TokenAuth:
     def __init__(
-        self, app: ASGIApp, tokens: Sequence[str], public: frozenset[str] = PUBLIC_PATHS
+        self,
+        app: ASGIApp,
+        tokens: Sequence[str],
+        access: Mapping[str, AccessEntry] | None = None,
+        public: Iterable[str] = PUBLIC_PATHS,
     ) -> None:
         self.app = app
-        self.tokens = [t.encode() for t in tokens]
-        self.public = public
+        self.tokens = Tokens(tokens, access or {})
+        self.public = frozenset(public)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.tokens or scope["path"] in self.public:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        header = None
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                header = value.decode("latin-1")
-                break
+        header = _header(scope)
+        state = scope.setdefault("state", {})
+        if not self.tokens or scope["path"] in self.public:
+            state["identity"] = (
+                open_identity(header) if not self.tokens else Identity("-", "public")
+            )
+            await self.app(scope, receive, send)
+            return
         try:
-            check_authorization(header, self.tokens)
+            identity = self.tokens.identify(header)
+            check_scope(identity, scope)
         except CFError as e:
             await error_response(scope["path"], e)(scope, receive, send)
             return
+        state["identity"] = identity
         await self.app(scope, receive, send)

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
 import time
 from collections import OrderedDict
@@ -170,9 +169,8 @@ class RateLimit:
         if buckets is None:
             await self.app(scope, receive, send)
             return
-        auth = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
-        # keyed by a hash: the token itself is never kept
-        wait = buckets.take(hashlib.sha256(auth).hexdigest())
+        # keyed by who auth found (never the raw header: `bearer` and `Bearer` are one token)
+        wait = buckets.take(scope["state"]["identity"].key)
         if wait > 0:
             err = CFError.inference(
                 429,

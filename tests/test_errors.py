@@ -57,3 +57,16 @@ def test_the_route_decides_the_shape() -> None:
     err = bad_input("x")
     assert "error" in json.loads(bytes(error_response("/v1/models", err).body))
     assert "errors" in json.loads(bytes(error_response("/client/v4/x", err).body))
+
+
+def test_messages_for_clients_name_files_not_paths() -> None:
+    from wai.errors import without_paths
+
+    assert without_paths("cannot read model file /srv/m/x.gguf: gone") == (
+        "cannot read model file x.gguf: gone"
+    )
+    assert without_paths("'/a/b.gguf' is outside (/models)") == "'b.gguf' is outside (models)"
+    assert without_paths(r"C:\models\y.gguf is broken") == "y.gguf is broken"
+    # URLs and fractions are not paths
+    assert without_paths("no answer from http://h:8000/v1") == "no answer from http://h:8000/v1"
+    assert without_paths("1/2 of the replicas") == "1/2 of the replicas"

@@ -4,6 +4,8 @@ OpenAI error or a binding error); the Python client raises them as AiError."""
 
 from __future__ import annotations
 
+import re
+
 # Workers AI / Cloudflare API codes (spec §1.4, §1.5).
 BAD_INPUT = 5006
 NO_SUCH_MODEL = 5007
@@ -61,9 +63,27 @@ class UnservedTask(UnknownModel):
         self.task = task
 
 
+# an absolute path (POSIX, or Windows' C:\...) standing alone: after a space, a quote, a
+# parenthesis or the start; a URL's "//host/path" follows a colon and is left as it is
+_PATH = re.compile(r"""(?<![^\s'"(\[=])(?:/|[A-Za-z]:\\)[^\s'"()\[\]]*""")
+
+
+def without_paths(message: str) -> str:
+    """A message for clients and public endpoints: every absolute path in it cut to its last
+    part (the file's name), so that the server's layout stays in its log."""
+
+    def name(match: re.Match[str]) -> str:
+        path = match.group(0).rstrip(".,;:")
+        tail = match.group(0)[len(path) :]
+        return (re.split(r"[/\\]", path.rstrip("/\\"))[-1] or "/") + tail
+
+    return _PATH.sub(name, message)
+
+
 class ModelUnavailable(RequestError):
-    """The id is known, but the local model behind it could not be loaded."""
+    """The id is known, but the local model behind it could not be loaded (the reason without
+    the server's paths: the log has them)."""
 
     def __init__(self, model: str, reason: str) -> None:
-        super().__init__(f"{model} is not available on this server: {reason}")
+        super().__init__(f"{model} is not available on this server: {without_paths(reason)}")
         self.model = model

@@ -11,6 +11,8 @@ and its ids answer 503/3043.
 
 from __future__ import annotations
 
+import logging
+
 from wai import sources
 from wai.backends.factory import task_of
 from wai.catalog import (
@@ -29,6 +31,8 @@ from wai.engine import bert
 from wai.settings import Limits, ModelConfig, Settings
 from wai.sources import ModelSourceError
 
+log = logging.getLogger("wai.models")
+
 
 class ModelTable:
     def __init__(self, settings: Settings, catalog: Catalog | None = None) -> None:
@@ -46,6 +50,7 @@ class ModelTable:
             try:
                 path = sources.resolve(config.local_path, settings.model_roots)
             except ModelSourceError as e:
+                log.warning("model %s cannot be served: %s", name, e)  # with its path
                 self.failed[name] = str(e)
                 continue
             self.configs[name] = config.model_copy(update={"path": path})

@@ -23,7 +23,7 @@ from wai.backends.base import (
 )
 from wai.backends.factory import BackendFactory
 from wai.catalog import Catalog, ModelSpec
-from wai.errors import ModelUnavailable, UnknownModel, UnservedTask
+from wai.errors import ModelUnavailable, UnknownModel, UnservedTask, without_paths
 from wai.models import ModelTable
 from wai.registry import Registry
 from wai.requests import embedding_request, generation_request, rerank_request
@@ -187,7 +187,10 @@ class Runtime:
         return reasons
 
     def failures(self) -> dict[str, str]:
-        """Models that cannot answer, and why: not found, refused at load, or given up since."""
+        """Models that cannot answer, and why: not found, refused at load, or given up since.
+        As public endpoints show them: file names, not the server's paths (the log has
+        those)."""
         given_up = {n: b.failure for n, b in self.backends.items() if b.failure is not None}
         refused = self.registry.failures() if self.registry is not None else {}
-        return {**self.models.failed, **refused, **given_up}
+        failed = {**self.models.failed, **refused, **given_up}
+        return {name: without_paths(why) for name, why in failed.items()}

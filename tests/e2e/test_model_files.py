@@ -141,3 +141,15 @@ def test_ids_of_unloadable_files_say_why(
     assert r.status_code == 503
     err = r.json()["errors"][0]
     assert err["code"] == 3043 and reason in err["message"]
+
+
+def test_public_answers_name_files_never_the_servers_paths(hostile: tuple[Server, Path]) -> None:
+    server, marker = hostile
+    folder = str(marker.parent)
+    health = requests.get(f"{server.url}/healthz", timeout=5)  # public: no token
+    ready = requests.get(f"{server.url}/readyz", timeout=5)
+    errors = [_post(server, m, {"prompt": "Hi"}).text for m in (TRUNCATED_ID, JUNK_ID)]
+    for text in (health.text, ready.text, *errors):
+        assert folder not in text and "/elsewhere" not in text, text[:300]
+    assert "junk.gguf" in health.text  # the file is still named
+    assert folder in server.log.read_text()  # the log keeps the path

@@ -161,3 +161,44 @@ def test_eager_models_load_at_start_and_idle_lazy_ones_are_unloaded(tmp_path: Pa
             await registry.close()
 
     asyncio.run(go())
+
+
+def test_a_cancelled_load_leaves_the_model_unloaded_and_the_budget_free(tmp_path: Path) -> None:
+    from wai.catalog import embedded_model_path
+
+    config = ModelConfig(path=embedded_model_path())
+    registry = Registry(
+        {"m": (config, False, 50 * MiB)}, Built(), budget=100 * MiB, measure=lambda b: 50 * MiB
+    )
+
+    async def go() -> None:
+        load = asyncio.create_task(registry.acquire("m"))
+        while registry.entries["m"].state != "loading":
+            await asyncio.sleep(0.001)
+        load.cancel()  # e.g. LocalAi cancelling its pump, or a client gone during a lazy load
+        with pytest.raises(asyncio.CancelledError):
+            await load
+        entry = registry.entries["m"]
+        assert (entry.state, entry.backend, registry.used()) == ("unloaded", None, 0)
+        backend = await registry.acquire("m")  # the next request loads it again
+        assert registry.entries["m"].state == "loaded" and backend.failure is None
+        registry.release("m")
+        await registry.close()
+
+    asyncio.run(go())
+
+
+def test_an_unexpected_error_in_a_load_is_a_recorded_failure(tmp_path: Path) -> None:
+    def broken(name: str, config: ModelConfig) -> Backend:
+        raise RuntimeError("the factory broke")
+
+    registry = Registry({"m": (_upstream("m"), False, 10 * MiB)}, broken, budget=100 * MiB)
+
+    async def go() -> None:
+        for _ in range(2):  # the second answers the recorded failure, loading nothing
+            with pytest.raises(ModelLoadError, match="the factory broke"):
+                await registry.acquire("m")
+        entry = registry.entries["m"]
+        assert (entry.state, entry.load_failures, registry.used()) == ("failed", 1, 0)
+
+    asyncio.run(go())

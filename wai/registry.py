@@ -91,6 +91,7 @@ class Registry:
             name: Entry(name, config, eager, est) for name, (config, eager, est) in models.items()
         }
         self._make = make
+        self._tasks: set[asyncio.Task[None]] = set()
         self._measure = measure
         self.budget = budget
         self.idle_unload_seconds = idle_unload_seconds
@@ -147,7 +148,9 @@ class Registry:
         entry.leases -= 1
         entry.last_used = time.monotonic()
         if entry.leases == 0:
-            asyncio.get_running_loop().create_task(self._notify())
+            task = asyncio.get_running_loop().create_task(self._notify())
+            self._tasks.add(task)  # kept until done: a task only the loop refers to may vanish
+            task.add_done_callback(self._tasks.discard)
 
     async def _notify(self) -> None:
         async with self._room:
@@ -164,33 +167,51 @@ class Registry:
                 return
             if entry.state == "failed":
                 raise ModelLoadError(entry.failure or "failed to load")
-            await self._make_room(entry)
+            await self._make_room(entry)  # "loading", counted against the budget, from here
             t0 = time.monotonic()
-            backend = self._make(entry.name, entry.config)
+            backend: Backend | None = None
             try:
+                backend = self._make(entry.name, entry.config)
                 await backend.start()
-            except ModelLoadError as e:
-                with contextlib.suppress(Exception):
-                    await backend.close()
-                entry.state, entry.failure = "failed", str(e)
-                entry.load_failures += 1
-                log.error("model %s refused: %s", entry.name, e)
-                await self._notify()
-                raise
-            entry.backend = backend
-            entry.state = "loaded"
-            entry.loads += 1
-            entry.load_seconds = time.monotonic() - t0
-            entry.estimate = self._measure(backend) or entry.estimate
-            entry.last_used = time.monotonic()
-            log.info(
-                "model %s loaded in %.1f s (%.0f MiB; %.0f of %s MiB in use)",
-                entry.name,
-                entry.load_seconds,
-                entry.estimate / 2**20,
-                self.used() / 2**20,
-                f"{self.budget / 2**20:.0f}" if self.budget else "unlimited",
-            )
+            except BaseException as e:  # whatever ends the load, the entry ends known
+                await self._load_ended(entry, backend, e)
+                if isinstance(e, ModelLoadError | asyncio.CancelledError):
+                    raise
+                raise ModelLoadError(f"{entry.name} failed to load: {e!r}") from e
+            self._loaded(entry, backend, t0)
+
+    async def _load_ended(self, entry: Entry, backend: Backend | None, e: BaseException) -> None:
+        """A load that did not finish: its backend closed (an engine process included), the
+        budget released; cancelled, the model is unloaded and the next request loads it again;
+        failed, the failure is recorded and answered from then on."""
+        if backend is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(backend.close())
+        if isinstance(e, asyncio.CancelledError):
+            entry.state = "unloaded"
+            log.warning("model %s: load cancelled", entry.name)
+        else:
+            entry.state, entry.failure = "failed", str(e) or repr(e)
+            entry.load_failures += 1
+            unexpected = None if isinstance(e, ModelLoadError) else e  # a bug: its traceback
+            log.error("model %s refused: %s", entry.name, e, exc_info=unexpected)
+        await self._notify()
+
+    def _loaded(self, entry: Entry, backend: Backend, t0: float) -> None:
+        entry.backend = backend
+        entry.state = "loaded"
+        entry.loads += 1
+        entry.load_seconds = time.monotonic() - t0
+        entry.estimate = self._measure(backend) or entry.estimate
+        entry.last_used = time.monotonic()
+        log.info(
+            "model %s loaded in %.1f s (%.0f MiB; %.0f of %s MiB in use)",
+            entry.name,
+            entry.load_seconds,
+            entry.estimate / 2**20,
+            self.used() / 2**20,
+            f"{self.budget / 2**20:.0f}" if self.budget else "unlimited",
+        )
 
     async def _make_room(self, entry: Entry) -> None:
         """Unload idle models, least recently used first, until `entry` fits the budget;

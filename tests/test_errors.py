@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from wai.api.errors import CFError, bad_input, error_response, is_openai_path, openai_from_cf
 from wai.errors import NO_SUCH_MODEL, OUT_OF_CAPACITY
 
@@ -70,3 +72,19 @@ def test_messages_for_clients_name_files_not_paths() -> None:
     # URLs and fractions are not paths
     assert without_paths("no answer from http://h:8000/v1") == "no answer from http://h:8000/v1"
     assert without_paths("1/2 of the replicas") == "1/2 of the replicas"
+
+
+def test_the_client_sends_a_cloudflare_token_only_to_cloudflare(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from wai.client import _headers
+
+    monkeypatch.delenv("WAI_TOKEN", raising=False)
+    monkeypatch.setenv("CLOUDFLARE_API_TOKEN", "cf-secret")
+    local = _headers(None, "http://127.0.0.1:8787/client/v4")
+    assert local == {"Authorization": "Bearer local"}
+    cloud = _headers(None, "https://api.cloudflare.com/client/v4")
+    assert cloud == {"Authorization": "Bearer cf-secret"}
+    monkeypatch.setenv("WAI_TOKEN", "wai-secret")
+    assert _headers(None, "http://10.0.0.5:8787/client/v4")["Authorization"] == "Bearer wai-secret"
+    assert _headers("given", "http://x/client/v4")["Authorization"] == "Bearer given"

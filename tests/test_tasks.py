@@ -9,6 +9,7 @@ import importlib.util
 import math
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -161,3 +162,25 @@ def test_a_cross_encoder_is_written_with_rank_pooling_and_read_as_a_reranker(
     query, doc = "what is the capital of france", "paris is the capital of france"
     # BERT's pair: [CLS] query [SEP] doc [SEP], as Hugging Face's tokenizer joins one
     assert tok.pair(query, doc) == pair_ids(src, query, doc)
+
+
+def test_an_upstream_line_without_end_is_a_broken_stream_not_unbounded_memory() -> None:
+    import httpx
+
+    from wai.backends.upstream.openai_format import MAX_LINE_BYTES, sse_data
+
+    sent = 0
+
+    async def endless() -> Any:
+        nonlocal sent
+        while True:
+            sent += 1 << 20
+            yield b"x" * (1 << 20)  # never a newline
+
+    async def read() -> None:
+        async for _ in sse_data(httpx.Response(200, content=endless())):
+            pass
+
+    with pytest.raises(BrokenStream, match="a line of more than"):
+        asyncio.run(read())
+    assert sent <= MAX_LINE_BYTES + (2 << 20)

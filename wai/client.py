@@ -46,8 +46,17 @@ def _url(base_url: str, account_id: str, model: str) -> str:
     return f"{base_url.rstrip('/')}/accounts/{account_id}/ai/run/{model}"
 
 
-def _headers(token: str | None) -> dict[str, str]:
-    token = token or os.environ.get("WAI_TOKEN") or os.environ.get("CLOUDFLARE_API_TOKEN")
+CLOUDFLARE_API_HOST = "api.cloudflare.com"
+
+
+def _headers(token: str | None, base_url: str) -> dict[str, str]:
+    """The token given, else $WAI_TOKEN (meant for wai), else $CLOUDFLARE_API_TOKEN only when
+    the client talks to Cloudflare's API, the one host it was meant for (never to a local wai
+    or whatever other server `base_url` names)."""
+    if token is None:
+        token = os.environ.get("WAI_TOKEN")
+    if token is None and httpx.URL(base_url).host == CLOUDFLARE_API_HOST:
+        token = os.environ.get("CLOUDFLARE_API_TOKEN")
     return {"Authorization": f"Bearer {token or 'local'}"}
 
 
@@ -108,7 +117,7 @@ class _Remote:
         self.base_url = base_url
         self.account_id = account_id
         self.max_retries = max_retries
-        self._http = self._open(_headers(token), timeout)
+        self._http = self._open(_headers(token, base_url), timeout)
 
     def _open(self, headers: dict[str, str], timeout: float) -> Any:
         raise NotImplementedError

@@ -31,6 +31,9 @@ from wai.backends.base import (
 from wai.errors import BAD_INPUT, MODEL_UNAVAILABLE, TIMEOUT, bad_input_message
 
 MAX_ERROR_BYTES = 65_536  # of an upstream's error body
+# of one line of an upstream's event stream: a chunk is a few hundred bytes; a whole answer in
+# one chunk (some servers send tool calls so) stays far below
+MAX_LINE_BYTES = 8 * 1024 * 1024
 
 
 class Retry(Exception):
@@ -147,7 +150,8 @@ async def read_to_end(events: AsyncIterator[bytes]) -> None:
 async def sse_data(response: httpx.Response) -> AsyncIterator[bytes]:
     """The `data:` payloads of an event stream, straight from the socket's bytes (httpx's line
     iterator decodes and re-splits every chunk: most of the relay's time). The request asks for
-    no content encoding, so the raw bytes are the text."""
+    no content encoding, so the raw bytes are the text. A line longer than MAX_LINE_BYTES (an
+    upstream that never ends one) is a broken stream, not memory without end."""
     buf = b""
     async for chunk in response.aiter_raw():
         buf = buf + chunk if buf else chunk
@@ -158,6 +162,8 @@ async def sse_data(response: httpx.Response) -> AsyncIterator[bytes]:
             if line.startswith(b"data:"):  # not blank lines, comments, pings
                 yield line[5:].strip()
         buf = buf[start:]
+        if len(buf) > MAX_LINE_BYTES:
+            raise BrokenStream(f"a line of more than {MAX_LINE_BYTES} bytes from the upstream")
     if buf.startswith(b"data:"):
         yield buf[5:].strip()
 

@@ -35,6 +35,7 @@ def browser() -> Iterator[WebDriver]:
     options.binary_location = chromium
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,900"):
         options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # the page's console
     b = webdriver.Chrome(options=options, service=Service(executable_path=driver))
     yield b
     b.quit()
@@ -153,6 +154,29 @@ def test_a_wrong_token_is_shown_and_a_server_without_tokens_needs_none(
         _open(browser, open_server, None)
     finally:
         stop_server(open_server)
+
+
+def test_a_server_with_tokens_asks_for_one_and_the_console_stays_clean(
+    browser: WebDriver, server: Server
+) -> None:
+    browser.get(f"{server.url}/")
+    browser.execute_script("sessionStorage.clear()")
+    browser.get(f"{server.url}/")
+    error = browser.find_element(By.ID, "error")
+    WebDriverWait(browser, 20).until(lambda b: "needs a token" in error.text)
+    assert "Token field" in error.text and "9106" not in error.text
+    browser.get_log("browser")  # what came before the token: read and dropped
+    field = browser.find_element(By.ID, "token")
+    field.send_keys(TOKEN + "\t")
+    WebDriverWait(browser, 20).until(
+        lambda b: len(b.find_elements(By.CSS_SELECTOR, "#model option")) > 10
+    )
+    time.sleep(0.5)  # the embedding panel's list too
+    assert not error.is_displayed()
+    problems = [e for e in browser.get_log("browser") if e["level"] in ("SEVERE", "WARNING")]
+    assert problems == [], problems
+    icon = requests.get(f"{server.url}/favicon.ico", timeout=5)  # public, as the page's assets
+    assert icon.status_code == 200 and icon.headers["content-type"] == "image/svg+xml"
 
 
 def test_the_page_is_served_strictly(server: Server) -> None:

@@ -2,7 +2,7 @@
 and see the same request as curl, Python and Worker code, and to embed a few texts and see
 their similarity as a heat map.
 
-Four files shipped in the package (`static/`), served by wai itself: the page works offline.
+Five files shipped in the package (`static/`), served by wai itself: the page works offline.
 A strict Content-Security-Policy allows only wai's own script, styles and API (no inline
 script, no other origin). The page and its assets need no token; the API calls the page makes
 do, and it asks for one (kept in sessionStorage only).
@@ -27,6 +27,9 @@ FILES = {
     "/playground/playground.js": ("playground.js", "text/javascript; charset=utf-8"),
     "/playground/playground.css": ("playground.css", "text/css; charset=utf-8"),
     "/playground/embeddings.js": ("embeddings.js", "text/javascript; charset=utf-8"),
+    "/playground/icon.svg": ("icon.svg", "image/svg+xml"),
+    # browsers ask for it whatever the page links: answered, not a 400 in the console
+    "/favicon.ico": ("icon.svg", "image/svg+xml"),
 }
 PATHS = frozenset(FILES)
 _CONTENT = {name: (STATIC / name).read_bytes() for name, _ in FILES.values()}

@@ -35,7 +35,7 @@ async function loadModels() {
   const res = await fetch(url, { headers: headers() });
   const body = await res.text();
   if (!res.ok) {
-    showError(`GET ${url}\nHTTP ${res.status}\n${pretty(body)}`);
+    showError(authHint(res.status, body) || `GET ${url}\nHTTP ${res.status}\n${pretty(body)}`);
     return;
   }
   showError("");
@@ -53,6 +53,25 @@ async function loadModels() {
   }
   if (keep && models.has(keep)) select.value = keep;
   update();
+}
+
+// A refusal of the token, said for a person: what to do rather than the raw envelope.
+function authHint(status, body) {
+  let code = 0;
+  try {
+    code = JSON.parse(body).errors[0].code;
+  } catch {
+    return "";
+  }
+  if (code === 9106 || (code === 6003 && !token())) {
+    return "This server needs a token. Type it in the Token field at the top right " +
+      "(it is kept in this browser tab only), then press Tab or Enter.";
+  }
+  if (code === 10000 || code === 6003) {
+    return `The server refused this token (HTTP ${status}, code ${code}): check it, or ask ` +
+      "for one that may read the catalog and run inference.";
+  }
+  return "";
 }
 
 function pretty(text) {

@@ -20,13 +20,18 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 @pytest.fixture(scope="session")
 def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    # max_tokens capped at 8 (and documented so), to keep generated requests short
-    srv = start_server(
-        tmp_path_factory.mktemp("fuzz"),
-        "--token",
-        TOKEN,
-        env={"WAI_MAX_TOKENS": "8", "WAI_SLOTS": "4"},
+    # max_tokens capped at 8 (and documented so), to keep generated requests short; scoped
+    # tokens configured beside the plain one the fuzzer uses (auth then matches among both)
+    tmp = tmp_path_factory.mktemp("fuzz")
+    config = tmp / "wai.toml"
+    config.write_text(
+        '[access.team]\ntoken = "sha256:' + "ab" * 32 + '"\naccounts = ["acc1"]\n'
+        '[access.reader]\ntoken = "reader-token-0123456789"\npermissions = ["catalog"]\n'
     )
+    srv = start_server(
+        tmp, "--token", TOKEN, "--config", str(config),
+        env={"WAI_MAX_TOKENS": "8", "WAI_SLOTS": "4"},
+    )  # fmt: skip
     yield srv
     stop_server(srv)
 
@@ -41,6 +46,9 @@ schema = schemathesis.pytest.from_fixture("api_schema")
 
 
 @schema.parametrize()
+# every operation of the document in one test (~2 min alone on 2 cores): the suite's 300 s
+# per test would be too tight on a busy machine
+@pytest.mark.timeout(900)
 @settings(max_examples=8, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 def test_api_conforms_and_never_fails(case: schemathesis.Case, fuzz_server: Server) -> None:
     # Both excluded checks expect 401 for a request with no Authorization header at all;

@@ -116,6 +116,7 @@ SSE = {
 CF_ERRORS = {
     400: "bad input, unknown model, or bad auth header",
     401: "invalid token",
+    403: "outside the token's scope (its accounts, its permissions)",
     404: "no route (e.g. an empty path segment)",
     405: "wrong method",
     408: "client went away",
@@ -307,7 +308,7 @@ def _document(
         responses.update(
             _errors(
                 OPENAI_ERROR if is_openai_path(path) else CF_ERROR,
-                {k: CF_ERRORS[k] for k in (400, 401, 404, 431)},
+                {k: CF_ERRORS[k] for k in (400, 401, 403, 404, 431)},
             )
         )
     if method == "get" and path in ("/healthz", "/readyz"):

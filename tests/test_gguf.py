@@ -58,3 +58,15 @@ def test_the_tokenizer_round_trips_and_knows_its_byte_tokens() -> None:
     assert byte_tokens is tok.byte_tokens()  # scanned once per tokenizer
     for byte in b'{"a": 1}\n':
         assert token_piece(tok.vocab, byte_tokens[byte], special=True) == bytes([byte])
+
+
+def test_llama_cpp_warnings_about_what_wai_chose_are_debug_others_stay_warnings() -> None:
+    import logging
+
+    from wai.engine.gguf import log_level
+
+    chosen = "llama_init_from_model: model default pooling_type is [1], but [0] was specified"
+    assert log_level(3, chosen) == logging.DEBUG
+    assert log_level(3, "llama_model_load: something unexpected") == logging.WARNING
+    assert log_level(4, chosen) == logging.ERROR  # an error is never quietened
+    assert log_level(2, "load_tensors: ...") == logging.DEBUG

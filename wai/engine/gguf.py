@@ -32,13 +32,26 @@ def token_piece(vocab: Any, token: int, *, special: bool = False, lstrip: int = 
 # --- process-wide llama.cpp setup -------------------------------------------------------------
 
 
+# llama.cpp warnings that say what wai chose on purpose: the embedding engine asks for pooling
+# "none" (it pools each request as asked) whatever the file's default
+EXPECTED_WARNINGS = ("model default pooling_type is",)
+
+
+def log_level(level: int, text: str) -> int:
+    """Our level for one of llama.cpp's lines. ggml levels: 1 debug, 2 info, 3 warn, 4 error,
+    5 continuation. Its info is chatty (every tensor at load), so it goes to our debug level
+    with its debug; so do the warnings about what wai asked for on purpose."""
+    if level == 3 and any(w in text for w in EXPECTED_WARNINGS):
+        return logging.DEBUG
+    return {3: logging.WARNING, 4: logging.ERROR}.get(level, logging.DEBUG)
+
+
 @L.llama_log_callback  # type: ignore[untyped-decorator]
 def _llama_log(level: int, text: bytes, _user: Any) -> None:
-    # ggml levels: 1 debug, 2 info, 3 warn, 4 error, 5 continuation. Its info is chatty (every
-    # tensor at load), so it goes to our debug level with its debug.
-    at = {3: logging.WARNING, 4: logging.ERROR}.get(level, logging.DEBUG)
+    line = text.decode("utf-8", "replace").rstrip()
+    at = log_level(level, line)
     if log.isEnabledFor(at):
-        log.log(at, "llama.cpp: %s", text.decode("utf-8", "replace").rstrip())
+        log.log(at, "llama.cpp: %s", line)
 
 
 @functools.cache

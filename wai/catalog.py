@@ -102,6 +102,23 @@ class ModelSpec:
         return parts[1] if len(parts) > 2 and parts[0].startswith("@") else ""
 
 
+# Workers AI's own facts of embedding ids, from its model files
+_EMBEDDING_FACTS = {
+    "@cf/baai/bge-small-en-v1.5": Facts(
+        "57fbd08a-a4c4-411c-910d-b9459ff36c20",
+        "2023-11-07 15:43:58.042",
+        "BAAI general embedding (Small) model that transforms any given text into a "
+        "384-dimensional vector",
+    ),
+    "@cf/baai/bge-base-en-v1.5": Facts("429b9e8b-d99e-44de-91ad-706cf8183658"),
+    "@cf/baai/bge-m3": Facts(
+        "eed32bc1-8775-4985-89ce-dd1405508ad8",
+        "2024-05-22 19:27:09.781",
+        "Multi-Functionality, Multi-Linguality, and Multi-Granularity embeddings model.",
+    ),
+}
+
+
 def _m(
     id: str,
     family: str,
@@ -207,6 +224,7 @@ CATALOG: tuple[ModelSpec, ...] = (
             dimensions=dims,
             kind="text-embeddings",
             query_mode=id == "@cf/baai/bge-m3",
+            facts=_EMBEDDING_FACTS.get(id),
         )
         for id, dims, ctx in (
             ("@cf/baai/bge-small-en-v1.5", 384, 512),

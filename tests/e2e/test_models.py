@@ -76,7 +76,8 @@ def test_search_filters_and_pages(server: Server) -> None:
         "total_count": len(CATALOG),
     }
     assert get(page=1000)["result"] == []  # past the end: empty, not an error
-    for bad in ({"per_page": "x"}, {"page": "0"}, {"per_page": "100000"}):
+    bad_params = ({"per_page": "x"}, {"page": "0"}, {"per_page": "100000"}, {"page": ""})
+    for bad in (*bad_params, {"hide_experimental": ""}):  # empty: neither a number nor a bool
         r = requests.get(url, headers=server.auth, params=bad, timeout=10)
         assert r.status_code == 400 and r.json()["errors"][0]["code"] == 5006, bad
 

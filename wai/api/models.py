@@ -35,7 +35,7 @@ def _envelope(result: Any, **extra: Any) -> dict[str, Any]:
 
 def _int_param(request: Request, name: str, default: int, lo: int, hi: int) -> int:
     raw = request.query_params.get(name)
-    if raw is None or raw == "":
+    if raw is None:
         return default
     try:
         value = int(raw)
@@ -47,7 +47,7 @@ def _int_param(request: Request, name: str, default: int, lo: int, hi: int) -> i
 
 
 def _bool_param(request: Request, name: str) -> bool:
-    raw = (request.query_params.get(name) or "false").lower()
+    raw = request.query_params.get(name, "false").lower()  # present but empty: refused
     if raw not in ("true", "false", "1", "0"):
         raise bad_input(f"'{name}': must be true or false")
     return raw in ("true", "1")

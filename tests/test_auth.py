@@ -62,8 +62,8 @@ def test_accounts_and_allocation_keys() -> None:
     scoped = Identity("t", "access:a", ("acc1", "acc2"))
     assert scoped.account_for("/client/v4/accounts/acc2/ai/run/x") == "acc2"
     assert scoped.account_for("/v1/chat/completions") == "acc1"  # its default account
-    assert scoped.allocation_key("/run") == "acc1"
+    assert scoped.allocation("/run") == {"account": "acc1"}
     plain = Identity("sha256:abc", "sha256:abc", own_allocation=True)
     assert plain.account_for("/client/v4/accounts/any/ai/run/x") == "any"
-    assert plain.allocation_key("/client/v4/accounts/any/ai/run/x") == "token:sha256:abc"
-    assert Identity("-", "open:-").allocation_key("/v1/completions") == "default"
+    assert plain.allocation("/client/v4/accounts/any/ai/run/x") == {"token": "sha256:abc"}
+    assert Identity("-", "open:-").allocation("/v1/completions") == {"account": "default"}

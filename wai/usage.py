@@ -100,12 +100,12 @@ class UsageStore:
         with self._lock:
             self._db.execute(_ADD, (*row, cached_tokens, spent))
 
-    def neurons_on(self, account: str, day: str | None = None) -> float:
-        """Neurons spent on a UTC day by an account (`token:<fingerprint>`: by one token,
-        whatever accounts it named)."""
-        column, key = (
-            ("token", account[6:]) if account.startswith("token:") else ("account", account)
-        )
+    def neurons_on(
+        self, account: str | None = None, *, token: str | None = None, day: str | None = None
+    ) -> float:
+        """Neurons spent on a UTC day by an account, or by one token (its fingerprint),
+        whatever accounts it named."""
+        column, key = ("token", token) if token is not None else ("account", account)
         with self._lock:
             (total,) = self._db.execute(
                 f"SELECT COALESCE(SUM(neurons), 0) FROM usage WHERE day = ? AND {column} = ?",

@@ -65,8 +65,8 @@ class Allocation:
             await self.app(scope, receive, send)
             return
         identity: Identity = scope["state"]["identity"]
-        key = identity.allocation_key(scope["path"])
-        spent = await asyncio.to_thread(self.usage.neurons_on, key)
+        whose = identity.allocation(scope["path"])
+        spent = await asyncio.to_thread(lambda: self.usage.neurons_on(**whose))
         if spent < self.daily_neurons:
             await self.app(scope, receive, send)
             return

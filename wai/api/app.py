@@ -105,7 +105,7 @@ def _task_of(runtime: Runtime) -> Callable[[Scope], str]:
             model = path.split("/ai/run/", 1)[1]
         elif path in ("/run", "/ai-gateway/run"):
             header = next((v for k, v in scope["headers"] if k == b"cf-consn-model-id"), b"")
-            model = header.decode("latin-1").rpartition(":")[2].strip()
+            model = binding.model_of_header(header.decode("latin-1"))
         else:
             return "text-generation"
         return runtime.models.spec_for(model).kind or "text-generation"

@@ -78,8 +78,10 @@ class Identity:
             return account
         return self.accounts[0] if self.accounts else "default"
 
-    def allocation_key(self, path: str) -> str:
-        return f"token:{self.token}" if self.own_allocation else self.account_for(path)
+    def allocation(self, path: str) -> dict[str, str]:
+        """Whose daily allocation a request draws on: a plain token's own, else the
+        account's (keyword arguments of UsageStore.neurons_on)."""
+        return {"token": self.token} if self.own_allocation else {"account": self.account_for(path)}
 
 
 def permission_for(scope: Scope) -> str | None:

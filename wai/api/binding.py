@@ -49,6 +49,11 @@ def binding_error(err: CFError, request_id: str) -> Response:
     return JSONResponse(body, status_code=err.status, headers=headers)
 
 
+def model_of_header(value: str) -> str:
+    """The model id of a `cf-consn-model-id` header (`[prefix:]model`)."""
+    return (value.split(":", 1)[1] if ":" in value else value).strip()
+
+
 @router.post("/run", include_in_schema=True, summary="Worker AI binding protocol (version=3)")
 async def binding_run(request: Request) -> Response:
     return await run_binding(request)
@@ -87,7 +92,7 @@ async def run_binding(request: Request) -> Response:
         model_id = request.headers.get("cf-consn-model-id", "")
         if not model_id:
             raise bad_input("missing header cf-consn-model-id")
-        model_id = (model_id.split(":", 1)[1] if ":" in model_id else model_id).strip()
+        model_id = model_of_header(model_id)
         inputs = _inputs(await read_json(request, runtime.settings.limits.max_body_bytes))
     except ANSWERED as e:
         return binding_error(to_cf_error(e), request.state.request_id)

@@ -46,6 +46,7 @@ from wai.schemas.text_generation import TextGenerationInput
 
 router = APIRouter()
 T = TypeVar("T")
+GENERATES = ("text-generation",)
 EMBEDS = ("text-embeddings",)
 RANKS = ("reranking", "text-embeddings")  # an embedding model ranks by cosine similarity
 
@@ -62,9 +63,7 @@ async def _handle(request: Request, parse: Parser, chat: bool) -> Response:
     try:
         body = await read_json(request, runtime.settings.limits.max_body_bytes)
         req, inp, stops = parse(body)
-        kind = runtime.models.spec_for(req.model).kind
-        if runtime.models.model_for(req.model) is not None and kind != "text-generation":
-            raise InvalidOpenAIRequest(f"{req.model} is not a text-generation model", "model")
+        _check_kind(runtime, req.model, GENERATES, "a text-generation model")
         served, generation = await runtime.submit(req.model, inp, stops, req.bias())
         track(request, served, generation, inp)  # access log, usage
     except InvalidOpenAIRequest as e:
@@ -194,6 +193,14 @@ async def completions(request: Request) -> Response:
     return await _handle(request, parse_completion, chat=False)
 
 
+def _check_kind(runtime: Runtime, model: str, kinds: tuple[str, ...], noun: str) -> None:
+    """A known id of another kind than the route serves is refused naming the parameter
+    (an unknown one is left to the runtime's 404)."""
+    known = runtime.models.model_for(model) is not None
+    if known and runtime.models.spec_for(model).kind not in kinds:
+        raise InvalidOpenAIRequest(f"{model} is not {noun}", "model")
+
+
 async def _vectors(
     request: Request,
     model: str,
@@ -205,9 +212,7 @@ async def _vectors(
     model, in words) and collect its output; a refusal or failure as OpenAI's error."""
     runtime: Runtime = request.app.state.runtime
     try:
-        kind = runtime.models.spec_for(model).kind
-        if runtime.models.model_for(model) is not None and kind not in kinds:
-            raise InvalidOpenAIRequest(f"{model} is not {noun}", "model")
+        _check_kind(runtime, model, kinds, noun)
         served, generation = await runtime.submit(model, inp)
         track(request, served, generation, inp)  # access log, usage
     except InvalidOpenAIRequest as e:

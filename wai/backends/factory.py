@@ -11,7 +11,7 @@ from wai.backends.local.embeddings import LocalEmbeddingBackend
 from wai.backends.upstream.backend import UpstreamBackend
 from wai.catalog import Kind
 from wai.engine.config import LlamaCppConfig
-from wai.engine.gguf import kv_cache_bytes, read_metadata
+from wai.engine.gguf import POOLING_RANK, declared_pooling, kv_cache_bytes, read_metadata
 from wai.engine.inthread import InThreadEngine
 from wai.engine.process import ProcessEngine
 from wai.engine.types import ModelLoadError, TokenEngine
@@ -27,7 +27,6 @@ log = logging.getLogger("wai.runtime")
 EMBED_BATCH_TOKENS = 512
 EMBED_TEXTS_PER_CALL = 64
 # architectures llama.cpp computes as encoders: each such model embeds
-RANK_POOLING = 4  # llama.cpp's LLAMA_POOLING_TYPE_RANK: a classification head's score
 _ENCODERS = frozenset({"bert", "nomic-bert", "nomic-bert-moe", "jina-bert-v2", "modern-bert"})
 
 
@@ -42,11 +41,10 @@ def task_of(model: ModelConfig) -> Kind:
         meta = read_metadata(model.local_path)
     except ModelLoadError:
         return "text-generation"  # its load will say what is wrong
-    arch = meta.get("general.architecture", "")
-    pooling = meta.get(f"{arch}.pooling_type")
-    if pooling == str(RANK_POOLING):
+    pooling = declared_pooling(meta)
+    if pooling == POOLING_RANK:
         return "reranking"
-    embeds = arch in _ENCODERS or pooling is not None
+    embeds = meta.get("general.architecture") in _ENCODERS or pooling is not None
     return "text-embeddings" if embeds else "text-generation"
 
 

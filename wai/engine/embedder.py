@@ -29,7 +29,13 @@ import numpy as np
 
 from wai.engine import hardware
 from wai.engine.config import LlamaCppConfig
-from wai.engine.gguf import LlamaTokenizer, load_model, model_metadata
+from wai.engine.gguf import (
+    POOLING_RANK,
+    LlamaTokenizer,
+    declared_pooling,
+    load_model,
+    model_metadata,
+)
 from wai.engine.params import LoadPlan, context_params, model_params, new_context
 from wai.engine.types import (
     Counters,
@@ -88,8 +94,7 @@ class LlamaCppEmbedder:
         self.tokenizer = LlamaTokenizer(self._model)
         self.metadata = model_metadata(self._model)
         self.normalize = self.metadata.get("wai.embedding.normalize", "true") == "true"
-        arch = self.metadata.get("general.architecture", "")
-        self.ranks = self.metadata.get(f"{arch}.pooling_type") == str(L.LLAMA_POOLING_TYPE_RANK)
+        self.ranks = declared_pooling(self.metadata) == POOLING_RANK
         self.n_embd = int(L.llama_model_n_embd(self._model))
         # a row of output: a vector, or a reranker's scores (one per label; rerankers have one)
         self.n_out = int(L.llama_model_n_cls_out(self._model)) if self.ranks else self.n_embd

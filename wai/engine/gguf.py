@@ -183,6 +183,17 @@ def read_metadata(path: Path) -> dict[str, str]:
         L.llama_model_free(model)
 
 
+# llama.cpp's pooling types, as a GGUF declares them (`{arch}.pooling_type`)
+POOLING_CLS = 2
+POOLING_RANK = 4  # a classification head's scores: a reranker
+
+
+def declared_pooling(meta: dict[str, str]) -> int | None:
+    """The pooling type a GGUF's metadata declares (None: none, as a generative model)."""
+    value = meta.get(f"{meta.get('general.architecture', '')}.pooling_type")
+    return int(value) if value is not None and value.lstrip("-").isdigit() else None
+
+
 def model_metadata(model: Any) -> dict[str, str]:
     meta: dict[str, str] = {}
     for i in range(int(L.llama_model_meta_count(model))):

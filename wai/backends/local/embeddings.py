@@ -20,6 +20,7 @@ from wai.backends.base import (
     TaskRequest,
 )
 from wai.backends.local.engine_backed import EngineBacked
+from wai.engine.gguf import POOLING_CLS, POOLING_RANK, declared_pooling
 from wai.engine.types import EmbedRequest
 from wai.errors import InvalidInput
 
@@ -31,16 +32,12 @@ class LocalEmbeddingBackend(EngineBacked):
     @property
     def pooling(self) -> Pooling:
         """The model's own pooling, as its file says (mean unless it says CLS)."""
-        return "cls" if self.engine.metadata.get(f"{self._arch}.pooling_type") == "2" else "mean"
+        return "cls" if declared_pooling(self.engine.metadata) == POOLING_CLS else "mean"
 
     @property
     def ranks(self) -> bool:
         """A reranker: its file says rank pooling (a classification head)."""
-        return self.engine.metadata.get(f"{self._arch}.pooling_type") == "4"
-
-    @property
-    def _arch(self) -> str:
-        return self.engine.metadata.get("general.architecture", "")
+        return declared_pooling(self.engine.metadata) == POOLING_RANK
 
     async def submit(self, request: TaskRequest) -> Generation[Event]:
         if isinstance(request, RerankRequest):

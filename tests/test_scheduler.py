@@ -132,3 +132,65 @@ def test_an_unrelated_prompt_takes_the_least_recently_used_slot() -> None:
     s.add(c)
     s.admit()
     assert c.slot == 0
+
+
+def bg(n_prompt: int) -> Seq:
+    """A queued batch's item (background priority)."""
+    request = TokenRequest(list(range(1, n_prompt + 1)), max_tokens=8, request_id=next(_ids))
+    request.background = True
+    return Seq(request)
+
+
+def test_interactive_requests_are_admitted_before_background_ones() -> None:
+    s = Scheduler(n_slots=1, token_budget=64, chunk=CHUNK)
+    queued, interactive = bg(3), seq(3)
+    s.add(queued)
+    s.add(interactive)
+    assert s.admit() == [interactive]
+    assert list(s.waiting) == [queued]
+
+
+def test_an_interactive_request_preempts_the_newest_background_sequence() -> None:
+    s = Scheduler(n_slots=2, token_budget=64, chunk=CHUNK)
+    old, new = bg(3), bg(3)
+    for x in (old, new):
+        s.add(x)
+        s.admit()
+    interactive = seq(3)
+    s.add(interactive)
+    assert s.preempt() == [new]  # the most recently admitted: the least work lost
+    assert s.admit() == [interactive]
+    assert interactive.slot == new.slot
+    assert s.running == [old, interactive]
+
+
+def test_no_preemption_while_a_slot_is_free_or_nothing_interactive_waits() -> None:
+    s = Scheduler(n_slots=2, token_budget=64, chunk=CHUNK)
+    running = bg(3)
+    s.add(running)
+    s.admit()
+    assert s.preempt() == []  # nothing waits
+    s.add(seq(3))
+    assert s.preempt() == []  # a slot is free
+    s.admit()
+    s.add(bg(3))
+    assert s.preempt() == []  # only background waits
+    s.add(seq(3))
+    victims = s.preempt()
+    assert victims == [running]  # the interactive one running is never taken
+
+
+def test_background_work_sits_out_steps_that_compute_an_interactive_prompt() -> None:
+    s = Scheduler(n_slots=3, token_budget=64, chunk=CHUNK)
+    decoding, prefilling = bg(2), bg(6)
+    for x in (decoding, prefilling):
+        s.add(x)
+    s.admit()
+    decoding.n_past, decoding.generated = 2, [7]
+    interactive = seq(5)
+    s.add(interactive)
+    s.admit()
+    assert [w.seq for w in s.schedule()] == [interactive]
+    interactive.n_past = 5  # its prompt is in: background work comes back
+    interactive.generated = [9]
+    assert {w.seq for w in s.schedule()} == {interactive, decoding, prefilling}

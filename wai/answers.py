@@ -5,30 +5,39 @@ them in envelopes, event streams and HTTP statuses; `Ai.local()` returns them as
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from wai.backends.base import (
+    Delta,
     EngineBusy,
     EngineStopped,
+    Event,
     Failed,
     Finished,
     PromptTooLong,
     ToolCall,
+    ToolCalls,
     UpstreamError,
     Usage,
     Vectors,
 )
 from wai.errors import (
+    ACCOUNT_LIMITED,
     BAD_INPUT,
     INTERNAL,
     MODEL_UNAVAILABLE,
     NO_SUCH_MODEL,
+    NOT_FOUND,
     OUT_OF_CAPACITY,
+    AllocationSpent,
+    BatchNotFound,
     InvalidInput,
     ModelUnavailable,
+    QueueLimit,
     RequestError,
     UnknownModel,
     UnservedTask,
@@ -51,6 +60,12 @@ class Failure:
 
 def classify(e: Exception) -> Failure:
     """The Workers AI answer for what submitting a request raised."""
+    if isinstance(e, QueueLimit):
+        return Failure(OUT_OF_CAPACITY, e.message, retry_after=60)
+    if isinstance(e, AllocationSpent):
+        return Failure(ACCOUNT_LIMITED, e.message)
+    if isinstance(e, BatchNotFound):
+        return Failure(NOT_FOUND, e.message)
     if isinstance(e, UnservedTask):
         return Failure(NO_SUCH_MODEL, e.message)
     if isinstance(e, UnknownModel):
@@ -164,3 +179,44 @@ def vectors_answer(inp: EmbeddingInput | RerankInput, vectors: Vectors) -> dict[
 def cf_embeddings(vectors: Vectors) -> dict[str, Any]:
     """Text Embeddings' output: the vectors in the texts' order, their shape and pooling."""
     return {"shape": list(vectors.shape), "data": vectors.rows(), "pooling": vectors.pooling}
+
+
+class Unanswered(Exception):
+    """A request that ended without an answer: its Workers AI code and message, and the
+    engine's Failed event when there was one (crashed, preempted)."""
+
+    def __init__(self, code: int, message: str, failed: Failed | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.failed = failed
+
+
+async def whole_answer(
+    generation: AsyncIterable[Event], inp: TextGenerationInput | EmbeddingInput | RerankInput
+) -> tuple[dict[str, Any], Usage]:
+    """A request's whole answer as Workers AI's bare output (the binding's, `Ai.local()`'s, a
+    queued item's result) and its usage; raises Unanswered."""
+    parts: list[str] = []
+    calls: list[ToolCall] = []
+    vectors: Vectors | None = None
+    async for ev in generation:
+        if isinstance(ev, Vectors):
+            vectors = ev
+        elif isinstance(ev, Delta):
+            parts.append(ev.text)
+        elif isinstance(ev, ToolCalls):
+            calls.extend(ev.calls)
+        elif isinstance(ev, Failed):
+            raise Unanswered(failed_code(ev), ev.message, ev)
+        elif isinstance(inp, TextGenerationInput):
+            try:
+                return cf_result("".join(parts), calls, ev, inp), ev.usage
+            except RequestError as e:  # JSON mode's object did not close
+                f = classify(e)
+                raise Unanswered(f.code, f.message) from e
+        elif vectors is not None:
+            return vectors_answer(inp, vectors), ev.usage
+        else:
+            break
+    raise Unanswered(INTERNAL, "the request ended without its answer")

@@ -10,7 +10,7 @@ import math
 import re
 import signal
 import sys
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -253,12 +253,68 @@ def cmd_usage(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     columns = [*(k for k in rows[0] if k not in _TOTALS), *_TOTALS] if rows else list(_TOTALS)
-    table = [[str(r[c]) for c in columns] for r in rows]
-    widths = [max(len(c), *(len(row[i]) for row in table)) for i, c in enumerate(columns)]
-    print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
-    for row in table:
-        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
+    _table(rows, columns)
     return 0
+
+
+def cmd_queue(args: argparse.Namespace) -> int:
+    """The batch queue's batches (newest first), or one batch's items."""
+    from wai.queue import QueueStore
+
+    settings = _settings(args)
+    path = args.db or settings.usage_db or settings.cache_dir / "usage.db"
+    if not path.exists():
+        print(f"wai: nothing queued yet ({path} does not exist)", file=sys.stderr)
+        return 1
+    store = QueueStore(path)
+    try:
+        if args.request_id is None:
+            rows = [b.summary() for b in store.batches(args.account, args.limit)]
+            for row in rows:
+                row["created"] = _utc(row["created"])
+                row["finished"] = _utc(row["finished"]) if row["finished"] else "-"
+        else:
+            view = store.view(args.request_id)
+            if view is None:
+                print(f"wai: no batch {args.request_id} (or it expired)", file=sys.stderr)
+                return 1
+            rows = store.items(args.request_id)
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        _table(rows, list(rows[0]) if rows else ["request_id", "status"])
+    return 0
+
+
+def _utc(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _table(rows: list[dict[str, Any]], columns: list[str]) -> None:
+    table = [["-" if r[c] is None else str(r[c]) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in table)) for i, c in enumerate(columns)]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
+    for row in table:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _add_queue(sub: Any, common: argparse.ArgumentParser) -> None:
+    queue = sub.add_parser(
+        "queue",
+        parents=[common],
+        help="list the batch queue's batches, or one batch's items",
+        description="Batches queued with ?queueRequest=true, newest first: status, items done "
+        "and failed; with a request id, that batch's items. Reads the database the server "
+        "keeps them in (the usage database); works while a server runs.",
+    )
+    queue.add_argument("request_id", nargs="?", default=None, help="one batch: its items")
+    queue.add_argument("--account", default=None, help="one account's batches only")
+    queue.add_argument("--limit", type=int, default=50, help="batches listed (default 50)")
+    queue.add_argument("--db", type=Path, default=None, help="the database (default: settings)")
+    queue.add_argument("--json", action="store_true", help="JSON instead of a table")
+    queue.set_defaults(func=cmd_queue)
 
 
 _TOTALS = ("requests", "prompt_tokens", "completion_tokens", "cached_tokens", "neurons")
@@ -277,7 +333,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     common = _common_options()
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_serve, _add_run, _add_models, _add_wrangler_config, _add_usage, _add_token):
+    for add in (
+        _add_serve, _add_run, _add_models, _add_wrangler_config, _add_usage, _add_queue, _add_token
+    ):  # fmt: skip
         add(sub, common)
     return parser
 

@@ -122,8 +122,9 @@ class _Remote:
     def _open(self, headers: dict[str, str], timeout: float) -> Any:
         raise NotImplementedError
 
-    def _url(self, model: str) -> str:
-        return _url(self.base_url, self.account_id, model)
+    def _url(self, model: str, queue_request: bool = False) -> str:
+        url = _url(self.base_url, self.account_id, model)
+        return f"{url}?queueRequest=true" if queue_request else url
 
     def _retry_after(self, resp: httpx.Response, attempt: int) -> float | None:
         return _retry_wait(resp, attempt) if attempt < self.max_retries else None
@@ -142,10 +143,12 @@ class Ai(_Remote):
         """The engine in this process (no server): settings as in wai.toml."""
         return LocalAi(**settings)
 
-    def run(self, model: str, inputs: dict[str, Any]) -> Any:
-        """`{"response": …, "usage": …}`, or with `"stream": True` an iterator of events."""
-        url = self._url(model)
-        if inputs.get("stream"):
+    def run(self, model: str, inputs: dict[str, Any], *, queue_request: bool = False) -> Any:
+        """`{"response": …, "usage": …}`, or with `"stream": True` an iterator of events.
+        `queue_request`: the batch queue (`{"requests": [...]}` to queue, `{"request_id"}` to
+        poll), as the binding's `{queueRequest: true}`."""
+        url = self._url(model, queue_request)
+        if inputs.get("stream") and not queue_request:
             return self._stream(url, inputs)
         for attempt in range(self.max_retries + 1):
             resp = self._http.post(url, json=inputs)
@@ -188,9 +191,9 @@ class AsyncAi(_Remote):
     def _open(self, headers: dict[str, str], timeout: float) -> httpx.AsyncClient:
         return httpx.AsyncClient(headers=headers, timeout=timeout)
 
-    async def run(self, model: str, inputs: dict[str, Any]) -> Any:
-        url = self._url(model)
-        if inputs.get("stream"):
+    async def run(self, model: str, inputs: dict[str, Any], *, queue_request: bool = False) -> Any:
+        url = self._url(model, queue_request)
+        if inputs.get("stream") and not queue_request:
             return self._stream(url, inputs)
         for attempt in range(self.max_retries + 1):
             resp = await self._http.post(url, json=inputs)
@@ -234,6 +237,7 @@ class LocalAi:
         from wai.settings import Settings
 
         self._runtime = Runtime(Settings.model_validate(settings))
+        self._queue: Any = None  # wai.queue.BatchQueue, once asked for
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="wai-local", daemon=True
@@ -251,10 +255,33 @@ class LocalAi:
             future.cancel()
             raise
 
-    def run(self, model: str, inputs: dict[str, Any]) -> Any:
+    def run(self, model: str, inputs: dict[str, Any], *, queue_request: bool = False) -> Any:
+        if queue_request:
+            return self._call(self._queued(model, inputs))
         if inputs.get("stream"):
             return self._stream(model, inputs)
         return self._call(_local_result(self._runtime, model, inputs))
+
+    async def _queued(self, model: str, inputs: dict[str, Any]) -> Any:
+        """The batch queue in this process, started at its first use, in the usage database
+        the settings name (batches outlive the process, as a server's do)."""
+        from wai.answers import classify
+        from wai.errors import RequestError
+        from wai.queue import BatchQueue, Owner, QueueStore
+
+        if self._queue is None:
+            s = self._runtime.settings
+            self._queue = BatchQueue(
+                self._runtime, QueueStore(s.usage_db or s.cache_dir / "usage.db")
+            )
+            await self._queue.start()
+        try:
+            return await self._queue.run(
+                model, inputs, Owner("default", "-", {"account": "default"})
+            )
+        except RequestError as e:
+            f = classify(e)
+            raise AiError(f.code, f"AiError: {f.message}") from e
 
     def _stream(self, model: str, inputs: dict[str, Any]) -> Iterator[dict[str, Any]]:
         items: queue.SimpleQueue[dict[str, Any] | BaseException | None] = queue.SimpleQueue()
@@ -281,6 +308,9 @@ class LocalAi:
             pumping.cancel()
 
     def close(self) -> None:
+        if self._queue is not None:
+            self._call(self._queue.close())
+            self._queue.store.close()
         self._call(self._runtime.close())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()
@@ -311,29 +341,15 @@ async def _local_submit(runtime: Any, model: str, inputs: dict[str, Any]) -> Any
 
 
 async def _local_result(runtime: Any, model: str, inputs: dict[str, Any]) -> Any:
-    """The whole answer, as the binding answers it (answers.cf_result, cf_embeddings)."""
-    from wai.answers import cf_result, classify, failed_code, vectors_answer
-    from wai.backends.base import Delta, Failed, ToolCalls, Vectors
-    from wai.errors import RequestError
+    """The whole answer, as the binding answers it (answers.whole_answer)."""
+    from wai.answers import Unanswered, whole_answer
 
     parsed, generation = await _local_submit(runtime, model, inputs)
-    parts, calls = [], []
-    async for ev in generation:
-        if isinstance(ev, Vectors):
-            return vectors_answer(parsed, ev)
-        if isinstance(ev, Delta):
-            parts.append(ev.text)
-        elif isinstance(ev, ToolCalls):
-            calls.extend(ev.calls)
-        elif isinstance(ev, Failed):
-            raise AiError(failed_code(ev), ev.message)
-        else:
-            try:
-                return cf_result("".join(parts), calls, ev, parsed)
-            except RequestError as e:  # JSON mode's object did not close
-                f = classify(e)
-                raise AiError(f.code, f"AiError: {f.message}") from e
-    raise AiError(INTERNAL, "the generation ended without a final event")
+    try:
+        result, _ = await whole_answer(generation, parsed)
+    except Unanswered as e:
+        raise AiError(e.code, e.message if e.failed else f"AiError: {e.message}") from e
+    return result
 
 
 async def _local_events(

@@ -22,6 +22,7 @@ INVALID_HEADERS = 6003
 INVALID_AUTH_FORMAT = 6111
 AUTH_ERROR = 10000
 NO_ROUTE = 7000
+NOT_FOUND = 7003  # Cloudflare's "perhaps your object identifier is invalid?" (404)
 METHOD_NOT_ALLOWED = 7001
 
 
@@ -87,3 +88,35 @@ class ModelUnavailable(RequestError):
     def __init__(self, model: str, reason: str) -> None:
         super().__init__(f"{model} is not available on this server: {without_paths(reason)}")
         self.model = model
+
+
+class QueueLimit(RequestError):
+    """A batch would take an account past its queued items (answered 429/3040)."""
+
+    def __init__(self, items: int, queued: int, limit: int) -> None:
+        super().__init__(
+            f"the batch queue holds {queued} unfinished items of this account and takes at most "
+            f"{limit}: {items} more do not fit; poll the queued batches and try again"
+        )
+
+
+class AllocationSpent(RequestError):
+    """The daily neuron allocation is spent (answered 429/3036)."""
+
+    def __init__(self, daily: float, spent: float) -> None:
+        super().__init__(
+            f"you have used up your daily allocation of {daily:g} neurons "
+            f"({spent:.1f} spent today, UTC)"
+        )
+
+
+class BatchNotFound(RequestError):
+    """No queued batch of that id for this account and token (answered 404/7003): never
+    queued, queued by someone else, or deleted after its retention."""
+
+    def __init__(self, batch: str, retention: float) -> None:
+        hours = f"{retention / 3600:g} h" if retention >= 3600 else f"{retention:g} s"
+        super().__init__(
+            f"no queued request {batch} for this account: unknown, or its results expired "
+            f"(they are kept {hours} after the batch finished)"
+        )

@@ -9,8 +9,10 @@ layer (or the client) turns into Workers AI's answers.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-from dataclasses import dataclass
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 
 from wai.backends.base import (
     Backend,
@@ -53,6 +55,38 @@ class Served:
         return f"{self.backend.name} ({self.how})" if self.how else self.backend.name
 
 
+class InteractiveLoad:
+    """Interactive requests in flight per model, and the most each model had at once in the
+    last `window` seconds: the room a queued batch's items leave (wai/queue). A recent peak,
+    not the instant count, so that a batch does not fill a slot an interactive client is
+    about to ask for again."""
+
+    def __init__(self, window: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.window = window
+        self._clock = clock
+        self._now: dict[str, int] = {}
+        self._peaks: dict[str, deque[tuple[float, int]]] = {}
+
+    def started(self, name: str) -> None:
+        n = self._now[name] = self._now.get(name, 0) + 1
+        self._recent(name).append((self._clock(), n))
+
+    def ended(self, name: str) -> None:
+        self._now[name] = max(0, self._now.get(name, 0) - 1)
+
+    def recent(self, name: str) -> int:
+        """The most requests in flight at once on a model in the last `window` seconds."""
+        return max([self._now.get(name, 0), *(n for _, n in self._recent(name))])
+
+    def _recent(self, name: str) -> deque[tuple[float, int]]:
+        """A model's (time, in flight) marks of the window, older ones dropped."""
+        marks = self._peaks.setdefault(name, deque())
+        since = self._clock() - self.window
+        while marks and marks[0][0] < since:
+            marks.popleft()
+        return marks
+
+
 class Runtime:
     def __init__(self, settings: Settings, catalog: Catalog | None = None) -> None:
         self.settings = settings
@@ -60,6 +94,7 @@ class Runtime:
         self.factory = BackendFactory(settings)
         self.registry: Registry | None = None
         self.ready = False
+        self.load = InteractiveLoad()
 
     async def start(self) -> None:
         models = {}
@@ -130,19 +165,54 @@ class Runtime:
         inp: TextGenerationInput | EmbeddingInput | RerankInput,
         stop: Sequence[str] = (),
         logit_bias: Sequence[tuple[int, float]] = (),
+        *,
+        background: bool = False,
     ) -> tuple[Served, Generation[Event]]:
         """Resolve, check, load (if need be) and queue a generation, or an embedding. Raises
         RequestError or EngineError. The model is leased until the generation ends: it is
-        never unloaded under it."""
+        never unloaded under it. `background`: a queued batch's item (see wai/queue)."""
         name = self.name_for(model_id)
         spec = self.models.spec_for(model_id)
-        request: TaskRequest
-        if isinstance(inp, EmbeddingInput):
-            request = embedding_request(inp)
-        elif isinstance(inp, RerankInput):
-            request = rerank_request(inp)
+        request = self.task_request(model_id, inp, stop, logit_bias)
+        if background:
+            request = replace(request, background=True)
+            backend, generation = await self._lease(model_id, name, request)
         else:
-            request = generation_request(spec, self.models.limits(name), inp, stop, logit_bias)
+            self.load.started(name)  # from now: a request waiting for a load counts too
+            try:
+                backend, generation = await self._lease(model_id, name, request)
+            except BaseException:
+                self.load.ended(name)
+                raise
+            generation.add_done_callback(lambda: self.load.ended(name))
+        ranks_by_cosine = isinstance(request, RerankRequest) and (
+            self.models.kind_of(name) != "reranking"
+        )
+        how = "cosine similarity" if ranks_by_cosine else ""
+        return Served(model_id, spec, backend, how), generation
+
+    def task_request(
+        self,
+        model_id: str,
+        inp: TextGenerationInput | EmbeddingInput | RerankInput,
+        stop: Sequence[str] = (),
+        logit_bias: Sequence[tuple[int, float]] = (),
+    ) -> TaskRequest:
+        """The backend's request for validated inputs, with the model's limits applied:
+        raises RequestError (InvalidInput past a limit, an unknown id)."""
+        if isinstance(inp, EmbeddingInput):
+            return embedding_request(inp)
+        if isinstance(inp, RerankInput):
+            return rerank_request(inp)
+        spec = self.models.spec_for(model_id)
+        limits = self.models.limits(self.name_for(model_id))
+        return generation_request(spec, limits, inp, stop, logit_bias)
+
+    async def _lease(
+        self, model_id: str, name: str, request: TaskRequest
+    ) -> tuple[Backend, Generation[Event]]:
+        """The request submitted to its model, leased (loaded first if need be) until the
+        generation ends."""
         assert self.registry is not None, "Runtime.start() first"
         try:
             backend = await self.registry.acquire(name)
@@ -157,11 +227,25 @@ class Runtime:
             raise
         registry = self.registry
         generation.add_done_callback(lambda: registry.release(name))
-        ranks_by_cosine = isinstance(request, RerankRequest) and (
-            self.models.kind_of(name) != "reranking"
-        )
-        how = "cosine similarity" if ranks_by_cosine else ""
-        return Served(model_id, spec, backend, how), generation
+        return backend, generation
+
+    def spare(self, name: str) -> int:
+        """How many of a queued batch's items may run on a model now: its slots (one while it
+        is not loaded: the first item loads it) less its recent interactive peak. None on a
+        local model while another local model serves interactive requests: they share this
+        machine's cores (or GPU), and the interactive ones come first."""
+        backend = self.backends.get(name)
+        slots = backend.stats().slots_total if backend is not None else 1
+        if self._is_local(name) and any(
+            self.load.recent(other) for other in self.models.configs
+            if other != name and self._is_local(other)
+        ):  # fmt: skip
+            return 0
+        return max(0, slots - self.load.recent(name))
+
+    def _is_local(self, name: str) -> bool:
+        config = self.models.configs.get(name)
+        return config is not None and not config.upstreams
 
     def stats(self) -> dict[str, EngineStats]:
         return {name: b.stats() for name, b in self.backends.items()}

@@ -100,6 +100,24 @@ class EngineSettings(_Strict):
         return self
 
 
+class QueueSettings(_Strict):
+    """The batch queue (`?queueRequest=true`): its bounds and how long results are kept."""
+
+    max_body_bytes: int = Field(
+        10_000_000, ge=1024, le=1 << 30, description="a queued batch's request body"
+    )
+    max_items: int = Field(10_000, ge=1, le=1_000_000, description="requests in one batch")
+    max_queued_per_account: int = Field(
+        100_000, ge=1, le=100_000_000, description="items waiting or running per account (3040)"
+    )
+    retention_seconds: float = Field(
+        86_400, gt=0, description="how long a finished batch's results are kept"
+    )
+    max_attempts: int = Field(
+        3, ge=1, le=100, description="runs of an item whose engine died under it"
+    )
+
+
 class Limits(_Strict):
     max_body_bytes: int = Field(1 << 20, ge=1024, description="request body size")
     max_prompt_chars: int = Field(200_000, ge=1, description="length of `prompt`")
@@ -236,6 +254,7 @@ class Settings(_Strict):
     daily_neurons: float = Field(0.0, ge=0)
     engine: EngineSettings = EngineSettings()
     limits: Limits = Limits()
+    queue: QueueSettings = QueueSettings()
     models: dict[str, ModelConfig] = Field(default_factory=dict)
     # The local model answering catalog ids that no entry in `models` serves. None: embedded.
     default_model: Path | None = None
@@ -321,6 +340,9 @@ _ENV = {
     "WAI_BATCH_TOKENS": ("engine.batch_tokens", int),
     "WAI_PREFILL_CHUNK": ("engine.prefill_chunk", int),
     "WAI_FLASH_ATTN": ("engine.flash_attn", str),
+    "WAI_QUEUE_MAX_ITEMS": ("queue.max_items", int),
+    "WAI_QUEUE_MAX_QUEUED": ("queue.max_queued_per_account", int),
+    "WAI_QUEUE_RETENTION_SECONDS": ("queue.retention_seconds", float),
 }
 
 

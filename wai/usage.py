@@ -74,15 +74,49 @@ def today() -> str:
     return datetime.now(UTC).date().isoformat()
 
 
+def open_db(path: Path) -> sqlite3.Connection:
+    """The usage database (the batch queue's tables live in it too), in WAL mode, autocommit:
+    a transaction is an explicit BEGIN ... COMMIT."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")  # durable across a process crash
+    db.execute("PRAGMA busy_timeout=5000")
+    db.execute(_SCHEMA)
+    return db
+
+
+def record(
+    db: sqlite3.Connection,
+    account: str,
+    token: str,
+    model_id: str,
+    prompt_tokens: int,
+    completion_tokens: int,
+    cached_tokens: int = 0,
+    day: str | None = None,
+) -> None:
+    """Count one request, in the caller's transaction if one is open (the batch queue counts
+    an item in the transaction that stores its result: never one without the other)."""
+    spent = neurons(model_id, prompt_tokens, completion_tokens)
+    row = (day or today(), account, token, model_id, prompt_tokens, completion_tokens)
+    db.execute(_ADD, (*row, cached_tokens, spent))
+
+
+def spent_on(db: sqlite3.Connection, column: str, key: str, day: str | None = None) -> float:
+    """Neurons spent on a UTC day where `column` (account or token) is `key`."""
+    assert column in ("account", "token")
+    (total,) = db.execute(
+        f"SELECT COALESCE(SUM(neurons), 0) FROM usage WHERE day = ? AND {column} = ?",
+        (day or today(), key),
+    ).fetchone()
+    return float(total)
+
+
 class UsageStore:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")  # durable across a process crash
-        self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.execute(_SCHEMA)
+        self._db = open_db(path)
         self._lock = threading.Lock()
 
     def add(
@@ -95,23 +129,18 @@ class UsageStore:
         cached_tokens: int = 0,
         day: str | None = None,
     ) -> None:
-        spent = neurons(model_id, prompt_tokens, completion_tokens)
-        row = (day or today(), account, token, model_id, prompt_tokens, completion_tokens)
         with self._lock:
-            self._db.execute(_ADD, (*row, cached_tokens, spent))
+            record(self._db, account, token, model_id, prompt_tokens, completion_tokens,
+                   cached_tokens, day)  # fmt: skip
 
     def neurons_on(
         self, account: str | None = None, *, token: str | None = None, day: str | None = None
     ) -> float:
         """Neurons spent on a UTC day by an account, or by one token (its fingerprint),
         whatever accounts it named."""
-        column, key = ("token", token) if token is not None else ("account", account)
+        column, key = ("token", token) if token is not None else ("account", account or "")
         with self._lock:
-            (total,) = self._db.execute(
-                f"SELECT COALESCE(SUM(neurons), 0) FROM usage WHERE day = ? AND {column} = ?",
-                (day or today(), key),
-            ).fetchone()
-        return float(total)
+            return spent_on(self._db, column, key, day)
 
     def report(
         self, since: date | None = None, account: str | None = None, by: By = "model"

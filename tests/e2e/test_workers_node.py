@@ -69,3 +69,23 @@ def test_a_rag_worker_embeds_ranks_and_answers(results: dict[str, Any]) -> None:
     ranked = body["ranked"]["response"]
     assert len(ranked) == 2 and ranked[0]["id"] == 0
     assert isinstance(body["answer"]["response"], str)
+
+
+def test_a_worker_queues_a_batch_and_polls_it(results: dict[str, Any]) -> None:
+    """env.AI.run(model, {requests}, {queueRequest: true}), then polling with the request id:
+    the binding's batch API, in Worker code, with results equal to a direct call's."""
+    r = results["/queue"]
+    assert r["status"] == 200, r["body"]
+    out = json.loads(r["body"])
+    queued = out["queued"]
+    assert queued["status"] == "queued"
+    assert queued["model"] == "@cf/baai/bge-base-en-v1.5" and len(queued["request_id"]) == 36
+    responses = out["polled"]["responses"]
+    assert [x["id"] for x in responses] == [0, 1, 2]
+    assert [x["external_reference"] for x in responses] == ["doc-0", "doc-1", "doc-2"]
+    assert all(x["success"] for x in responses)
+    direct = out["direct"]["data"]
+    for x, vector in zip(responses, direct, strict=True):
+        assert x["result"]["shape"] == [1, len(vector)]
+        assert max(abs(a - b) for a, b in zip(x["result"]["data"][0], vector, strict=True)) < 1e-4
+    assert out["polled"]["usage"]["prompt_tokens"] > 0

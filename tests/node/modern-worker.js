@@ -26,6 +26,20 @@ export default {
       });
       return Response.json({ shape: embedded.shape, pooling: embedded.pooling, norm: Math.hypot(...embedded.data[0]), ranked, answer });
     }
+    if (url.pathname === "/queue") {
+      // the batch API: queue texts to embed, then poll the request id until the results are there
+      const texts = ["first text", "second text", "third text"];
+      const queued = await env.AI.run("@cf/baai/bge-base-en-v1.5", {
+        requests: texts.map((text, i) => ({ text, external_reference: `doc-${i}` })),
+      }, { queueRequest: true });
+      let polled = queued;
+      for (let i = 0; i < 300 && (polled.status === "queued" || polled.status === "running"); i++) {
+        await new Promise((r) => setTimeout(r, 100));
+        polled = await env.AI.run("@cf/baai/bge-base-en-v1.5", { request_id: queued.request_id }, { queueRequest: true });
+      }
+      const direct = await env.AI.run("@cf/baai/bge-base-en-v1.5", { text: texts });
+      return Response.json({ queued, polled, direct });
+    }
     if (url.pathname === "/error") {
       try {
         await env.AI.run("@cf/acme/no-such-model", { prompt: "hi" });

@@ -40,7 +40,7 @@ try {
 }
 const modern = miniflare(await bundle("modern-worker.js"));
 try {
-  for (const route of ["/json", "/stream", "/error", "/rag"]) results[route] = await get(modern, route);
+  for (const route of ["/json", "/stream", "/error", "/rag", "/queue"]) results[route] = await get(modern, route);
 } finally {
   await modern.dispose();
 }

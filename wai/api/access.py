@@ -28,7 +28,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from wai.api.auth import Identity
+from wai.api.auth import Identity, is_queued
 from wai.api.errors import CFError, error_response
 from wai.api.guard import is_inference
 from wai.api.metrics import Metrics
@@ -43,7 +43,7 @@ log = logging.getLogger("wai.access")
 QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
-def _identity(scope: Scope) -> Identity:
+def identity_of(scope: Scope) -> Identity:
     """The request's identity, as auth found it (a request refused before auth has none)."""
     identity: Identity | None = scope.get("state", {}).get("identity")
     return identity if identity is not None else Identity("-", "-")
@@ -61,7 +61,14 @@ class Allocation:
         self.daily_neurons = daily_neurons
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or self.daily_neurons <= 0 or not is_inference(scope):
+        # the batch queue checks the allocation itself: when a batch is queued and when each
+        # item runs, never when its results are polled
+        if (
+            scope["type"] != "http"
+            or self.daily_neurons <= 0
+            or not is_inference(scope)
+            or is_queued(scope)
+        ):
             await self.app(scope, receive, send)
             return
         identity: Identity = scope["state"]["identity"]
@@ -134,7 +141,7 @@ class Access:
             "method": scope["method"],
             "route": route,
             "account": scope.get("path_params", {}).get("account_id"),
-            "token": _identity(scope).token,
+            "token": identity_of(scope).token,
             "model": seen["model"] or None,
             "status": seen["status"],
             "duration_ms": round((time.monotonic() - t0) * 1000, 1),
@@ -184,7 +191,7 @@ def track(request: Request, served: Served, generation: Generation[Event], input
     metrics: Metrics = app_state.metrics
     metrics.observe(served, generation)
     usage: UsageStore = app_state.usage
-    identity = _identity(request.scope)
+    identity = identity_of(request.scope)
     account = identity.account_for(request.scope["path"])
     token = identity.token
 

@@ -31,6 +31,7 @@ from wai.api.errors import (
 )
 from wai.api.guard import EdgeGuard, RateLimit
 from wai.api.metrics import Metrics, metrics_route
+from wai.queue import BatchQueue, QueueStore
 from wai.runtime import Runtime
 from wai.settings import Settings
 from wai.usage import By, UsageStore
@@ -40,15 +41,20 @@ log = logging.getLogger("wai.api")
 
 def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     runtime = runtime or Runtime(settings)
-    usage = UsageStore(settings.usage_db or settings.cache_dir / "usage.db")
+    db = settings.usage_db or settings.cache_dir / "usage.db"
+    usage = UsageStore(db)
+    queue = BatchQueue(runtime, QueueStore(db))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await runtime.start()
+        await queue.start()
         try:
             yield
         finally:
+            await queue.close()
             await runtime.close()
+            queue.store.close()
             usage.close()
 
     app = FastAPI(
@@ -58,9 +64,10 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         summary="A self-hosted, Workers AI-compatible LLM inference server",
     )
     app.state.runtime = runtime
-    app.state.metrics = metrics = Metrics(runtime)
+    app.state.metrics = metrics = Metrics(runtime, queue)
     app.state.log_content = settings.log_content
     app.state.usage = usage
+    app.state.queue = queue
     app.include_router(binding.router)  # first: its /ai/run/proxy before the REST route
     app.include_router(rest.router)
     app.include_router(openai.router)

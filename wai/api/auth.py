@@ -21,6 +21,7 @@ import hmac
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from urllib.parse import parse_qs
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -84,11 +85,18 @@ class Identity:
         return {"token": self.token} if self.own_allocation else {"account": self.account_for(path)}
 
 
+def is_queued(scope: Scope) -> bool:
+    """A REST call to the batch queue (`?queueRequest=true`); the binding's says so in its
+    body, and api/queued.py checks its permission."""
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    return any(v.lower() in ("true", "1") for v in query.get("queueRequest", []))
+
+
 def permission_for(scope: Scope) -> str | None:
     """The permission a route needs (None: any valid token)."""
     path: str = scope["path"]
     if is_inference(scope):
-        return "inference"
+        return "queue" if is_queued(scope) else "inference"
     if path.endswith(("/models/search", "/models/schema", "/v1/models")):
         return "catalog"
     if path in ("/wai/v1/usage", "/wai/v1/stats", "/metrics"):

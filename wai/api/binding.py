@@ -17,10 +17,11 @@ from urllib.parse import parse_qs, urlsplit
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response
 
-from wai.api.body import read_json
+from wai.api.body import parse_json, read_body, too_large
 from wai.api.errors import CFError, bad_input
 from wai.api.framing import to_cf_error
 from wai.api.inference import ANSWERED, Wrapping, run_inference
+from wai.api.queued import queue_requested, run_queued
 from wai.runtime import Runtime
 
 router = APIRouter()
@@ -93,10 +94,25 @@ async def run_binding(request: Request) -> Response:
         if not model_id:
             raise bad_input("missing header cf-consn-model-id")
         model_id = model_of_header(model_id)
-        inputs = _inputs(await read_json(request, runtime.settings.limits.max_body_bytes))
+        limits = runtime.settings
+        raw = await read_body(request, limits.queue.max_body_bytes)
+        body = parse_json(raw)
+        queued = _queued(body)
+        if not queued and len(raw) > limits.limits.max_body_bytes:
+            raise too_large(limits.limits.max_body_bytes)
+        inputs = _inputs(body)
     except ANSWERED as e:
         return binding_error(to_cf_error(e), request.state.request_id)
+    if queued:
+        return await run_queued(request, model_id, inputs, BINDING)
     return await run_inference(request, model_id, inputs, BINDING)
+
+
+def _queued(body: Any) -> bool:
+    """`env.AI.run(model, inputs, {queueRequest: true})`: the batch queue (a batch body may
+    be as large as the queue allows, others as large as `limits.max_body_bytes`)."""
+    options = body.get("options") if isinstance(body, dict) else None
+    return isinstance(options, dict) and queue_requested(options.get("queueRequest"))
 
 
 def _version(request: Request) -> str | None:

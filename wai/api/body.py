@@ -11,7 +11,7 @@ from starlette.requests import Request
 from wai.api.errors import REQUEST_TOO_LARGE, CFError, bad_input
 
 
-def _too_large(limit: int) -> CFError:
+def too_large(limit: int) -> CFError:
     return CFError.inference(
         413, REQUEST_TOO_LARGE, f"Request too large: the body exceeds {limit} bytes"
     )
@@ -20,19 +20,22 @@ def _too_large(limit: int) -> CFError:
 async def read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _too_large(limit)
+        raise too_large(limit)
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise _too_large(limit)
+            raise too_large(limit)
         chunks.append(chunk)
     return b"".join(chunks)
 
 
 async def read_json(request: Request, limit: int) -> Any:
-    raw = await read_body(request, limit)
+    return parse_json(await read_body(request, limit))
+
+
+def parse_json(raw: bytes) -> Any:
     if not raw.strip():
         raise bad_input("the request body is empty; expected a JSON object")
     try:

@@ -11,10 +11,12 @@ from wai.api import sse
 from wai.api.errors import CFError, bad_input
 from wai.backends.base import Delta, Event, Failed, Finished, Generation, ToolCalls
 from wai.errors import (
+    ACCOUNT_LIMITED,
     BAD_INPUT,
     INTERNAL,
     MODEL_UNAVAILABLE,
     NO_SUCH_MODEL,
+    NOT_FOUND,
     OUT_OF_CAPACITY,
     TIMEOUT,
 )
@@ -26,6 +28,8 @@ _STATUS = {
     NO_SUCH_MODEL: 400,
     TIMEOUT: 408,
     OUT_OF_CAPACITY: 429,
+    ACCOUNT_LIMITED: 429,
+    NOT_FOUND: 404,
     INTERNAL: 500,
     MODEL_UNAVAILABLE: 503,
 }

@@ -24,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from wai.backends.base import Event, Finished, Generation, UpstreamReport
+from wai.queue import BatchQueue
 from wai.runtime import Runtime, Served
 
 # Buckets wide enough for a 2-core CPU (seconds to a first token under load) and a GPU (tens
@@ -35,7 +36,7 @@ E2E_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
 
 class Metrics:
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, queue: BatchQueue | None = None) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
@@ -78,6 +79,8 @@ class Metrics:
             "wai_generation_tokens", "Generated tokens", ["model"], registry=r
         )
         r.register(_EngineCollector(runtime))
+        if queue is not None:
+            r.register(_QueueCollector(queue))
 
     def observe(self, served: Served, generation: Generation[Event]) -> None:
         """Watch one generation; its figures are recorded when it ends."""
@@ -181,6 +184,36 @@ class _EngineCollector(Collector):
                 errors.add_metric(key, r.errors)
                 ejections.add_metric(key, r.ejections)
         yield from (healthy, in_flight, requests, errors, ejections)
+
+
+class _QueueCollector(Collector):
+    """The batch queue: its items by state (from the database, at scrape time), the oldest
+    queued item's age, and how the runs of items ended."""
+
+    def __init__(self, queue: BatchQueue) -> None:
+        self.queue = queue
+
+    def collect(self) -> Iterator[Any]:
+        counts = self.queue.stats()
+        items = GaugeMetricFamily(
+            "wai_batch_items", "Items of queued batches kept now, by state", labels=["state"]
+        )
+        for state in ("queued", "running", "finished", "failed"):
+            items.add_metric([state], counts[state])
+        yield items
+        yield GaugeMetricFamily(
+            "wai_batch_oldest_queued_seconds",
+            "Age of the oldest batch with an item still queued",
+            value=counts["oldest_age"],
+        )
+        runs = CounterMetricFamily(
+            "wai_batch_item_runs",
+            "Runs of queued items by how they ended (ok, failed, preempted, lost)",
+            labels=["model", "outcome"],
+        )
+        for (model, outcome), n in sorted(self.queue.runner.outcomes.items()):
+            runs.add_metric([model, outcome], n)
+        yield runs
 
 
 async def metrics_route(request: Request) -> Response:

@@ -1,4 +1,5 @@
-"""The Workers AI REST route: POST /client/v4/accounts/{account_id}/ai/run/{model}."""
+"""The Workers AI REST route: POST /client/v4/accounts/{account_id}/ai/run/{model} (with
+`?queueRequest=true`: the batch queue, api/queued.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from wai.api.body import read_json
 from wai.api.errors import CFError
 from wai.api.framing import to_cf_error
 from wai.api.inference import ANSWERED, Wrapping, run_inference
+from wai.api.queued import queue_requested, run_queued
 from wai.runtime import Runtime
 
 router = APIRouter()
@@ -32,8 +34,13 @@ REST = Wrapping(_envelope, _error, "Aborted: the client closed the connection")
 @router.post("/client/v4/accounts/{account_id}/ai/run/{model:path}")
 async def run_model(request: Request, account_id: str, model: str) -> Response:
     runtime: Runtime = request.app.state.runtime
+    queued = queue_requested(request.query_params.get("queueRequest"))
+    settings = runtime.settings
+    limit = settings.queue.max_body_bytes if queued else settings.limits.max_body_bytes
     try:
-        body = await read_json(request, runtime.settings.limits.max_body_bytes)
+        body = await read_json(request, limit)
     except ANSWERED as e:
         return _error(to_cf_error(e), request.state.request_id)
+    if queued:
+        return await run_queued(request, model, body, REST)
     return await run_inference(request, model, body, REST)

@@ -155,6 +155,7 @@ class GenerationRequest:
     reject_if_busy: bool = False
     ignore_eos: bool = False
     stop: tuple[str, ...] = ()
+    background: bool = False  # a queued batch's item: runs on what interactive traffic leaves
 
     def size(self) -> int:
         """Characters of input (large ones are templated off the event loop)."""
@@ -173,6 +174,7 @@ class EmbeddingRequest:
     pooling: Pooling | None = None
     truncate: bool = False
     reject_if_busy: bool = False
+    background: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +187,7 @@ class RerankRequest:
     texts: tuple[str, ...]
     truncate: bool = False
     reject_if_busy: bool = False
+    background: bool = False
 
 
 TaskRequest = GenerationRequest | EmbeddingRequest | RerankRequest

@@ -35,6 +35,7 @@ class Admission:
         self.closed = False
         self._ids = itertools.count(1)
         self._queues: dict[int, asyncio.Queue[TokenEvent]] = {}
+        self._background: set[int] = set()  # the ids of a queued batch's items
         self.counters = Counters()
         # Counters of engines that have died (their successors count from zero), and the
         # requests they took with them.
@@ -50,14 +51,22 @@ class Admission:
             _check_texts(request, n_ctx_seq)
         if self.closed:
             raise EngineStopped(f"the model {self.name} is shutting down")
-        outstanding = len(self._queues)
+        # a queued batch's items give way to interactive requests (see scheduler.py), so they
+        # do not count against an interactive request's room; the batch runner bounds them
+        outstanding = len(self._queues) - len(self._background)
         if request.reject_if_busy and outstanding >= self.n_slots:
             raise EngineBusy("Capacity temporarily exceeded, please try again.")
-        if outstanding >= self.n_slots + self.max_waiting:
+        if outstanding >= self.n_slots + self.max_waiting and not request.background:
             raise EngineBusy("Capacity temporarily exceeded, please try again.")
         request.request_id = rid = next(self._ids)
         self._queues[rid] = asyncio.Queue()
+        if request.background:
+            self._background.add(rid)
         return rid
+
+    def interactive(self) -> int:
+        """Requests admitted and not finished, a queued batch's items left out."""
+        return len(self._queues) - len(self._background)
 
     def generation(self, request_id: int, cancel: Callable[[], None]) -> Generation[TokenEvent]:
         """The caller's handle on an admitted request."""
@@ -78,6 +87,7 @@ class Admission:
             q.put_nowait(ev)
             if isinstance(ev, Finished | Failed):
                 del self._queues[rid]
+                self._background.discard(rid)
 
     def lose(self, request_ids: Iterable[int], message: str) -> None:
         """The engine died under these requests: they end with a Failed that says so, and its

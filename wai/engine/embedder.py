@@ -225,7 +225,8 @@ class LlamaCppEmbedder:
         """This call's texts, in arrival order: while they fit the batch and the sequences."""
         taken: list[tuple[_Job, int]] = []
         tokens = 0
-        for job in self._jobs:
+        # interactive requests' texts first, then a queued batch's (stable: arrival order)
+        for job in sorted(self._jobs, key=lambda j: j.request.background):
             while job.next < len(job.request.texts) and len(taken) < self.config.n_slots:
                 n = len(job.request.texts[job.next])
                 if tokens + n > self.n_batch:

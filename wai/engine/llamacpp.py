@@ -237,6 +237,8 @@ class LlamaCppEngine:
             return
         sched = self._scheduler
         while self._drain_inbox(block=sched.idle()):
+            for seq in sched.preempt():
+                self._yield_slot(seq)
             for seq in sched.admit():
                 self._prepare(seq)
             plan = sched.schedule()
@@ -400,6 +402,16 @@ class LlamaCppEngine:
             self._outbox.append((seq.id, Delta(text, tok)))
         if reason is not None:
             self._end(seq, reason)
+
+    def _yield_slot(self, seq: Seq) -> None:
+        """A background sequence the scheduler took out for an interactive one: its caller
+        runs it again later (its prompt's KV stays in the slot as a prefix cache)."""
+        if seq.sampler is not None:
+            seq.sampler.free()
+            seq.sampler = None
+        self._generated += len(seq.generated)
+        message = "preempted: an interactive request needed the slot"
+        self._outbox.append((seq.id, Failed(message, preempted=True)))
 
     def _end(self, seq: Seq, reason: FinishReason, error: str | None = None) -> None:
         """The one way a sequence leaves the engine, whatever the reason: out of the scheduler

@@ -6,6 +6,12 @@ One step = one `llama_decode`. Each step the scheduler
 3. spends what is left of the per-step token budget on prompt chunks (chunked prefill), oldest
    admission first, so a long prompt never stalls the streams already running.
 
+Priority: a background request (a queued batch's item) is admitted only when no interactive
+request waits, takes no part in a step that computes an interactive prompt (so a backlog does
+not lengthen the time to an interactive first token), and gives its slot up (`preempt`) when an
+interactive request finds none free. So a backlog never makes an interactive request wait for a
+slot; it runs on what interactive traffic leaves.
+
 Prefix caching: a slot keeps the KV of the last sequence it held. A new sequence goes to the
 free slot whose cached tokens share the longest prefix with its prompt (the same system prompt,
 the previous turn of the chat), and prefill starts after that prefix.
@@ -91,14 +97,31 @@ class Scheduler:
     def add(self, seq: Seq) -> None:
         self.waiting.append(seq)
 
+    def preempt(self) -> list[Seq]:
+        """The background sequences to take out so that every waiting interactive one gets a
+        slot (the most recently admitted first: the least work lost). The caller ends them."""
+        wanted = sum(not s.request.background for s in self.waiting)
+        wanted -= sum(occupant is None for occupant in self.slots)
+        victims = [s for s in reversed(self._admitted) if s.request.background][: max(0, wanted)]
+        for seq in victims:
+            self.remove(seq)
+        return victims
+
+    def _next_waiting(self) -> Seq:
+        """The first waiting interactive sequence, else the first background one."""
+        seq = next((s for s in self.waiting if not s.request.background), self.waiting[0])
+        self.waiting.remove(seq)
+        return seq
+
     def admit(self) -> list[Seq]:
-        """Move waiting sequences into free slots, each into the free slot with the longest
-        cached prefix of its prompt (ties: the least recently used). Sets `cached`/`n_past`; the
-        backend must drop the slot's KV past `cached`. Returns the newly admitted sequences."""
+        """Move waiting sequences into free slots (interactive ones first), each into the free
+        slot with the longest cached prefix of its prompt (ties: the least recently used). Sets
+        `cached`/`n_past`; the backend must drop the slot's KV past `cached`. Returns the newly
+        admitted sequences."""
         admitted = []
         free = [i for i, occupant in enumerate(self.slots) if occupant is None]
         while free and self.waiting:
-            seq = self.waiting.popleft()
+            seq = self._next_waiting()
             prompt = list(seq.request.prompt_tokens)
             reuse = {i: _common_prefix(self.slot_cache[i], prompt) for i in free}
             slot = max(free, key=lambda i: (reuse[i], -self._last_used[i]))
@@ -119,11 +142,16 @@ class Scheduler:
         """The plan for one batch. Call `admit` first."""
         budget = self.token_budget
         plan: list[Work] = []
-        for seq in self._admitted:
+        # interactive prompts first; background work waits out a step that computes one
+        urgent = any(s.prefilling and not s.request.background for s in self._admitted)
+        order = sorted(self._admitted, key=lambda s: s.request.background)
+        if urgent:
+            order = [s for s in order if not s.request.background]
+        for seq in order:
             if not seq.prefilling:
                 plan.append(Work(seq, [seq.generated[-1]], seq.n_past, logits=True))
                 budget -= 1
-        for seq in self._admitted:
+        for seq in order:
             if budget <= 0:
                 break
             if seq.prefilling:

@@ -60,6 +60,11 @@ class TokenRequest:
     # Stop strings: generation ends before the first one; it never appears in the output.
     stop: tuple[str, ...] = ()
     request_id: int = 0
+    # A queued batch's item (wai/queue): admitted after every waiting interactive request,
+    # left out of steps that compute an interactive prompt, and preempted (it ends with a
+    # Failed whose `preempted` is set, and is run again later) when an interactive request
+    # needs its slot.
+    background: bool = False
 
 
 # how a text's token vectors become one: their mean, the first ([CLS]) token's, or (a
@@ -76,6 +81,7 @@ class EmbedRequest:
     pooling: Pooling = "mean"
     reject_if_busy: bool = False
     request_id: int = 0
+    background: bool = False  # a queued batch's item: packed after interactive texts
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +118,9 @@ class Failed:
     # serving it did: worth a retry.
     crashed: bool = False
     code: int | None = None  # the Workers AI code, when not the one `crashed` implies
+    # A background request gave its slot to an interactive one: nothing went wrong, it is
+    # run again (greedy and seeded outputs do not depend on when).
+    preempted: bool = False
 
 
 @dataclass(frozen=True, slots=True)

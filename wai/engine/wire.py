@@ -75,6 +75,7 @@ class EndMsg(msgspec.Struct, tag="e", array_like=True):
 class FailMsg(msgspec.Struct, tag="f", array_like=True):
     rid: int
     message: str
+    preempted: bool = False
 
 
 class VectorsMsg(msgspec.Struct, tag="v", array_like=True):
@@ -124,7 +125,7 @@ def event_msg(rid: int, ev: TokenEvent) -> EventMsg:
     if isinstance(ev, Vectors):
         return VectorsMsg(rid, ev.data, *ev.shape, ev.pooling)
     assert isinstance(ev, Failed), "a token engine never sends ToolCalls"
-    return FailMsg(rid, ev.message)
+    return FailMsg(rid, ev.message, ev.preempted)
 
 
 def msg_event(m: EventMsg) -> tuple[int, TokenEvent]:
@@ -136,7 +137,7 @@ def msg_event(m: EventMsg) -> tuple[int, TokenEvent]:
         )
     if isinstance(m, VectorsMsg):
         return m.rid, Vectors(m.data, (m.rows, m.dims), m.pooling)
-    return m.rid, Failed(m.message)
+    return m.rid, Failed(m.message, preempted=m.preempted)
 
 
 # --- framing ----------------------------------------------------------------------------------

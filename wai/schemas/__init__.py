@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from wai.catalog import ModelSpec
+from wai.errors import InvalidInput
 from wai.schemas.embeddings import EmbeddingInput, parse_embeddings
 from wai.schemas.reranking import RerankInput, parse_rerank
 from wai.schemas.text_generation import TextGenerationInput, parse_text_generation
@@ -14,6 +15,11 @@ TaskInput = TextGenerationInput | EmbeddingInput | RerankInput
 
 def parse_inputs(spec: ModelSpec, inputs: Any) -> TaskInput:
     """The inputs, by the schema of the id's kind (bge-m3 also takes its query mode)."""
+    if isinstance(inputs, dict) and "requests" in inputs:
+        raise InvalidInput(
+            "'/requests': a batch goes to the batch queue: send it with ?queueRequest=true "
+            "(REST), or the option queueRequest: true (the binding)"
+        )
     if spec.kind == "reranking":
         return parse_rerank(inputs)
     if spec.kind == "text-embeddings":

@@ -82,6 +82,7 @@ class LocalBackend(EngineBacked):
                 sampling=dataclasses.replace(request.sampling, grammar=gbnf, trigger=trigger),
                 reject_if_busy=request.reject_if_busy,
                 ignore_eos=request.ignore_eos,
+                background=request.background,
                 stop=request.stop,
             )
         )

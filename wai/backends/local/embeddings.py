@@ -57,7 +57,7 @@ class LocalEmbeddingBackend(EngineBacked):
         else:
             texts = self.tokenize(request)
         generation: Generation[Event] = self.engine.submit(
-            EmbedRequest(texts, pooling, request.reject_if_busy)
+            EmbedRequest(texts, pooling, request.reject_if_busy, background=request.background)
         )
         return generation
 

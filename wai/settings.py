@@ -340,7 +340,9 @@ _ENV = {
     "WAI_BATCH_TOKENS": ("engine.batch_tokens", int),
     "WAI_PREFILL_CHUNK": ("engine.prefill_chunk", int),
     "WAI_FLASH_ATTN": ("engine.flash_attn", str),
+    "WAI_QUEUE_MAX_BODY_BYTES": ("queue.max_body_bytes", int),
     "WAI_QUEUE_MAX_ITEMS": ("queue.max_items", int),
+    "WAI_QUEUE_MAX_ATTEMPTS": ("queue.max_attempts", int),
     "WAI_QUEUE_MAX_QUEUED": ("queue.max_queued_per_account", int),
     "WAI_QUEUE_RETENTION_SECONDS": ("queue.retention_seconds", float),
 }

@@ -6,6 +6,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -72,7 +73,7 @@ TOOL = {
 }
 
 
-def test_local_runs_the_engine_in_process(server: Server) -> None:
+def test_local_runs_the_engine_in_process(server: Server, tmp_path: Path) -> None:
     body = {"prompt": "Tell me a joke", "max_tokens": 8, "temperature": 0}
     calling = {
         "messages": [{"role": "user", "content": "What is 2 + 3?"}],
@@ -87,9 +88,20 @@ def test_local_runs_the_engine_in_process(server: Server) -> None:
         expected_call = remote.run(LLAMA2, calling)
         expected_json = remote.run(LLAMA2, json_mode)
     assert expected_call["tool_calls"][0]["name"] == "add"
-    with Ai.local(engine={"slots": 1}) as ai:
+    with Ai.local(engine={"slots": 1}, usage_db=tmp_path / "usage.db") as ai:
         out = ai.run(LLAMA2, body)
         assert out == expected
+        # the batch queue, in this process too
+        batch = {"requests": [body, {**body, "external_reference": "second"}]}
+        queued = ai.run(LLAMA2, batch, queue_request=True)
+        assert queued["status"] == "queued"
+        polled = queued
+        while "responses" not in polled:
+            time.sleep(0.1)
+            polled = ai.run(LLAMA2, {"request_id": queued["request_id"]}, queue_request=True)
+        first, second = polled["responses"]
+        assert first["result"]["response"] == second["result"]["response"] == out["response"]
+        assert second["external_reference"] == "second"
         # tool calls and JSON mode answer as the binding does (usage aside: the server's
         # prefix cache may have served part of the prompt)
         for inputs, want in ((calling, expected_call), (json_mode, expected_json)):

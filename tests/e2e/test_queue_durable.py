@@ -6,6 +6,8 @@ retention; the allocation is checked when a batch is queued and when each item r
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -18,6 +20,7 @@ import requests
 
 from tests.conftest import LLAMA2, ROOT, TOKEN, Server, start_server, stop_server
 from tests.e2e.queueing import poll, queue_url, submit, wait_done
+from wai.catalog import EMBEDDED_NAME
 from wai.usage import UsageStore
 
 RETENTION = 6.0
@@ -144,3 +147,23 @@ def test_the_allocation_applies_when_items_run_and_when_batches_are_queued(
     )
     assert r.status_code == 429 and r.json()["errors"][0]["code"] == 3036
     assert poll(allocated, LLAMA2, first).status_code == 200  # results stay readable
+
+
+def test_items_whose_engine_is_killed_run_again(
+    killed_and_restarted: tuple[Server, str, list[dict[str, Any]]], tmp: Path
+) -> None:
+    server = killed_and_restarted[0]
+    long = {"prompt": "Count on", "max_tokens": 400, "ignore_eos": True, "temperature": 0}
+    rid = submit(server, LLAMA2, [long, _item(1)])
+    deadline = time.monotonic() + 60
+    while _items_of(tmp / "usage.db", rid)[0]["state"] != "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    time.sleep(0.3)
+    health = requests.get(f"{server.url}/healthz", timeout=5).json()
+    pid = health["runs"][EMBEDDED_NAME]["pid"]
+    os.kill(pid, signal.SIGKILL)  # the engine process, under the running item
+    result, _ = wait_done(server, LLAMA2, rid)
+    assert all(r["success"] for r in result["responses"])
+    assert result["responses"][0]["result"]["usage"]["completion_tokens"] == 400
+    assert _items_of(tmp / "usage.db", rid)[0]["attempts"] == 1

@@ -281,6 +281,11 @@ def _document(
     responses.pop("422", None)
     _parameters(path, op.setdefault("parameters", []), model_ids)
     if "/ai/run/" in path:
+        op["description"] = (
+            "With `?queueRequest=true` the same route is the batch queue: `{\"requests\": "
+            "[<inputs>, …]}` queues a batch, `{\"request_id\"}` polls it (not described by "
+            "this document's body schema: one path and method has one operation)."
+        )
         op["requestBody"] = bodies["run"]
         responses["200"] = {
             "description": "the output, or its stream",

@@ -282,8 +282,8 @@ def _document(
     _parameters(path, op.setdefault("parameters", []), model_ids)
     if "/ai/run/" in path:
         op["description"] = (
-            "With `?queueRequest=true` the same route is the batch queue: `{\"requests\": "
-            "[<inputs>, …]}` queues a batch, `{\"request_id\"}` polls it (not described by "
+            'With `?queueRequest=true` the same route is the batch queue: `{"requests": '
+            '[<inputs>, …]}` queues a batch, `{"request_id"}` polls it (not described by '
             "this document's body schema: one path and method has one operation)."
         )
         op["requestBody"] = bodies["run"]

@@ -90,3 +90,12 @@ def test_libstdcxx_advice_only_when_offloading() -> None:
 
 def test_this_process_is_read() -> None:
     assert hardware.foreign_libstdcxx(hardware.process_maps()) is None  # this venv: system's
+
+
+def test_background_rides_along_only_where_every_layer_is_on_a_gpu() -> None:
+    from wai.engine.hardware import ALL_LAYERS, background_shares_steps
+
+    assert background_shares_steps(ALL_LAYERS, gpus=True)
+    assert not background_shares_steps(ALL_LAYERS, gpus=False)  # asked for, but no GPU
+    assert not background_shares_steps(20, gpus=True)  # part of the model on the CPU
+    assert not background_shares_steps(0, gpus=True)

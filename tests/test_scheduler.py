@@ -194,3 +194,16 @@ def test_background_work_sits_out_steps_that_compute_an_interactive_prompt() -> 
     interactive.n_past = 5  # its prompt is in: background work comes back
     interactive.generated = [9]
     assert {w.seq for w in s.schedule()} == {interactive, decoding, prefilling}
+
+
+def test_where_background_does_not_share_steps_it_waits_out_interactive_decoding() -> None:
+    s = Scheduler(n_slots=2, token_budget=64, chunk=CHUNK, background_shares_steps=False)
+    queued, interactive = bg(2), seq(2)
+    for x in (queued, interactive):
+        s.add(x)
+    s.admit()
+    for x, tok in ((queued, 7), (interactive, 9)):
+        x.n_past, x.generated = 2, [tok]
+    assert [w.seq for w in s.schedule()] == [interactive]  # decoding only: still alone
+    s.remove(interactive)
+    assert [w.seq for w in s.schedule()] == [queued]  # no interactive work: its turn

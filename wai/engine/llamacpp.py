@@ -170,7 +170,13 @@ class LlamaCppEngine:
         )
         self._batch = L.llama_batch_init(config.n_batch, 0, 1)
         self._chains = ChainPool(config.sampling_threads or config.n_threads or os.cpu_count() or 1)
-        self._scheduler = Scheduler(config.n_slots, config.n_batch, config.prefill_chunk)
+        gpus = any(d.kind in ("gpu", "igpu") for d in hardware.devices())
+        self._scheduler = Scheduler(
+            config.n_slots,
+            config.n_batch,
+            config.prefill_chunk,
+            background_shares_steps=hardware.background_shares_steps(self.plan.gpu_layers, gpus),
+        )
         self._inbox: queue.SimpleQueue[_Message] = queue.SimpleQueue()
         # Events produced since the last flush, handed to the sink in one call.
         self._outbox: list[tuple[int, TokenEvent]] = []

@@ -8,9 +8,10 @@ One step = one `llama_decode`. Each step the scheduler
 
 Priority: a background request (a queued batch's item) is admitted only when no interactive
 request waits, takes no part in a step that computes an interactive prompt (so a backlog does
-not lengthen the time to an interactive first token), and gives its slot up (`preempt`) when an
-interactive request finds none free. So a backlog never makes an interactive request wait for a
-slot; it runs on what interactive traffic leaves.
+not lengthen the time to an interactive first token) nor, on a CPU, in any step with
+interactive work (see hardware.background_shares_steps), and gives its slot up (`preempt`) when
+an interactive request finds none free. So a backlog never makes an interactive request wait
+for a slot; it runs on what interactive traffic leaves.
 
 Prefix caching: a slot keeps the KV of the last sequence it held. A new sequence goes to the
 free slot whose cached tokens share the longest prefix with its prompt (the same system prompt,
@@ -73,10 +74,15 @@ class Work:
 
 
 class Scheduler:
-    def __init__(self, n_slots: int, token_budget: int, chunk: int) -> None:
+    def __init__(
+        self, n_slots: int, token_budget: int, chunk: int, background_shares_steps: bool = True
+    ) -> None:
         if n_slots < 1 or chunk < 1 or token_budget < n_slots + chunk:
             raise ValueError("need n_slots >= 1, chunk >= 1, token_budget >= n_slots + chunk")
         self.n_slots = n_slots
+        # False (a CPU: hardware.background_shares_steps): background work waits out every
+        # step with interactive work, not only those that compute an interactive prompt
+        self.background_shares_steps = background_shares_steps
         self.token_budget = token_budget
         self.chunk = chunk
         self.waiting: deque[Seq] = deque()
@@ -143,9 +149,12 @@ class Scheduler:
         budget = self.token_budget
         plan: list[Work] = []
         # interactive prompts first; background work waits out a step that computes one
-        urgent = any(s.prefilling and not s.request.background for s in self._admitted)
+        # (and, where it does not share steps, any step with interactive work)
         order = sorted(self._admitted, key=lambda s: s.request.background)
-        if urgent:
+        if any(not s.request.background for s in order) and (
+            not self.background_shares_steps
+            or any(s.prefilling and not s.request.background for s in order)
+        ):
             order = [s for s in order if not s.request.background]
         for seq in order:
             if not seq.prefilling:

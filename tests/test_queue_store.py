@@ -173,3 +173,9 @@ def test_interactive_load_keeps_its_recent_peak_for_the_window() -> None:
     assert load.recent("m") == 0
     load.started("m")
     assert load.recent("m") == 1 and load.recent("other") == 0
+
+
+def test_each_text_of_an_embedding_item_counts_against_the_batch_limit() -> None:
+    parse_batch({"requests": [{"text": ["a", "b"]}, {"text": "c"}]}, 3, parse_embeddings)
+    with pytest.raises(InvalidInput, match="4 texts in all"):
+        parse_batch({"requests": [{"text": ["a", "b", "c"]}, {"text": "d"}]}, 3, parse_embeddings)

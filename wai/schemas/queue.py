@@ -63,7 +63,21 @@ def parse_batch(
         raise InvalidInput("'/requests': must be an array")
     if not 1 <= len(requests) <= max_items:
         raise InvalidInput(f"'/requests': must have 1 to {max_items} items, not {len(requests)}")
-    return [_item(i, item, parse) for i, item in enumerate(requests)]
+    items = [_item(i, item, parse) for i, item in enumerate(requests)]
+    texts = sum(_texts(item.parsed) for item in items)
+    if texts > max_items:
+        # each text of an embedding or ranking item is a result of its own: the bound on what a
+        # batch's results may weigh (an embedding item may hold 100 texts)
+        raise InvalidInput(
+            f"'/requests': {texts} texts in all; a batch takes at most {max_items} items, "
+            "counting each text of an embedding or reranking item"
+        )
+    return items
+
+
+def _texts(parsed: TaskInput) -> int:
+    """The results an item weighs: its texts (an embedding's, a ranking's contexts), else 1."""
+    return 1 if isinstance(parsed, TextGenerationInput) else len(parsed.texts())
 
 
 def _item(i: int, item: Any, parse: Callable[[dict[str, Any]], TaskInput]) -> QueuedItem:

@@ -35,23 +35,11 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
+from embeddings import WORDS  # noqa: E402
 from serve import MODEL_ID, free_port, pct, process, prompt_for, sse_data  # noqa: E402
 
 BGE = "@cf/baai/bge-base-en-v1.5"
 TOKENS = 32
-WORDS = [
-    "river",
-    "mountain",
-    "library",
-    "quiet",
-    "engine",
-    "garden",
-    "yellow",
-    "market",
-    "window",
-    "theory",
-    "ocean",
-]
 
 
 def generation(i: int) -> dict[str, Any]:

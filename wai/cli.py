@@ -238,9 +238,15 @@ def cmd_wrangler_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_usage(args: argparse.Namespace) -> int:
+def _database(args: argparse.Namespace) -> Path:
+    """The usage database (the batch queue's too): --db, else the settings'."""
     settings = _settings(args)
-    path = args.db or settings.usage_db or settings.cache_dir / "usage.db"
+    path: Path = args.db or settings.usage_db or settings.cache_dir / "usage.db"
+    return path
+
+
+def cmd_usage(args: argparse.Namespace) -> int:
+    path = _database(args)
     if not path.exists():
         print(f"wai: no usage recorded yet ({path} does not exist)", file=sys.stderr)
         return 1
@@ -261,8 +267,7 @@ def cmd_queue(args: argparse.Namespace) -> int:
     """The batch queue's batches (newest first), or one batch's items."""
     from wai.queue import QueueStore
 
-    settings = _settings(args)
-    path = args.db or settings.usage_db or settings.cache_dir / "usage.db"
+    path = _database(args)
     if not path.exists():
         print(f"wai: nothing queued yet ({path} does not exist)", file=sys.stderr)
         return 1

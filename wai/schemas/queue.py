@@ -34,9 +34,7 @@ def is_poll(body: Any) -> bool:
 
 def parse_poll(body: dict[str, Any]) -> str:
     """The request id of a poll; raises InvalidInput."""
-    extra = sorted(set(body) - {"request_id"})
-    if extra:
-        raise InvalidInput(f"'/{extra[0]}': a poll takes only 'request_id'")
+    _only(body, "request_id", "a poll")
     request_id = body["request_id"]
     if not isinstance(request_id, str):
         raise InvalidInput("'/request_id': must be a string")
@@ -55,9 +53,7 @@ def parse_batch(
         raise InvalidInput(
             'a queued request is {"requests": [...]} (a batch) or {"request_id": ...} (a poll)'
         )
-    extra = sorted(set(body) - {"requests"})
-    if extra:
-        raise InvalidInput(f"'/{extra[0]}': a batch takes only 'requests'")
+    _only(body, "requests", "a batch")
     requests = body["requests"]
     if not isinstance(requests, list):
         raise InvalidInput("'/requests': must be an array")
@@ -73,6 +69,12 @@ def parse_batch(
             "counting each text of an embedding or reranking item"
         )
     return items
+
+
+def _only(body: dict[str, Any], key: str, what: str) -> None:
+    extra = sorted(set(body) - {key})
+    if extra:
+        raise InvalidInput(f"'/{extra[0]}': {what} takes only '{key}'")
 
 
 def _texts(parsed: TaskInput) -> int:

@@ -14,6 +14,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+from wai import sources
 from wai.backends.base import Delta, EngineError, Failed, Finished
 from wai.errors import RequestError
 from wai.settings import PERMISSIONS, Settings, SettingsError, load_settings
@@ -146,12 +147,14 @@ def cmd_models(args: argparse.Namespace) -> int:
     if args.loaded:
         return _print_loaded(settings, args.url, args.token)
     runtime = Runtime(settings)
+    weights = _weights(settings)
     width = max(len(s.id) for s in runtime.models.catalog.specs)
-    print(f"{'MODEL ID'.ljust(width)}  {'TASK':28}  CONTEXT  SERVED BY")
+    print(f"{'MODEL ID'.ljust(width)}  {'TASK':28}  CONTEXT  {'REAL WEIGHTS':17}  SERVED BY")
     for spec in runtime.models.catalog.specs:
         ctx = str(spec.context_window or "-")
         served_by = runtime.models.model_for(spec.id) or "- (a task wai does not run)"
-        print(f"{spec.id.ljust(width)}  {spec.task.name:28}  {ctx:>7}  {served_by}")
+        have = weights.get(spec.id, "-")
+        print(f"{spec.id.ljust(width)}  {spec.task.name:28}  {ctx:>7}  {have:17}  {served_by}")
     layers = hardware.gpu_layers(settings.engine.gpu_layers, hardware.gpu_available())
     device = hardware.placement(layers)
     print(f"\n{'MODEL'.ljust(width)}  DEVICE / FILE, or UPSTREAMS")
@@ -163,6 +166,18 @@ def cmd_models(args: argparse.Namespace) -> int:
     for name, reason in runtime.models.failed.items():
         print(f"{name.ljust(width)}  unavailable: {reason}")
     return 0
+
+
+def _weights(settings: Settings) -> dict[str, str]:
+    """Per id with a curated GGUF: pulled (and its size), or not yet (`wai pull`)."""
+    from wai import hub
+
+    out = {}
+    cache = sources.hf_cache_dir()
+    for model_id, f in hub.load_sources(settings.hub_sources).files.items():
+        path = hub.cached(f, cache)
+        out[model_id] = f"pulled, {hub.size_text(path.stat().st_size)}" if path else "wai pull"
+    return out
 
 
 def _print_loaded(settings: Settings, url: str | None, token: str | None) -> int:
@@ -236,6 +251,67 @@ def cmd_wrangler_config(args: argparse.Namespace) -> int:
         end="",
     )
     return 0
+
+
+def cmd_pull(args: argparse.Namespace) -> int:
+    """Download an id's curated GGUF (or an `hf:` file) into the Hugging Face cache."""
+    from wai import hub
+
+    settings = _settings(args)
+    table = hub.load_sources(settings.hub_sources)
+    if args.list or args.target is None:
+        return _print_pullable(table)
+    target = args.target
+    if target.startswith("hf:"):
+        model_id, hub_file = None, hub.parse_file(target)
+    elif target in table.files:
+        model_id, hub_file = target, table.files[target]
+    else:
+        why = table.unmapped.get(target, "not a model id wai knows a GGUF for")
+        print(f"wai: {target}: {why}; `wai pull --list` shows what can be pulled", file=sys.stderr)
+        return 1
+    if hub_file.gated or hub_file.license:
+        print(f"{hub_file.repo}: license {hub_file.license or 'see the repository'}"
+              + (" (gated: HF_TOKEN needed)" if hub_file.gated else ""))  # fmt: skip
+    try:
+        path = hub.pull(hub_file, say=lambda line: print(line, flush=True))
+    except hub.PullError as e:
+        print(f"wai: {e}", file=sys.stderr)
+        return 1
+    print(f"ok: {path}")
+    if model_id is not None:
+        print(f"next: wai serve, then ask for {model_id}: it is answered by {hub_file.name}")
+    else:
+        print(f'next: map it in wai.toml: [models.NAME] path = "{target}" and serves = [...]')
+    return 0
+
+
+def _print_pullable(table: Any) -> int:
+    from wai import hub
+
+    width = max(len(mid) for mid in table.files)
+    print(f"{'MODEL ID'.ljust(width)}  {'QUANT':6}  PULLED    FILE")
+    for mid, f in table.files.items():
+        path = hub.cached(f)
+        here = hub.size_text(path.stat().st_size) if path is not None else "-"
+        print(f"{mid.ljust(width)}  {f.quant:6}  {here:8}  {f.repo}/{f.file}")
+    print(f"\n{len(table.unmapped)} more served ids have no curated file yet (see README).")
+    return 0
+
+
+def _add_pull(sub: Any, common: argparse.ArgumentParser) -> None:
+    pull = sub.add_parser(
+        "pull",
+        parents=[common],
+        help="download the real weights of a model id (or an hf: file)",
+        description="Downloads the GGUF chosen for a Workers AI id (or hf:ORG/REPO/FILE.gguf) "
+        "into the Hugging Face cache with huggingface_hub: resumable, HF_TOKEN for gated "
+        "repositories, HF_ENDPOINT for a mirror; the bytes are checked against their SHA-256 "
+        "before use. A pulled id is then served by its file, with no configuration.",
+    )
+    pull.add_argument("target", nargs="?", default=None, help="a model id, or hf:ORG/REPO/FILE")
+    pull.add_argument("--list", action="store_true", help="what can be pulled, and what is")
+    pull.set_defaults(func=cmd_pull)
 
 
 def _database(args: argparse.Namespace) -> Path:
@@ -339,7 +415,8 @@ def build_parser() -> argparse.ArgumentParser:
     common = _common_options()
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (
-        _add_serve, _add_run, _add_models, _add_wrangler_config, _add_usage, _add_queue, _add_token
+        _add_serve, _add_run, _add_models, _add_pull, _add_wrangler_config, _add_usage,
+        _add_queue, _add_token,
     ):  # fmt: skip
         add(sub, common)
     return parser

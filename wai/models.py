@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 
-from wai import sources
+from wai import hub, sources
 from wai.backends.factory import task_of
 from wai.catalog import (
     EMBEDDED_EMBEDDING_NAME,
@@ -40,6 +40,7 @@ class ModelTable:
         self.catalog = catalog or Catalog()
         self.configs: dict[str, ModelConfig] = dict(settings.models)
         self.failed: dict[str, str] = {}  # models that cannot be served at all, and why
+        self.pulled: dict[str, str] = {}  # ids served by their pulled GGUF -> its model name
         self.default = self._add_default()
         self.default_embedding = self._add_default_embedding()
         for name, config in list(self.configs.items()):
@@ -54,6 +55,7 @@ class ModelTable:
                 self.failed[name] = str(e)
                 continue
             self.configs[name] = config.model_copy(update={"path": path})
+        self._add_pulled()
         self._resolve_tasks()
         # explicit routes: id -> model name
         self._routes = {mid: name for name, m in self.configs.items() for mid in m.serves}
@@ -74,6 +76,28 @@ class ModelTable:
                 raise
             self.failed[EMBEDDED_NAME] = str(e)
         return EMBEDDED_NAME
+
+    def _add_pulled(self) -> None:
+        """Ids whose curated GGUF is in the Hugging Face cache (`wai pull`) are served by it,
+        lazily, with no configuration; an entry that serves the id wins."""
+        configured = {mid for m in self.configs.values() for mid in m.serves}
+        try:
+            table = hub.load_sources(self.settings.hub_sources)
+        except (OSError, ValueError) as e:
+            log.warning("hub_sources cannot be read: %s", e)
+            return
+        cache = sources.hf_cache_dir()
+        for model_id, hub_file in table.files.items():
+            if model_id in configured or (path := hub.cached(hub_file, cache)) is None:
+                continue
+            spec = self.catalog.get(model_id)
+            name = hub_file.name
+            config = self.configs.get(name)
+            if config is None:
+                template = "llama2" if spec is not None and spec.family == "llama2" else "auto"
+                config = ModelConfig(path=path, template=template)
+            self.configs[name] = config.model_copy(update={"serves": [*config.serves, model_id]})
+            self.pulled[model_id] = name
 
     def _resolve_tasks(self) -> None:
         """Each local model's task, once: as configured, else read from its GGUF (never again

@@ -250,6 +250,8 @@ class Settings(_Strict):
     metrics_public: bool = False
     # Usage accounting (SQLite); None: <cache_dir>/usage.db
     usage_db: Path | None = None
+    # A JSON file of GGUF sources for ids (wai pull), over the packaged table (wai/hub.py)
+    hub_sources: Path | None = None
     # Neurons per account per UTC day; past it inference answers 429/3036. 0: no allocation.
     daily_neurons: float = Field(0.0, ge=0)
     engine: EngineSettings = EngineSettings()
@@ -320,6 +322,7 @@ _ENV = {
     "WAI_RATE_LIMITS": ("rate_limits", lambda v: _task_limits(v)),
     "WAI_METRICS_PUBLIC": ("metrics_public", str),
     "WAI_USAGE_DB": ("usage_db", str),
+    "WAI_HUB_SOURCES": ("hub_sources", str),
     "WAI_DAILY_NEURONS": ("daily_neurons", float),
     "WAI_MAX_HEADER_BYTES": ("limits.max_header_bytes", int),
     "WAI_WEIGHTS": ("engine.weights", str),

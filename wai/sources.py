@@ -1,5 +1,5 @@
 """Where a configured model path points: a local file, or `hf:ORG/REPO/FILE.gguf` in the local
-Hugging Face cache. Resolved offline, at start: wai never downloads anything.
+Hugging Face cache. Resolved offline, at start: only `wai pull` (wai/hub.py) downloads.
 
 The cache is `$HF_HUB_CACHE`, else `$HF_HOME/hub`, else `~/.cache/huggingface/hub`, in the
 layout huggingface_hub writes: `models--ORG--REPO/refs/main` names the snapshot, and
@@ -50,8 +50,7 @@ def resolve_hf(spec: str, cache: Path) -> Path:
         if path.is_file():
             return path
     raise ModelSourceError(
-        f"{spec} is not in the Hugging Face cache ({cache}); wai never downloads: fetch it "
-        f"first, e.g. `huggingface-cli download {org}/{repo} {rel}`"
+        f"{spec} is not in the Hugging Face cache ({cache}): fetch it first with `wai pull {spec}`"
     )
 
 

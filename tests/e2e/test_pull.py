@@ -1,0 +1,217 @@
+"""`wai pull` against a local server speaking the Hub's download protocol (tests/hub_server.py;
+these machines cannot reach the Hub), serving a real GGUF (the embedded model's file) under
+curated-looking entries: a pull with progress, an interrupted pull resumed, a wrong SHA-256
+refused and removed, a file larger than the disk refused before any byte, a gated repository's
+refusal turned into the license message, and the pulled id then served by its file with no
+configuration."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.conftest import LLAMA2, ROOT, TOKEN, Server, start_server, stop_server
+from tests.hub_server import HubFixture, serve
+from wai.catalog import embedded_model_path
+
+REPO, FILE = "wai-test/smollm2-gguf", "smollm2.Q4_1.gguf"
+TINY = "@cf/tinyllama/tinyllama-1.1b-chat-v1.0"  # pulled and served
+BAD, HUGE, GATED = (
+    "@cf/microsoft/phi-2",
+    "@cf/meta/llama-3.2-1b-instruct",
+    "@cf/meta/llama-3.2-3b-instruct",
+)
+HF_TOKEN = "hf_test_token_with_access"
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[HubFixture, Path]]:
+    tmp = tmp_path_factory.mktemp("hub")
+    gguf = embedded_model_path()
+    fixture = HubFixture(
+        files={
+            f"{REPO}/{FILE}": gguf,
+            f"{REPO}/bad.gguf": gguf,
+            f"{REPO}/huge.gguf": gguf,
+            f"wai-gated/model-gguf/{FILE}": gguf,
+        },
+        gated={"wai-gated/model-gguf": HF_TOKEN},
+        sizes={f"{REPO}/huge.gguf": 1 << 60},
+    )
+    server = serve(fixture)
+    sha = hashlib.sha256(gguf.read_bytes()).hexdigest()
+    entry = {"license": "apache-2.0", "quant": "Q4_1", "why": "the test's file"}
+    table = {
+        "sources": {
+            TINY: {**entry, "repo": REPO, "file": FILE, "sha256": sha},
+            BAD: {**entry, "repo": REPO, "file": "bad.gguf", "sha256": "0" * 64},
+            HUGE: {**entry, "repo": REPO, "file": "huge.gguf"},
+            GATED: {**entry, "repo": "wai-gated/model-gguf", "file": FILE, "gated": True},
+        }
+    }
+    (tmp / "sources.json").write_text(json.dumps(table))
+    yield fixture, tmp
+    server.shutdown()
+    server.server_close()
+
+
+def _env(hub: tuple[HubFixture, Path], cache: Path, **extra: str) -> dict[str, str]:
+    fixture, tmp = hub
+    env = {k: v for k, v in os.environ.items() if k != "HF_TOKEN"}
+    hf = {"HF_ENDPOINT": fixture.url, "HF_HUB_CACHE": str(cache), "HF_HUB_DISABLE_TELEMETRY": "1"}
+    return {**env, **hf, "WAI_HUB_SOURCES": str(tmp / "sources.json"), **extra}
+
+
+def _pull(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "wai.cli", "pull", *args],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+
+def _blobs(cache: Path, repo: str = REPO) -> list[Path]:
+    folder = cache / f"models--{repo.replace('/', '--')}" / "blobs"
+    return sorted(p for p in folder.iterdir() if p.suffix != ".lock") if folder.is_dir() else []
+
+
+def test_a_pull_downloads_checks_and_says_what_next(
+    hub: tuple[HubFixture, Path], tmp_path: Path
+) -> None:
+    out = _pull(_env(hub, tmp_path), TINY)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert [
+        line.strip().split("%")[0] for line in lines if line.strip().endswith(")") and "%" in line
+    ][-1] == "100"
+    assert any(line.startswith("next: wai serve") and TINY in line for line in lines)
+    (blob,) = _blobs(tmp_path)
+    assert blob.read_bytes() == embedded_model_path().read_bytes()
+    listed = _pull(_env(hub, tmp_path), "--list").stdout
+    (row,) = [line for line in listed.splitlines() if line.startswith(TINY)]
+    assert "93.8 MiB" in row and f"{REPO}/{FILE}" in row
+
+
+def test_an_interrupted_pull_resumes(hub: tuple[HubFixture, Path], tmp_path: Path) -> None:
+    fixture, _ = hub
+    fixture.slow, fixture.ranges[:] = True, []
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "wai.cli", "pull", TINY], cwd=ROOT, env=_env(hub, tmp_path),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not any(
+        p.name.endswith(".incomplete") and p.stat().st_size > 20 << 20 for p in _blobs(tmp_path)
+    ):
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    fixture.slow = False
+    out = _pull(_env(hub, tmp_path), TINY)
+    assert out.returncode == 0, out.stderr
+    assert fixture.ranges[0] == 0 and fixture.ranges[-1] > 20 << 20  # the second asked for the rest
+    (blob,) = _blobs(tmp_path)
+    assert blob.read_bytes() == embedded_model_path().read_bytes()
+
+
+def test_a_wrong_sha256_is_refused_and_nothing_stays(
+    hub: tuple[HubFixture, Path], tmp_path: Path
+) -> None:
+    out = _pull(_env(hub, tmp_path), BAD)
+    assert out.returncode == 1
+    assert "SHA-256" in out.stderr and "removed" in out.stderr
+    assert _blobs(tmp_path) == []
+    assert not list(tmp_path.glob("models--*/snapshots/*/bad.gguf"))
+
+
+def test_a_file_larger_than_the_disk_is_refused_before_downloading(
+    hub: tuple[HubFixture, Path], tmp_path: Path
+) -> None:
+    fixture, _ = hub
+    fixture.ranges[:] = []
+    out = _pull(_env(hub, tmp_path), HUGE)
+    assert out.returncode == 1 and "free" in out.stderr and "HF_HUB_CACHE" in out.stderr
+    assert fixture.ranges == []  # not one byte asked for
+
+
+def test_a_gated_repository_names_its_license_page(
+    hub: tuple[HubFixture, Path], tmp_path: Path
+) -> None:
+    fixture, _ = hub
+    out = _pull(_env(hub, tmp_path), GATED)
+    assert out.returncode == 1
+    assert f"{fixture.url}/wai-gated/model-gguf" in out.stderr and "HF_TOKEN" in out.stderr
+    ok = _pull(_env(hub, tmp_path, HF_TOKEN=HF_TOKEN), GATED)
+    assert ok.returncode == 0, ok.stderr
+
+
+def test_an_unknown_id_and_an_hf_file(hub: tuple[HubFixture, Path], tmp_path: Path) -> None:
+    out = _pull(_env(hub, tmp_path), "@cf/acme/nothing")
+    assert out.returncode == 1 and "--list" in out.stderr
+    out = _pull(_env(hub, tmp_path), f"hf:{REPO}/{FILE}")
+    assert out.returncode == 0, out.stderr  # the Hub's announced SHA-256 checked
+    assert 'path = "hf:' in out.stdout
+
+
+@pytest.fixture(scope="module")
+def pulled_server(
+    hub: tuple[HubFixture, Path], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    tmp = tmp_path_factory.mktemp("pulled")
+    cache = tmp / "hub"
+    assert _pull(_env(hub, cache), TINY).returncode == 0
+    env = _env(hub, cache, WAI_USAGE_DB=str(tmp / "usage.db"))
+    srv = start_server(
+        tmp, "--token", TOKEN, env={k: v for k, v in env.items() if k.startswith(("HF_", "WAI_"))}
+    )
+    yield srv
+    stop_server(srv)
+
+
+def test_a_pulled_id_is_served_by_its_file_with_no_configuration(pulled_server: Server) -> None:
+    body = {"prompt": "The capital of France is", "raw": True, "max_tokens": 12, "temperature": 0}
+    r = requests.post(
+        pulled_server.run_url(TINY), json=body, headers=pulled_server.auth, timeout=120
+    )
+    assert r.status_code == 200, r.text
+    assert r.headers["x-wai-model"] == "smollm2.Q4_1"
+    # the same file as the embedded model: the same greedy tokens as it gives
+    same = requests.post(
+        pulled_server.run_url(LLAMA2), json=body, headers=pulled_server.auth, timeout=120
+    )
+    assert same.headers["x-wai-model"] != "smollm2.Q4_1"
+    assert r.json()["result"]["response"] == same.json()["result"]["response"]
+    models = requests.get(
+        f"{pulled_server.url}/v1/models", headers=pulled_server.auth, timeout=10
+    ).json()
+    assert TINY in [m["id"] for m in models["data"]]
+
+
+def test_the_check_script_fills_in_sizes_and_hashes(
+    hub: tuple[HubFixture, Path], tmp_path: Path
+) -> None:
+    table = tmp_path / "table.json"
+    entry = {"license": "x", "quant": "Q4_1", "why": "test", "revision": "main"}
+    table.write_text(json.dumps({"sources": {
+        TINY: {**entry, "repo": REPO, "file": FILE},
+        BAD: {**entry, "repo": REPO, "file": "missing.gguf"},
+    }}))  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "scripts/check_hub_sources.py", "--table", str(table), "--pin"],
+        cwd=ROOT, env=_env(hub, tmp_path), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 1 and "missing.gguf" in out.stdout and "1 of 2" in out.stdout
+    checked = json.loads(table.read_text())["sources"][TINY]
+    gguf = embedded_model_path()
+    assert checked["checked"] and checked["size"] == gguf.stat().st_size
+    assert checked["sha256"] == hashlib.sha256(gguf.read_bytes()).hexdigest()
+    assert checked["revision"] == "0123456789abcdef0123456789abcdef01234567"

@@ -1,0 +1,52 @@
+"""The curated table of GGUF sources (wai/data/hub_sources.json): its shape, and that every id
+of a task wai serves has a source or a stated reason for having none."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from wai import hub
+from wai.catalog import Catalog
+
+
+def test_every_served_id_has_a_source_or_a_reason() -> None:
+    table = hub.load_sources()
+    served = {s.id for s in Catalog().specs if s.kind is not None}
+    assert served <= set(table.files) | set(table.unmapped)
+    assert not set(table.files) & set(table.unmapped)
+    assert all(why.strip() for why in table.unmapped.values())
+    assert not (set(table.files) | set(table.unmapped)) - served  # no stale ids
+
+
+def test_every_source_names_a_gguf_its_license_and_why() -> None:
+    for model_id, f in hub.load_sources().files.items():
+        assert re.fullmatch(r"[\w.-]+/[\w.-]+", f.repo), model_id
+        assert f.file.endswith(".gguf") and ".." not in f.file, model_id
+        assert f.license and f.quant and f.why, model_id
+        assert f.sha256 is None or re.fullmatch(r"[0-9a-f]{64}", f.sha256), model_id
+        # the quantization chosen matches the id's own (int8 -> Q8_0, awq -> a 4-bit K-quant)
+        if model_id.endswith("-int8"):
+            assert f.quant == "Q8_0", model_id
+        if model_id.endswith("-awq"):
+            assert f.quant.startswith("Q4_K"), model_id
+
+
+def test_a_teams_own_sources_override_the_packaged_ones(tmp_path: Path) -> None:
+    own = tmp_path / "sources.json"
+    own.write_text(
+        '{"sources": {"@cf/google/gemma-7b-it-lora": {"repo": "me/x", "file": "x.gguf"}}}'
+    )
+    table = hub.load_sources(own)
+    assert table.files["@cf/google/gemma-7b-it-lora"].spec == "hf:me/x/x.gguf"
+    assert "@cf/google/gemma-7b-it-lora" not in table.unmapped
+
+
+def test_hf_file_specs() -> None:
+    f = hub.parse_file("hf:org/repo/sub/file.gguf")
+    assert (f.repo, f.file, f.name) == ("org/repo", "sub/file.gguf", "file")
+    for bad in ("org/repo/file.gguf", "hf:org/file.gguf", "hf:org/../x.gguf"):
+        with pytest.raises(hub.PullError):
+            hub.parse_file(bad)

@@ -1,0 +1,344 @@
+"""Real weights for Workers AI ids: the curated GGUF source of each id (package data, plus a
+team's own file, `hub_sources`), and `wai pull`, which downloads one into the Hugging Face
+cache through `huggingface_hub`.
+
+A pull:
+- asks the Hub for the file's metadata first (size, commit, and the LFS SHA-256 it announces),
+  and refuses before downloading when the disk cannot hold what is left to fetch;
+- downloads with `hf_hub_download` (resumes a `.incomplete` file, `HF_TOKEN` for gated repos,
+  `HF_ENDPOINT` for a mirror), with a progress bar on a terminal and a line every 10 %
+  otherwise;
+- checks the bytes against the SHA-256 (the table's, else the Hub's) before the file is used,
+  and removes them from the cache when they differ.
+
+A pulled file is served by its id (models.py) with no configuration; wai downloads nothing
+unless asked (`wai pull`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import queue
+import re
+import shutil
+import sys
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from wai import sources
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+MARGIN = 64 << 20  # bytes kept free beyond the file (the cache's links, the log, the rest)
+
+
+class PullError(Exception):
+    """A pull that cannot be done or did not give the right bytes: the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class HubFile:
+    """One GGUF file on the Hub, and why it was chosen for an id."""
+
+    repo: str
+    file: str
+    revision: str = "main"
+    license: str = ""
+    gated: bool = False
+    quant: str = ""
+    why: str = ""
+    size: int | None = None
+    sha256: str | None = None
+    checked: bool = False
+
+    @property
+    def spec(self) -> str:
+        """The `hf:ORG/REPO/FILE` form a config's `path` takes."""
+        return f"hf:{self.repo}/{self.file}"
+
+    @property
+    def name(self) -> str:
+        """The model name a pulled file is served under: its file name without `.gguf`."""
+        return Path(self.file).name.removesuffix(".gguf")
+
+
+@dataclass(frozen=True, slots=True)
+class Sources:
+    """The curated table: each id's file, and the served ids without one (and why)."""
+
+    files: dict[str, HubFile]
+    unmapped: dict[str, str]
+
+
+def load_sources(extra: Path | None = None) -> Sources:
+    """The packaged table, with a team's own entries (`hub_sources`, same format) over it."""
+    text = resources.files("wai.data").joinpath("hub_sources.json").read_text()
+    doc = json.loads(text)
+    files = {mid: _entry(e) for mid, e in doc["sources"].items()}
+    unmapped: dict[str, str] = dict(doc.get("unmapped", {}))
+    if extra is not None:
+        own = json.loads(extra.read_text())
+        for mid, e in own.get("sources", {}).items():
+            files[mid] = _entry(e)
+            unmapped.pop(mid, None)
+    return Sources(files, unmapped)
+
+
+def _entry(e: Mapping[str, Any]) -> HubFile:
+    fields = set(HubFile.__dataclass_fields__)
+    return HubFile(**{k: v for k, v in e.items() if k in fields})
+
+
+def parse_file(spec: str) -> HubFile:
+    """`hf:ORG/REPO/FILE.gguf` as a HubFile (no curated facts)."""
+    parts = spec.removeprefix(sources.HF_PREFIX).split("/")
+    if not spec.startswith(sources.HF_PREFIX) or len(parts) < 3 or not all(parts) or ".." in parts:
+        raise PullError(f"{spec}: expected a model id or hf:ORG/REPO/FILE.gguf")
+    return HubFile(f"{parts[0]}/{parts[1]}", "/".join(parts[2:]))
+
+
+def cached(hub_file: HubFile, cache: Path | None = None) -> Path | None:
+    """The file in the Hugging Face cache, if it is there whole."""
+    try:
+        return sources.resolve_hf(hub_file.spec, cache or sources.hf_cache_dir())
+    except sources.ModelSourceError:
+        return None
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    _hash_into(digest, path)
+    return digest.hexdigest()
+
+
+def _hash_into(digest: Any, path: Path) -> None:
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 22):
+            digest.update(chunk)
+
+
+def pull(
+    hub_file: HubFile,
+    cache: Path | None = None,
+    token: str | None = None,
+    say: Callable[[str], None] = print,
+) -> Path:
+    """Download a file into the cache and check its bytes; raises PullError."""
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
+
+    cache = cache or sources.hf_cache_dir()
+    token = token or os.environ.get("HF_TOKEN") or None
+    url = hf_hub_url(hub_file.repo, hub_file.file, revision=hub_file.revision)
+    try:
+        meta = get_hf_file_metadata(url, token=token)
+        if meta.etag is None or meta.commit_hash is None:
+            raise PullError(f"{url}: the server did not say which version this is (no ETag)")
+        expected = hub_file.sha256 or announced_sha256(meta.etag)
+        layout = _Layout(cache, hub_file, meta.commit_hash, meta.etag.strip('"'))
+        _check_room(cache, meta.size, layout.partial)
+        say(f"pulling {hub_file.repo}/{hub_file.file} ({size_text(meta.size)}) into {cache}")
+        path, digest = _download(layout, meta.location, meta.size, token, say)
+    except GatedRepoError as e:
+        raise PullError(_gated(hub_file, token)) from e
+    except RepositoryNotFoundError as e:
+        raise PullError(f"{hub_file.repo}: no such repository (or it is private)") from e
+    except HfHubHTTPError as e:
+        raise PullError(f"{hub_file.repo}/{hub_file.file}: {e}") from e
+    _verify(path, expected, digest)
+    return path
+
+
+@dataclass(frozen=True, slots=True)
+class _Layout:
+    """Where huggingface_hub's cache keeps a file: `blobs/<etag>`, linked from
+    `snapshots/<commit>/<file>`, with `refs/<revision>` naming the commit."""
+
+    cache: Path
+    hub_file: HubFile
+    commit: str
+    etag: str
+
+    @property
+    def folder(self) -> Path:
+        return self.cache / f"models--{self.hub_file.repo.replace('/', '--')}"
+
+    @property
+    def blob(self) -> Path:
+        return self.folder / "blobs" / self.etag
+
+    @property
+    def partial(self) -> Path:
+        return self.blob.with_name(f"{self.etag}.incomplete")
+
+    @property
+    def link(self) -> Path:
+        return self.folder / "snapshots" / self.commit / self.hub_file.file
+
+
+class _Hashing:
+    """The file a download writes to, hashing the bytes as they pass, on a thread of its own
+    (hashlib releases the GIL: the download does not wait for the hash, and no second read of
+    a large file follows). A seek or truncate (http_get starting over) voids the hash."""
+
+    def __init__(self, f: Any, digest: Any) -> None:
+        self.f, self.digest, self.valid = f, digest, True
+        # bounded: on a CPU slower than the network the download waits for the hash, rather
+        # than holding the file in memory (http_get's chunks are up to 10 MB)
+        self._chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
+        self._thread = threading.Thread(target=self._hash, daemon=True)
+        self._thread.start()
+
+    def _hash(self) -> None:
+        while (chunk := self._chunks.get()) is not None:
+            self.digest.update(chunk)
+
+    def hexdigest(self) -> str | None:
+        """The bytes' SHA-256 (None when voided); call once, after the last write."""
+        self._chunks.put(None)
+        self._thread.join()
+        return self.digest.hexdigest() if self.valid else None
+
+    def write(self, data: bytes) -> int:
+        self._chunks.put(bytes(data))
+        written: int = self.f.write(data)
+        return written
+
+    def tell(self) -> int:
+        at: int = self.f.tell()
+        return at
+
+    def seek(self, *args: Any) -> int:
+        self.valid = False
+        at: int = self.f.seek(*args)
+        return at
+
+    def truncate(self, *args: Any) -> int:
+        self.valid = False
+        size: int = self.f.truncate(*args)
+        return size
+
+
+def _download(
+    layout: _Layout, url: str, size: int | None, token: str | None, say: Callable[[str], None]
+) -> tuple[Path, str | None]:
+    """The bytes into `<etag>.incomplete` (continuing one an interrupted pull left: the Hub
+    answers ranges), then moved to the blob and linked from the snapshot. One pull of a file
+    at a time (a lock beside the blob). huggingface_hub's own hf_hub_download starts over in
+    every process (a process-unique temporary file), so a killed pull would lose its bytes."""
+    from filelock import FileLock
+    from huggingface_hub.file_download import http_get
+    from huggingface_hub.utils._headers import build_hf_headers
+
+    layout.blob.parent.mkdir(parents=True, exist_ok=True)
+    digest: str | None = None
+    with FileLock(str(layout.blob) + ".lock"):
+        if not layout.blob.is_file():
+            have = layout.partial.stat().st_size if layout.partial.is_file() else 0
+            sha = hashlib.sha256()
+            if have:
+                say(f"  resuming after {size_text(have)}")
+                _hash_into(sha, layout.partial)
+            with layout.partial.open("ab") as f:
+                hashing = _Hashing(f, sha)
+                http_get(
+                    url,
+                    hashing,  # type: ignore[arg-type]
+                    resume_size=have,
+                    headers=build_hf_headers(token=token),
+                    expected_size=size,
+                    displayed_filename=layout.hub_file.file,
+                    tqdm_class=None if sys.stderr.isatty() else _tenths(say, have),
+                )
+            digest = hashing.hexdigest()
+            os.replace(layout.partial, layout.blob)
+        layout.link.parent.mkdir(parents=True, exist_ok=True)
+        layout.link.unlink(missing_ok=True)
+        layout.link.symlink_to(os.path.relpath(layout.blob, layout.link.parent))
+        refs = layout.folder / "refs" / layout.hub_file.revision
+        refs.parent.mkdir(parents=True, exist_ok=True)
+        refs.write_text(layout.commit)
+    return layout.link, digest
+
+
+def announced_sha256(etag: str | None) -> str | None:
+    """The SHA-256 the Hub announces for an LFS file (its ETag), if it is one."""
+    value = (etag or "").strip('"').removeprefix("W/").strip('"').lower()
+    return value if _SHA256.fullmatch(value) else None
+
+
+def _check_room(cache: Path, size: int | None, partial: Path) -> None:
+    """Refuse before downloading when the disk cannot hold what is left to fetch."""
+    if size is None:
+        return
+    cache.mkdir(parents=True, exist_ok=True)
+    have = partial.stat().st_size if partial.is_file() else 0
+    free = shutil.disk_usage(cache).free
+    if size - have + MARGIN > free:
+        raise PullError(
+            f"{partial.parent.parent.name}: the file needs {size_text(size - have)} more, and "
+            f"{cache} has {size_text(free)} free: make room, or point HF_HUB_CACHE at a larger disk"
+        )
+
+
+def _verify(path: Path, expected: str | None, digest: str | None = None) -> None:
+    """The bytes against the SHA-256 (hashed while downloading, else read again); on a
+    mismatch nothing of the file stays in the cache."""
+    if expected is None:
+        return
+    got = digest or sha256_of(path)
+    if got == expected.lower():
+        return
+    blob = path.resolve()
+    for p in (path, blob):
+        p.unlink(missing_ok=True)
+    raise PullError(
+        f"{path.name}: SHA-256 {got} is not the expected {expected}; the file was removed "
+        "from the cache"
+    )
+
+
+def _gated(hub_file: HubFile, token: str | None) -> str:
+    from huggingface_hub import constants
+
+    page = f"{constants.ENDPOINT}/{hub_file.repo}"
+    if token is None:
+        return (
+            f"{hub_file.repo} is gated: accept its license at {page}, then set HF_TOKEN to a "
+            "token of that account"
+        )
+    return f"{hub_file.repo} is gated and this token has no access: accept its license at {page}"
+
+
+def size_text(n: int | None) -> str:
+    if n is None:
+        return "size unknown"
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+
+
+def _tenths(say: Callable[[str], None], initial: int = 0) -> Any:
+    """A tqdm class that prints a line every 10 % (no terminal to draw a bar on)."""
+    from tqdm.auto import tqdm
+
+    class Tenths(tqdm):  # type: ignore[misc]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs["disable"] = True  # draws nothing itself
+            super().__init__(*args, **kwargs)
+            self._said = -1
+            self._done = initial
+
+        def update(self, n: float | None = 1) -> bool | None:
+            self._done += int(n or 0)
+            total = self.total or 0
+            tenth = int(self._done * 10 / total) if total else 0
+            if tenth > self._said:
+                self._said = tenth
+                say(f"  {tenth * 10}% ({size_text(self._done)} of {size_text(int(total))})")
+            return None
+
+    return Tenths

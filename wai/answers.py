@@ -41,6 +41,7 @@ from wai.errors import (
     RequestError,
     UnknownModel,
     UnservedTask,
+    WeightsDownloading,
     bad_input_message,
 )
 from wai.schemas.embeddings import EmbeddingInput
@@ -70,6 +71,8 @@ def classify(e: Exception) -> Failure:
         return Failure(NO_SUCH_MODEL, e.message)
     if isinstance(e, UnknownModel):
         return Failure(NO_SUCH_MODEL, f"No such model: {e.message}")
+    if isinstance(e, WeightsDownloading):
+        return Failure(MODEL_UNAVAILABLE, e.message, retry_after=5)
     if isinstance(e, ModelUnavailable):
         return Failure(MODEL_UNAVAILABLE, e.message)
     if isinstance(e, EngineStopped):

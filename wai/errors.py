@@ -120,3 +120,12 @@ class BatchNotFound(RequestError):
             f"no queued request {batch} for this account: unknown, or its results expired "
             f"(they are kept {hours} after the batch finished)"
         )
+
+
+class WeightsDownloading(RequestError):
+    """The id's real weights are being pulled (auto_pull): answered 503/3043 with Retry-After,
+    the progress in the message."""
+
+    def __init__(self, model: str, progress: str) -> None:
+        super().__init__(f"{model}: its weights are downloading ({progress}); retry shortly")
+        self.model = model

@@ -127,8 +127,10 @@ def pull(
     cache: Path | None = None,
     token: str | None = None,
     say: Callable[[str], None] = print,
+    on_bytes: Callable[[int, int | None], None] | None = None,
 ) -> Path:
-    """Download a file into the cache and check its bytes; raises PullError."""
+    """Download a file into the cache and check its bytes; raises PullError. `on_bytes(done,
+    total)` follows the download (a server's auto_pull)."""
     from huggingface_hub import get_hf_file_metadata, hf_hub_url
     from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
 
@@ -143,7 +145,9 @@ def pull(
         layout = _Layout(cache, hub_file, meta.commit_hash, meta.etag.strip('"'))
         _check_room(cache, meta.size, layout.partial)
         say(f"pulling {hub_file.repo}/{hub_file.file} ({size_text(meta.size)}) into {cache}")
-        path, digest = _download(layout, meta.location, meta.size, token, say)
+        if on_bytes is not None:
+            on_bytes(0, meta.size)
+        path, digest = _download(layout, meta.location, meta.size, token, say, on_bytes)
     except GatedRepoError as e:
         raise PullError(_gated(hub_file, token)) from e
     except RepositoryNotFoundError as e:
@@ -225,7 +229,12 @@ class _Hashing:
 
 
 def _download(
-    layout: _Layout, url: str, size: int | None, token: str | None, say: Callable[[str], None]
+    layout: _Layout,
+    url: str,
+    size: int | None,
+    token: str | None,
+    say: Callable[[str], None],
+    on_bytes: Callable[[int, int | None], None] | None = None,
 ) -> tuple[Path, str | None]:
     """The bytes into `<etag>.incomplete` (continuing one an interrupted pull left: the Hub
     answers ranges), then moved to the blob and linked from the snapshot. One pull of a file
@@ -253,7 +262,11 @@ def _download(
                     headers=build_hf_headers(token=token),
                     expected_size=size,
                     displayed_filename=layout.hub_file.file,
-                    tqdm_class=None if sys.stderr.isatty() else _tenths(say, have),
+                    tqdm_class=(
+                        None
+                        if sys.stderr.isatty() and on_bytes is None
+                        else _tenths(say, have, on_bytes)
+                    ),
                 )
             digest = hashing.hexdigest()
             os.replace(layout.partial, layout.blob)
@@ -321,7 +334,11 @@ def size_text(n: int | None) -> str:
     return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
 
 
-def _tenths(say: Callable[[str], None], initial: int = 0) -> Any:
+def _tenths(
+    say: Callable[[str], None],
+    initial: int = 0,
+    on_bytes: Callable[[int, int | None], None] | None = None,
+) -> Any:
     """A tqdm class that prints a line every 10 % (no terminal to draw a bar on)."""
     from tqdm.auto import tqdm
 
@@ -335,6 +352,8 @@ def _tenths(say: Callable[[str], None], initial: int = 0) -> Any:
         def update(self, n: float | None = 1) -> bool | None:
             self._done += int(n or 0)
             total = self.total or 0
+            if on_bytes is not None:
+                on_bytes(self._done, int(total) or None)
             tenth = int(self._done * 10 / total) if total else 0
             if tenth > self._said:
                 self._said = tenth

@@ -12,6 +12,7 @@ and its ids answer 503/3043.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from wai import hub, sources
 from wai.backends.factory import task_of
@@ -99,6 +100,26 @@ class ModelTable:
             self.configs[name] = config.model_copy(update={"serves": [*config.serves, model_id]})
             self.pulled[model_id] = name
 
+    def pulled_config(
+        self, model_id: str, hub_file: hub.HubFile, path: Path
+    ) -> tuple[str, ModelConfig]:
+        """The entry a file pulled while running (auto_pull) is served under (reads its GGUF
+        for its task: off the event loop)."""
+        spec = self.catalog.get(model_id)
+        name = hub_file.name
+        config = self.configs.get(name)
+        if config is None:
+            template = "llama2" if spec is not None and spec.family == "llama2" else "auto"
+            config = ModelConfig(path=path, template=template)
+            config = config.model_copy(update={"task": task_of(config)})
+        return name, config.model_copy(update={"serves": [*config.serves, model_id]})
+
+    def serve_pulled(self, model_id: str, name: str, config: ModelConfig) -> None:
+        """From now on the id is served by that entry (the registry knows it already)."""
+        self.configs[name] = config
+        self.pulled[model_id] = name
+        self._routes[model_id] = name
+
     def _resolve_tasks(self) -> None:
         """Each local model's task, once: as configured, else read from its GGUF (never again
         per request or per load)."""
@@ -129,6 +150,10 @@ class ModelTable:
         if spec is None or spec.kind is None:
             return None
         return self.default_for(spec.kind)
+
+    def routed(self) -> dict[str, str]:
+        """Ids that an entry serves (configured, or pulled) -> the model name."""
+        return self._routes
 
     def default_for(self, kind: Kind) -> str:
         if kind == "text-embeddings":

@@ -123,6 +123,11 @@ class Registry:
                 entry.backend = None
                 entry.state = "unloaded"
 
+    def add(self, name: str, config: ModelConfig, estimate: int) -> None:
+        """A model that appeared while running (a pulled file): lazy, unloaded."""
+        if name not in self.entries:
+            self.entries[name] = Entry(name, config, False, estimate)
+
     # -- leases --
 
     def loaded(self) -> dict[str, Backend]:

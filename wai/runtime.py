@@ -13,7 +13,9 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 
+from wai import hub
 from wai.backends.base import (
     Backend,
     EngineStats,
@@ -27,6 +29,7 @@ from wai.backends.factory import BackendFactory
 from wai.catalog import Catalog, ModelSpec
 from wai.errors import ModelUnavailable, UnknownModel, UnservedTask, without_paths
 from wai.models import ModelTable
+from wai.pulls import Pulls
 from wai.registry import Registry
 from wai.requests import embedding_request, generation_request, rerank_request
 from wai.schemas.embeddings import EmbeddingInput
@@ -95,6 +98,8 @@ class Runtime:
         self.registry: Registry | None = None
         self.ready = False
         self.load = InteractiveLoad()
+        self.pulls = Pulls(self._serve_pulled)
+        self._sources = hub.load_sources(settings.hub_sources) if settings.auto_pull else None
 
     async def start(self) -> None:
         models = {}
@@ -117,6 +122,7 @@ class Runtime:
 
     async def close(self) -> None:
         self.ready = False
+        await self.pulls.close()
         if self.registry is not None:
             await self.registry.close()
 
@@ -147,7 +153,9 @@ class Runtime:
 
     def name_for(self, model_id: str) -> str:
         """The model answering an id, if it can: raises UnknownModel or ModelUnavailable
-        (refused at load, or its engine given up)."""
+        (refused at load, or its engine given up), or, with auto_pull, WeightsDownloading
+        while the id's real weights download."""
+        self._auto_pull(model_id)
         name = self.models.model_for(model_id)
         if name is None:
             spec = self.models.catalog.get(model_id)
@@ -190,6 +198,24 @@ class Runtime:
         )
         how = "cosine similarity" if ranks_by_cosine else ""
         return Served(model_id, spec, backend, how), generation
+
+    def _auto_pull(self, model_id: str) -> None:
+        """With auto_pull: an id with a curated source, served by a stand-in (no entry serves
+        it, not pulled), starts its download and waits for it."""
+        if self._sources is None or model_id in self.models.routed():
+            return
+        hub_file = self._sources.files.get(model_id)
+        if hub_file is not None:
+            self.pulls.require(model_id, hub_file)
+
+    async def _serve_pulled(self, model_id: str, hub_file: hub.HubFile, path: Path) -> None:
+        """A file auto_pull has fetched and checked: its id is served by it from now."""
+        models = self.models
+        name, config = await asyncio.to_thread(models.pulled_config, model_id, hub_file, path)
+        estimate = await asyncio.to_thread(self.factory.estimate, name, config)
+        if self.registry is not None:
+            self.registry.add(name, config, estimate)  # first: a routed id must find its entry
+        models.serve_pulled(model_id, name, config)
 
     def task_request(
         self,

@@ -252,6 +252,9 @@ class Settings(_Strict):
     usage_db: Path | None = None
     # A JSON file of GGUF sources for ids (wai pull), over the packaged table (wai/hub.py)
     hub_sources: Path | None = None
+    # The first request for an id with a curated source not yet pulled starts its download
+    # (503/3043 with the progress until it is there); off: only `wai pull` downloads
+    auto_pull: bool = False
     # Neurons per account per UTC day; past it inference answers 429/3036. 0: no allocation.
     daily_neurons: float = Field(0.0, ge=0)
     engine: EngineSettings = EngineSettings()
@@ -323,6 +326,7 @@ _ENV = {
     "WAI_METRICS_PUBLIC": ("metrics_public", str),
     "WAI_USAGE_DB": ("usage_db", str),
     "WAI_HUB_SOURCES": ("hub_sources", str),
+    "WAI_AUTO_PULL": ("auto_pull", str),
     "WAI_DAILY_NEURONS": ("daily_neurons", float),
     "WAI_MAX_HEADER_BYTES": ("limits.max_header_bytes", int),
     "WAI_WEIGHTS": ("engine.weights", str),

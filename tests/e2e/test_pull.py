@@ -215,3 +215,46 @@ def test_the_check_script_fills_in_sizes_and_hashes(
     assert checked["checked"] and checked["size"] == gguf.stat().st_size
     assert checked["sha256"] == hashlib.sha256(gguf.read_bytes()).hexdigest()
     assert checked["revision"] == "0123456789abcdef0123456789abcdef01234567"
+
+
+def test_auto_pull_answers_503_with_progress_then_serves(
+    hub: tuple[HubFixture, Path], tmp_path: Path
+) -> None:
+    fixture, _ = hub
+    env = _env(hub, tmp_path / "hub", WAI_USAGE_DB=str(tmp_path / "usage.db"), WAI_AUTO_PULL="true")
+    srv = start_server(
+        tmp_path,
+        "--token",
+        TOKEN,
+        env={k: v for k, v in env.items() if k.startswith(("HF_", "WAI_"))},
+    )
+    try:
+        fixture.slow, gets = True, len(fixture.ranges)
+        body = {
+            "prompt": "The capital of France is",
+            "raw": True,
+            "max_tokens": 4,
+            "temperature": 0,
+        }
+        first = requests.post(srv.run_url(TINY), json=body, headers=srv.auth, timeout=30)
+        assert first.status_code == 503 and first.headers["retry-after"] == "5"
+        (error,) = first.json()["errors"]
+        assert error["code"] == 3043 and "downloading" in error["message"]
+        deadline = time.monotonic() + 120
+        while True:
+            r = requests.post(srv.run_url(TINY), json=body, headers=srv.auth, timeout=60)
+            if r.status_code == 200:
+                break
+            message = r.json()["errors"][0]["message"]
+            assert r.status_code == 503 and ("% of 93.8 MiB" in message or "so far" in message)
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        assert r.headers["x-wai-model"] == "smollm2.Q4_1"
+        assert len(fixture.ranges) == gets + 1  # every request shared the one download
+        # an id without a curated source is not held up
+        unmapped = "@cf/qwen/qwen1.5-0.5b-chat"  # no curated file: the stand-in answers at once
+        other = requests.post(srv.run_url(unmapped), json=body, headers=srv.auth, timeout=60)
+        assert other.status_code == 200
+    finally:
+        fixture.slow = False
+        stop_server(srv)

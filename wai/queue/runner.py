@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from wai.answers import Unanswered, classify, whole_answer
 from wai.backends.base import EngineBusy, EngineError
-from wai.errors import ACCOUNT_LIMITED, RequestError
+from wai.errors import ACCOUNT_LIMITED, RequestError, WeightsDownloading
 from wai.queue.store import Item, Outcome, QueueStore
 from wai.runtime import Runtime
 from wai.schemas import parse_inputs
@@ -111,6 +111,8 @@ class Runner:
         for model_id in await asyncio.to_thread(self.store.models_waiting):
             try:
                 name = self.runtime.name_for(model_id)
+            except WeightsDownloading:
+                continue  # auto_pull is fetching its weights: its items wait for them
             except RequestError as e:  # no longer served (config changed), or refused to load
                 f = classify(e)
                 for item in await asyncio.to_thread(self.store.claim, model_id, 256):

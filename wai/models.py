@@ -42,6 +42,7 @@ class ModelTable:
         self.configs: dict[str, ModelConfig] = dict(settings.models)
         self.failed: dict[str, str] = {}  # models that cannot be served at all, and why
         self.pulled: dict[str, str] = {}  # ids served by their pulled GGUF -> its model name
+        self.sources: hub.Sources | None = None  # the curated GGUF sources (wai pull)
         self.default = self._add_default()
         self.default_embedding = self._add_default_embedding()
         for name, config in list(self.configs.items()):
@@ -87,6 +88,7 @@ class ModelTable:
         except (OSError, ValueError) as e:
             log.warning("hub_sources cannot be read: %s", e)
             return
+        self.sources = table
         cache = sources.hf_cache_dir()
         for model_id, hub_file in table.files.items():
             if model_id in configured or (path := hub.cached(hub_file, cache)) is None:
@@ -150,6 +152,14 @@ class ModelTable:
         if spec is None or spec.kind is None:
             return None
         return self.default_for(spec.kind)
+
+    def stand_in(self, model_id: str) -> tuple[bool, str | None]:
+        """Whether a served id is answered by a stand-in (its task's default model, not weights
+        mapped or pulled for it), and the command that would pull its real weights."""
+        if model_id in self._routes:
+            return False, None
+        curated = self.sources is not None and model_id in self.sources.files
+        return True, f"wai pull {model_id}" if curated else None
 
     def routed(self) -> dict[str, str]:
         """Ids that an entry serves (configured, or pulled) -> the model name."""

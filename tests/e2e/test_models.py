@@ -39,6 +39,9 @@ def test_the_sdk_lists_every_model_across_pages(cf: cloudflare.Cloudflare) -> No
     props = _props(int8)
     assert props["context_window"] == "8192"
     assert props["wai_local_model"] == EMBEDDED_NAME
+    # answered by the stand-in, and its real weights a `wai pull` away
+    assert props["wai_weights"] == "stand-in"
+    assert props["wai_pull"] == "wai pull @cf/meta/llama-2-7b-chat-int8"
     assert all(isinstance(v, str) for it in items for v in _props(it).values())
 
 

@@ -117,7 +117,10 @@ def test_switching_model_and_code_tabs(browser: WebDriver, server: Server) -> No
     _open(browser, server, TOKEN)
     Select(browser.find_element(By.ID, "model")).select_by_value(LLAMA3)
     assert LLAMA3 in browser.find_element(By.ID, "snippet").text
-    assert "answered here by" in browser.find_element(By.ID, "served").text
+    served = browser.find_element(By.ID, "served").text
+    # the stand-in says so, and names the command that fetches the id's real weights
+    assert "answered here by" in served and "a stand-in" in served
+    assert f"wai pull {LLAMA3}" in served
     for tab, marker in (
         ("cloudflare", "client.ai.run("),
         ("requests", "requests.post("),

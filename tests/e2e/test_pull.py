@@ -190,6 +190,13 @@ def test_a_pulled_id_is_served_by_its_file_with_no_configuration(pulled_server: 
     )
     assert same.headers["x-wai-model"] != "smollm2.Q4_1"
     assert r.json()["result"]["response"] == same.json()["result"]["response"]
+    search = requests.get(
+        f"{pulled_server.url}/client/v4/accounts/acc/ai/models/search?search=tinyllama",
+        headers=pulled_server.auth,
+        timeout=10,
+    ).json()["result"]
+    props = {p["property_id"]: p["value"] for p in search[0]["properties"]}
+    assert props["wai_weights"] == "own" and "wai_pull" not in props
     models = requests.get(
         f"{pulled_server.url}/v1/models", headers=pulled_server.auth, timeout=10
     ).json()

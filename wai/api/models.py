@@ -69,6 +69,12 @@ def item(runtime: Runtime, spec: ModelSpec) -> dict[str, Any]:
         )
     if spec.kind is None:
         properties.append({"property_id": "wai_served", "value": "false"})
+    else:
+        stand_in, pull = runtime.models.stand_in(spec.id)
+        weights = "stand-in" if stand_in else "own"
+        properties.append({"property_id": "wai_weights", "value": weights})
+        if pull is not None:
+            properties.append({"property_id": "wai_pull", "value": pull})
     properties.append({"property_id": "wai_local_model", "value": local})
     description = (
         facts.description

@@ -10,7 +10,7 @@ const INTEGERS = new Set(["max_tokens", "top_k", "seed"]);
 const PER_PAGE = 100;
 
 let history = []; // {role, content} of the conversation so far
-let models = new Map(); // id -> local model answering it
+let models = new Map(); // id -> {local: the local model answering it, standIn, pull}
 let tab = "curl";
 let busy = false;
 
@@ -44,8 +44,9 @@ async function loadModels() {
   select.replaceChildren();
   models = new Map();
   for (const m of JSON.parse(body).result) {
-    const local = (m.properties.find((p) => p.property_id === "wai_local_model") || {}).value || "";
-    models.set(m.name, local);
+    const prop = (id) => (m.properties.find((p) => p.property_id === id) || {}).value || "";
+    const local = prop("wai_local_model");
+    models.set(m.name, { local, standIn: prop("wai_weights") === "stand-in", pull: prop("wai_pull") });
     const option = document.createElement("option");
     option.value = m.name;
     option.textContent = local ? `${m.name}  (${local})` : m.name;
@@ -171,8 +172,11 @@ function snippets(model, body) {
 function update() {
   const model = $("model").value;
   sessionStorage.setItem("wai-model", model);
-  const local = models.get(model);
-  $("served").textContent = local ? `answered here by ${local}` : "";
+  const served = models.get(model);
+  $("served").textContent = !served || !served.local ? "" : !served.standIn
+    ? `answered here by ${served.local}, its own weights`
+    : `answered here by ${served.local}, a stand-in` +
+      (served.pull ? `: \`${served.pull}\` fetches its real weights` : "");
   $("snippet").textContent = model ? snippets(model, requestBody())[tab] : "";
 }
 

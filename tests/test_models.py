@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+
+import pytest
 
 from wai.catalog import EMBEDDED_EMBEDDING_NAME, EMBEDDED_NAME, embedded_model_path
 from wai.models import ModelTable
 from wai.settings import Settings
 
 LLAMA2 = "@cf/meta/llama-2-7b-chat-int8"
+TINY = "@cf/tinyllama/tinyllama-1.1b-chat-v1.0"
 
 
 def test_the_embedded_model_answers_unmapped_ids_even_with_models_configured() -> None:
@@ -46,3 +50,33 @@ def test_an_embedding_model_that_cannot_be_written_is_failed_with_why(tmp_path: 
     assert EMBEDDED_EMBEDDING_NAME in table.failed
     assert table.model_for("@cf/baai/bge-base-en-v1.5") == EMBEDDED_EMBEDDING_NAME
     assert table.model_for(LLAMA2) == EMBEDDED_NAME  # text generation is not affected
+
+
+def _pulled_cache(tmp_path: Path) -> tuple[Path, Path]:
+    """A Hugging Face cache holding one file, as huggingface_hub lays it out, and a sources
+    file that maps an id to it."""
+    cache = tmp_path / "hub"
+    repo = cache / "models--wai-test--smollm2-gguf"
+    snapshot = repo / "snapshots" / ("c" * 40)
+    snapshot.mkdir(parents=True)
+    (snapshot / "smollm2.Q4_1.gguf").symlink_to(embedded_model_path())
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("c" * 40)
+    sources = tmp_path / "sources.json"
+    entry = {"repo": "wai-test/smollm2-gguf", "file": "smollm2.Q4_1.gguf", "quant": "Q4_1"}
+    sources.write_text(json.dumps({"sources": {TINY: entry}}))
+    return cache, sources
+
+
+def test_a_pulled_id_is_served_by_its_file_and_a_config_entry_still_wins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache, sources = _pulled_cache(tmp_path)
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    table = ModelTable(Settings.model_validate({"hub_sources": str(sources)}))
+    assert table.model_for(TINY) == "smollm2.Q4_1" and table.pulled == {TINY: "smollm2.Q4_1"}
+    assert table.stand_in(TINY) == (False, None)
+    assert table.stand_in(LLAMA2) == (True, f"wai pull {LLAMA2}")  # packaged source, not pulled
+    mapped = {"mine": {"path": str(embedded_model_path()), "serves": [TINY]}}
+    table = ModelTable(Settings.model_validate({"hub_sources": str(sources), "models": mapped}))
+    assert table.model_for(TINY) == "mine" and table.pulled == {}

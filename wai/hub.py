@@ -147,14 +147,13 @@ def pull(
         say(f"pulling {hub_file.repo}/{hub_file.file} ({size_text(meta.size)}) into {cache}")
         if on_bytes is not None:
             on_bytes(0, meta.size)
-        path, digest = _download(layout, meta.location, meta.size, token, say, on_bytes)
+        path = _download(layout, meta.location, meta.size, token, say, on_bytes, expected)
     except GatedRepoError as e:
         raise PullError(_gated(hub_file, token)) from e
     except RepositoryNotFoundError as e:
         raise PullError(f"{hub_file.repo}: no such repository (or it is private)") from e
     except HfHubHTTPError as e:
         raise PullError(f"{hub_file.repo}/{hub_file.file}: {e}") from e
-    _verify(path, expected, digest)
     return path
 
 
@@ -235,17 +234,19 @@ def _download(
     token: str | None,
     say: Callable[[str], None],
     on_bytes: Callable[[int, int | None], None] | None = None,
-) -> tuple[Path, str | None]:
+    expected: str | None = None,
+) -> Path:
     """The bytes into `<etag>.incomplete` (continuing one an interrupted pull left: the Hub
-    answers ranges), then moved to the blob and linked from the snapshot. One pull of a file
-    at a time (a lock beside the blob). huggingface_hub's own hf_hub_download starts over in
-    every process (a process-unique temporary file), so a killed pull would lose its bytes."""
+    answers ranges), checked against `expected`, then moved to the blob and linked from the
+    snapshot: a file is in the cache's snapshot only once its bytes are right. One pull of a
+    file at a time (a lock beside the blob). huggingface_hub's own hf_hub_download starts over
+    in every process (a process-unique temporary file), so a killed pull would lose its
+    bytes."""
     from filelock import FileLock
     from huggingface_hub.file_download import http_get
     from huggingface_hub.utils._headers import build_hf_headers
 
     layout.blob.parent.mkdir(parents=True, exist_ok=True)
-    digest: str | None = None
     with FileLock(str(layout.blob) + ".lock"):
         if not layout.blob.is_file():
             have = layout.partial.stat().st_size if layout.partial.is_file() else 0
@@ -268,15 +269,17 @@ def _download(
                         else _tenths(say, have, on_bytes)
                     ),
                 )
-            digest = hashing.hexdigest()
+            _verify(layout.partial, expected, hashing.hexdigest())
             os.replace(layout.partial, layout.blob)
+        else:
+            _verify(layout.blob, expected)  # a blob from before: its bytes checked too
         layout.link.parent.mkdir(parents=True, exist_ok=True)
         layout.link.unlink(missing_ok=True)
         layout.link.symlink_to(os.path.relpath(layout.blob, layout.link.parent))
         refs = layout.folder / "refs" / layout.hub_file.revision
         refs.parent.mkdir(parents=True, exist_ok=True)
         refs.write_text(layout.commit)
-    return layout.link, digest
+    return layout.link
 
 
 def announced_sha256(etag: str | None) -> str | None:
@@ -301,18 +304,15 @@ def _check_room(cache: Path, size: int | None, partial: Path) -> None:
 
 def _verify(path: Path, expected: str | None, digest: str | None = None) -> None:
     """The bytes against the SHA-256 (hashed while downloading, else read again); on a
-    mismatch nothing of the file stays in the cache."""
+    mismatch the file is removed, so nothing of it stays in the cache."""
     if expected is None:
         return
     got = digest or sha256_of(path)
     if got == expected.lower():
         return
-    blob = path.resolve()
-    for p in (path, blob):
-        p.unlink(missing_ok=True)
+    path.unlink(missing_ok=True)
     raise PullError(
-        f"{path.name}: SHA-256 {got} is not the expected {expected}; the file was removed "
-        "from the cache"
+        f"SHA-256 {got} is not the expected {expected}; the download was removed from the cache"
     )
 
 

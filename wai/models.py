@@ -93,27 +93,24 @@ class ModelTable:
         for model_id, hub_file in table.files.items():
             if model_id in configured or (path := hub.cached(hub_file, cache)) is None:
                 continue
-            spec = self.catalog.get(model_id)
-            name = hub_file.name
-            config = self.configs.get(name)
-            if config is None:
-                template = "llama2" if spec is not None and spec.family == "llama2" else "auto"
-                config = ModelConfig(path=path, template=template)
-            self.configs[name] = config.model_copy(update={"serves": [*config.serves, model_id]})
+            # at start the task is read with every other entry's (_resolve_tasks)
+            name, self.configs[name] = self.pulled_config(model_id, hub_file, path, False)
             self.pulled[model_id] = name
 
     def pulled_config(
-        self, model_id: str, hub_file: hub.HubFile, path: Path
+        self, model_id: str, hub_file: hub.HubFile, path: Path, read_task: bool = True
     ) -> tuple[str, ModelConfig]:
-        """The entry a file pulled while running (auto_pull) is served under (reads its GGUF
-        for its task: off the event loop)."""
+        """The entry a pulled file is served under: named after the file, with the id added
+        to what it serves (Llama 2 ids with Meta's format). `read_task` reads its GGUF (off
+        the event loop, for a file auto_pull fetched while running)."""
         spec = self.catalog.get(model_id)
         name = hub_file.name
         config = self.configs.get(name)
         if config is None:
             template = "llama2" if spec is not None and spec.family == "llama2" else "auto"
             config = ModelConfig(path=path, template=template)
-            config = config.model_copy(update={"task": task_of(config)})
+            if read_task:
+                config = config.model_copy(update={"task": task_of(config)})
         return name, config.model_copy(update={"serves": [*config.serves, model_id]})
 
     def serve_pulled(self, model_id: str, name: str, config: ModelConfig) -> None:

@@ -195,31 +195,61 @@ class Unanswered(Exception):
         self.failed = failed
 
 
+@dataclass(frozen=True, slots=True)
+class Completed:
+    """A generation's events gathered: its text, calls, vectors and final event."""
+
+    text: str
+    final: Finished | Failed
+    calls: list[ToolCall]
+    vectors: Vectors | None = None  # an embedding's
+
+
+async def completed(generation: AsyncIterable[Event]) -> Completed:
+    """Every event of a generation, gathered up to its final one."""
+    parts: list[str] = []
+    calls: list[ToolCall] = []
+    vectors: Vectors | None = None
+    async for ev in generation:
+        if isinstance(ev, Delta):
+            parts.append(ev.text)
+        elif isinstance(ev, ToolCalls):
+            calls.extend(ev.calls)
+        elif isinstance(ev, Vectors):
+            vectors = ev
+        else:
+            return Completed("".join(parts), ev, calls, vectors)
+    raise RuntimeError("generation ended without a final event")
+
+
+def cf_answer(
+    done: Completed, inp: TextGenerationInput | EmbeddingInput | RerankInput
+) -> dict[str, Any]:
+    """A finished request's result: the vectors or scores, or the generation's text, calls
+    and usage. Raises InvalidInput when JSON mode's object did not close."""
+    if not isinstance(inp, TextGenerationInput):
+        if done.vectors is None:
+            raise RuntimeError("an embedding ended without its vectors")
+        return vectors_answer(inp, done.vectors)
+    assert isinstance(done.final, Finished)
+    return cf_result(done.text, done.calls, done.final, inp)
+
+
 async def whole_answer(
     generation: AsyncIterable[Event], inp: TextGenerationInput | EmbeddingInput | RerankInput
 ) -> tuple[dict[str, Any], Usage]:
     """A request's whole answer as Workers AI's bare output (the binding's, `Ai.local()`'s, a
     queued item's result) and its usage; raises Unanswered."""
-    parts: list[str] = []
-    calls: list[ToolCall] = []
-    vectors: Vectors | None = None
-    async for ev in generation:
-        if isinstance(ev, Vectors):
-            vectors = ev
-        elif isinstance(ev, Delta):
-            parts.append(ev.text)
-        elif isinstance(ev, ToolCalls):
-            calls.extend(ev.calls)
-        elif isinstance(ev, Failed):
-            raise Unanswered(failed_code(ev), ev.message, ev)
-        elif isinstance(inp, TextGenerationInput):
-            try:
-                return cf_result("".join(parts), calls, ev, inp), ev.usage
-            except RequestError as e:  # JSON mode's object did not close
-                f = classify(e)
-                raise Unanswered(f.code, f.message) from e
-        elif vectors is not None:
-            return vectors_answer(inp, vectors), ev.usage
-        else:
-            break
-    raise Unanswered(INTERNAL, "the request ended without its answer")
+    try:
+        done = await completed(generation)
+    except RuntimeError:
+        raise Unanswered(INTERNAL, "the request ended without its answer") from None
+    if isinstance(done.final, Failed):
+        raise Unanswered(failed_code(done.final), done.final.message, done.final)
+    if not isinstance(inp, TextGenerationInput) and done.vectors is None:
+        raise Unanswered(INTERNAL, "the request ended without its answer")
+    try:
+        return cf_answer(done, inp), done.final.usage
+    except RequestError as e:  # JSON mode's object did not close
+        f = classify(e)
+        raise Unanswered(f.code, f.message) from e

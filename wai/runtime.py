@@ -99,7 +99,6 @@ class Runtime:
         self.ready = False
         self.load = InteractiveLoad()
         self.pulls = Pulls(self._serve_pulled)
-        self._sources = hub.load_sources(settings.hub_sources) if settings.auto_pull else None
 
     async def start(self) -> None:
         models = {}
@@ -202,9 +201,10 @@ class Runtime:
     def _auto_pull(self, model_id: str) -> None:
         """With auto_pull: an id with a curated source, served by a stand-in (no entry serves
         it, not pulled), starts its download and waits for it."""
-        if self._sources is None or model_id in self.models.routed():
+        table = self.models.sources
+        if not self.settings.auto_pull or table is None or model_id in self.models.routed():
             return
-        hub_file = self._sources.files.get(model_id)
+        hub_file = table.files.get(model_id)
         if hub_file is not None:
             self.pulls.require(model_id, hub_file)
 

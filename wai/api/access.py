@@ -33,7 +33,7 @@ from wai.api.errors import CFError, error_response
 from wai.api.guard import is_inference
 from wai.api.metrics import Metrics
 from wai.backends.base import Event, Finished, Generation
-from wai.errors import ACCOUNT_LIMITED
+from wai.errors import ACCOUNT_LIMITED, AllocationSpent
 from wai.runtime import Served
 from wai.schemas.embeddings import EmbeddingInput
 from wai.schemas.text_generation import TextGenerationInput
@@ -78,10 +78,7 @@ class Allocation:
             await self.app(scope, receive, send)
             return
         err = CFError.inference(
-            429,
-            ACCOUNT_LIMITED,
-            f"you have used up your daily allocation of {self.daily_neurons:g} neurons "
-            f"({spent:.1f} spent today, UTC)",
+            429, ACCOUNT_LIMITED, AllocationSpent(self.daily_neurons, spent).message
         )
         scope["state"]["refused"] = True
         await error_response(scope["path"], err, scope["state"]["request_id"])(scope, receive, send)

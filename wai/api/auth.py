@@ -127,7 +127,7 @@ def _scheme_and_token(header: str | None) -> str:
     return token
 
 
-def _denied() -> CFError:
+def denied() -> CFError:
     return CFError(403, AUTH_ERROR, "Authentication error", gateway=True)
 
 
@@ -177,10 +177,10 @@ def check_scope(identity: Identity, scope: Scope) -> None:
     """Raise CFError 10000 unless the identity may use this route on this account."""
     needed = permission_for(scope)
     if needed is not None and needed not in identity.permissions:
-        raise _denied()
+        raise denied()
     account = url_account(scope["path"])
     if identity.accounts is not None and account is not None and account not in identity.accounts:
-        raise _denied()
+        raise denied()
 
 
 def _header(scope: Scope) -> str | None:

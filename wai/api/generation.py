@@ -6,22 +6,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
 
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from wai.answers import Completed, completed
 from wai.api import sse
 from wai.backends.base import (
-    Delta,
     Event,
-    Failed,
-    Finished,
     Generation,
-    ToolCall,
-    ToolCalls,
-    Vectors,
 )
 
 
@@ -43,17 +37,9 @@ class GenerationResponse(StreamingResponse):
             self.generation.cancel()
 
 
-@dataclass(frozen=True, slots=True)
-class Completed:
-    text: str
-    final: Finished | Failed
-    calls: list[ToolCall]
-    vectors: Vectors | None = None  # an embedding's
-
-
 async def collect(request: Request, generation: Generation[Event]) -> Completed | None:
     """The whole text, or None when the client disconnected first (generation cancelled)."""
-    task = asyncio.ensure_future(_collect(generation))
+    task = asyncio.ensure_future(completed(generation))
     gone = asyncio.ensure_future(_disconnected(request))
     try:
         await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
@@ -65,22 +51,6 @@ async def collect(request: Request, generation: Generation[Event]) -> Completed 
     if task.cancelled() or not task.done():
         return None
     return task.result()
-
-
-async def _collect(generation: Generation[Event]) -> Completed:
-    parts: list[str] = []
-    calls: list[ToolCall] = []
-    vectors: Vectors | None = None
-    async for ev in generation:
-        if isinstance(ev, Delta):
-            parts.append(ev.text)
-        elif isinstance(ev, ToolCalls):
-            calls.extend(ev.calls)
-        elif isinstance(ev, Vectors):
-            vectors = ev
-        else:
-            return Completed("".join(parts), ev, calls, vectors)
-    raise RuntimeError("generation ended without a final event")
 
 
 async def _disconnected(request: Request) -> None:

@@ -13,15 +13,15 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from wai.answers import cf_result, vectors_answer
+from wai.answers import cf_answer
 from wai.api.access import track
 from wai.api.errors import ABORTED, CFError
 from wai.api.framing import cf_sse, failed_error, refuse_json_stream, to_cf_error
-from wai.api.generation import Completed, GenerationResponse, collect
-from wai.backends.base import EngineError, Failed, Finished
+from wai.api.generation import GenerationResponse, collect
+from wai.backends.base import EngineError, Failed
 from wai.errors import RequestError
 from wai.runtime import Runtime
-from wai.schemas import TaskInput, parse_inputs
+from wai.schemas import parse_inputs
 from wai.schemas.text_generation import TextGenerationInput
 
 # errors a route answers in its own shape
@@ -62,17 +62,6 @@ async def run_inference(
     if isinstance(done.final, Failed):
         return wrapping.error(failed_error(done.final), request_id)
     try:
-        return wrapping.result(_whole(done, parsed), headers)
+        return wrapping.result(cf_answer(done, parsed), headers)
     except RequestError as e:  # JSON mode's object did not close
         return wrapping.error(to_cf_error(e), request_id)
-
-
-def _whole(done: Completed, parsed: TaskInput) -> dict[str, Any]:
-    """A finished request's result: the vectors or scores, or the generation's text, calls
-    and usage."""
-    if not isinstance(parsed, TextGenerationInput):
-        if done.vectors is None:
-            raise RuntimeError("an embedding ended without its vectors")
-        return vectors_answer(parsed, done.vectors)
-    assert isinstance(done.final, Finished)
-    return cf_result(done.text, done.calls, done.final, parsed)

@@ -13,13 +13,13 @@ from typing import Any, TypeVar
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response
 
-from wai.answers import failed_code, rank_scores, ranked, usage_dict
+from wai.answers import Completed, failed_code, rank_scores, ranked, usage_dict
 from wai.api import sse
 from wai.api.access import track
 from wai.api.body import read_json
 from wai.api.errors import CFError, openai_error, openai_from_cf
 from wai.api.framing import failed_error, to_cf_error
-from wai.api.generation import Completed, GenerationResponse, collect
+from wai.api.generation import GenerationResponse, collect
 from wai.backends.base import (
     Delta,
     EngineError,

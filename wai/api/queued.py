@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from wai.api.access import identity_of
-from wai.api.errors import AUTH_ERROR, CFError
+from wai.api.auth import denied
 from wai.api.framing import to_cf_error
 from wai.api.inference import ANSWERED, Wrapping
 from wai.queue import BatchQueue, Owner
@@ -29,7 +29,7 @@ async def run_queued(request: Request, model_id: str, body: Any, wrapping: Wrapp
     path: str = request.scope["path"]
     try:
         if "queue" not in identity.permissions:
-            raise CFError(403, AUTH_ERROR, "Authentication error", gateway=True)
+            raise denied()
         owner = Owner(identity.account_for(path), identity.token, identity.allocation(path))
         result = await queue.run(model_id, body, owner)
     except ANSWERED as e:

@@ -27,7 +27,13 @@ from dataclasses import dataclass
 
 from wai.answers import Unanswered, classify, whole_answer
 from wai.backends.base import EngineBusy, EngineError
-from wai.errors import ACCOUNT_LIMITED, RequestError, WeightsDownloading
+from wai.errors import (
+    ACCOUNT_LIMITED,
+    MODEL_UNAVAILABLE,
+    AllocationSpent,
+    RequestError,
+    WeightsDownloading,
+)
 from wai.queue.store import Item, Outcome, QueueStore
 from wai.runtime import Runtime
 from wai.schemas import parse_inputs
@@ -135,7 +141,9 @@ class Runner:
             self.outcomes[(item.model, "preempted" if not again.lost else "lost")] += 1
             if again.lost and item.attempts + 1 >= self.settings.queue.max_attempts:
                 message = f"the model's engine stopped under this request {item.attempts + 1} times"
-                await self._finish(item, _failure(3043, message), name, time.monotonic() - t0)
+                await self._finish(
+                    item, _failure(MODEL_UNAVAILABLE, message), name, time.monotonic() - t0
+                )
             else:
                 await asyncio.to_thread(self.store.release, item, again.lost)
             return
@@ -157,11 +165,7 @@ class Runner:
         if daily > 0:
             spent = await asyncio.to_thread(self.store.spent, item.owner.allocation)
             if spent >= daily:
-                message = (
-                    f"you have used up your daily allocation of {daily:g} neurons "
-                    f"({spent:.1f} spent today, UTC)"
-                )
-                return _failure(ACCOUNT_LIMITED, message), ""
+                return _failure(ACCOUNT_LIMITED, AllocationSpent(daily, spent).message), ""
         try:
             parsed = parse_inputs(self.runtime.models.spec_for(item.model), item.inputs)
             served, generation = await self.runtime.submit(item.model, parsed, background=True)

@@ -96,13 +96,17 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def process(
-    cmd: list[str], health: str, env: dict[str, str] | None = None, timeout: float = 120
+    cmd: list[str],
+    health: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 120,
+    cwd: Path = ROOT,
 ) -> Iterator[None]:
     log_dir = ROOT / "bench" / "out"  # a fresh clone has none yet
     log_dir.mkdir(parents=True, exist_ok=True)
     log = open(log_dir / f"{Path(cmd[0]).name}-{time.time():.0f}.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
-        cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ, **(env or {})}
+        cmd, stdout=log, stderr=subprocess.STDOUT, cwd=cwd, env={**os.environ, **(env or {})}
     )
     try:
         deadline = time.monotonic() + timeout

@@ -99,3 +99,21 @@ def test_background_rides_along_only_where_every_layer_is_on_a_gpu() -> None:
     assert not background_shares_steps(ALL_LAYERS, gpus=False)  # asked for, but no GPU
     assert not background_shares_steps(20, gpus=True)  # part of the model on the CPU
     assert not background_shares_steps(0, gpus=True)
+
+
+@pytest.mark.parametrize(
+    ("setting", "available", "expected"),
+    [
+        (0, 64 << 30, 0),  # off
+        (123, 64 << 30, 123),  # as set, whatever the machine
+        (-1, 16 << 30, 2 << 30),  # an eighth of what is available
+        (-1, 512 << 30, hardware.PROMPT_CACHE_MAX),  # at most llama-server's default
+        (-1, 0, 256 << 20),  # unknown: a modest default
+    ],
+)
+def test_prompt_cache_size(setting: int, available: int, expected: int) -> None:
+    assert hardware.prompt_cache_bytes(setting, available) == expected
+
+
+def test_available_memory_is_known_here() -> None:
+    assert hardware.available_memory() > 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 
+from wai.engine.prompt_cache import PromptCache
 from wai.engine.scheduler import Scheduler, Seq
 from wai.engine.types import TokenRequest
 
@@ -11,8 +12,9 @@ CHUNK = 4
 _ids = itertools.count(1)  # request ids, as admission gives them
 
 
-def seq(n_prompt: int) -> Seq:
-    return Seq(TokenRequest(list(range(1, n_prompt + 1)), max_tokens=8, request_id=next(_ids)))
+def seq(n_prompt: int, first: int = 1) -> Seq:
+    prompt = list(range(first, first + n_prompt))
+    return Seq(TokenRequest(prompt, max_tokens=8, request_id=next(_ids)))
 
 
 def plan_of(s: Scheduler) -> list[tuple[Seq, list[int], int, bool]]:
@@ -31,7 +33,7 @@ def test_admits_into_free_slots_in_order() -> None:
 
 def test_decode_rows_first_then_aligned_prompt_chunks_under_the_budget() -> None:
     s = Scheduler(n_slots=3, token_budget=9, chunk=CHUNK)
-    running, long_a, long_b = seq(2), seq(10), seq(10)
+    running, long_a, long_b = seq(2), seq(10), seq(10, first=101)  # nothing shared
     s.add(running)
     s.admit()
     running.n_past, running.generated = 2, [42]
@@ -46,10 +48,10 @@ def test_decode_rows_first_then_aligned_prompt_chunks_under_the_budget() -> None
     assert plan_of(s) == [
         (running, [42], 2, True),
         (long_a, [1, 2, 3, 4], 0, False),
-        (long_b, [1, 2, 3, 4], 0, False),
+        (long_b, [101, 102, 103, 104], 0, False),
     ]
     long_a.n_past = long_b.n_past = 8
-    assert plan_of(s)[1:] == [(long_a, [9, 10], 8, True), (long_b, [9, 10], 8, True)]
+    assert plan_of(s)[1:] == [(long_a, [9, 10], 8, True), (long_b, [109, 110], 8, True)]
 
 
 def test_a_chunk_that_does_not_fit_waits_for_the_next_step() -> None:
@@ -207,3 +209,186 @@ def test_where_background_does_not_share_steps_it_waits_out_interactive_decoding
     assert [w.seq for w in s.schedule()] == [interactive]  # decoding only: still alone
     s.remove(interactive)
     assert [w.seq for w in s.schedule()] == [queued]  # no interactive work: its turn
+
+
+# -- the prompt cache: cuts at message ends, copies between slots, the RAM cache, followers --
+
+END = 2  # an end-of-turn token
+
+
+def chat_seq(system: list[int], user: list[int], **kw: object) -> Seq:
+    request = TokenRequest([*system, END, *user], max_tokens=8, request_id=next(_ids))
+    for k, v in kw.items():
+        setattr(request, k, v)
+    return Seq(request)
+
+
+def cached_scheduler(n_slots: int, cache: PromptCache | None = None, chunk: int = 32) -> Scheduler:
+    return Scheduler(
+        n_slots=n_slots, token_budget=256, chunk=chunk, marks=frozenset({END}), cache=cache
+    )
+
+
+SYSTEM = list(range(100, 151))  # 51 tokens and the end-of-turn: a cut at 52
+
+
+def test_a_system_prompt_ends_a_chunk_and_is_reused_whole() -> None:
+    s = cached_scheduler(1)
+    first = chat_seq(SYSTEM, [5] * 20)
+    s.add(first)
+    s.admit()
+    # computed in chunks that end at the system prompt's end: 0-32, 32-52, 52-72
+    assert [len(w.tokens) for w in s.schedule()] == [32]
+    first.n_past = 32
+    assert [(w.start, len(w.tokens)) for w in s.schedule()] == [(32, 20)]
+    first.n_past = len(first.request.prompt_tokens)
+    s.remove(first)
+    second = chat_seq(SYSTEM, [6] * 20)
+    s.add(second)
+    s.admit()
+    assert second.cached == 52 and second.reuse is not None and second.reuse.kind == "slot"
+
+
+def test_a_prefix_in_another_slot_is_copied() -> None:
+    s = cached_scheduler(2)
+    running = chat_seq(SYSTEM, [5] * 20)
+    s.add(running)
+    s.admit()
+    running.n_past = 72  # its prompt is computed; it is decoding
+    running.generated = [9]
+    new = chat_seq(SYSTEM, [6] * 20)
+    s.add(new)
+    s.admit()
+    assert new.slot == 1 and new.cached == 52
+    assert new.reuse is not None and (new.reuse.kind, new.reuse.source) == ("copy", 0)
+    assert new.leader is None
+
+
+def test_a_prefix_from_the_ram_cache_and_what_a_slot_loses_goes_there() -> None:
+    cache = PromptCache(limit=1 << 20)
+    s = cached_scheduler(1, cache)
+    cache.put([*SYSTEM, END, 5, 5], bytearray(10))
+    new = chat_seq(SYSTEM, [6] * 20)
+    s.add(new)
+    s.admit()
+    assert new.reuse is not None and new.reuse.kind == "ram" and new.cached == 52
+    assert new.evicts == ()  # the slot held nothing
+    new.n_past = 72
+    s.remove(new)
+    other = Seq(TokenRequest(list(range(500, 600)), max_tokens=8, request_id=next(_ids)))
+    s.add(other)
+    s.admit()
+    # nothing shared: the slot's 72 tokens would be lost, so the engine keeps them in RAM
+    assert other.reuse is not None and other.reuse.tokens == 0
+    assert list(other.evicts) == [*SYSTEM, END, *[6] * 20]
+
+
+def test_a_short_loss_or_one_the_ram_cache_covers_is_not_kept_again() -> None:
+    cache = PromptCache(limit=1 << 20)
+    s = cached_scheduler(1, cache)
+    first = chat_seq(SYSTEM, [5] * 90)
+    s.add(first)
+    s.admit()
+    first.n_past = len(first.request.prompt_tokens)
+    s.remove(first)
+    cache.put(first.request.prompt_tokens, bytearray(10))
+    second = chat_seq(SYSTEM, [6] * 20)  # keeps the system prompt, loses the rest
+    s.add(second)
+    s.admit()
+    assert second.evicts == ()  # already in RAM
+    second.n_past = len(second.request.prompt_tokens)
+    s.remove(second)
+    third = chat_seq(SYSTEM, [7] * 20)
+    s.add(third)
+    s.admit()
+    assert third.cached == 52 and third.evicts == ()  # loses 20 tokens: not worth a copy
+
+
+def test_requests_sharing_a_prefix_being_computed_follow_the_first() -> None:
+    s = cached_scheduler(3)
+    leader = chat_seq(SYSTEM, [5] * 20)
+    s.add(leader)
+    s.admit()
+    followers = [chat_seq(SYSTEM, [6 + k] * 20) for k in range(2)]
+    for f in followers:
+        s.add(f)
+    s.admit()
+    assert all(f.leader is leader and f.follow_to == 52 and f.n_past == 0 for f in followers)
+    # only the leader computes; the followers wait
+    assert [w.seq for w in s.schedule()] == [leader]
+    leader.n_past = 32
+    assert s.caught_up() == []
+    leader.n_past = 52
+    assert s.caught_up() == followers
+    for f in followers:
+        assert f.reuse is not None and (f.reuse.kind, f.reuse.source) == ("copy", leader.slot)
+        assert f.cached == f.n_past == 52 and f.leader is None
+    assert {w.seq for w in s.schedule()} == {leader, *followers}
+
+
+def test_a_follower_whose_leader_goes_takes_what_is_best_now() -> None:
+    s = cached_scheduler(2)
+    leader = chat_seq(SYSTEM, [5] * 20)
+    s.add(leader)
+    s.admit()
+    follower = chat_seq(SYSTEM, [6] * 20)
+    s.add(follower)
+    s.admit()
+    assert follower.leader is leader
+    leader.n_past = 32
+    s.remove(leader)  # cancelled with 32 tokens computed: its slot keeps them
+    assert s.caught_up() == [follower]
+    assert follower.reuse is not None and follower.reuse.kind == "copy"
+    assert follower.cached == 32 and follower.leader is None
+
+
+def test_an_interactive_request_never_follows_a_background_one() -> None:
+    s = cached_scheduler(2)
+    queued = chat_seq(SYSTEM, [5] * 20, background=True)
+    s.add(queued)
+    s.admit()
+    interactive = chat_seq(SYSTEM, [6] * 20)
+    s.add(interactive)
+    s.admit()
+    assert interactive.leader is None and interactive.n_past == 0
+
+
+def test_a_session_gets_its_own_slot_back_and_keeps_it_longest() -> None:
+    s = cached_scheduler(3)
+    a = chat_seq(SYSTEM, [5] * 20, session="alice")
+    s.add(a)
+    s.admit()
+    a.n_past = len(a.request.prompt_tokens)
+    s.remove(a)
+    b = Seq(TokenRequest(list(range(500, 560)), max_tokens=8, request_id=next(_ids)))
+    s.add(b)
+    s.admit()
+    assert b.slot != a.slot  # an unrelated request leaves the session's slot alone
+    s.remove(b)
+    again = chat_seq([1] * 60, [5] * 20, session="alice")  # a new conversation, same session
+    s.add(again)
+    s.admit()
+    assert again.slot == a.slot
+
+
+def test_an_exact_repeat_of_a_slots_last_prompt_computes_nothing() -> None:
+    s = cached_scheduler(1)
+    first = chat_seq(SYSTEM, [5] * 20)
+    s.add(first)
+    s.admit()
+    first.n_past, first.generated = len(first.request.prompt_tokens) + 1, [9, 9]
+    s.remove(first)
+    assert s.whole == [True]
+    again = chat_seq(SYSTEM, [5] * 20)
+    s.add(again)
+    s.admit()
+    # all of it: the engine samples the first token from the logits it kept
+    assert again.cached == len(again.request.prompt_tokens) and not again.prefilling
+    again.generated = [9]
+    assert plan_of(s) == [(again, [9], again.cached, True)]
+    s.remove(again)
+    cancelled = chat_seq(SYSTEM, [5] * 20)
+    s.add(cancelled)
+    s.admit()
+    s.remove(cancelled)  # left before its first token: nothing kept beyond its prompt
+    assert s.whole == [False]

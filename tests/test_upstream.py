@@ -275,3 +275,25 @@ def test_an_upstream_refusal_is_a_retry_or_the_clients_error(status: int, outcom
     else:
         assert isinstance(e, UpstreamError)
         assert (status_for(e.code), e.code) == outcome and "nope" in e.message
+
+
+def test_a_session_keeps_its_replica_fails_over_and_comes_back() -> None:
+    b = _backend(3)
+    sessions = [f"session {i}" for i in range(12)]
+    home = {s: b.pool.pick(set(), s) for s in sessions}
+    assert len({id(r) for r in home.values()}) > 1  # sessions spread over the replicas
+    s = sessions[0]
+    mine = home[s]
+    assert mine is not None
+    mine.outstanding = 1  # busy but with room, others idle: still the session's own
+    assert all(b.pool.pick(set(), s) is mine for _ in range(4))
+    mine.outstanding = 2  # full: the session waits for it rather than move
+    assert b.pool.pick(set(), s) is None
+    mine.outstanding, mine.healthy = 0, False  # ejected: the next in the session's order
+    other = b.pool.pick(set(), s)
+    assert other is not None and other is not mine
+    # no other session moves, except those of the ejected replica
+    assert all(b.pool.pick(set(), t) is home[t] for t in sessions if home[t] is not mine)
+    assert b.pool.pick({b.replicas.index(other)}, s) not in (mine, other)  # a retry: a third
+    mine.healthy = True
+    assert b.pool.pick(set(), s) is mine  # back home

@@ -21,6 +21,7 @@ from wai.backends.base import (
     EngineStats,
     Event,
     Generation,
+    GenerationRequest,
     ModelLoadError,
     RerankRequest,
     TaskRequest,
@@ -174,13 +175,17 @@ class Runtime:
         logit_bias: Sequence[tuple[int, float]] = (),
         *,
         background: bool = False,
+        session: str = "",
     ) -> tuple[Served, Generation[Event]]:
         """Resolve, check, load (if need be) and queue a generation, or an embedding. Raises
         RequestError or EngineError. The model is leased until the generation ends: it is
-        never unloaded under it. `background`: a queued batch's item (see wai/queue)."""
+        never unloaded under it. `background`: a queued batch's item (see wai/queue);
+        `session`: the client's session key (see GenerationRequest.session)."""
         name = self.name_for(model_id)
         spec = self.models.spec_for(model_id)
         request = self.task_request(model_id, inp, stop, logit_bias)
+        if session and isinstance(request, GenerationRequest):
+            request = replace(request, session=session)
         if background:
             request = replace(request, background=True)
             backend, generation = await self._lease(model_id, name, request)

@@ -86,6 +86,11 @@ class EngineSettings(_Strict):
         description="process: each model's engine in its own supervised process (a crash "
         "costs that model's requests, then it restarts); thread: in the server's process",
     )
+    prompt_cache_bytes: ByteSize | None = Field(
+        None,
+        description="host RAM per model for prompt prefixes that slots evict (LRU); "
+        "unset: an eighth of the memory available at load, at most 8 GiB; 0: none",
+    )
     probe_fault: str = Field(
         "",
         pattern=r"^ *((any|extra_buffers|converted|gpu) *(, *|$))*$",
@@ -346,6 +351,7 @@ _ENV = {
     "WAI_MAX_MESSAGE_CHARS": ("limits.max_message_chars", int),
     "WAI_BATCH_TOKENS": ("engine.batch_tokens", int),
     "WAI_PREFILL_CHUNK": ("engine.prefill_chunk", int),
+    "WAI_PROMPT_CACHE_BYTES": ("engine.prompt_cache_bytes", str),
     "WAI_FLASH_ATTN": ("engine.flash_attn", str),
     "WAI_QUEUE_MAX_BODY_BYTES": ("queue.max_body_bytes", int),
     "WAI_QUEUE_MAX_ITEMS": ("queue.max_items", int),

@@ -6,6 +6,7 @@ in how they wrap it (the REST envelope or the bare output, and their error shape
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,16 @@ from wai.schemas.text_generation import TextGenerationInput
 
 # errors a route answers in its own shape
 ANSWERED = (CFError, RequestError, EngineError)
+
+SESSION_HEADER = "x-session-affinity"
+
+
+def session_key(request: Request) -> str:
+    """The client's session (Workers AI's `x-session-affinity`; the binding sends its
+    `extraHeaders` as headers), hashed: requests with the same one go to the slot (or the
+    upstream replica) that holds their conversation. Empty without the header."""
+    value = request.headers.get(SESSION_HEADER, "")
+    return hashlib.blake2b(value.encode(), digest_size=8).hexdigest() if value else ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +60,7 @@ async def run_inference(
         parsed = parse_inputs(runtime.models.spec_for(model_id), inputs)
         if isinstance(parsed, TextGenerationInput):
             refuse_json_stream(parsed)
-        served, generation = await runtime.submit(model_id, parsed)
+        served, generation = await runtime.submit(model_id, parsed, session=session_key(request))
         track(request, served, generation, parsed)  # access log, usage
     except ANSWERED as e:
         return wrapping.error(to_cf_error(e), request_id)

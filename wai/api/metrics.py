@@ -130,6 +130,8 @@ class _EngineCollector(Collector):
             "running": gauge("wai_running_sequences", "Sequences in a slot"),
             "slots": gauge("wai_slots", "Slots (concurrent sequences)"),
             "kv": gauge("wai_kv_cache_bytes", "KV cache allocated"),
+            "cache_bytes": gauge("wai_prompt_cache_bytes", "Prompt prefixes kept in host RAM"),
+            "cache_entries": gauge("wai_prompt_cache_entries", "Prompt prefixes in host RAM"),
             "loaded": gauge("wai_model_loaded", "1 while the model is loaded"),
         }
         counters = {
@@ -137,13 +139,28 @@ class _EngineCollector(Collector):
             "loads": counter("wai_model_loads", "Model loads"),
             "unloads": counter("wai_model_unloads", "Model unloads"),
             "failures": counter("wai_model_load_failures", "Model loads that failed"),
+            "misses": counter(
+                "wai_prompt_cache_misses", "Requests that reused no cached prompt tokens"
+            ),
         }
+        hits = CounterMetricFamily(
+            "wai_prompt_cache_hits",
+            "Requests that reused cached prompt tokens, by where they were (slot: the "
+            "request's own slot, copy: another slot's, ram: the host RAM cache)",
+            labels=["model", "source"],
+        )
         for name, s in rt.stats().items():
             gauges["queue"].add_metric([name], s.waiting)
             gauges["running"].add_metric([name], s.slots_busy)
             gauges["slots"].add_metric([name], s.slots_total)
             gauges["kv"].add_metric([name], s.kv_cache_bytes)
             counters["restarts"].add_metric([name], s.restarts)
+            pc = s.prompt_cache
+            gauges["cache_bytes"].add_metric([name], pc.bytes)
+            gauges["cache_entries"].add_metric([name], pc.entries)
+            counters["misses"].add_metric([name], pc.misses)
+            for source, n in (("slot", pc.hits_slot), ("copy", pc.hits_copy), ("ram", pc.hits_ram)):
+                hits.add_metric([name, source], n)
         models = rt.registry.report().models if rt.registry is not None else {}
         for name, m in models.items():
             gauges["loaded"].add_metric([name], 1 if m.state == "loaded" else 0)
@@ -152,6 +169,7 @@ class _EngineCollector(Collector):
             counters["failures"].add_metric([name], m.load_failures)
         yield from gauges.values()
         yield from counters.values()
+        yield hits
         yield from self._replicas()
 
     def _replicas(self) -> Iterator[Any]:

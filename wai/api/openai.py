@@ -20,6 +20,7 @@ from wai.api.body import read_json
 from wai.api.errors import CFError, openai_error, openai_from_cf
 from wai.api.framing import failed_error, to_cf_error
 from wai.api.generation import GenerationResponse, collect
+from wai.api.inference import session_key
 from wai.backends.base import (
     Delta,
     EngineError,
@@ -64,7 +65,9 @@ async def _handle(request: Request, parse: Parser, chat: bool) -> Response:
         body = await read_json(request, runtime.settings.limits.max_body_bytes)
         req, inp, stops = parse(body)
         _check_kind(runtime, req.model, GENERATES, "a text-generation model")
-        served, generation = await runtime.submit(req.model, inp, stops, req.bias())
+        served, generation = await runtime.submit(
+            req.model, inp, stops, req.bias(), session=session_key(request)
+        )
         track(request, served, generation, inp)  # access log, usage
     except InvalidOpenAIRequest as e:
         return openai_error(400, e.message, e.param)

@@ -65,6 +65,7 @@ class BackendFactory:
             n_threads=e.threads if model.threads is None else model.threads,
             max_waiting=e.max_waiting,
             prefill_chunk=e.prefill_chunk,
+            prompt_cache_bytes=-1 if e.prompt_cache_bytes is None else int(e.prompt_cache_bytes),
             flash_attn=e.flash_attn,
             batch_invariant=e.batch_invariant,
             weights=e.weights,

@@ -27,6 +27,8 @@ class LlamaCppConfig:
     n_ctx_seq: int = 2048  # context per sequence; KV memory grows with n_slots * n_ctx_seq
     n_batch: int = 512  # per-step token budget (decode tokens + prefill chunks)
     prefill_chunk: int = 128  # prompts are computed in aligned chunks of this many tokens
+    # host RAM for prompt prefixes slots evict (prompt_cache.py); -1: sized from free memory
+    prompt_cache_bytes: int = -1
     n_threads: int = 0  # 0: all cores
     sampling_threads: int = 0  # sampler chains of one step in parallel; 0: as n_threads
     max_waiting: int = 64  # bounded waiting queue; beyond it submit raises EngineBusy

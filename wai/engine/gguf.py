@@ -143,6 +143,11 @@ class LlamaTokenizer(Tokenizer):
             q.append(int(L.llama_vocab_sep(v)))
         return q + d
 
+    def end_of_turn_ids(self) -> frozenset[int]:
+        """The vocabulary's end-of-generation tokens (EOS, `<|im_end|>`, `<|eot_id|>`, …):
+        in a templated prompt, each ends a message."""
+        return frozenset(i for i in range(self.n_vocab) if L.llama_vocab_is_eog(self.vocab, i))
+
     def piece(self, token: int, *, special: bool = False, lstrip: int = 0) -> bytes:
         return token_piece(self.vocab, token, special=special, lstrip=lstrip)
 

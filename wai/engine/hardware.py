@@ -17,6 +17,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -178,3 +179,31 @@ def placement(n_gpu_layers: int) -> str:
         return cpu_text
     names = ", ".join(f"{d.name} ({d.description})" for d in gpus)
     return names if n_gpu_layers >= ALL_LAYERS else f"{names} ({n_gpu_layers} layers) + {cpu_text}"
+
+
+PROMPT_CACHE_MAX = 8 << 30  # as llama-server's --cache-ram default
+
+
+def prompt_cache_bytes(setting: int, available: int) -> int:
+    """The RAM prompt cache's limit: the setting (>= 0), or for -1 an eighth of the memory
+    available (`available`: 0 when unknown, then 256 MiB), at most PROMPT_CACHE_MAX."""
+    if setting >= 0:
+        return setting
+    if available <= 0:
+        return 256 << 20
+    return min(PROMPT_CACHE_MAX, available // 8)
+
+
+def available_memory() -> int:
+    """Memory the system can give without swapping (Linux: MemAvailable), 0 when unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:  # other Unixes: free pages (a lower bound)
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 0

@@ -12,16 +12,18 @@ slot as a prefix cache. Nothing here knows about asyncio.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import queue
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import llama_cpp as L
+import numpy as np
 
 from wai.engine import hardware, probe
 from wai.engine.config import LlamaCppConfig
@@ -42,6 +44,7 @@ from wai.engine.params import (
     new_context,
     warm_up,
 )
+from wai.engine.prompt_cache import PromptCache, last_cut
 from wai.engine.sampling import Chain, ChainPool, greedy_tokens, is_plain_greedy, step_logits
 from wai.engine.scheduler import Scheduler, Seq, Work
 from wai.engine.types import (
@@ -157,8 +160,12 @@ class LlamaCppEngine:
             converted=self.plan.converted,
             probe=probe_note,
         )
+        self._cache = PromptCache(
+            hardware.prompt_cache_bytes(config.prompt_cache_bytes, hardware.available_memory())
+        )
         log.info(
-            "%s: on %s, %s, weights %s; %d slots x %d tokens, KV cache %.0f MiB; %s",
+            "%s: on %s, %s, weights %s; %d slots x %d tokens, KV cache %.0f MiB, prompt cache "
+            "in RAM up to %.0f MiB; %s",
             self.name,
             self.info.device,
             self.plan.describe(),
@@ -166,17 +173,16 @@ class LlamaCppEngine:
             config.n_slots,
             self.n_ctx_seq,
             self.kv_bytes / 2**20,
+            self._cache.limit / 2**20,
             probe_note,
         )
         self._batch = L.llama_batch_init(config.n_batch, 0, 1)
         self._chains = ChainPool(config.sampling_threads or config.n_threads or os.cpu_count() or 1)
-        gpus = any(d.kind in ("gpu", "igpu") for d in hardware.devices())
-        self._scheduler = Scheduler(
-            config.n_slots,
-            config.n_batch,
-            config.prefill_chunk,
-            background_shares_steps=hardware.background_shares_steps(self.plan.gpu_layers, gpus),
-        )
+        self._scheduler = self._new_scheduler()
+        self._reuse = {"slot": 0, "copy": 0, "ram": 0, "none": 0}
+        # each slot's last prompt's logits (its first token was sampled from them): an exact
+        # repeat of that prompt starts from them (Scheduler.whole)
+        self._first_logits: list[np.ndarray | None] = [None] * config.n_slots
         self._inbox: queue.SimpleQueue[_Message] = queue.SimpleQueue()
         # Events produced since the last flush, handed to the sink in one call.
         self._outbox: list[tuple[int, TokenEvent]] = []
@@ -185,6 +191,18 @@ class LlamaCppEngine:
         self._steps = 0
         self._decode_ns = 0
         self._sent = Counters()
+
+    def _new_scheduler(self) -> Scheduler:
+        cfg = self.config
+        gpus = any(d.kind in ("gpu", "igpu") for d in hardware.devices())
+        return Scheduler(
+            cfg.n_slots,
+            cfg.n_batch,
+            cfg.prefill_chunk,
+            background_shares_steps=hardware.background_shares_steps(self.plan.gpu_layers, gpus),
+            marks=self.tokenizer.end_of_turn_ids(),
+            cache=self._cache,
+        )
 
     def _new_context(self, n_ctx: int) -> Any:
         """The llama_context of all slots (the model is freed if there cannot be one)."""
@@ -224,6 +242,12 @@ class LlamaCppEngine:
             generated=self._generated,
             steps=self._steps,
             decode_ns=self._decode_ns,
+            hits_slot=self._reuse["slot"],
+            hits_copy=self._reuse["copy"],
+            hits_ram=self._reuse["ram"],
+            misses=self._reuse["none"],
+            cache_bytes=self._cache.bytes,
+            cache_entries=len(self._cache),
         )
 
     # -- the engine thread --
@@ -245,8 +269,9 @@ class LlamaCppEngine:
         while self._drain_inbox(block=sched.idle()):
             for seq in sched.preempt():
                 self._yield_slot(seq)
-            for seq in sched.admit():
-                self._prepare(seq)
+            sched.admit(self._prepare)
+            for seq in sched.caught_up():
+                self._bring(seq)
             plan = sched.schedule()
             if plan:
                 self._step(plan)
@@ -284,11 +309,11 @@ class LlamaCppEngine:
             self._sink(events, counters)
 
     def _prepare(self, seq: Seq) -> None:
-        """A newly admitted sequence: drop the slot's KV past the reused prefix, new sampler."""
-        if not L.llama_memory_seq_rm(self._mem, seq.slot, seq.cached, -1):
-            # partial removal is impossible for some (recurrent) models: start from scratch
-            L.llama_memory_seq_rm(self._mem, seq.slot, -1, -1)
-            seq.cached = seq.n_past = 0
+        """A newly admitted sequence: keep what its slot held in RAM when the scheduler says
+        so, bring the reused prefix into the slot, new sampler."""
+        if seq.evicts:
+            self._keep(seq.slot, seq.evicts)
+        self._bring(seq)
         req = seq.request
         # plain greedy needs no sampler chain: its rows are picked together (see _greedy)
         seq.output = Output(
@@ -296,11 +321,65 @@ class LlamaCppEngine:
         )
         if is_plain_greedy(req.sampling):
             seq.sampler = None
+        else:
+            try:
+                seq.sampler = Chain(req.sampling, self.tokenizer.n_vocab, self.tokenizer)
+            except ValueError as e:  # a grammar llama.cpp refuses (the server checks it first)
+                self._end(seq, "error", str(e))
+                return
+        if not seq.prefilling:  # an exact repeat: its first token from the kept logits
+            self._first_token(seq)
+
+    def _first_token(self, seq: Seq) -> None:
+        logits = self._first_logits[seq.slot]
+        if logits is None:  # never so (Scheduler.whole): compute the last chunk again
+            seq.cached = seq.n_past = last_cut(seq.cuts, len(seq.request.prompt_tokens) - 1)
+            L.llama_memory_seq_rm(self._mem, seq.slot, seq.cached, -1)
             return
-        try:
-            seq.sampler = Chain(req.sampling, self.tokenizer.n_vocab, self.tokenizer)
-        except ValueError as e:  # a grammar llama.cpp refuses (the server checks it first)
-            self._end(seq, "error", str(e))
+        if seq.sampler is None:
+            token = greedy_tokens(logits[None, :], [0])[0]
+        else:
+            token = self._chains.sample([(seq.sampler, logits)])[0]
+        self._accept(seq, token)
+
+    def _bring(self, seq: Seq) -> None:
+        """Make the slot's KV hold exactly the `cached` prompt tokens the scheduler chose: its
+        own (the rest dropped), a copy of another slot's, or the RAM cache's. When that cannot
+        be done, the sequence starts from scratch."""
+        reuse, slot = seq.reuse, seq.slot
+        ok = True
+        if reuse is not None and reuse.kind == "copy":
+            ok = self._set_state(slot, self._get_state(reuse.source))
+        elif reuse is not None and reuse.kind == "ram":
+            state = self._cache.get(reuse.entry) if reuse.entry is not None else None
+            ok = state is not None and self._set_state(slot, state)
+        if ok and L.llama_memory_seq_rm(self._mem, slot, seq.cached, -1):
+            return
+        # partial removal is impossible for some (recurrent) models: start from scratch
+        L.llama_memory_seq_rm(self._mem, slot, -1, -1)
+        seq.cached = seq.n_past = 0
+        seq.leader = None
+
+    def _keep(self, slot: int, tokens: Sequence[int]) -> None:
+        """Copy the prompt prefix a slot holds into the RAM cache, before it is reused."""
+        if L.llama_memory_seq_rm(self._mem, slot, len(tokens), -1):  # its generated tokens
+            self._cache.put(tokens, self._get_state(slot))
+
+    def _get_state(self, slot: int) -> bytearray:
+        """The KV of one slot, as llama.cpp saves a sequence (bit-for-bit)."""
+        size = L.llama_state_seq_get_size(self._ctx, slot)
+        state = bytearray(size)
+        buf = (ctypes.c_uint8 * size).from_buffer(state)
+        written = L.llama_state_seq_get_data(self._ctx, buf, size, slot)
+        return state if written == size else bytearray()
+
+    def _set_state(self, slot: int, state: bytearray) -> bool:
+        """A slot's KV replaced by a saved one (the positions are the saved ones)."""
+        if not state:
+            return False
+        buf = (ctypes.c_uint8 * len(state)).from_buffer(state)
+        L.llama_memory_seq_rm(self._mem, slot, -1, -1)  # its cells from the stream's first on
+        return bool(L.llama_state_seq_set_data(self._ctx, buf, len(state), slot))
 
     def _drain_inbox(self, block: bool) -> bool:
         """Apply pending messages; False once asked to stop."""
@@ -372,6 +451,7 @@ class LlamaCppEngine:
         if not n_outputs:
             return {}
         logits = step_logits(self._ctx, self.tokenizer.n_vocab, n_outputs)
+        self._keep_first_logits(works, rows, logits)
         picked: dict[int, int] = {}
         if greedy:
             tokens = greedy_tokens(logits, [out for _, out in greedy])
@@ -380,6 +460,16 @@ class LlamaCppEngine:
             tokens = self._chains.sample([(chain, logits[out]) for _, chain, out in chained])
             picked.update((rid, tok) for (rid, _, _), tok in zip(chained, tokens, strict=True))
         return picked
+
+    def _keep_first_logits(self, works: list[Work], rows: list[int], logits: np.ndarray) -> None:
+        """The logits of each prompt this call finished (see Scheduler.whole)."""
+        n_outputs = 0
+        for work, row in zip(works, rows, strict=True):
+            if row < 0:
+                continue
+            if work.start + len(work.tokens) == len(work.seq.request.prompt_tokens):
+                self._first_logits[work.seq.slot] = logits[n_outputs].copy()
+            n_outputs += 1
 
     def _fill_batch(self, plan: list[Work]) -> list[int]:
         """Write the plan into the llama_batch; returns each work's logits row (-1: none)."""
@@ -435,6 +525,8 @@ class LlamaCppEngine:
         self._counts[
             "failed" if failed else "cancelled" if reason == "cancelled" else "finished"
         ] += 1
+        if seq.reuse is not None:
+            self._reuse[seq.reuse.kind if seq.cached else "none"] += 1
         if failed:
             self._outbox.append((seq.id, Failed(error or "inference failed")))
             return

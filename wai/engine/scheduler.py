@@ -15,25 +15,50 @@ for a slot; it runs on what interactive traffic leaves.
 
 Prefix caching: a slot keeps the KV of the last sequence it held. A new sequence goes to the
 free slot whose cached tokens share the longest prefix with its prompt (the same system prompt,
-the previous turn of the chat), and prefill starts after that prefix.
+the previous turn of the chat; ties: the slot of the same session, then one no session holds,
+then the least recently used), and prefill starts after that prefix. When another slot (free,
+or running a sequence that has computed it) or the RAM cache (prompt_cache.py) holds more of
+the prompt, the engine copies that KV into the slot instead (`Reuse`). When a running sequence
+is still computing a longer shared prefix (requests with the same system prompt arriving
+together), the newcomer follows it (`leader`): it waits until that prefix is computed, then
+copies it, instead of computing it a second time beside it. What a slot loses to a newcomer goes
+to the RAM cache first (`evicts`), when it is worth keeping.
 
 Batch invariance: how llama.cpp computes a prompt token depends on which rows share its chunk
 (with flash attention, on the chunk's exact extent). So prompts are always cut at the same
-absolute positions, multiples of `chunk` (one chunk per sequence per step), and a cached prefix
-is reused only up to such a boundary. A prompt token's KV and logits are then the same however
-busy the server is and whatever was cached. Decode steps are one row per sequence, always; the
-cache keeps only prompt KV, never that of generated tokens (computed one row at a time).
+positions, which depend on the prompt alone (prompt_cache.Cuts: multiples of `chunk` and the
+ends of templated messages; one chunk per sequence per step), and a cached prefix is reused
+only up to such a cut. A prompt token's KV and logits are then the same however busy the server
+is and wherever its prefix came from (a copy of KV is bit-for-bit). Decode steps are one row per
+sequence, always; the cache keeps only prompt KV, never that of generated tokens (computed one
+row at a time).
 """
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import time
 from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
+from wai.engine.prompt_cache import MIN_SAVED, Cuts, Entry, PromptCache, common_prefix, reusable
 from wai.engine.types import TokenRequest
+
+ReuseKind = Literal["slot", "copy", "ram"]
+
+
+@dataclass(frozen=True, slots=True)
+class Reuse:
+    """Where an admitted sequence's first `tokens` prompt tokens come from: its slot's own KV,
+    a copy of another slot's (`source`), or the RAM cache's `entry`."""
+
+    kind: ReuseKind
+    tokens: int
+    source: int = -1
+    entry: Entry | None = None
 
 
 @dataclass(slots=True, eq=False)
@@ -43,7 +68,14 @@ class Seq:
     request: TokenRequest
     slot: int = -1
     n_past: int = 0  # tokens of this sequence already in the KV cache
-    cached: int = 0  # of which reused from the slot's previous occupant
+    cached: int = 0  # of which reused (see `reuse`)
+    reuse: Reuse | None = None  # set at admission; the engine brings those tokens' KV in
+    cuts: list[int] = field(default_factory=list)  # where the prompt is cut (prompt_cache.Cuts)
+    # waiting for `leader` to compute the first `follow_to` tokens, to copy them
+    leader: Seq | None = None
+    follow_to: int = 0
+    # what the slot held before, for the engine to keep in the RAM cache before reusing it
+    evicts: Sequence[int] = ()
     generated: list[int] = field(default_factory=list)
     sampler: Any = None  # backend-owned sampling state
     output: Any = None  # backend-owned output state (detokenizer, stop strings, end rules)
@@ -53,6 +85,16 @@ class Seq:
     @property
     def prefilling(self) -> bool:
         return self.n_past < len(self.request.prompt_tokens)
+
+    @property
+    def computing(self) -> bool:
+        """Has prompt tokens to compute now (not waiting for a leader)."""
+        return self.prefilling and self.leader is None
+
+    def next_cut(self) -> int:
+        """The end of the prompt chunk that starts at n_past."""
+        i = bisect.bisect_right(self.cuts, self.n_past)
+        return self.cuts[i] if i < len(self.cuts) else len(self.request.prompt_tokens)
 
     @property
     def id(self) -> int:
@@ -75,7 +117,14 @@ class Work:
 
 class Scheduler:
     def __init__(
-        self, n_slots: int, token_budget: int, chunk: int, background_shares_steps: bool = True
+        self,
+        n_slots: int,
+        token_budget: int,
+        chunk: int,
+        background_shares_steps: bool = True,
+        *,
+        marks: frozenset[int] = frozenset(),
+        cache: PromptCache | None = None,
     ) -> None:
         if n_slots < 1 or chunk < 1 or token_budget < n_slots + chunk:
             raise ValueError("need n_slots >= 1, chunk >= 1, token_budget >= n_slots + chunk")
@@ -85,11 +134,17 @@ class Scheduler:
         self.background_shares_steps = background_shares_steps
         self.token_budget = token_budget
         self.chunk = chunk
+        self.cuts = Cuts(chunk, marks)
+        self.cache = cache  # the RAM prompt cache (None: none)
         self.waiting: deque[Seq] = deque()
         self.slots: list[Seq | None] = [None] * n_slots
         self._admitted: list[Seq] = []  # running sequences in admission order
         # What each slot's KV stream holds once its sequence has left, and when it was used.
-        self.slot_cache: list[list[int]] = [[] for _ in range(n_slots)]
+        self.slot_cache: list[Sequence[int]] = [[] for _ in range(n_slots)]
+        self.slot_session: list[str] = [""] * n_slots  # the session of its last sequence
+        # the slot holds its last sequence's whole prompt, and the engine that prompt's logits
+        # (the first token was sampled from them): the same prompt again computes nothing
+        self.whole = [False] * n_slots
         self._last_used = [0] * n_slots
         self._clock = itertools.count(1)
 
@@ -119,30 +174,123 @@ class Scheduler:
         self.waiting.remove(seq)
         return seq
 
-    def admit(self) -> list[Seq]:
-        """Move waiting sequences into free slots (interactive ones first), each into the free
-        slot with the longest cached prefix of its prompt (ties: the least recently used). Sets
-        `cached`/`n_past`; the backend must drop the slot's KV past `cached`. Returns the newly
+    def admit(self, prepare: Callable[[Seq], None] | None = None) -> list[Seq]:
+        """Move waiting sequences into free slots (interactive ones first), each into the slot
+        that holds the most of its prompt (see the module's prefix caching). Sets `reuse`,
+        `cached`/`n_past`, `leader`, `evicts`; `prepare` (the engine) brings the reused KV into
+        the slot before the next sequence is placed, which may copy from it. Returns the newly
         admitted sequences."""
         admitted = []
-        free = [i for i, occupant in enumerate(self.slots) if occupant is None]
-        while free and self.waiting:
+        while self.waiting and None in self.slots:
             seq = self._next_waiting()
-            prompt = list(seq.request.prompt_tokens)
-            reuse = {i: _common_prefix(self.slot_cache[i], prompt) for i in free}
-            slot = max(free, key=lambda i: (reuse[i], -self._last_used[i]))
-            free.remove(slot)
-            seq.slot = slot
-            seq.queued = time.monotonic() - seq.arrived
-            # logits are needed for the last prompt token, so it is always recomputed; reuse
-            # stops at a chunk boundary (see batch invariance)
-            usable = max(0, min(reuse[slot], len(prompt) - 1))
-            seq.cached = seq.n_past = usable - usable % self.chunk
-            self.slots[slot] = seq
-            self._last_used[slot] = next(self._clock)
-            self._admitted.append(seq)
+            self._place(seq)
             admitted.append(seq)
+            if prepare is not None:
+                prepare(seq)
         return admitted
+
+    def _place(self, seq: Seq) -> None:
+        prompt = seq.request.prompt_tokens
+        seq.cuts = self.cuts.positions(prompt)
+        free = [i for i, occupant in enumerate(self.slots) if occupant is None]
+        own = {i: self._own(i, prompt, seq.cuts) for i in free}
+        session = seq.request.session
+        slot = max(
+            free,
+            key=lambda i: (
+                own[i],
+                bool(session) and self.slot_session[i] == session,
+                not self.slot_session[i],  # a session's slot goes last
+                -self._last_used[i],
+            ),
+        )
+        reuse = self._best_source(seq, slot, own[slot])
+        kept = reuse.tokens if reuse.kind == "slot" else 0
+        old = self.slot_cache[slot]
+        cache = self.cache
+        if cache is not None and cache.limit and len(old) - kept >= MIN_SAVED:
+            seq.evicts = () if cache.covers(old) else old
+        seq.slot = slot
+        seq.queued = time.monotonic() - seq.arrived
+        seq.reuse = reuse
+        seq.cached = seq.n_past = reuse.tokens
+        seq.leader, seq.follow_to = self._leader(seq, reuse.tokens)
+        self.slots[slot] = seq
+        self.slot_cache[slot] = []
+        self.whole[slot] = False
+        self.slot_session[slot] = session
+        self._last_used[slot] = next(self._clock)
+        self._admitted.append(seq)
+
+    def _own(self, slot: int, prompt: Sequence[int], cuts: list[int]) -> int:
+        """What a free slot's own KV gives: all of an exact repeat of its last prompt (whose
+        logits the engine kept), else up to a cut."""
+        held = self.slot_cache[slot]
+        if (
+            self.whole[slot]
+            and len(held) == len(prompt)
+            and common_prefix(held, prompt) == len(prompt)
+        ):
+            return len(prompt)
+        return reusable(prompt, cuts, held)
+
+    def _held(self, exclude: int) -> Iterator[tuple[int, Sequence[int]]]:
+        """Each other slot and the prompt tokens its KV holds."""
+        for j, occupant in enumerate(self.slots):
+            if j != exclude:
+                yield j, occupant.reusable() if occupant is not None else self.slot_cache[j]
+
+    def _best_source(self, seq: Seq, slot: int, own: int) -> Reuse:
+        """The most of seq's prompt that is computed somewhere: its slot, another, RAM."""
+        prompt = seq.request.prompt_tokens
+        best = Reuse("slot", own, slot)
+        for j, held in self._held(exclude=slot):
+            n = reusable(prompt, seq.cuts, held)
+            if n > best.tokens:
+                best = Reuse("copy", n, j)
+        if self.cache is not None:
+            entry, n = self.cache.longest(prompt, seq.cuts)
+            if n > best.tokens:
+                best = Reuse("ram", n, entry=entry)
+        return best
+
+    def _leader(self, seq: Seq, have: int) -> tuple[Seq | None, int]:
+        """A running sequence still computing at least a chunk more of seq's prompt than seq
+        has, to wait for and copy from (an interactive sequence never waits for a background
+        one: those sit out interactive prefill)."""
+        prompt = seq.request.prompt_tokens
+        leader, most = None, have + self.chunk - 1
+        for other in self._admitted:
+            if other is seq or not other.computing:
+                continue
+            if other.request.background and not seq.request.background:
+                continue
+            n = reusable(prompt, seq.cuts, other.request.prompt_tokens)
+            if n > most:
+                leader, most = other, n
+        return (leader, most) if leader is not None else (None, 0)
+
+    def caught_up(self) -> list[Seq]:
+        """Followers whose leader has computed what they wait for (a copy of its KV), or has
+        gone (whatever is best now): each gets a new `reuse`, for the engine to apply."""
+        ready = []
+        for seq in self._admitted:
+            leader = seq.leader
+            if leader is None:
+                continue
+            running = leader in self._admitted
+            if running and leader.n_past < seq.follow_to:
+                continue
+            seq.leader = None
+            if running:
+                reuse = Reuse("copy", seq.follow_to, leader.slot)
+            else:
+                reuse = self._best_source(seq, seq.slot, seq.n_past)
+            if reuse.tokens > seq.n_past:
+                seq.reuse = reuse
+                seq.cached = seq.n_past = reuse.tokens
+                ready.append(seq)
+        return ready
 
     def schedule(self) -> list[Work]:
         """The plan for one batch. Call `admit` first."""
@@ -153,7 +301,7 @@ class Scheduler:
         order = sorted(self._admitted, key=lambda s: s.request.background)
         if any(not s.request.background for s in order) and (
             not self.background_shares_steps
-            or any(s.prefilling and not s.request.background for s in order)
+            or any(s.computing and not s.request.background for s in order)
         ):
             order = [s for s in order if not s.request.background]
         for seq in order:
@@ -163,9 +311,9 @@ class Scheduler:
         for seq in order:
             if budget <= 0:
                 break
-            if seq.prefilling:
+            if seq.computing:
                 prompt = seq.request.prompt_tokens
-                end = min(len(prompt), (seq.n_past // self.chunk + 1) * self.chunk)
+                end = seq.next_cut()
                 if end - seq.n_past > budget:
                     continue  # the whole aligned chunk, or nothing this step
                 plan.append(
@@ -189,11 +337,4 @@ class Scheduler:
         self._admitted.remove(seq)
         self.slots[seq.slot] = None
         self.slot_cache[seq.slot] = seq.reusable() if keep_cache else []
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = min(len(a), len(b))
-    for i in range(n):
-        if a[i] != b[i]:
-            return i
-    return n
+        self.whole[seq.slot] = keep_cache and bool(seq.generated) and not seq.prefilling

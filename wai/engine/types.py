@@ -65,6 +65,9 @@ class TokenRequest:
     # Failed whose `preempted` is set, and is run again later) when an interactive request
     # needs its slot.
     background: bool = False
+    # The client's `x-session-affinity`: the slot its conversation last used is preferred,
+    # and kept longer than others.
+    session: str = ""
 
 
 # how a text's token vectors become one: their mean, the first ([CLS]) token's, or (a
@@ -242,6 +245,19 @@ async def queued_events(events: asyncio.Queue[E]) -> AsyncIterator[E]:
 
 
 @dataclass(frozen=True, slots=True)
+class PromptCacheStats:
+    """Requests that reused prompt KV, by where it was: their own slot, a copy of another
+    slot's, the RAM cache; requests that reused none; what the RAM cache holds."""
+
+    hits_slot: int = 0
+    hits_copy: int = 0
+    hits_ram: int = 0
+    misses: int = 0
+    bytes: int = 0
+    entries: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class EngineStats:
     """Counters the server exposes; tests read them to prove slots are freed."""
 
@@ -256,6 +272,7 @@ class EngineStats:
     steps: int = 0  # llama_decode calls
     decode_seconds: float = 0.0  # time spent inside them
     restarts: int = 0  # engine processes started again after a crash
+    prompt_cache: PromptCacheStats = field(default_factory=PromptCacheStats)
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,6 +287,14 @@ class Counters:
     generated: int = 0
     steps: int = 0
     decode_ns: int = 0
+    # the prompt cache: requests that reused KV, by where it was (their own slot, a copy of
+    # another slot's, the RAM cache), requests that reused none, and the RAM it holds
+    hits_slot: int = 0
+    hits_copy: int = 0
+    hits_ram: int = 0
+    misses: int = 0
+    cache_bytes: int = 0
+    cache_entries: int = 0
 
 
 EngineState = Literal["up", "restarting", "failed"]

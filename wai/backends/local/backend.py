@@ -84,6 +84,7 @@ class LocalBackend(EngineBacked):
                 ignore_eos=request.ignore_eos,
                 background=request.background,
                 stop=request.stop,
+                session=request.session,
             )
         )
         if plan is None:

@@ -193,6 +193,7 @@ class UpstreamBackend(Backend):
         """Replicas in turn until one answers: before the first text, a failure moves on to
         another replica; after it, the error ends the stream. `call`: the path and body."""
         path, body = call
+        session = request.session if isinstance(request, GenerationRequest) else ""
         deadline = time.monotonic() + max(r.config.timeout_s for r in self.replicas)
         tried: set[int] = set()
         reasons: list[str] = []
@@ -200,7 +201,7 @@ class UpstreamBackend(Backend):
         while len(tried) < len(self.replicas):
             try:
                 async with asyncio.timeout_at(_loop_time(deadline)):
-                    replica = await self.pool.acquire(tried, request.reject_if_busy)
+                    replica = await self.pool.acquire(tried, request.reject_if_busy, session)
             except TimeoutError:
                 raise UpstreamError(
                     TIMEOUT, f"timed out waiting for an upstream of {self.name}"

@@ -1,6 +1,8 @@
 """The replicas of one upstream model: their health, and which one takes the next request.
 
-The least-outstanding healthy replica with room takes a request (ties in turn). A replica is
+The least-outstanding healthy replica with room takes a request (ties in turn); a request with a
+session (`x-session-affinity`) goes to its session's replica instead (`pinned`), waiting for
+room there, so that the replica's prompt cache holds its conversation. A replica is
 ejected when it cannot be reached, or after `EJECT_AFTER` failures in a row, and re-admitted
 when an active health check (`GET {url}/models`, every `health_interval_s`) passes again. While
 every healthy replica is full a request waits, up to `max_waiting` of them.
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import itertools
 import logging
 from dataclasses import dataclass, field
@@ -131,8 +134,11 @@ class Pool:
 
     # -- routing --
 
-    def pick(self, tried: set[int]) -> Replica | None:
-        """The healthy replica with room and the fewest requests in flight (ties in turn)."""
+    def pick(self, tried: set[int], session: str = "") -> Replica | None:
+        """The healthy replica with room and the fewest requests in flight (ties in turn), or
+        the session's own."""
+        if session:
+            return self.pinned(tried, session)
         start = next(self._rotate)
         n = len(self.replicas)
         best: Replica | None = None
@@ -145,27 +151,45 @@ class Pool:
                 best = r
         return best
 
+    def pinned(self, tried: set[int], session: str) -> Replica | None:
+        """A session's replica: the first healthy one not yet tried in the session's own order
+        of the replicas (rendezvous hashing: the same one while it is up, the next while it is
+        not, the first again once it is back, and moving no other session when one comes or
+        goes). None while it is full: the session waits for the replica with its cache."""
+        order = sorted(
+            range(len(self.replicas)),
+            key=lambda i: hashlib.blake2b(
+                f"{session} {self.replicas[i].url}".encode(), digest_size=8
+            ).digest(),
+        )
+        for i in order:
+            replica = self.replicas[i]
+            if i not in tried and replica.healthy:
+                return replica if replica.has_room else None
+        return None
+
     def _untried_healthy(self, tried: set[int]) -> bool:
         return any(r.healthy for i, r in enumerate(self.replicas) if i not in tried)
 
-    async def acquire(self, tried: set[int], reject_if_busy: bool) -> Replica:
-        """A replica for one attempt, waiting for room while every healthy one is full."""
-        replica = self.pick(tried)
+    async def acquire(self, tried: set[int], reject_if_busy: bool, session: str = "") -> Replica:
+        """A replica for one attempt, waiting for room while every healthy one is full (or,
+        with a session, while its replica is)."""
+        replica = self.pick(tried, session)
         if replica is None:
             if not self._untried_healthy(tried):
                 raise UpstreamError(MODEL_UNAVAILABLE, self.down_message(), retry_after=1)
             if reject_if_busy or self.waiting >= self.max_waiting:
                 raise busy()
-            replica = await self._wait_for_room(tried)
+            replica = await self._wait_for_room(tried, session)
         replica.outstanding += 1
         replica.requests += 1
         return replica
 
-    async def _wait_for_room(self, tried: set[int]) -> Replica:
+    async def _wait_for_room(self, tried: set[int], session: str) -> Replica:
         self.waiting += 1
         try:
             async with self._room:
-                while (replica := self.pick(tried)) is None:
+                while (replica := self.pick(tried, session)) is None:
                     if self.closed:
                         raise EngineStopped(f"the model {self.name} is shutting down")
                     if not self._untried_healthy(tried):

@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from embeddings import llama_server_bin  # noqa: E402
 from serve import converted, free_port, pct, process, sse_data  # noqa: E402
 
 from wai.catalog import embedded_model_path  # noqa: E402
@@ -158,16 +159,6 @@ def before_tree(rev: str) -> Path:
     if not path.exists():
         subprocess.run(["git", "worktree", "add", "--detach", str(path), rev], cwd=ROOT, check=True)
     return path
-
-
-def llama_server_bin() -> Path:
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "llama_server.py")],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return Path(out.stdout.strip().splitlines()[-1])
 
 
 def run(name: str, args: argparse.Namespace) -> tuple[list[tuple[str, list[int], float]], dict]:

@@ -445,3 +445,45 @@ def test_a_replica_killed_mid_run(setup: Setup) -> None:
         codes = list(pool.map(lambda _: setup.run(SMOL, {"prompt": "hi"}).status_code, range(4)))
     assert codes == [200] * 4
     assert setup.replica_report()[0]["requests"] > before
+
+
+def test_a_session_stays_on_its_replica_fails_over_and_comes_back(setup: Setup) -> None:
+    _wait_idle(setup.replicas, 30)
+
+    def send(session: str) -> int:
+        """Which replica answered one request of this session."""
+        before = [r["requests"] for r in setup.replica_report()]
+        headers = {**setup.wai.auth, "x-session-affinity": session}
+        r = requests.post(
+            setup.wai.run_url(SMOL),
+            json={"prompt": "hi", "max_tokens": 2},
+            headers=headers,
+            timeout=60,
+        )
+        assert r.status_code == 200, r.text
+        after = [r["requests"] for r in setup.replica_report()]
+        moved = [i for i, (a, b) in enumerate(zip(before, after, strict=True)) if b > a]
+        assert len(moved) == 1, (before, after)
+        return moved[0]
+
+    homes = {f"user-{k}": send(f"user-{k}") for k in range(12)}
+    assert set(homes.values()) == {0, 1}  # sessions spread over the replicas
+    for session, home in list(homes.items())[:4]:
+        assert [send(session) for _ in range(3)] == [home] * 3
+    away = next(s for s, home in homes.items() if home == 0)
+    stays = next(s for s, home in homes.items() if home == 1)
+
+    victim = setup.replicas[0]
+    victim.kill()
+    deadline = time.monotonic() + 10
+    while setup.replica_report()[0]["healthy"]:
+        assert time.monotonic() < deadline, "the dead replica was not ejected"
+        time.sleep(0.1)
+    assert send(away) == 1 and send(stays) == 1
+
+    setup.replicas[0] = start_llama_server(setup.binary, setup.tmp, port=victim.port)
+    deadline = time.monotonic() + 10
+    while not setup.replica_report()[0]["healthy"]:
+        assert time.monotonic() < deadline, "the replica was not re-admitted"
+        time.sleep(0.1)
+    assert send(away) == 0 and send(stays) == 1  # back home; the other never moved

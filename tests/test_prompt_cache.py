@@ -87,8 +87,8 @@ def test_an_entry_that_extends_another_replaces_it() -> None:
     assert short is not None
     longer = cache.put([1, 2, 3, 4, 5], state(200))
     assert cache.get(short) is None and len(cache) == 1 and cache.bytes == 200
-    assert cache.covers([1, 2, 3]) and cache.covers([1, 2, 3, 4, 5])
-    assert not cache.covers([1, 2, 3, 4, 5, 6]) and not cache.covers([2])
+    assert cache.covered([1, 2, 3]) == 3 and cache.covered([1, 2, 3, 4, 5]) == 5
+    assert cache.covered([1, 2, 3, 4, 5, 6]) == 5 and cache.covered([2]) == 0
     assert longer is not None
 
 

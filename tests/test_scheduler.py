@@ -268,19 +268,20 @@ def test_a_prefix_from_the_ram_cache_and_what_a_slot_loses_goes_there() -> None:
     cache = PromptCache(limit=1 << 20)
     s = cached_scheduler(1, cache)
     cache.put([*SYSTEM, END, 5, 5], bytearray(10))
-    new = chat_seq(SYSTEM, [6] * 20)
+    new = chat_seq(SYSTEM, [6] * 80)
     s.add(new)
     s.admit()
     assert new.reuse is not None and new.reuse.kind == "ram" and new.cached == 52
     assert new.evicts == ()  # the slot held nothing
-    new.n_past = 72
+    new.n_past = 132
     s.remove(new)
     other = Seq(TokenRequest(list(range(500, 600)), max_tokens=8, request_id=next(_ids)))
     s.add(other)
     s.admit()
-    # nothing shared: the slot's 72 tokens would be lost, so the engine keeps them in RAM
+    # nothing shared: the slot's 132 tokens would be lost, 80 of them held nowhere else, so the
+    # engine keeps them in RAM
     assert other.reuse is not None and other.reuse.tokens == 0
-    assert list(other.evicts) == [*SYSTEM, END, *[6] * 20]
+    assert list(other.evicts) == [*SYSTEM, END, *[6] * 80]
 
 
 def test_a_short_loss_or_one_the_ram_cache_covers_is_not_kept_again() -> None:
@@ -302,6 +303,19 @@ def test_a_short_loss_or_one_the_ram_cache_covers_is_not_kept_again() -> None:
     s.add(third)
     s.admit()
     assert third.cached == 52 and third.evicts == ()  # loses 20 tokens: not worth a copy
+    third.n_past = len(third.request.prompt_tokens)
+    s.remove(third)
+    unrelated = Seq(TokenRequest(list(range(500, 600)), max_tokens=8, request_id=next(_ids)))
+    s.add(unrelated)
+    s.admit()
+    # loses all 72 tokens, but RAM holds the system prompt: the 20 others are not worth a copy
+    assert unrelated.evicts == ()
+    unrelated.n_past = 100
+    s.remove(unrelated)
+    other_tenant = chat_seq(SYSTEM, [8] * 90)
+    s.add(other_tenant)
+    s.admit()
+    assert other_tenant.evicts == list(range(500, 600))  # nothing of it in RAM: kept
 
 
 def test_requests_sharing_a_prefix_being_computed_follow_the_first() -> None:

@@ -122,13 +122,9 @@ class PromptCache:
             return None, 0
         return best, last_cut(cuts, min(most, len(prompt) - 1))
 
-    def covers(self, tokens: Sequence[int]) -> bool:
-        """Whether an entry already holds these tokens (as its own or its prefix's)."""
-        n = len(tokens)
-        return any(
-            len(e.tokens) >= n and common_prefix(e.tokens, tokens) == n
-            for e in self._entries.values()
-        )
+    def covered(self, tokens: Sequence[int]) -> int:
+        """How many of these tokens, from the first, an entry already holds."""
+        return max((common_prefix(e.tokens, tokens) for e in self._entries.values()), default=0)
 
     def get(self, entry: Entry) -> bytearray | None:
         """An entry's state (None once it has been evicted); it becomes the most recent."""

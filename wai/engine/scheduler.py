@@ -205,11 +205,12 @@ class Scheduler:
             ),
         )
         reuse = self._best_source(seq, slot, own[slot])
+        # what the slot loses goes to RAM, unless the newcomer keeps it or RAM holds it
         kept = reuse.tokens if reuse.kind == "slot" else 0
         old = self.slot_cache[slot]
         cache = self.cache
         if cache is not None and cache.limit and len(old) - kept >= MIN_SAVED:
-            seq.evicts = () if cache.covers(old) else old
+            seq.evicts = old if len(old) - cache.covered(old) >= MIN_SAVED else ()
         seq.slot = slot
         seq.queued = time.monotonic() - seq.arrived
         seq.reuse = reuse

@@ -6,7 +6,15 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from wai.settings import Settings, SettingsError, env_var_for, is_loopback, load_settings
+from wai.backends.factory import BackendFactory
+from wai.settings import (
+    ModelConfig,
+    Settings,
+    SettingsError,
+    env_var_for,
+    is_loopback,
+    load_settings,
+)
 
 
 def test_sources_in_order_file_env_overrides(tmp_path: Path) -> None:
@@ -76,6 +84,19 @@ def test_engine_isolation_and_batching_settings_from_the_environment() -> None:
         load_settings(None, env={"WAI_ENGINE_ISOLATION": "container"})
     with pytest.raises(SettingsError):
         load_settings(None, env={"WAI_BATCH_INVARIANT": "sometimes"})
+
+
+def test_the_prompt_cache_size_from_the_environment_reaches_the_engine() -> None:
+    model = ModelConfig(path=Path("m.gguf"))
+    s = load_settings(None, env={})
+    assert s.engine.prompt_cache_bytes is None  # sized from free memory at load
+    assert BackendFactory(s).llama_config("m", model).prompt_cache_bytes == -1
+    s = load_settings(None, env={"WAI_PROMPT_CACHE_BYTES": "1GiB"})
+    assert BackendFactory(s).llama_config("m", model).prompt_cache_bytes == 1 << 30
+    s = load_settings(None, env={"WAI_PROMPT_CACHE_BYTES": "0"})
+    assert BackendFactory(s).llama_config("m", model).prompt_cache_bytes == 0
+    with pytest.raises(SettingsError):
+        load_settings(None, env={"WAI_PROMPT_CACHE_BYTES": "lots"})
 
 
 def _leaf_keys(model: type[BaseModel], prefix: str = "") -> list[str]:

@@ -114,8 +114,9 @@ class PromptCache:
         """The entry that gives the most of `prompt` (cut at `cuts`), and how many tokens."""
         best: Entry | None = None
         most = 0
+        key = tuple(prompt)  # as the entries hold theirs: compared at C speed
         for entry in self._entries.values():
-            n = common_prefix(entry.tokens, prompt)
+            n = common_prefix(entry.tokens, key)
             if n > most:
                 best, most = entry, n
         if best is None:
@@ -124,7 +125,8 @@ class PromptCache:
 
     def covered(self, tokens: Sequence[int]) -> int:
         """How many of these tokens, from the first, an entry already holds."""
-        return max((common_prefix(e.tokens, tokens) for e in self._entries.values()), default=0)
+        key = tuple(tokens)
+        return max((common_prefix(e.tokens, key) for e in self._entries.values()), default=0)
 
     def get(self, entry: Entry) -> bytearray | None:
         """An entry's state (None once it has been evicted); it becomes the most recent."""

@@ -155,7 +155,8 @@ def test_requests_arriving_together_compute_a_shared_prefix_once(server: Server)
     with ThreadPoolExecutor(3) as pool:
         together = list(pool.map(lambda m: _run(server, m, ignore_eos=True), asks))
     after = _hits(server)
-    # the first computes the system prompt; the others wait, then copy it from its slot
+    # the first computes the system prompt; the others copy it from its slot (what it has
+    # computed when they arrive, or all of it once computed, waiting for it)
     assert sorted(_cached(r) > 100 for r in together) == [False, True, True]
     assert after["hits_copy"] == before["hits_copy"] + 2
     assert after["misses"] == before["misses"] + 1

@@ -20,7 +20,6 @@ from wai.engine.types import (
     Failed,
     Finished,
     Generation,
-    PromptCacheStats,
     PromptTooLong,
     TokenEvent,
     TokenRequest,
@@ -104,10 +103,7 @@ class Admission:
             generated=p.generated + c.generated,
             steps=p.steps + c.steps,
             decode_ns=p.decode_ns + c.decode_ns,
-            hits_slot=p.hits_slot + c.hits_slot,
-            hits_copy=p.hits_copy + c.hits_copy,
-            hits_ram=p.hits_ram + c.hits_ram,
-            misses=p.misses + c.misses,
+            prompt_cache=c.prompt_cache.after(p.prompt_cache),
         )
         self.counters = Counters()
 
@@ -125,14 +121,7 @@ class Admission:
             steps=p.steps + c.steps,
             decode_seconds=(p.decode_ns + c.decode_ns) / 1e9,
             restarts=restarts,
-            prompt_cache=PromptCacheStats(
-                hits_slot=p.hits_slot + c.hits_slot,
-                hits_copy=p.hits_copy + c.hits_copy,
-                hits_ram=p.hits_ram + c.hits_ram,
-                misses=p.misses + c.misses,
-                bytes=c.cache_bytes,
-                entries=c.cache_entries,
-            ),
+            prompt_cache=c.prompt_cache.after(p.prompt_cache),
         )
 
 

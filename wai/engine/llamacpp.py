@@ -55,6 +55,7 @@ from wai.engine.types import (
     Failed,
     Finished,
     FinishReason,
+    PromptCacheStats,
     TokenEvent,
     TokenRequest,
     Usage,
@@ -242,12 +243,14 @@ class LlamaCppEngine:
             generated=self._generated,
             steps=self._steps,
             decode_ns=self._decode_ns,
-            hits_slot=self._reuse["slot"],
-            hits_copy=self._reuse["copy"],
-            hits_ram=self._reuse["ram"],
-            misses=self._reuse["none"],
-            cache_bytes=self._cache.bytes,
-            cache_entries=len(self._cache),
+            prompt_cache=PromptCacheStats(
+                hits_slot=self._reuse["slot"],
+                hits_copy=self._reuse["copy"],
+                hits_ram=self._reuse["ram"],
+                misses=self._reuse["none"],
+                bytes=self._cache.bytes,
+                entries=len(self._cache),
+            ),
         )
 
     # -- the engine thread --
@@ -377,8 +380,8 @@ class LlamaCppEngine:
         """A slot's KV replaced by a saved one (the positions are the saved ones)."""
         if not state:
             return False
+        # llama.cpp clears the slot's cells first (state_read: seq_rm of the destination)
         buf = (ctypes.c_uint8 * len(state)).from_buffer(state)
-        L.llama_memory_seq_rm(self._mem, slot, -1, -1)  # its cells from the stream's first on
         return bool(L.llama_state_seq_set_data(self._ctx, buf, len(state), slot))
 
     def _drain_inbox(self, block: bool) -> bool:

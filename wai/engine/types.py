@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -256,6 +257,16 @@ class PromptCacheStats:
     bytes: int = 0
     entries: int = 0
 
+    def after(self, past: PromptCacheStats) -> PromptCacheStats:
+        """These figures on top of a dead engine's: its counts added, what RAM holds now."""
+        return dataclasses.replace(
+            self,
+            hits_slot=past.hits_slot + self.hits_slot,
+            hits_copy=past.hits_copy + self.hits_copy,
+            hits_ram=past.hits_ram + self.hits_ram,
+            misses=past.misses + self.misses,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class EngineStats:
@@ -287,14 +298,7 @@ class Counters:
     generated: int = 0
     steps: int = 0
     decode_ns: int = 0
-    # the prompt cache: requests that reused KV, by where it was (their own slot, a copy of
-    # another slot's, the RAM cache), requests that reused none, and the RAM it holds
-    hits_slot: int = 0
-    hits_copy: int = 0
-    hits_ram: int = 0
-    misses: int = 0
-    cache_bytes: int = 0
-    cache_entries: int = 0
+    prompt_cache: PromptCacheStats = field(default_factory=PromptCacheStats)
 
 
 EngineState = Literal["up", "restarting", "failed"]

@@ -406,3 +406,31 @@ def test_an_exact_repeat_of_a_slots_last_prompt_computes_nothing() -> None:
     s.admit()
     s.remove(cancelled)  # left before its first token: nothing kept beyond its prompt
     assert s.whole == [False]
+
+
+def test_running_sequences_keep_to_consecutive_slots() -> None:
+    # slots 0-2 run, slot 4 holds the newcomer's prefix: it goes to slot 3 (one run of
+    # consecutive KV streams, one ubatch) and copies the prefix from slot 4
+    s = Scheduler(n_slots=6, token_budget=64, chunk=CHUNK)
+    cached = seq(9, first=500)
+    running = [seq(3, first=100 * i) for i in range(1, 5)]
+    for x in [*running, cached]:
+        s.add(x)
+    s.admit()
+    assert [x.slot for x in [*running, cached]] == [0, 1, 2, 3, 4]
+    cached.n_past = 9
+    s.remove(cached)
+    s.remove(running[3])
+    newcomer = seq(9, first=500)
+    s.add(newcomer)
+    s.admit()
+    assert newcomer.slot == 3
+    assert newcomer.reuse is not None
+    assert (newcomer.reuse.kind, newcomer.reuse.source, newcomer.cached) == ("copy", 4, 8)
+    # with nothing running, any slot keeps them consecutive: the one holding the prefix wins
+    for x in [*running[:3], newcomer]:
+        s.remove(x)
+    again = seq(9, first=500)
+    s.add(again)
+    s.admit()
+    assert again.reuse is not None and (again.slot, again.reuse.kind) == (4, "slot")

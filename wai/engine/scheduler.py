@@ -13,8 +13,13 @@ interactive work (see hardware.background_shares_steps), and gives its slot up (
 an interactive request finds none free. So a backlog never makes an interactive request wait
 for a slot; it runs on what interactive traffic leaves.
 
-Prefix caching: a slot keeps the KV of the last sequence it held. A new sequence goes to the
-free slot whose cached tokens share the longest prefix with its prompt (the same system prompt,
+Slots: a new sequence goes to a free slot next to the running ones, so that running sequences
+hold consecutive slots: llama.cpp computes each run of consecutive KV streams in a batch as its
+own ubatch, one pass over the weights each.
+
+Prefix caching: a slot keeps the KV of the last sequence it held. Among the free slots that keep
+the running ones consecutive, a new sequence goes to the one whose cached tokens share the
+longest prefix with its prompt (the same system prompt,
 the previous turn of the chat; ties: the slot of the same session, then one no session holds,
 then the least recently used), and prefill starts after that prefix. When another slot (free,
 or running a sequence that has computed it) or the RAM cache (prompt_cache.py) holds more of
@@ -198,6 +203,7 @@ class Scheduler:
         slot = max(
             free,
             key=lambda i: (
+                -self._runs(i),
                 own[i],
                 bool(session) and self.slot_session[i] == session,
                 not self.slot_session[i],  # a session's slot goes last
@@ -222,6 +228,14 @@ class Scheduler:
         self.slot_session[slot] = session
         self._last_used[slot] = next(self._clock)
         self._admitted.append(seq)
+
+    def _runs(self, slot: int) -> int:
+        """How many runs of consecutive slots the running sequences form with `slot` taken:
+        llama.cpp computes each run of consecutive KV streams as its own ubatch, a pass over
+        the weights each (measured: 4 sequences decoding in slots 0, 4, 8, 12 take 1.8x the
+        time of slots 0-3)."""
+        taken = [occupant is not None or i == slot for i, occupant in enumerate(self.slots)]
+        return sum(t and (i == 0 or not taken[i - 1]) for i, t in enumerate(taken))
 
     def _own(self, slot: int, prompt: Sequence[int], cuts: list[int]) -> int:
         """What a free slot's own KV gives: all of an exact repeat of its last prompt (whose

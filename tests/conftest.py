@@ -22,12 +22,13 @@ TOKEN = "test-token-0123456789"
 LLAMA2 = "@cf/meta/llama-2-7b-chat-int8"
 
 
-def uncached(answer: dict[str, Any]) -> dict[str, Any]:
-    """An answer (or a usage object) less how many of its prompt tokens were cached: that
-    depends on what the server ran before, not on the answer."""
-    out = {k: v for k, v in answer.items() if k != "prompt_tokens_details"}
+def answer_only(answer: dict[str, Any]) -> dict[str, Any]:
+    """An answer (or a usage object) less how many of its prompt tokens were cached and how
+    many of its tokens were drafted and accepted: those depend on what the server ran before
+    and beside it, not on the answer."""
+    out = {k: v for k, v in answer.items() if not k.endswith("_tokens_details")}
     if isinstance(out.get("usage"), dict):
-        out["usage"] = uncached(out["usage"])
+        out["usage"] = answer_only(out["usage"])
     return out
 
 

@@ -117,3 +117,13 @@ def test_prompt_cache_size(setting: int, available: int, expected: int) -> None:
 
 def test_available_memory_is_known_here() -> None:
     assert hardware.available_memory() > 0
+
+
+def test_lone_decode_rows_change_path_past_256_cells_only_with_cpu_flash_attention() -> None:
+    from wai.engine.hardware import ALL_LAYERS, split_kv_cells
+
+    assert split_kv_cells(True, 0, gpus=False) == 256
+    assert split_kv_cells(True, ALL_LAYERS, gpus=False) == 256  # asked for, but no GPU
+    assert split_kv_cells(True, 20, gpus=True) == 256  # part of the model on the CPU
+    assert split_kv_cells(True, ALL_LAYERS, gpus=True) is None
+    assert split_kv_cells(False, 0, gpus=False) is None

@@ -193,3 +193,46 @@ def test_an_anchored_trigger_only_matches_at_the_start(
     finally:
         late.free()
         early.free()
+
+
+@pytest.mark.parametrize("params", PARAMS)
+def test_a_verification_gives_the_tokens_plain_steps_give(
+    decoded: tuple[Any, int, np.ndarray, Any], params: SamplingParams
+) -> None:
+    """Speculative decoding's rule: row j sampled as a plain step would be, the drafted token
+    accepted when the sample equals it. Seeded chains then give the very tokens of plain steps
+    whatever was drafted (so the distribution is kept), greedy ones too."""
+    _, n_vocab, row, tok = decoded
+    rng = np.random.default_rng(0)
+    rows = np.stack([row + rng.normal(0, 2, n_vocab).astype(np.float32) for _ in range(6)])
+    plain = Chain(params, n_vocab, tok)
+    want = [plain.sample(r) for r in rows]
+    plain.free()
+    # row j's sample is checked against draft[j]: all right, right then wrong, wrong, none
+    drafts = [want[:5], [*want[:2], want[2] + 1], [want[0] + 1, *want[1:4]], []]
+    for draft in drafts:
+        ours = Chain(params, n_vocab, tok)
+        got = ours.verify(rows[: len(draft) + 1], draft)
+        ours.free()
+        # the accepted drafted tokens, then the plain sample that differed (or the last row's)
+        n = next((j for j, d in enumerate(draft) if d != want[j]), len(draft))
+        assert got == want[: n + 1]
+
+
+def test_sampled_verification_keeps_the_distribution_on_a_small_vocabulary() -> None:
+    """Over many seeds, the first token a verification gives follows the softmax of its row
+    whatever the draft proposes: the rejection-sampling rule for a one-token draft."""
+    n_vocab = 8
+    logits = np.log(np.array([0.4, 0.25, 0.15, 0.1, 0.05, 0.03, 0.015, 0.005], np.float32))
+    rows = np.stack([logits, logits])
+    counts = {draft: np.zeros(n_vocab) for draft in (0, 3)}
+    trials = 4000
+    for seed in range(trials):
+        for draft, seen in counts.items():
+            chain = Chain(SamplingParams(temperature=1.0, seed=seed), n_vocab)
+            seen[chain.verify(rows, [draft])[0]] += 1
+            chain.free()
+    p = np.exp(logits) / np.exp(logits).sum()
+    for seen in counts.values():
+        # each frequency within 4 standard errors of its probability
+        assert np.all(np.abs(seen / trials - p) < 4 * np.sqrt(p * (1 - p) / trials) + 1e-9)

@@ -103,6 +103,11 @@ def usage_dict(usage: Usage) -> dict[str, Any]:
     }
     if usage.cached_tokens:
         out["prompt_tokens_details"] = {"cached_tokens": usage.cached_tokens}
+    if usage.drafted_tokens:  # speculative decoding, in OpenAI's words for predicted outputs
+        out["completion_tokens_details"] = {
+            "accepted_prediction_tokens": usage.accepted_tokens,
+            "rejected_prediction_tokens": usage.drafted_tokens - usage.accepted_tokens,
+        }
     return out
 
 

@@ -91,6 +91,19 @@ class EngineSettings(_Strict):
         description="host RAM per model for prompt prefixes that slots evict (LRU); "
         "unset: an eighth of the memory available at load, at most 8 GiB; 0: none",
     )
+    speculation: Literal["ngram", "off"] = Field(
+        "ngram",
+        description="speculative decoding: ngram: drafts from each sequence's own prompt and "
+        "output (prompt lookup), verified where the measured acceptance pays; off: none",
+    )
+    draft_max: int = Field(16, ge=1, le=32, description="tokens a sequence drafts per step")
+    draft_min: int = Field(
+        0,
+        ge=0,
+        le=32,
+        description="verify at least this many drafted tokens whenever there are some, "
+        "whether or not they pay (0: as many as the measured acceptance and costs pay)",
+    )
     probe_fault: str = Field(
         "",
         pattern=r"^ *((any|extra_buffers|converted|gpu) *(, *|$))*$",
@@ -102,6 +115,8 @@ class EngineSettings(_Strict):
     def _budget_fits(self) -> EngineSettings:
         if self.batch_tokens < self.slots + self.prefill_chunk:
             raise ValueError("engine.batch_tokens must be at least slots + prefill_chunk")
+        if self.draft_min > self.draft_max:
+            raise ValueError("engine.draft_min must be at most engine.draft_max")
         return self
 
 
@@ -171,7 +186,7 @@ class Upstream(_Strict):
         return self._api_key
 
 
-_LOCAL_ONLY = ("path", "slots", "ctx_per_slot", "gpu_layers", "threads")
+_LOCAL_ONLY = ("path", "slots", "ctx_per_slot", "gpu_layers", "threads", "draft")
 
 
 class ModelConfig(_Strict):
@@ -191,6 +206,9 @@ class ModelConfig(_Strict):
     ctx_per_slot: int | None = Field(None, ge=64, le=131072)
     gpu_layers: int | None = Field(None, ge=-1, le=100_000)
     threads: int | None = Field(None, ge=0, le=1024)
+    # speculative decoding with a small model of the same vocabulary: a GGUF path, or the name
+    # of another local model entry (None: prompt lookup, see engine.speculation)
+    draft: str | None = Field(None, min_length=1, max_length=4096)
     load: Literal["lazy", "eager"] = "lazy"
     limits: ModelLimits = ModelLimits()
 
@@ -353,6 +371,9 @@ _ENV = {
     "WAI_PREFILL_CHUNK": ("engine.prefill_chunk", int),
     "WAI_PROMPT_CACHE_BYTES": ("engine.prompt_cache_bytes", str),
     "WAI_FLASH_ATTN": ("engine.flash_attn", str),
+    "WAI_SPECULATION": ("engine.speculation", str),
+    "WAI_DRAFT_MAX": ("engine.draft_max", int),
+    "WAI_DRAFT_MIN": ("engine.draft_min", int),
     "WAI_QUEUE_MAX_BODY_BYTES": ("queue.max_body_bytes", int),
     "WAI_QUEUE_MAX_ITEMS": ("queue.max_items", int),
     "WAI_QUEUE_MAX_ATTEMPTS": ("queue.max_attempts", int),

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import LLAMA2, TOKEN, Server, start_server, stop_server, uncached
+from tests.conftest import LLAMA2, TOKEN, Server, answer_only, start_server, stop_server
 from wai import Ai, AiError, AsyncAi
 from wai.client import _event
 
@@ -27,7 +27,7 @@ def test_sync_run_and_stream(server: Server) -> None:
             )
         )
         assert "".join(e["response"] for e in events) == out["response"]
-        assert uncached(events[-1]["usage"]) == uncached(out["usage"])
+        assert answer_only(events[-1]["usage"]) == answer_only(out["usage"])
 
 
 def test_errors_are_typed_with_the_cloudflare_code(server: Server) -> None:
@@ -90,7 +90,7 @@ def test_local_runs_the_engine_in_process(server: Server, tmp_path: Path) -> Non
     assert expected_call["tool_calls"][0]["name"] == "add"
     with Ai.local(engine={"slots": 1}, usage_db=tmp_path / "usage.db") as ai:
         out = ai.run(LLAMA2, body)
-        assert uncached(out) == uncached(expected)
+        assert answer_only(out) == answer_only(expected)
         # the batch queue, in this process too
         batch = {"requests": [body, {**body, "external_reference": "second"}]}
         queued = ai.run(LLAMA2, batch, queue_request=True)

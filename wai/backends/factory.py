@@ -4,6 +4,7 @@ thread) or an upstream one, and what a local model will hold in memory once load
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from wai.backends.base import Backend
 from wai.backends.local.backend import LocalBackend
@@ -68,12 +69,25 @@ class BackendFactory:
             prompt_cache_bytes=-1 if e.prompt_cache_bytes is None else int(e.prompt_cache_bytes),
             flash_attn=e.flash_attn,
             batch_invariant=e.batch_invariant,
+            speculation=e.speculation,
+            draft_max=e.draft_max,
+            draft_min=e.draft_min,
+            draft_path=self._draft_path(model),
             weights=e.weights,
             extra_buffers=e.extra_buffers,
             gpu_layers=e.gpu_layers if model.gpu_layers is None else model.gpu_layers,
             probe_fault=e.probe_fault,
             cache_dir=self.settings.cache_dir,
         )
+
+    def _draft_path(self, model: ModelConfig) -> Path | None:
+        """A model's draft model file: another local entry's (by name), else the path given."""
+        if model.draft is None or self.settings.engine.speculation == "off":
+            return None
+        other = self.settings.models.get(model.draft)
+        if other is not None and other.path is not None:
+            return other.path
+        return Path(model.draft).expanduser()
 
     def _embedding_config(self, name: str, model: ModelConfig) -> LlamaCppConfig:
         """An embedding model's engine: texts packed into calls of EMBED_BATCH_TOKENS tokens,
@@ -128,4 +142,12 @@ class BackendFactory:
             return 0
         if config.kind == "embed":
             return weights  # an encoder keeps no KV cache
-        return weights + kv_cache_bytes(meta, config.n_ctx_seq * config.n_slots)
+        cells = config.n_ctx_seq * config.n_slots
+        total = weights + kv_cache_bytes(meta, cells)
+        if config.draft_path is not None:  # loaded in the same engine
+            try:
+                total += config.draft_path.stat().st_size
+                total += kv_cache_bytes(read_metadata(config.draft_path), cells)
+            except (ModelLoadError, OSError):
+                pass
+        return total

@@ -104,6 +104,8 @@ class Admission:
             steps=p.steps + c.steps,
             decode_ns=p.decode_ns + c.decode_ns,
             prompt_cache=c.prompt_cache.after(p.prompt_cache),
+            drafted=p.drafted + c.drafted,
+            accepted=p.accepted + c.accepted,
         )
         self.counters = Counters()
 
@@ -122,6 +124,8 @@ class Admission:
             decode_seconds=(p.decode_ns + c.decode_ns) / 1e9,
             restarts=restarts,
             prompt_cache=c.prompt_cache.after(p.prompt_cache),
+            drafted_tokens=p.drafted + c.drafted,
+            accepted_tokens=p.accepted + c.accepted,
         )
 
 

@@ -14,6 +14,8 @@ WeightsMode = Literal["auto", "as-is"]
 ExtraBuffers = Literal["auto", "on", "off"]
 
 
+Speculation = Literal["ngram", "off"]
+
 # what the model's engine does: generate text (engine/llamacpp.py) or embed it (embedder.py)
 EngineKind = Literal["generate", "embed"]
 
@@ -37,6 +39,12 @@ class LlamaCppConfig:
     # equal-length works). False: one KV stream for all and one llama_decode per step, prompt
     # chunks beside decode rows (see scheduler.py and README's determinism section).
     batch_invariant: bool = True
+    # speculative decoding (speculation.py): "ngram" (prompt lookup) or "off"; the most
+    # tokens a sequence drafts per step
+    speculation: Speculation = "ngram"
+    draft_max: int = 16
+    draft_min: int = 0  # draft at least this many whenever there is a draft (0: as pays)
+    draft_path: Path | None = None  # a draft model (draft.py) instead of prompt lookup
     weights: WeightsMode = "auto"  # see weights.py
     extra_buffers: ExtraBuffers = "auto"  # see hardware.py
     gpu_layers: int = -1  # -1: all when the build has a GPU backend
@@ -51,4 +59,12 @@ class LlamaCppConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LlamaCppConfig:
-        return cls(**{**d, "path": Path(d["path"]), "cache_dir": Path(d["cache_dir"])})
+        draft = d.get("draft_path")
+        return cls(
+            **{
+                **d,
+                "path": Path(d["path"]),
+                "cache_dir": Path(d["cache_dir"]),
+                "draft_path": None if draft is None else Path(draft),
+            }
+        )

@@ -171,6 +171,23 @@ def background_shares_steps(n_gpu_layers: int, gpus: bool) -> bool:
     return gpus and n_gpu_layers >= ALL_LAYERS
 
 
+SPLIT_KV_CELLS = 256  # a stream holding more takes llama.cpp's split-KV path for a lone row
+
+
+def split_kv_cells(flash_attn: bool, n_gpu_layers: int, gpus: bool) -> int | None:
+    """Past how many cells of its KV stream a lone decode row is computed differently (None:
+    never). llama.cpp's CPU flash attention splits the KV of one query row in one stream over
+    its threads once the view reaches 512 cells (a stream past 256 cells: views are padded to
+    256), summing in another order than the rows of a call with several (ggml-cpu ops.cpp,
+    `use_split_kv_path`). A verification's rows never take that path, so they would not give
+    the tokens such a plain step gives (speculation.py). Without flash attention there is no
+    such path; with every layer on a GPU the CPU's attention is not used (its own kernels were
+    not measured)."""
+    if not flash_attn or (gpus and n_gpu_layers >= ALL_LAYERS):
+        return None
+    return SPLIT_KV_CELLS
+
+
 def placement(n_gpu_layers: int) -> str:
     """Where a model with this many offloaded layers runs, in words."""
     gpus = [d for d in devices() if d.kind in ("gpu", "igpu")]

@@ -27,6 +27,7 @@ import numpy as np
 
 from wai.engine import hardware, probe
 from wai.engine.config import LlamaCppConfig
+from wai.engine.draft import DraftModel
 from wai.engine.embedder import LlamaCppEmbedder
 from wai.engine.gguf import (
     LlamaTokenizer,
@@ -42,11 +43,20 @@ from wai.engine.params import (
     fallbacks,
     model_params,
     new_context,
+    time_rows,
     warm_up,
 )
 from wai.engine.prompt_cache import PromptCache, last_cut
-from wai.engine.sampling import Chain, ChainPool, greedy_tokens, is_plain_greedy, step_logits
+from wai.engine.sampling import (
+    Chain,
+    ChainPool,
+    greedy_tokens,
+    greedy_verify,
+    is_plain_greedy,
+    step_logits,
+)
 from wai.engine.scheduler import Scheduler, Seq, Work
+from wai.engine.speculation import ROWS_MEASURED, StepCosts
 from wai.engine.types import (
     Counters,
     Delta,
@@ -55,6 +65,7 @@ from wai.engine.types import (
     Failed,
     Finished,
     FinishReason,
+    ModelLoadError,
     PromptCacheStats,
     TokenEvent,
     TokenRequest,
@@ -153,6 +164,7 @@ class LlamaCppEngine:
         self._ctx = self._new_context(n_ctx)
         self._mem = L.llama_get_memory(self._ctx)
         self.kv_bytes = kv_cache_bytes(self.metadata, n_ctx)
+        self._draft = self._load_draft()
         self.info = EngineInfo(
             device=hardware.placement(self.plan.gpu_layers),
             gpu_layers=self.plan.gpu_layers,
@@ -191,7 +203,39 @@ class LlamaCppEngine:
         self._generated = 0
         self._steps = 0
         self._decode_ns = 0
+        self._drafted = 0
+        self._accepted = 0
         self._sent = Counters()
+
+    def _load_draft(self) -> DraftModel | None:
+        """The configured draft model, in this process (its memory counted as the model's);
+        one that cannot draft for this model fails the load."""
+        cfg = self.config
+        if cfg.draft_path is None or cfg.speculation == "off":
+            return None
+        try:
+            # computed as the model is (weights.py: a Q4_1 file as Q8_0)
+            meta = read_metadata(cfg.draft_path)
+            path = compute_path(cfg.draft_path, meta, cfg.weights, cfg.cache_dir)
+            draft = DraftModel(
+                path,
+                self.tokenizer,
+                cfg.path,
+                n_slots=cfg.n_slots,
+                n_ctx_seq=self.n_ctx_seq,
+                n_batch=cfg.n_batch,
+                threads=cfg.n_threads,
+                flash_attn=cfg.flash_attn,
+                model_params=model_params(self.plan),
+            )
+        except ModelLoadError:
+            L.llama_free(self._ctx)
+            L.llama_model_free(self._model)
+            raise
+        self.weights_bytes += draft.weights_bytes
+        self.kv_bytes += draft.kv_bytes
+        log.info("%s: drafts with %s", self.name, cfg.draft_path.name)
+        return draft
 
     def _new_scheduler(self) -> Scheduler:
         cfg = self.config
@@ -203,6 +247,16 @@ class LlamaCppEngine:
             background_shares_steps=hardware.background_shares_steps(self.plan.gpu_layers, gpus),
             marks=self.tokenizer.end_of_turn_ids(),
             cache=self._cache,
+            draft_max=cfg.draft_max,
+            draft_min=cfg.draft_min,
+            padded=cfg.batch_invariant,
+            n_ctx_seq=self.n_ctx_seq,
+            proposer=self._draft,
+            split_kv_cells=(
+                hardware.split_kv_cells(cfg.flash_attn, self.plan.gpu_layers, gpus)
+                if cfg.batch_invariant
+                else None  # one stream for all: outputs vary with load anyway
+            ),
         )
 
     def _new_context(self, n_ctx: int) -> Any:
@@ -251,6 +305,8 @@ class LlamaCppEngine:
                 bytes=self._cache.bytes,
                 entries=len(self._cache),
             ),
+            drafted=self._drafted,
+            accepted=self._accepted,
         )
 
     # -- the engine thread --
@@ -265,6 +321,8 @@ class LlamaCppEngine:
         # measured 30% slower decoding on 2 cores.
         cfg = self.config
         rc = warm_up(self._ctx, self.tokenizer.n_vocab, min(32, cfg.n_batch, self.n_ctx_seq - 1))
+        if rc == 0 and cfg.speculation != "off":
+            self._scheduler.costs = self._step_costs()
         ready(rc)
         if rc != 0:
             return
@@ -291,8 +349,27 @@ class LlamaCppEngine:
             self._end(seq, "error", "the engine stopped before this request finished")
         self._flush(force=True)
 
+    def _step_costs(self) -> StepCosts | None:
+        """Time calls of a few sizes, for speculative decoding's cost model (none: no drafts)."""
+        cap = min(self.config.n_batch, self.n_ctx_seq - 1)
+        sizes = [n for n in ROWS_MEASURED if n <= cap]
+        timings = time_rows(self._ctx, self.tokenizer.n_vocab, sizes)
+        if not timings:
+            log.warning("%s: timing decode calls failed; no speculative decoding", self.name)
+            return None
+        log.info(
+            "%s: a decode call of 1/%s rows takes %s ms",
+            self.name,
+            "/".join(str(n) for n in list(timings)[1:]),
+            "/".join(f"{1e3 * t:.1f}" for t in timings.values()),
+        )
+        return StepCosts(timings)
+
     def free(self) -> None:
         """Free the context and the model (after `run` has returned, or instead of it)."""
+        if self._draft is not None:
+            self._draft.free()
+            self._draft = None
         if self._ctx:
             self._chains.close()
             L.llama_batch_free(self._batch)
@@ -419,88 +496,120 @@ class LlamaCppEngine:
             self._run(sorted(works, key=lambda w: w.seq.slot))
 
     def _run(self, works: list[Work]) -> None:
-        rows = self._fill_batch(works)
+        outputs = self._fill_batch(works)
         t0 = time.perf_counter_ns()
         rc = L.llama_decode(self._ctx, self._batch)
-        self._decode_ns += time.perf_counter_ns() - t0
+        elapsed = time.perf_counter_ns() - t0
+        self._decode_ns += elapsed
         self._steps += 1
         if rc != 0:
             log.error("llama_decode failed (rc=%d) for %d sequences", rc, len(works))
             for work in works:
                 self._end(work.seq, "error", f"inference failed (llama_decode returned {rc})")
             return
-        picked = self._sample(works, rows)
-        for work, row in zip(works, rows, strict=True):
-            work.seq.n_past += len(work.tokens)
-            if row >= 0:
-                self._accept(work.seq, picked[work.seq.id])
+        picked = self._sample(works, outputs)
+        costs = self._scheduler.costs
+        if costs is not None and all(w.decode for w in works):
+            costs.observe(self._batch.n_tokens, elapsed / 1e9)
+        for work in works:
+            tokens = picked.get(work.seq.id, [])
+            if work.decode:
+                self._verified(work, tokens)
+            else:
+                work.seq.n_past += len(work.tokens)
+            for token in tokens:
+                if not self._accept(work.seq, token):
+                    break
         self._flush()  # a new prompt's first token goes out now, not after the whole step
 
-    def _sample(self, works: list[Work], rows: list[int]) -> dict[int, int]:
-        """The next token of every sequence of this call that has logits (request id ->
-        token): plain-greedy ones in one vectorised argmax, the others' chains in parallel.
-        Outputs are numbered in batch order among the rows that have logits."""
-        greedy: list[tuple[int, int]] = []  # (request id, output index)
-        chained: list[tuple[int, Chain, int]] = []
-        n_outputs = 0
-        for work, row in zip(works, rows, strict=True):
-            if row < 0:
-                continue
-            if work.seq.sampler is None:
-                greedy.append((work.seq.id, n_outputs))
-            else:
-                chained.append((work.seq.id, work.seq.sampler, n_outputs))
-            n_outputs += 1
-        if not n_outputs:
+    def _verified(self, work: Work, tokens: list[int]) -> None:
+        """A decode work's KV: its first token and the accepted drafted ones stay, the rows
+        after them go; the sequence's drafts counted."""
+        seq = work.seq
+        seq.n_past += len(tokens)
+        if len(tokens) < len(work.tokens):
+            L.llama_memory_seq_rm(self._mem, seq.slot, seq.n_past, -1)
+        if work.drafted:
+            accepted = min(len(tokens) - 1, work.drafted)
+            seq.acceptance.update(work.drafted, accepted)
+            seq.drafted += work.drafted
+            seq.accepted += accepted
+            self._drafted += work.drafted
+            self._accepted += accepted
+
+    def _sample(self, works: list[Work], outputs: list[int]) -> dict[int, list[int]]:
+        """The tokens each sequence of this call gets (request id -> tokens): one from a
+        prompt's last row or a plain decode row, those a verification accepts and the one after
+        (sampling.verified). Plain-greedy rows in vectorised argmaxes, the others' chains in
+        parallel. Outputs are numbered in batch order among the rows that have logits."""
+        greedy: list[tuple[int, int, list[int]]] = []  # (request id, first output, draft)
+        chained: list[tuple[int, Chain, int, list[int]]] = []
+        first = 0
+        for work, n in zip(works, outputs, strict=True):
+            if n:
+                draft = work.tokens[1:] if work.decode else []
+                if work.seq.sampler is None:
+                    greedy.append((work.seq.id, first, draft))
+                else:
+                    chained.append((work.seq.id, work.seq.sampler, first, draft))
+            first += n
+        if not first:
             return {}
-        logits = step_logits(self._ctx, self.tokenizer.n_vocab, n_outputs)
-        self._keep_first_logits(works, rows, logits)
-        picked: dict[int, int] = {}
-        if greedy:
-            tokens = greedy_tokens(logits, [out for _, out in greedy])
-            picked.update((rid, tok) for (rid, _), tok in zip(greedy, tokens, strict=True))
+        logits = step_logits(self._ctx, self.tokenizer.n_vocab, first)
+        self._keep_first_logits(works, outputs, logits)
+        picked: dict[int, list[int]] = {}
+        plain = [(rid, out) for rid, out, draft in greedy if not draft]
+        if plain:
+            tokens = greedy_tokens(logits, [out for _, out in plain])
+            picked.update((rid, [tok]) for (rid, _), tok in zip(plain, tokens, strict=True))
+        for rid, out, draft in greedy:
+            if draft:
+                picked[rid] = greedy_verify(logits, out, draft)
         if chained:
-            tokens = self._chains.sample([(chain, logits[out]) for _, chain, out in chained])
-            picked.update((rid, tok) for (rid, _, _), tok in zip(chained, tokens, strict=True))
+            jobs = [(c, logits[out : out + len(d) + 1], d) for _, c, out, d in chained]
+            results = self._chains.verify(jobs)
+            picked.update((rid, r) for (rid, *_), r in zip(chained, results, strict=True))
         return picked
 
-    def _keep_first_logits(self, works: list[Work], rows: list[int], logits: np.ndarray) -> None:
+    def _keep_first_logits(self, works: list[Work], outputs: list[int], logits: np.ndarray) -> None:
         """The logits of each prompt this call finished (see Scheduler.whole)."""
-        n_outputs = 0
-        for work, row in zip(works, rows, strict=True):
-            if row < 0:
-                continue
-            if work.start + len(work.tokens) == len(work.seq.request.prompt_tokens):
-                self._first_logits[work.seq.slot] = logits[n_outputs].copy()
-            n_outputs += 1
+        first = 0
+        for work, n in zip(works, outputs, strict=True):
+            ends = work.start + len(work.tokens) == len(work.seq.request.prompt_tokens)
+            if n and not work.decode and ends:
+                self._first_logits[work.seq.slot] = logits[first].copy()
+            first += n
 
     def _fill_batch(self, plan: list[Work]) -> list[int]:
-        """Write the plan into the llama_batch; returns each work's logits row (-1: none)."""
+        """Write the plan into the llama_batch; returns each work's rows with logits (its
+        last ones)."""
         b = self._batch
         i = 0
-        rows = []
+        outputs = []
         for work in plan:
-            slot = work.seq.slot
+            slot, n = work.seq.slot, len(work.tokens)
+            wanted = work.outputs
             for k, tok in enumerate(work.tokens):
                 b.token[i] = tok
                 b.pos[i] = work.start + k
                 b.n_seq_id[i] = 1
                 b.seq_id[i][0] = slot
-                b.logits[i] = 0
+                b.logits[i] = int(k >= n - wanted)
                 i += 1
-            if work.logits:
-                b.logits[i - 1] = 1
-            rows.append(i - 1 if work.logits else -1)
+            outputs.append(wanted)
         b.n_tokens = i
-        return rows
+        return outputs
 
-    def _accept(self, seq: Seq, tok: int) -> None:
+    def _accept(self, seq: Seq, tok: int) -> bool:
+        """A token the sequence generated; False when it ended the sequence."""
         seq.generated.append(tok)
         text, reason = seq.output.push(tok)
         if text is not None:
             self._outbox.append((seq.id, Delta(text, tok)))
         if reason is not None:
             self._end(seq, reason)
+            return False
+        return True
 
     def _yield_slot(self, seq: Seq) -> None:
         """A background sequence the scheduler took out for an interactive one: its caller
@@ -536,7 +645,13 @@ class LlamaCppEngine:
         tail = seq.output.tail() if seq.output is not None else ""
         if tail:
             self._outbox.append((seq.id, Delta(tail, -1)))
-        usage = Usage(len(seq.request.prompt_tokens), len(seq.generated), seq.cached)
+        usage = Usage(
+            len(seq.request.prompt_tokens),
+            len(seq.generated),
+            seq.cached,
+            seq.drafted,
+            seq.accepted,
+        )
         self._outbox.append((seq.id, Finished(reason, usage, seq.queued)))
 
 

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -120,4 +122,35 @@ def warm_up(ctx: Any, n_vocab: int, n_tokens: int) -> int:
         return 0
     finally:
         L.llama_memory_seq_rm(L.llama_get_memory(ctx), 0, -1, -1)
+        L.llama_batch_free(batch)
+
+
+def time_rows(ctx: Any, n_vocab: int, sizes: Sequence[int]) -> dict[int, float]:
+    """Seconds one llama_decode takes for each number of rows in `sizes` (one sequence, every
+    row's logits read, the best of two), for speculative decoding's cost model. Empty when a
+    decode fails. Uses and clears sequence 0."""
+    batch = L.llama_batch_init(max(sizes), 0, 1)
+    mem = L.llama_get_memory(ctx)
+    timings: dict[int, float] = {}
+    try:
+        for rows in sizes:
+            best = float("inf")
+            for _ in range(2):
+                for i in range(rows):
+                    batch.token[i] = (7 * i + 1) % n_vocab
+                    batch.pos[i] = i
+                    batch.n_seq_id[i] = 1
+                    batch.seq_id[i][0] = 0
+                    batch.logits[i] = 1
+                batch.n_tokens = rows
+                t0 = time.perf_counter()
+                if L.llama_decode(ctx, batch) != 0:
+                    return {}
+                L.llama_get_logits(ctx)  # waits for the computation (asynchronous backends)
+                best = min(best, time.perf_counter() - t0)
+                L.llama_memory_seq_rm(mem, 0, -1, -1)
+            timings[rows] = best
+        return timings
+    finally:
+        L.llama_memory_seq_rm(mem, 0, -1, -1)
         L.llama_batch_free(batch)

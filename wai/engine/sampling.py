@@ -6,7 +6,7 @@ from __future__ import annotations
 import ctypes
 import random
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -47,6 +47,25 @@ def greedy_tokens(logits: np.ndarray, outputs: Sequence[int]) -> list[int]:
     lowest token id, as llama.cpp's greedy sampler does."""
     picked: list[int] = logits[list(outputs)].argmax(axis=1).tolist()
     return picked
+
+
+def verified(picks: Iterable[int], draft: Sequence[int]) -> list[int]:
+    """The tokens a verification gives: each row's pick while it equals the drafted token
+    that follows, then the first pick that does not (or the last row's). Picks are taken
+    lazily: none after the first miss."""
+    out = []
+    for j, token in enumerate(picks):
+        out.append(token)
+        if j >= len(draft) or token != draft[j]:
+            break
+    return out
+
+
+def greedy_verify(logits: np.ndarray, first: int, draft: Sequence[int]) -> list[int]:
+    """`verified` for a plain-greedy sequence whose rows start at output `first`: every row's
+    argmax in one pass."""
+    picks: list[int] = logits[first : first + len(draft) + 1].argmax(axis=1).tolist()
+    return verified(picks, draft)
 
 
 def make_sampler(p: SamplingParams, n_vocab: int) -> Any:
@@ -152,6 +171,12 @@ class Chain:
         L.llama_sampler_accept(self.ptr, token)
         return token
 
+    def verify(self, rows: np.ndarray, draft: Sequence[int]) -> list[int]:
+        """Sample row after row, as plain steps would (the chain's state advancing with each
+        token), while each pick equals the drafted token that follows (speculation.py). Rows
+        after the first miss are never sampled."""
+        return verified((self.sample(row) for row in rows), draft)
+
     def _watch(self, token: int, logits: np.ndarray) -> int:
         """A lazy grammar's wait: the pick goes through unless it completes the trigger. Then
         the grammar starts, fed the text from the trigger's group 1 to the pick's end; a pick
@@ -208,9 +233,14 @@ class ChainPool:
         )
 
     def sample(self, jobs: list[tuple[Chain, np.ndarray]]) -> list[int]:
+        """One token from each (chain, logits row)."""
+        return [out[0] for out in self.verify([(c, row[None, :], ()) for c, row in jobs])]
+
+    def verify(self, jobs: Sequence[tuple[Chain, np.ndarray, Sequence[int]]]) -> list[list[int]]:
+        """Chain.verify of each (chain, rows, draft)."""
         if self._pool is None or len(jobs) < 2:
-            return [chain.sample(row) for chain, row in jobs]
-        return list(self._pool.map(lambda job: job[0].sample(job[1]), jobs))
+            return [chain.verify(rows, draft) for chain, rows, draft in jobs]
+        return list(self._pool.map(lambda job: job[0].verify(job[1], job[2]), jobs))
 
     def close(self) -> None:
         if self._pool is not None:

@@ -47,12 +47,25 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from wai.engine.prompt_cache import MIN_SAVED, Cuts, Entry, PromptCache, common_prefix, reusable
+from wai.engine.speculation import Acceptance, Ngrams, StepCosts, verify_length
 from wai.engine.types import TokenRequest
 
 ReuseKind = Literal["slot", "copy", "ram"]
+
+
+class Proposer(Protocol):
+    """Drafts from a draft model (draft.py): for each (slot, tokens so far, k, where the
+    prompt is cut), up to k tokens that follow; and what drafting one position of a step
+    costs, in seconds."""
+
+    seconds_per_token: float
+
+    def propose(
+        self, jobs: Sequence[tuple[int, Sequence[int], int, Sequence[int]]]
+    ) -> list[list[int]]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +95,12 @@ class Seq:
     # what the slot held before, for the engine to keep in the RAM cache before reusing it
     evicts: Sequence[int] = ()
     generated: list[int] = field(default_factory=list)
+    # speculative decoding (speculation.py): its prompt lookup, how its drafts fare, and its
+    # drafted and accepted tokens so far
+    drafter: Ngrams | None = None
+    acceptance: Acceptance = field(default_factory=Acceptance)
+    drafted: int = 0
+    accepted: int = 0
     sampler: Any = None  # backend-owned sampling state
     output: Any = None  # backend-owned output state (detokenizer, stop strings, end rules)
     arrived: float = field(default_factory=time.monotonic)
@@ -112,12 +131,22 @@ class Seq:
 
 @dataclass(slots=True)
 class Work:
-    """Tokens of one sequence in this step's batch, at positions start..start+len-1."""
+    """Tokens of one sequence in this step's batch, at positions start..start+len-1: a prompt
+    chunk, or a decode row (its last token) and, when it verifies a draft, the `drafted` tokens
+    after it and filler rows up to the step's verification length."""
 
     seq: Seq
     tokens: list[int]
     start: int
     logits: bool  # sample after this chunk (a decode token, or the end of the prompt)
+    decode: bool = False
+    drafted: int = 0
+
+    @property
+    def outputs(self) -> int:
+        """Rows with logits: all of a decode work's (each verifies the next), the last of a
+        prompt chunk that ends the prompt."""
+        return len(self.tokens) if self.decode else int(self.logits)
 
 
 class Scheduler:
@@ -130,6 +159,13 @@ class Scheduler:
         *,
         marks: frozenset[int] = frozenset(),
         cache: PromptCache | None = None,
+        costs: StepCosts | None = None,
+        draft_max: int = 16,
+        draft_min: int = 0,
+        padded: bool = True,
+        n_ctx_seq: int = 1 << 30,
+        proposer: Proposer | None = None,
+        split_kv_cells: int | None = None,
     ) -> None:
         if n_slots < 1 or chunk < 1 or token_budget < n_slots + chunk:
             raise ValueError("need n_slots >= 1, chunk >= 1, token_budget >= n_slots + chunk")
@@ -141,6 +177,18 @@ class Scheduler:
         self.chunk = chunk
         self.cuts = Cuts(chunk, marks)
         self.cache = cache  # the RAM prompt cache (None: none)
+        # speculative decoding: the engine's call timings (None: no drafts), the most tokens a
+        # sequence drafts, whether every decode work of a step verifies as many rows (one KV
+        # stream per sequence: see speculation.py), and the positions a sequence has
+        self.costs = costs
+        self.proposer = proposer  # a draft model; None: prompt lookup
+        self.draft_max = draft_max
+        self.draft_min = draft_min
+        self.padded = padded
+        self.n_ctx_seq = n_ctx_seq
+        # a decode row alone in its ubatch, its stream past this many cells, is computed
+        # otherwise than a verification's rows (hardware.split_kv_cells): none verified there
+        self.split_kv_cells = split_kv_cells
         self.waiting: deque[Seq] = deque()
         self.slots: list[Seq | None] = [None] * n_slots
         self._admitted: list[Seq] = []  # running sequences in admission order
@@ -321,8 +369,12 @@ class Scheduler:
             order = [s for s in order if not s.request.background]
         for seq in order:
             if not seq.prefilling:
-                plan.append(Work(seq, [seq.generated[-1]], seq.n_past, logits=True))
+                plan.append(Work(seq, [seq.generated[-1]], seq.n_past, logits=True, decode=True))
                 budget -= 1
+        if plan and self.costs is not None:
+            # drafts take what prompt chunks leave (a chunk stays free while one waits)
+            reserve = self.chunk if any(s.computing for s in order) else 0
+            budget -= self._draft(plan, budget - reserve, self.costs)
         for seq in order:
             if budget <= 0:
                 break
@@ -336,6 +388,70 @@ class Scheduler:
                 )
                 budget -= end - seq.n_past
         return plan
+
+    def _draft(self, works: list[Work], room: int, costs: StepCosts) -> int:
+        """Add drafted tokens to the step's decode works, as many as pay (speculation.py);
+        returns the rows added."""
+        slots = {w.seq.slot for w in works}
+        alone = [w.seq.slot - 1 not in slots and w.seq.slot + 1 not in slots for w in works]
+        rows = [self._rows(w, lone) for w, lone in zip(works, alone, strict=True)]
+        # never past max_tokens: the last token of a verification is always sampled
+        caps = [
+            min(self.draft_max, w.seq.request.max_tokens - len(w.seq.generated) - 1, rows[i])
+            for i, w in enumerate(works)
+        ]
+        proposer = self.proposer
+        drafts: dict[int, list[int]] = {}
+        if proposer is None:  # prompt lookup: what is there decides the length
+            drafts = {
+                i: d for i, w in enumerate(works) if caps[i] > 0 and (d := _lookup(w.seq, caps[i]))
+            }
+            available = {i: len(d) for i, d in drafts.items()}
+        else:  # a draft model drafts what is asked
+            available = {i: cap for i, cap in enumerate(caps) if cap > 0}
+        rates = [(n, works[i].seq.acceptance.rate()) for i, n in available.items()]
+        cost = proposer.seconds_per_token if proposer is not None else 0.0
+        length = verify_length(
+            rates,
+            len(works),
+            costs,
+            padded=self.padded,
+            room=room,
+            draft_cost=cost,
+            least=self.draft_min,
+        )
+        if self.padded:  # sequences that share a ubatch with another verify alike
+            length = min([length, *(n for n, lone in zip(rows, alone, strict=True) if not lone)])
+        if not length:
+            for i in available:
+                works[i].seq.acceptance.fade()
+            return 0
+        if proposer is not None:
+            jobs = [
+                (works[i].seq.slot, _history(works[i].seq), min(n, length), _cuts(works[i].seq))
+                for i, n in available.items()
+            ]
+            drafts = dict(zip(available, proposer.propose(jobs), strict=True))
+        added = 0
+        for i, work in enumerate(works):
+            draft = drafts.get(i, [])[:length]
+            work.drafted = len(draft)
+            work.tokens.extend(draft)
+            if self.padded:
+                # filler, so that every decode work is one ubatch; verified like a draft
+                work.tokens.extend([work.tokens[-1]] * (min(length, rows[i]) - len(draft)))
+            added += len(work.tokens) - 1
+        return added
+
+    def _rows(self, work: Work, alone: bool) -> int:
+        """The most rows a decode work may verify after its token: within its context, and,
+        alone in its ubatch (no neighbour slot decodes beside it: llama.cpp puts only
+        consecutive KV streams in one ubatch), short of the cells where a plain row would take
+        another path (hardware.split_kv_cells), so that no token changes."""
+        most = self.n_ctx_seq - 1 - work.start
+        if alone and self.split_kv_cells is not None:
+            most = min(most, self.split_kv_cells - 1 - work.start)
+        return max(0, most)
 
     def find(self, request_id: int) -> Seq | None:
         for seq in (*self.waiting, *self._admitted):
@@ -353,3 +469,22 @@ class Scheduler:
         self.slots[seq.slot] = None
         self.slot_cache[seq.slot] = seq.reusable() if keep_cache else []
         self.whole[seq.slot] = keep_cache and bool(seq.generated) and not seq.prefilling
+
+
+def _lookup(seq: Seq, k: int) -> list[int]:
+    """Prompt lookup's draft of up to k tokens for a sequence (its index made on first use)."""
+    if seq.drafter is None:
+        seq.drafter = Ngrams(seq.request.prompt_tokens)
+    seen = len(seq.drafter.tokens) - len(seq.request.prompt_tokens)
+    seq.drafter.extend(seq.generated[seen:])
+    return seq.drafter.draft(k)
+
+
+def _history(seq: Seq) -> list[int]:
+    """A sequence's tokens so far: its prompt and what it generated."""
+    return [*seq.request.prompt_tokens, *seq.generated]
+
+
+def _cuts(seq: Seq) -> list[int]:
+    """Where a sequence's prompt was computed in chunks: its cuts and its end."""
+    return [*seq.cuts, len(seq.request.prompt_tokens)]

@@ -93,6 +93,10 @@ class Usage:
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int = 0
+    # speculative decoding: tokens drafted for this request, and of those accepted (each
+    # accepted one is a completion token that cost no step of its own)
+    drafted_tokens: int = 0
+    accepted_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -284,6 +288,8 @@ class EngineStats:
     decode_seconds: float = 0.0  # time spent inside them
     restarts: int = 0  # engine processes started again after a crash
     prompt_cache: PromptCacheStats = field(default_factory=PromptCacheStats)
+    drafted_tokens: int = 0  # speculative decoding: tokens drafted and verified
+    accepted_tokens: int = 0  # of which accepted
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,6 +305,8 @@ class Counters:
     steps: int = 0
     decode_ns: int = 0
     prompt_cache: PromptCacheStats = field(default_factory=PromptCacheStats)
+    drafted: int = 0
+    accepted: int = 0
 
 
 EngineState = Literal["up", "restarting", "failed"]

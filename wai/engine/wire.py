@@ -70,6 +70,8 @@ class EndMsg(msgspec.Struct, tag="e", array_like=True):
     completion_tokens: int
     cached_tokens: int
     queued: float = 0.0
+    drafted_tokens: int = 0
+    accepted_tokens: int = 0
 
 
 class FailMsg(msgspec.Struct, tag="f", array_like=True):
@@ -120,7 +122,14 @@ def event_msg(rid: int, ev: TokenEvent) -> EventMsg:
     if isinstance(ev, Finished):
         u = ev.usage
         return EndMsg(
-            rid, ev.reason, u.prompt_tokens, u.completion_tokens, u.cached_tokens, ev.queued_seconds
+            rid,
+            ev.reason,
+            u.prompt_tokens,
+            u.completion_tokens,
+            u.cached_tokens,
+            ev.queued_seconds,
+            u.drafted_tokens,
+            u.accepted_tokens,
         )
     if isinstance(ev, Vectors):
         return VectorsMsg(rid, ev.data, *ev.shape, ev.pooling)
@@ -132,9 +141,14 @@ def msg_event(m: EventMsg) -> tuple[int, TokenEvent]:
     if isinstance(m, DeltaMsg):
         return m.rid, Delta(m.text, m.token)
     if isinstance(m, EndMsg):
-        return m.rid, Finished(
-            m.reason, Usage(m.prompt_tokens, m.completion_tokens, m.cached_tokens), m.queued
+        usage = Usage(
+            m.prompt_tokens,
+            m.completion_tokens,
+            m.cached_tokens,
+            m.drafted_tokens,
+            m.accepted_tokens,
         )
+        return m.rid, Finished(m.reason, usage, m.queued)
     if isinstance(m, VectorsMsg):
         return m.rid, Vectors(m.data, (m.rows, m.dims), m.pooling)
     return m.rid, Failed(m.message, preempted=m.preempted)

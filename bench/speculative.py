@@ -2,7 +2,9 @@
 
 Every server gets the same chat requests on its OpenAI route (`/v1/chat/completions`, greedy,
 not streamed) and runs the file wai computes with (the Q8_0 conversion of the embedded SmolLM2),
-2 threads, 8 slots. Servers, in turns:
+2 threads, 8 slots. All servers run at once and take each workload in turns (these machines
+are shared and noisy: so they share the noise); the median of `--rounds` rounds is kept.
+Servers:
 
   wai                    this tree, speculation on (its default: prompt lookup)
   wai off                the same with `WAI_SPECULATION=off`
@@ -19,13 +21,14 @@ Prints tokens per second (completion tokens over wall time), the ratio to "wai o
 of the same run), drafted/accepted tokens where a server reports them, and whether wai's
 answers equal "wai off"'s (greedy: they must).
 
-Usage: .venv/bin/python bench/speculative.py [--requests 3] [--skip NAME,...]
+Usage: .venv/bin/python bench/speculative.py [--requests 3] [--rounds 3] [--skip NAME,...]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
 import time
 from dataclasses import dataclass, field
@@ -104,7 +107,9 @@ class Result:
 
 async def chat(client: httpx.AsyncClient, base: str, body: dict[str, Any]) -> Result:
     t0 = time.perf_counter()
-    r = await client.post(f"{base}/v1/chat/completions", json={"model": "m", **body})
+    r = await client.post(
+        f"{base}/v1/chat/completions", json={"model": "@cf/meta/llama-3.1-8b-instruct", **body}
+    )
     r.raise_for_status()
     seconds = time.perf_counter() - t0
     answer = r.json()
@@ -144,16 +149,37 @@ async def mixed(base: str, n: int) -> Result:
     return total
 
 
-def measure(base: str, n: int) -> dict[str, Result]:
-    out = {}
-    for kind in ("copy", "chat", "json"):
-        asyncio.run(one_client(base, kind, 1))  # warm: prompt caches, first-request costs
-        out[kind] = asyncio.run(one_client(base, kind, n))
-    out["mix x8"] = asyncio.run(mixed(base, max(1, n // 3)))
-    for kind, r in out.items():
-        print(f"  {kind}: {r.tokens / r.seconds:.1f} tok/s, drafted {r.drafted}, "
-              f"accepted {r.accepted}", flush=True)  # fmt: skip
-    return out
+def rate(r: Result) -> float:
+    return r.tokens / r.seconds
+
+
+def median_round(results: list[Result]) -> Result:
+    """The round with the median rate (these machines are shared and noisy)."""
+    return sorted(results, key=lambda r: r.tokens / r.seconds)[len(results) // 2]
+
+
+KINDS = ("copy", "chat", "json", "mix x8")
+
+
+def workload(base: str, kind: str, n: int) -> Result:
+    if kind == "mix x8":
+        return asyncio.run(mixed(base, max(1, n // 3)))
+    return asyncio.run(one_client(base, kind, n))
+
+
+def measure(bases: dict[str, str], n: int, rounds: int) -> dict[str, dict[str, Result]]:
+    """Every workload on every server in turns, `rounds` times: the servers share whatever
+    else the machine is doing; the median round of each is kept."""
+    for base in bases.values():
+        for kind in ("copy", "chat", "json"):
+            workload(base, kind, 1)  # warm: prompt caches, first-request costs
+    runs: dict[str, dict[str, list[Result]]] = {name: {k: [] for k in KINDS} for name in bases}
+    for r in range(rounds):
+        for kind in KINDS:
+            for name, base in bases.items():
+                runs[name][kind].append(workload(base, kind, n))
+        print(f"round {r + 1} of {rounds} done", flush=True)
+    return {name: {k: median_round(rs) for k, rs in kinds.items()} for name, kinds in runs.items()}
 
 
 LLAMA_SPEC = {
@@ -166,10 +192,10 @@ LLAMA_SPEC = {
 }
 
 
-def run(name: str, n: int) -> dict[str, Result]:
+def start(name: str, stack: contextlib.ExitStack) -> str:
+    """Start a server; returns its base URL (stopped when the stack closes)."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    print(name, flush=True)
     if name in LLAMA_SPEC:
         model = converted(embedded_model_path())
         cmd = [
@@ -177,38 +203,43 @@ def run(name: str, n: int) -> dict[str, Result]:
             "-np", str(SLOTS), "-c", str(2048 * SLOTS), "-t", "2", "-tb", "2", "--no-webui",
             *LLAMA_SPEC[name],
         ]  # fmt: skip
-        with process(cmd, f"{base}/health"):
-            return measure(base, n)
+        stack.enter_context(process(cmd, f"{base}/health"))
+        return base
     cmd = [sys.executable, "-m", "wai.cli", "serve", "--port", str(port), "--slots", str(SLOTS)]
     env = {"WAI_SPECULATION": "off" if name == "wai off" else "ngram"}
-    with process(cmd, f"{base}/healthz", env=env):
-        return measure(base, n)
+    stack.enter_context(process(cmd, f"{base}/healthz", env=env))
+    return base
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--requests", type=int, default=3, help="per workload at one client")
+    ap.add_argument("--rounds", type=int, default=3, help="of each workload (the median)")
     ap.add_argument("--skip", default="", help="servers to leave out (comma-separated)")
     args = ap.parse_args()
     names = ["wai", "wai off", *LLAMA_SPEC]
     names = [n for n in names if n not in args.skip.split(",")]
-    out = {name: run(name, args.requests) for name in names}
-    kinds = ["copy", "chat", "json", "mix x8"]
+    with contextlib.ExitStack() as stack:
+        bases = {name: start(name, stack) for name in names}
+        out = measure(bases, args.requests, args.rounds)
+    kinds = list(KINDS)
     anchor = out.get("wai off")
     print("\n| server | " + " | ".join(f"{k} tok/s" for k in kinds) + " | accepted/drafted |")
     print("|---|" + "---:|" * (len(kinds) + 1))
     for name, results in out.items():
         cells = []
         for k in kinds:
-            rate = results[k].tokens / results[k].seconds
             if anchor is not None:
-                base_rate = anchor[k].tokens / anchor[k].seconds
-                cells.append(f"{rate:.1f} ({rate / base_rate:.2f}x)")
+                cells.append(f"{rate(results[k]):.1f} ({rate(results[k]) / rate(anchor[k]):.2f}x)")
             else:
-                cells.append(f"{rate:.1f}")
+                cells.append(f"{rate(results[k]):.1f}")
         drafted = sum(r.drafted for r in results.values())
         accepted = sum(r.accepted for r in results.values())
         print(f"| {name} | " + " | ".join(cells) + f" | {accepted}/{drafted} |")
+    spec = out.get("llama-server ngram-3")
+    if spec is not None and "wai" in out:
+        ratios = ", ".join(f"{k} {rate(out['wai'][k]) / rate(spec[k]):.2f}x" for k in kinds)
+        print(f"wai against llama-server ngram-3: {ratios}")
     if anchor is not None and "wai" in out:
         for k in ("copy", "chat", "json"):
             same = out["wai"][k].texts == anchor[k].texts

@@ -80,3 +80,25 @@ def test_a_pulled_id_is_served_by_its_file_and_a_config_entry_still_wins(
     mapped = {"mine": {"path": str(embedded_model_path()), "serves": [TINY]}}
     table = ModelTable(Settings.model_validate({"hub_sources": str(sources), "models": mapped}))
     assert table.model_for(TINY) == "mine" and table.pulled == {}
+
+
+def test_a_draft_is_another_entrys_file_or_a_path_held_to_the_model_roots(tmp_path: Path) -> None:
+    small, big = tmp_path / "small.gguf", tmp_path / "big.gguf"
+    models = {
+        "small": {"path": str(small), "serves": ["@cf/acme/small"]},
+        "by-name": {"path": str(big), "serves": ["@cf/acme/a"], "draft": "small"},
+        "by-path": {"path": str(big), "serves": ["@cf/acme/b"], "draft": str(small)},
+        "outside": {"path": str(big), "serves": ["@cf/acme/c"], "draft": "/elsewhere/x.gguf"},
+    }
+    table = ModelTable(Settings.model_validate({"models": models, "model_roots": [str(tmp_path)]}))
+    assert table.configs["by-name"].draft == str(small)
+    assert table.configs["by-path"].draft == str(small)
+    assert "outside" not in table.configs or "outside" in table.failed
+    assert "draft model" in table.failed["outside"] and "model_roots" in table.failed["outside"]
+
+
+def test_an_upstream_model_has_no_draft() -> None:
+    with pytest.raises(ValueError, match="draft"):
+        Settings.model_validate(
+            {"models": {"u": {"upstreams": [{"url": "http://h:1/v1"}], "draft": "x"}}}
+        )

@@ -130,3 +130,17 @@ def test_per_task_rate_limits_from_the_environment() -> None:
     for bad in ("images=3", "text-embeddings=-1", "text-embeddings=many"):
         with pytest.raises(SettingsError):
             load_settings(None, env={"WAI_RATE_LIMITS": bad})
+
+
+def test_speculation_settings_reach_the_engine() -> None:
+    model = ModelConfig(path=Path("m.gguf"), draft="d.gguf")
+    config = BackendFactory(load_settings(None, env={})).llama_config("m", model)
+    assert (config.speculation, config.draft_max, config.draft_min) == ("ngram", 16, 0)
+    assert config.draft_path == Path("d.gguf")
+    env = {"WAI_SPECULATION": "off", "WAI_DRAFT_MAX": "8", "WAI_DRAFT_MIN": "2"}
+    config = BackendFactory(load_settings(None, env=env)).llama_config("m", model)
+    assert (config.speculation, config.draft_max, config.draft_min) == ("off", 8, 2)
+    assert config.draft_path is None  # speculation off: no draft model loaded
+    for bad in ({"WAI_SPECULATION": "eagle"}, {"WAI_DRAFT_MAX": "64"}, {"WAI_DRAFT_MIN": "20"}):
+        with pytest.raises(SettingsError):  # draft_min above draft_max among them
+            load_settings(None, env=bad)

@@ -57,12 +57,32 @@ class ModelTable:
                 self.failed[name] = str(e)
                 continue
             self.configs[name] = config.model_copy(update={"path": path})
+        self._resolve_drafts()
         self._add_pulled()
         self._resolve_tasks()
         # explicit routes: id -> model name
         self._routes = {mid: name for name, m in self.configs.items() for mid in m.serves}
         rerankers = [n for n, m in self.configs.items() if m.task == "reranking"]
         self.default_reranker = rerankers[0] if rerankers else self.default_embedding
+
+    def _resolve_drafts(self) -> None:
+        """Each `draft`: another local entry's file (by its name), else a path, resolved and
+        held to `model_roots` as a model's own path is. A draft that cannot be used costs its
+        model."""
+        for name, config in list(self.configs.items()):
+            if config.draft is None or name in self.failed:
+                continue
+            other = self.configs.get(config.draft)
+            try:
+                if other is not None and other.path is not None:
+                    draft = other.path
+                else:
+                    draft = sources.resolve(Path(config.draft), self.settings.model_roots)
+            except ModelSourceError as e:
+                log.warning("model %s cannot be served: its draft model: %s", name, e)
+                self.failed[name] = f"its draft model: {e}"
+                continue
+            self.configs[name] = config.model_copy(update={"draft": str(draft)})
 
     def _add_default(self) -> str:
         """The model that answers catalog ids no entry serves: the configured one, or the

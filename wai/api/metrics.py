@@ -142,12 +142,6 @@ class _EngineCollector(Collector):
             "misses": counter(
                 "wai_prompt_cache_misses", "Requests that reused no cached prompt tokens"
             ),
-            "drafted": counter(
-                "wai_speculative_drafted_tokens", "Drafted tokens verified (speculative decoding)"
-            ),
-            "accepted": counter(
-                "wai_speculative_accepted_tokens", "Drafted tokens the model accepted"
-            ),
         }
         hits = CounterMetricFamily(
             "wai_prompt_cache_hits",
@@ -161,8 +155,6 @@ class _EngineCollector(Collector):
             gauges["slots"].add_metric([name], s.slots_total)
             gauges["kv"].add_metric([name], s.kv_cache_bytes)
             counters["restarts"].add_metric([name], s.restarts)
-            counters["drafted"].add_metric([name], s.drafted_tokens)
-            counters["accepted"].add_metric([name], s.accepted_tokens)
             pc = s.prompt_cache
             gauges["cache_bytes"].add_metric([name], pc.bytes)
             gauges["cache_entries"].add_metric([name], pc.entries)
@@ -178,7 +170,24 @@ class _EngineCollector(Collector):
         yield from gauges.values()
         yield from counters.values()
         yield hits
+        yield from self._speculation()
         yield from self._replicas()
+
+    def _speculation(self) -> Iterator[Any]:
+        """Speculative decoding per model: drafted tokens verified, and those accepted."""
+        drafted = CounterMetricFamily(
+            "wai_speculative_drafted_tokens",
+            "Drafted tokens verified (speculative decoding)",
+            labels=["model"],
+        )
+        accepted = CounterMetricFamily(
+            "wai_speculative_accepted_tokens", "Drafted tokens the model accepted", labels=["model"]
+        )
+        for name, s in self.runtime.stats().items():
+            drafted.add_metric([name], s.drafted_tokens)
+            accepted.add_metric([name], s.accepted_tokens)
+        yield drafted
+        yield accepted
 
     def _replicas(self) -> Iterator[Any]:
         """Each upstream replica: healthy, in flight, requests, errors, ejections."""

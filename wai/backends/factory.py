@@ -81,13 +81,10 @@ class BackendFactory:
         )
 
     def _draft_path(self, model: ModelConfig) -> Path | None:
-        """A model's draft model file: another local entry's (by name), else the path given."""
+        """A model's draft model file (resolved by the model table, see models.py)."""
         if model.draft is None or self.settings.engine.speculation == "off":
             return None
-        other = self.settings.models.get(model.draft)
-        if other is not None and other.path is not None:
-            return other.path
-        return Path(model.draft).expanduser()
+        return Path(model.draft)
 
     def _embedding_config(self, name: str, model: ModelConfig) -> LlamaCppConfig:
         """An embedding model's engine: texts packed into calls of EMBED_BATCH_TOKENS tokens,

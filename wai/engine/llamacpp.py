@@ -176,19 +176,7 @@ class LlamaCppEngine:
         self._cache = PromptCache(
             hardware.prompt_cache_bytes(config.prompt_cache_bytes, hardware.available_memory())
         )
-        log.info(
-            "%s: on %s, %s, weights %s; %d slots x %d tokens, KV cache %.0f MiB, prompt cache "
-            "in RAM up to %.0f MiB; %s",
-            self.name,
-            self.info.device,
-            self.plan.describe(),
-            self.plan.weights.name,
-            config.n_slots,
-            self.n_ctx_seq,
-            self.kv_bytes / 2**20,
-            self._cache.limit / 2**20,
-            probe_note,
-        )
+        self._log_loaded()
         self._batch = L.llama_batch_init(config.n_batch, 0, 1)
         self._chains = ChainPool(config.sampling_threads or config.n_threads or os.cpu_count() or 1)
         self._scheduler = self._new_scheduler()
@@ -199,13 +187,27 @@ class LlamaCppEngine:
         self._inbox: queue.SimpleQueue[_Message] = queue.SimpleQueue()
         # Events produced since the last flush, handed to the sink in one call.
         self._outbox: list[tuple[int, TokenEvent]] = []
-        self._counts = {"finished": 0, "cancelled": 0, "failed": 0}
+        # requests by how they ended; speculative decoding's drafted and accepted tokens
+        self._counts = dict.fromkeys(("finished", "cancelled", "failed", "drafted", "accepted"), 0)
         self._generated = 0
         self._steps = 0
         self._decode_ns = 0
-        self._drafted = 0
-        self._accepted = 0
         self._sent = Counters()
+
+    def _log_loaded(self) -> None:
+        log.info(
+            "%s: on %s, %s, weights %s; %d slots x %d tokens, KV cache %.0f MiB, prompt cache "
+            "in RAM up to %.0f MiB; %s",
+            self.name,
+            self.info.device,
+            self.plan.describe(),
+            self.plan.weights.name,
+            self.config.n_slots,
+            self.n_ctx_seq,
+            self.kv_bytes / 2**20,
+            self._cache.limit / 2**20,
+            self.info.probe,
+        )
 
     def _load_draft(self) -> DraftModel | None:
         """The configured draft model, in this process (its memory counted as the model's);
@@ -215,7 +217,7 @@ class LlamaCppEngine:
             return None
         try:
             # computed as the model is (weights.py: a Q4_1 file as Q8_0)
-            meta = read_metadata(cfg.draft_path)
+            meta = read_metadata(cfg.draft_path)  # refuses a missing or non-GGUF file
             path = compute_path(cfg.draft_path, meta, cfg.weights, cfg.cache_dir)
             draft = DraftModel(
                 path,
@@ -305,8 +307,8 @@ class LlamaCppEngine:
                 bytes=self._cache.bytes,
                 entries=len(self._cache),
             ),
-            drafted=self._drafted,
-            accepted=self._accepted,
+            drafted=self._counts["drafted"],
+            accepted=self._counts["accepted"],
         )
 
     # -- the engine thread --
@@ -534,8 +536,8 @@ class LlamaCppEngine:
             seq.acceptance.update(work.drafted, accepted)
             seq.drafted += work.drafted
             seq.accepted += accepted
-            self._drafted += work.drafted
-            self._accepted += accepted
+            self._counts["drafted"] += work.drafted
+            self._counts["accepted"] += accepted
 
     def _sample(self, works: list[Work], outputs: list[int]) -> dict[int, list[int]]:
         """The tokens each sequence of this call gets (request id -> tokens): one from a

@@ -64,6 +64,7 @@ def generation_request(
         reject_if_busy=bool(inp.options and inp.options.reject_if_busy),
         ignore_eos=inp.ignore_eos,
         stop=tuple(stop),
+        stream=inp.stream,
     )
 
 

@@ -7,6 +7,7 @@ while the answers that quote their input are drafted and partly accepted.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -124,3 +125,38 @@ def test_drafted_and_accepted_tokens_are_counted(spec: Server) -> None:
     metrics = requests.get(f"{spec.url}/metrics", headers=spec.auth, timeout=10).text
     assert 'wai_speculative_drafted_tokens_total{model="' in metrics
     assert 'wai_speculative_accepted_tokens_total{model="' in metrics
+
+
+def test_an_answer_read_whole_arrives_whole_with_its_first_token_timed(spec: Server) -> None:
+    """A non-streamed request's text after its first token travels with its end (one frame,
+    not one per step): the same answer as streamed, and its TTFT still measured."""
+    whole = chat(spec, "Name three rivers.", max_tokens=32)
+    r = requests.post(
+        f"{spec.url}/v1/chat/completions",
+        headers=spec.auth,
+        json={
+            "model": "@cf/meta/llama-2-7b-chat-int8",
+            "messages": [{"role": "user", "content": "Name three rivers."}],
+            "max_tokens": 32,
+            "temperature": 0,
+            "stream": True,
+        },
+        stream=True,
+        timeout=120,
+    )
+    lines = r.iter_lines()
+    pieces = []
+    for line in lines:
+        if line.startswith(b"data: ") and line != b"data: [DONE]":
+            choices = json.loads(line[6:])["choices"]
+            if choices:
+                pieces.append(choices[0]["delta"].get("content") or "")
+    assert len(pieces) > 3  # streamed: a chunk per token
+    assert "".join(pieces) == whole["choices"][0]["message"]["content"]
+    again = chat(spec, "Write a short story about a lighthouse keeper.", max_tokens=48)
+    assert again["usage"]["completion_tokens"] > 24
+    # its first token was sent as it came: the access log's TTFT is well before its end
+    line = [x for x in spec.log.read_text().splitlines() if '"/v1/chat/completions"' in x][-1]
+    logged = json.loads(line)
+    assert logged["completion_tokens"] == again["usage"]["completion_tokens"]
+    assert logged["ttft_ms"] < logged["duration_ms"] / 2

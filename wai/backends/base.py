@@ -156,6 +156,9 @@ class GenerationRequest:
     ignore_eos: bool = False
     stop: tuple[str, ...] = ()
     background: bool = False  # a queued batch's item: runs on what interactive traffic leaves
+    # the caller streams the answer; False: it reads it whole (the engine then sends the text
+    # after the first token with the end, not step by step)
+    stream: bool = True
     # the client's session (`x-session-affinity`, hashed): a local model prefers the slot that
     # holds its conversation, an upstream model keeps it on one replica while that one is up
     session: str = ""

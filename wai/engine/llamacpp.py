@@ -606,7 +606,9 @@ class LlamaCppEngine:
         """A token the sequence generated; False when it ended the sequence."""
         seq.generated.append(tok)
         text, reason = seq.output.push(tok)
-        if text is not None:
+        if text is not None and seq.request.final_only and len(seq.generated) > 1:
+            seq.held.append(text)  # sent with the end
+        elif text is not None:
             self._outbox.append((seq.id, Delta(text, tok)))
         if reason is not None:
             self._end(seq, reason)
@@ -645,8 +647,9 @@ class LlamaCppEngine:
             self._outbox.append((seq.id, Failed(error or "inference failed")))
             return
         tail = seq.output.tail() if seq.output is not None else ""
-        if tail:
-            self._outbox.append((seq.id, Delta(tail, -1)))
+        text = "".join([*seq.held, tail])
+        if text:
+            self._outbox.append((seq.id, Delta(text, seq.generated[-1] if seq.held else -1)))
         usage = Usage(
             len(seq.request.prompt_tokens),
             len(seq.generated),

@@ -95,6 +95,7 @@ class Seq:
     # what the slot held before, for the engine to keep in the RAM cache before reusing it
     evicts: Sequence[int] = ()
     generated: list[int] = field(default_factory=list)
+    held: list[str] = field(default_factory=list)  # text not sent yet (request.final_only)
     # speculative decoding (speculation.py): its prompt lookup, how its drafts fare, and its
     # drafted and accepted tokens so far
     drafter: Ngrams | None = None

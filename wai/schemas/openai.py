@@ -216,6 +216,7 @@ def parse_chat(body: Any) -> tuple[ChatCompletionRequest, TextGenerationInput, l
     inp = _to_input(
         {
             "messages": messages,
+            "stream": req.stream,
             **_max(max_tokens),
             **req.sampling(),
             **_json(req.response_format),
@@ -236,6 +237,7 @@ def parse_completion(body: Any) -> tuple[CompletionRequest, TextGenerationInput,
         {
             "prompt": prompt,
             "raw": True,
+            "stream": req.stream,
             **_max(req.max_tokens),
             **req.sampling(),
             **_json(req.response_format),

@@ -85,6 +85,7 @@ class LocalBackend(EngineBacked):
                 background=request.background,
                 stop=request.stop,
                 session=request.session,
+                final_only=not request.stream,
             )
         )
         if plan is None:

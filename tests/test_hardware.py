@@ -127,3 +127,12 @@ def test_lone_decode_rows_change_path_past_256_cells_only_with_cpu_flash_attenti
     assert split_kv_cells(True, 20, gpus=True) == 256  # part of the model on the CPU
     assert split_kv_cells(True, ALL_LAYERS, gpus=True) is None
     assert split_kv_cells(False, 0, gpus=False) is None
+
+
+def test_short_prompt_pieces_ride_together_only_with_cpu_flash_attention() -> None:
+    from wai.engine.hardware import ALL_LAYERS, rows_computed_alone
+
+    assert rows_computed_alone(True, 0, gpus=False) == 63
+    assert rows_computed_alone(True, 20, gpus=True) == 63  # attention of CPU layers
+    assert rows_computed_alone(True, ALL_LAYERS, gpus=True) == 0
+    assert rows_computed_alone(False, 0, gpus=False) == 0

@@ -434,3 +434,27 @@ def test_running_sequences_keep_to_consecutive_slots() -> None:
     s.add(again)
     s.admit()
     assert again.reuse is not None and (again.slot, again.reuse.kind) == (4, "slot")
+
+
+def test_short_pieces_of_a_prompt_are_computed_in_one_call_where_rows_are_alone() -> None:
+    # ends of messages (99) cut the prompt at 10 and 20; rows computed alone up to 15 or 63
+    prompt = [*range(1, 10), 99, *range(11, 20), 99, *range(21, 31)]
+
+    def chunks(alone_rows: int) -> list[tuple[int, int]]:
+        s = Scheduler(
+            n_slots=1, token_budget=256, chunk=128, marks=frozenset({99}), alone_rows=alone_rows
+        )
+        seq = Seq(TokenRequest(prompt, max_tokens=4, request_id=1))
+        s.add(seq)
+        s.admit()
+        out = []
+        while seq.prefilling:
+            (work,) = s.schedule()
+            out.append((work.start, work.start + len(work.tokens)))
+            seq.n_past = out[-1][1]
+        return out
+
+    assert chunks(0) == [(0, 10), (10, 20), (20, 30)]  # the cuts, one call each
+    assert chunks(63) == [(0, 30)]
+    assert chunks(15) == [(0, 10), (10, 20), (20, 30)]  # two pieces would make 20 rows
+    assert chunks(25) == [(0, 20), (20, 30)]

@@ -259,6 +259,7 @@ class LlamaCppEngine:
                 if cfg.batch_invariant
                 else None  # one stream for all: outputs vary with load anyway
             ),
+            alone_rows=hardware.rows_computed_alone(cfg.flash_attn, self.plan.gpu_layers, gpus),
         )
 
     def _new_context(self, n_ctx: int) -> Any:

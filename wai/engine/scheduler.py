@@ -167,6 +167,7 @@ class Scheduler:
         n_ctx_seq: int = 1 << 30,
         proposer: Proposer | None = None,
         split_kv_cells: int | None = None,
+        alone_rows: int = 0,
     ) -> None:
         if n_slots < 1 or chunk < 1 or token_budget < n_slots + chunk:
             raise ValueError("need n_slots >= 1, chunk >= 1, token_budget >= n_slots + chunk")
@@ -190,6 +191,9 @@ class Scheduler:
         # a decode row alone in its ubatch, its stream past this many cells, is computed
         # otherwise than a verification's rows (hardware.split_kv_cells): none verified there
         self.split_kv_cells = split_kv_cells
+        # consecutive prompt pieces up to this many rows in all are computed in one call: each
+        # row is computed as if alone there (hardware.rows_computed_alone)
+        self.alone_rows = alone_rows
         self.waiting: deque[Seq] = deque()
         self.slots: list[Seq | None] = [None] * n_slots
         self._admitted: list[Seq] = []  # running sequences in admission order
@@ -384,11 +388,24 @@ class Scheduler:
                 end = seq.next_cut()
                 if end - seq.n_past > budget:
                     continue  # the whole aligned chunk, or nothing this step
+                end = self._merged(seq, end, budget)
                 plan.append(
                     Work(seq, list(prompt[seq.n_past : end]), seq.n_past, logits=end == len(prompt))
                 )
                 budget -= end - seq.n_past
         return plan
+
+    def _merged(self, seq: Seq, end: int, budget: int) -> int:
+        """The chunk's end, past the next cuts while the chunk stays within `alone_rows` and
+        the budget: short pieces (a last message and the generation header) in one call."""
+        n = len(seq.request.prompt_tokens)
+        i = bisect.bisect_right(seq.cuts, end)
+        while end < n:
+            nxt = seq.cuts[i] if i < len(seq.cuts) else n
+            if nxt - seq.n_past > min(self.alone_rows, budget):
+                break
+            end, i = nxt, i + 1
+        return end
 
     def _draft(self, works: list[Work], room: int, costs: StepCosts) -> int:
         """Add drafted tokens to the step's decode works, as many as pay (speculation.py);

@@ -171,3 +171,23 @@ def test_an_answer_read_whole_arrives_whole_with_its_first_token_timed(spec: Ser
     wait_for(lambda: bool(logged()))
     line = logged()[-1]
     assert line["ttft_ms"] < line["duration_ms"] / 2
+
+
+def test_a_client_that_goes_away_mid_verification_frees_its_slot(spec: Server) -> None:
+    wait_for(lambda: idle(spec))
+    before = spec.stats()
+    r = requests.post(
+        spec.run_url(),
+        headers=spec.auth,
+        json={"prompt": COPY, "max_tokens": 200, "temperature": 0, "stream": True},
+        stream=True,
+        timeout=120,
+    )
+    lines = r.iter_lines()
+    for _ in range(80):  # tokens as they come (drafts verified for it by now)
+        next(lines)
+    r.close()  # gone
+    wait_for(lambda: idle(spec))
+    after = spec.stats()
+    assert after["requests_cancelled"] == before["requests_cancelled"] + 1
+    assert after["drafted_tokens"] > before["drafted_tokens"]

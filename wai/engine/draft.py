@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import llama_cpp as L
-import numpy as np
 
 from wai.engine.gguf import LlamaTokenizer, kv_cache_bytes, load_model, model_metadata
-from wai.engine.params import context_params, new_context
+from wai.engine.params import context_params, free_context, new_context
 from wai.engine.prompt_cache import common_prefix, last_cut
+from wai.engine.sampling import step_logits
 from wai.engine.types import ModelLoadError
 
 log = logging.getLogger("wai.engine")
@@ -130,7 +130,8 @@ class DraftModel:
                 drafts[s].append(pick)
         if steps:
             per = (time.perf_counter() - t0) / steps
-            self.seconds_per_token += EWMA * (per - self.seconds_per_token)
+            known = self.seconds_per_token
+            self.seconds_per_token = per if not known else known + EWMA * (per - known)
         return [drafts[slot][: ks[slot]] for slot, _, _, _ in jobs]
 
     def _catch_up(self, jobs: Sequence[tuple[int, Sequence[int], Sequence[int]]]) -> list[int]:
@@ -198,16 +199,12 @@ class DraftModel:
                 self._held[slot].clear()
             raise RuntimeError(f"llama_decode returned {rc}")
         order = sorted(wanted)  # outputs come in batch order
-        logits = np.ctypeslib.as_array(
-            L.llama_get_logits(self._ctx), shape=(len(order), self.n_vocab)
-        )
+        logits = step_logits(self._ctx, self.n_vocab, len(order))
         index = {row: i for i, row in enumerate(order)}
         picked: list[int] = logits[[index[last_row[s]] for s in outputs]].argmax(axis=1).tolist()
         return picked
 
     def free(self) -> None:
         if self._ctx:
-            L.llama_batch_free(self._batch)
-            L.llama_free(self._ctx)
-            L.llama_model_free(self._model)
+            free_context(self._batch, self._ctx, self._model)
             self._ctx = None

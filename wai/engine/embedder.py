@@ -36,7 +36,7 @@ from wai.engine.gguf import (
     load_model,
     model_metadata,
 )
-from wai.engine.params import LoadPlan, context_params, model_params, new_context
+from wai.engine.params import LoadPlan, context_params, free_context, model_params, new_context
 from wai.engine.types import (
     Counters,
     EmbedRequest,
@@ -185,9 +185,7 @@ class LlamaCppEmbedder:
 
     def free(self) -> None:
         if self._ctx:
-            L.llama_batch_free(self._batch)
-            L.llama_free(self._ctx)
-            L.llama_model_free(self._model)
+            free_context(self._batch, self._ctx, self._model)
             self._ctx = None
 
     def _drain_inbox(self, block: bool) -> bool:

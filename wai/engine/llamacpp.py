@@ -41,6 +41,7 @@ from wai.engine.params import (
     LoadPlan,
     context_params,
     fallbacks,
+    free_context,
     model_params,
     new_context,
     time_rows,
@@ -375,9 +376,7 @@ class LlamaCppEngine:
             self._draft = None
         if self._ctx:
             self._chains.close()
-            L.llama_batch_free(self._batch)
-            L.llama_free(self._ctx)
-            L.llama_model_free(self._model)
+            free_context(self._batch, self._ctx, self._model)
             self._ctx = None
 
     def _flush(self, force: bool = False) -> None:

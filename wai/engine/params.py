@@ -154,3 +154,10 @@ def time_rows(ctx: Any, n_vocab: int, sizes: Sequence[int]) -> dict[int, float]:
     finally:
         L.llama_memory_seq_rm(mem, 0, -1, -1)
         L.llama_batch_free(batch)
+
+
+def free_context(batch: Any, ctx: Any, model: Any) -> None:
+    """Free a llama_batch, its context and the model, in that order."""
+    L.llama_batch_free(batch)
+    L.llama_free(ctx)
+    L.llama_model_free(model)

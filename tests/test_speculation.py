@@ -10,6 +10,7 @@ from wai.engine.speculation import (
     Ngrams,
     StepCosts,
     expected_tokens,
+    prior,
     verify_length,
 )
 from wai.engine.types import TokenRequest
@@ -26,6 +27,7 @@ def test_ngrams_drafts_what_followed_the_latest_earlier_occurrence() -> None:
     assert ngrams.draft(4) == []  # "8 1 2" never occurred before
     ngrams.extend([3])
     assert ngrams.draft(4) == [7, 8, 1, 2]  # the latest "1 2 3" is followed by 7 8
+    assert ngrams.matched == 3  # "9 1 2 3" against "8 1 2 3"
     assert ngrams.draft(1) == [7]
     ngrams.extend([7, 8, 1, 2, 3])
     assert ngrams.draft(16) == [7, 8, 1, 2, 3]  # up to the end of what is known
@@ -47,6 +49,17 @@ def test_acceptance_learns_from_verifications_and_fades_back_towards_the_prior()
     for _ in range(50):
         b.fade()
     assert low < b.rate() < prior
+
+
+def test_a_longer_match_is_guessed_to_be_accepted_more() -> None:
+    quote = [5, 6, 7, 8, 9, 10, 11, 12, 13, 14]
+    ngrams = Ngrams([1, *quote, 2])
+    ngrams.extend(quote[:8])  # the sequence quotes its prompt: 8 tokens match
+    assert ngrams.draft(4) == [13, 14, 2, 5]  # then what the sequence has quoted so far
+    assert ngrams.matched == 8
+    assert prior(3) == 0.5 < prior(5) == 0.75 < prior(8) < prior(32) < 1.0
+    assert prior(0) == 0.75  # a draft model's: nothing known
+    assert Acceptance().rate(prior(3)) == 0.5  # no drafts yet: the guess
 
 
 def test_expected_tokens() -> None:

@@ -177,9 +177,15 @@ def test_a_client_that_goes_away_mid_verification_frees_its_slot(spec: Server) -
     wait_for(lambda: idle(spec))
     before = spec.stats()
     r = requests.post(
-        spec.run_url(),
+        f"{spec.url}/v1/chat/completions",
         headers=spec.auth,
-        json={"prompt": COPY, "max_tokens": 200, "temperature": 0, "stream": True},
+        json={
+            "model": "@cf/meta/llama-2-7b-chat-int8",
+            "messages": [{"role": "user", "content": COPY}],
+            "max_tokens": 200,
+            "temperature": 0,
+            "stream": True,
+        },
         stream=True,
         timeout=120,
     )

@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from wai.engine.prompt_cache import MIN_SAVED, Cuts, Entry, PromptCache, common_prefix, reusable
-from wai.engine.speculation import Acceptance, Ngrams, StepCosts, verify_length
+from wai.engine.speculation import Acceptance, Ngrams, StepCosts, prior, verify_length
 from wai.engine.types import TokenRequest
 
 ReuseKind = Literal["slot", "copy", "ram"]
@@ -427,7 +427,9 @@ class Scheduler:
             available = {i: len(d) for i, d in drafts.items()}
         else:  # a draft model drafts what is asked
             available = {i: cap for i, cap in enumerate(caps) if cap > 0}
-        rates = [(n, works[i].seq.acceptance.rate()) for i, n in available.items()]
+        rates = [
+            (n, works[i].seq.acceptance.rate(_guess(works[i].seq))) for i, n in available.items()
+        ]
         cost = proposer.seconds_per_token if proposer is not None else 0.0
         length = verify_length(
             rates,
@@ -496,6 +498,12 @@ def _lookup(seq: Seq, k: int) -> list[int]:
     seen = len(seq.drafter.tokens) - len(seq.request.prompt_tokens)
     seq.drafter.extend(seq.generated[seen:])
     return seq.drafter.draft(k)
+
+
+def _guess(seq: Seq) -> float:
+    """What a sequence's draft is guessed to be worth before its own drafts tell (see
+    speculation.prior): from the match prompt lookup found; a draft model's, 0.75."""
+    return prior(seq.drafter.matched if seq.drafter is not None else 0)
 
 
 def _history(seq: Seq) -> list[int]:

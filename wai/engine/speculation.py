@@ -33,13 +33,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 NGRAM = 3  # tokens of the sequence's end looked up in its history
+MAX_MATCH = 32  # how far back a lookup's match is measured
 LENGTHS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32)  # draft lengths a step considers
-# An unproven sequence is tried as if 3 of its first 4 drafted tokens had been accepted: a few
-# failed drafts bring it below what a draft costs.
-PRIOR_ACCEPTED = 3.0
-PRIOR_REJECTED = 1.0
-# Each step a sequence's draft is declined, its evidence fades towards the prior by this much,
-# so that a sequence that starts quoting later is tried again (rarely: free chat stays as fast).
+# Before (and beside) what its own drafts showed, a sequence's acceptance is guessed from how
+# long a stretch of its end matched where the draft comes from, worth this many drafts: 3
+# tokens (common words) 0.5, 5 tokens 0.75, 9 tokens 0.875 (a sequence quoting its input).
+PRIOR_WEIGHT = 4.0
+# Each step a sequence's draft is declined, its own evidence fades by this much, so that a
+# sequence that starts quoting later is tried again.
 FADE = 0.99
 EWMA = 0.2  # weight of a new timing in StepCosts
 ROWS_MEASURED = (1, 2, 4, 8, 16)  # call sizes timed at start
@@ -52,34 +53,54 @@ class Ngrams:
         self.tokens = list(prompt)
         self._next: dict[tuple[int, ...], int] = {}  # n-gram -> where its latest one ended
         self._indexed = NGRAM - 1  # n-grams ending before this index are in _next
+        self.matched = 0  # how many tokens of the end matched, at the last draft
 
     def extend(self, tokens: Iterable[int]) -> None:
         self.tokens.extend(tokens)
 
     def draft(self, k: int) -> list[int]:
-        """Up to k tokens that followed the latest earlier occurrence of the last NGRAM."""
+        """Up to k tokens that followed the latest earlier occurrence of the last NGRAM (and
+        `matched`: how long a stretch before them matched the sequence's end)."""
         toks = self.tokens
         n = len(toks)
         # index every n-gram that has a token after it (so not the last one: that is the key)
         for end in range(self._indexed, n - 1):
             self._next[tuple(toks[end - NGRAM + 1 : end + 1])] = end + 1
         self._indexed = max(self._indexed, n - 1)
+        self.matched = 0
         if k < 1 or n < NGRAM:
             return []
         at = self._next.get(tuple(toks[n - NGRAM :]))
-        return [] if at is None else toks[at : at + k]
+        if at is None:
+            return []
+        matched = NGRAM
+        while (
+            matched < MAX_MATCH and at > matched and toks[at - matched - 1] == toks[n - matched - 1]
+        ):
+            matched += 1
+        self.matched = matched
+        return toks[at : at + k]
+
+
+def prior(matched: int) -> float:
+    """The acceptance a draft is guessed to have from the length of the match it came from (a
+    draft model's: none known, 0.75)."""
+    return 1.0 - 1.0 / (matched - 1) if matched > NGRAM else 0.5 if matched else 0.75
 
 
 @dataclass(slots=True)
 class Acceptance:
     """How often a sequence's drafted tokens are accepted, as the chance that the next drafted
-    token is accepted once the previous one was (a verification stops at its first miss)."""
+    token is accepted once the previous one was (a verification stops at its first miss):
+    what its verifications showed, on top of a guess worth PRIOR_WEIGHT drafts."""
 
-    accepted: float = PRIOR_ACCEPTED
-    rejected: float = PRIOR_REJECTED
+    accepted: float = 0.0
+    rejected: float = 0.0
 
-    def rate(self) -> float:
-        return self.accepted / (self.accepted + self.rejected)
+    def rate(self, guess: float = 0.75) -> float:
+        return (self.accepted + PRIOR_WEIGHT * guess) / (
+            self.accepted + self.rejected + PRIOR_WEIGHT
+        )
 
     def update(self, drafted: int, accepted: int) -> None:
         self.accepted += accepted
@@ -87,8 +108,8 @@ class Acceptance:
             self.rejected += 1
 
     def fade(self) -> None:
-        self.accepted = PRIOR_ACCEPTED + (self.accepted - PRIOR_ACCEPTED) * FADE
-        self.rejected = PRIOR_REJECTED + (self.rejected - PRIOR_REJECTED) * FADE
+        self.accepted *= FADE
+        self.rejected *= FADE
 
 
 def expected_tokens(drafted: int, rate: float) -> float:

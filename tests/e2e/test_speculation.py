@@ -61,6 +61,23 @@ def chat(server: Server, content: str, **extra: Any) -> dict[str, Any]:
     return answer
 
 
+def streamed(server: Server, content: str, max_tokens: int) -> requests.Response:
+    """A streamed chat request, its response open (read its lines, or close it)."""
+    return requests.post(
+        f"{server.url}/v1/chat/completions",
+        headers=server.auth,
+        json={
+            "model": "@cf/meta/llama-2-7b-chat-int8",
+            "messages": [{"role": "user", "content": content}],
+            "max_tokens": max_tokens,
+            "temperature": 0,
+            "stream": True,
+        },
+        stream=True,
+        timeout=120,
+    )
+
+
 def drafts(answer: dict[str, Any]) -> tuple[int, int]:
     """(drafted, accepted) tokens of an answer."""
     details = answer["usage"].get("completion_tokens_details") or {}
@@ -131,19 +148,7 @@ def test_an_answer_read_whole_arrives_whole_with_its_first_token_timed(spec: Ser
     """A non-streamed request's text after its first token travels with its end (one frame,
     not one per step): the same answer as streamed, and its TTFT still measured."""
     whole = chat(spec, "Name three rivers.", max_tokens=32)
-    r = requests.post(
-        f"{spec.url}/v1/chat/completions",
-        headers=spec.auth,
-        json={
-            "model": "@cf/meta/llama-2-7b-chat-int8",
-            "messages": [{"role": "user", "content": "Name three rivers."}],
-            "max_tokens": 32,
-            "temperature": 0,
-            "stream": True,
-        },
-        stream=True,
-        timeout=120,
-    )
+    r = streamed(spec, "Name three rivers.", max_tokens=32)
     lines = r.iter_lines()
     pieces = []
     for line in lines:
@@ -176,19 +181,7 @@ def test_an_answer_read_whole_arrives_whole_with_its_first_token_timed(spec: Ser
 def test_a_client_that_goes_away_mid_verification_frees_its_slot(spec: Server) -> None:
     wait_for(lambda: idle(spec))
     before = spec.stats()
-    r = requests.post(
-        f"{spec.url}/v1/chat/completions",
-        headers=spec.auth,
-        json={
-            "model": "@cf/meta/llama-2-7b-chat-int8",
-            "messages": [{"role": "user", "content": COPY}],
-            "max_tokens": 200,
-            "temperature": 0,
-            "stream": True,
-        },
-        stream=True,
-        timeout=120,
-    )
+    r = streamed(spec, COPY, max_tokens=200)
     lines = r.iter_lines()
     for _ in range(80):  # tokens as they come (drafts verified for it by now)
         next(lines)

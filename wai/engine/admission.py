@@ -95,37 +95,26 @@ class Admission:
         lost = [rid for rid in request_ids if rid in self._queues]
         self._lost += len(lost)
         self.deliver(((rid, Failed(message, crashed=True)) for rid in lost), None)
-        c, p = self.counters, self._past
-        self._past = Counters(
-            finished=p.finished + c.finished,
-            cancelled=p.cancelled + c.cancelled,
-            failed=p.failed + c.failed,
-            generated=p.generated + c.generated,
-            steps=p.steps + c.steps,
-            decode_ns=p.decode_ns + c.decode_ns,
-            prompt_cache=c.prompt_cache.after(p.prompt_cache),
-            drafted=p.drafted + c.drafted,
-            accepted=p.accepted + c.accepted,
-        )
+        self._past = self.counters.after(self._past)
         self.counters = Counters()
 
     def stats(self, kv_cache_bytes: int, restarts: int = 0) -> EngineStats:
-        c, p = self.counters, self._past
+        c = self.counters.after(self._past)
         return EngineStats(
             slots_total=self.n_slots,
             slots_busy=c.busy,
             waiting=c.waiting,
-            requests_finished=p.finished + c.finished,
-            requests_cancelled=p.cancelled + c.cancelled,
-            requests_failed=p.failed + c.failed + self._lost,
-            tokens_generated=p.generated + c.generated,
+            requests_finished=c.finished,
+            requests_cancelled=c.cancelled,
+            requests_failed=c.failed + self._lost,
+            tokens_generated=c.generated,
             kv_cache_bytes=kv_cache_bytes,
-            steps=p.steps + c.steps,
-            decode_seconds=(p.decode_ns + c.decode_ns) / 1e9,
+            steps=c.steps,
+            decode_seconds=c.decode_ns / 1e9,
             restarts=restarts,
-            prompt_cache=c.prompt_cache.after(p.prompt_cache),
-            drafted_tokens=p.drafted + c.drafted,
-            accepted_tokens=p.accepted + c.accepted,
+            prompt_cache=c.prompt_cache,
+            drafted_tokens=c.drafted,
+            accepted_tokens=c.accepted,
         )
 
 

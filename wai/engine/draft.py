@@ -120,7 +120,7 @@ class DraftModel:
                 break
             rows = [(s, drafts[s][-1], len(self._held[s])) for s in active]
             try:
-                picks = self._decode_rows(rows)
+                picks = self._decode(rows, outputs=[s for s, _, _ in rows])
             except RuntimeError as e:
                 log.warning("draft model: %s", e)
                 break
@@ -173,9 +173,6 @@ class DraftModel:
                 self._held[slot].append(token)
             pending = rest
         return [last[slot] for slot, _, _ in jobs]
-
-    def _decode_rows(self, rows: list[tuple[int, int, int]]) -> list[int]:
-        return self._decode(rows, outputs=[slot for slot, _, _ in rows])
 
     def _decode(self, rows: list[tuple[int, int, int]], outputs: list[int]) -> list[int]:
         """One call of (slot, token, position) rows; the argmax after each slot's last row, for

@@ -2,7 +2,8 @@
 
 One step = one `llama_decode`. Each step the scheduler
 1. admits waiting sequences into free slots (first come, first served),
-2. gives every decoding sequence one token (its last sample), then
+2. gives every decoding sequence one token (its last sample), and the drafted tokens it
+   verifies where that pays (speculative decoding: `_draft`, speculation.py), then
 3. spends what is left of the per-step token budget on prompt chunks (chunked prefill), oldest
    admission first, so a long prompt never stalls the streams already running.
 
@@ -32,11 +33,13 @@ to the RAM cache first (`evicts`), when it is worth keeping.
 Batch invariance: how llama.cpp computes a prompt token depends on which rows share its chunk
 (with flash attention, on the chunk's exact extent). So prompts are always cut at the same
 positions, which depend on the prompt alone (prompt_cache.Cuts: multiples of `chunk` and the
-ends of templated messages; one chunk per sequence per step), and a cached prefix is reused
-only up to such a cut. A prompt token's KV and logits are then the same however busy the server
-is and wherever its prefix came from (a copy of KV is bit-for-bit). Decode steps are one row per
-sequence, always; the cache keeps only prompt KV, never that of generated tokens (computed one
-row at a time).
+ends of templated messages; one chunk per sequence per step; consecutive short pieces share a
+chunk where each row is computed alone: `alone_rows`), and a cached prefix is reused only up to
+such a cut. A prompt token's KV and logits are then the same however busy the server is and
+wherever its prefix came from (a copy of KV is bit-for-bit). A decode step computes one row per
+sequence, and a verification's rows are computed as such rows (except where a lone row would
+take the split-KV path: `_rows`); the cache keeps only prompt KV, never that of generated
+tokens.
 """
 
 from __future__ import annotations

@@ -312,6 +312,23 @@ class Counters:
     drafted: int = 0
     accepted: int = 0
 
+    def after(self, past: Counters) -> Counters:
+        """These counts on top of dead engines' (`past`): the monotonic ones added, busy,
+        waiting and what the RAM cache holds as they are now."""
+        return Counters(
+            busy=self.busy,
+            waiting=self.waiting,
+            finished=past.finished + self.finished,
+            cancelled=past.cancelled + self.cancelled,
+            failed=past.failed + self.failed,
+            generated=past.generated + self.generated,
+            steps=past.steps + self.steps,
+            decode_ns=past.decode_ns + self.decode_ns,
+            prompt_cache=self.prompt_cache.after(past.prompt_cache),
+            drafted=past.drafted + self.drafted,
+            accepted=past.accepted + self.accepted,
+        )
+
 
 EngineState = Literal["up", "restarting", "failed"]
 

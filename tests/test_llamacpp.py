@@ -153,7 +153,9 @@ def test_without_batch_invariance_a_prompt_chunk_shares_the_decode_rows_call(
     batch-invariant spends one more llama_decode on the newcomer's prompt chunk."""
 
     def steps(batch_invariant: bool) -> tuple[int, list[int]]:
-        b = backend(loop, batch_invariant=batch_invariant)
+        # speculation off: whether a step verifies drafts depends on call times measured at
+        # start, so with it the number of steps would vary from run to run
+        b = backend(loop, batch_invariant=batch_invariant, speculation="off")
         try:
             tok = b.tokenizer
             long = tok.tokenize("Tell me a long story", add_special=True, parse_special=False)

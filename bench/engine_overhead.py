@@ -83,9 +83,12 @@ def main() -> None:
         n_slots=max(levels),
         n_ctx_seq=256,
         n_batch=max(512, max(levels) + 128),
+        speculation="off",  # the loop alone: drafts would change the steps per token
     )
     modes = {
         "greedy": SamplingParams(temperature=0),
+        # Workers AI's default: temperature 0.6, nothing else
+        "default": SamplingParams(temperature=0.6, seed=1),
         "seeded": SamplingParams(temperature=0.7, top_p=0.9, seed=1),
     }
     print(f"SmolLM2-135M, {args.tokens} tokens per sequence, decode steps only")

@@ -5,13 +5,15 @@ requests one after another: a raw prompt, `--max-tokens` output tokens with end-
 suppressed (so every request produces all its tokens), greedy sampling. Reported per engine and
 level, in vLLM's vocabulary: aggregate output tok/s, TTFT (time to first token) and TPOT (time
 per output token after the first), p50 and p95. Ratios are against llama-server measured in
-this same run, since these machines are shared and noisy.
+this same run (llama-server-q8 when the run has it), since these machines are shared and
+noisy.
 
 Engines:
   wai              `wai serve`, slots = the largest level (each model's engine in a process)
   wai-thread       the same with `engine.isolation = thread` (the engine on a server thread)
   wai-mixed        the same with `engine.batch_invariant = false` (prompt chunks share the
                    decode rows' llama.cpp call)
+  wai-nospec       the same with `engine.speculation = off` (no prompt lookup: the loop alone)
   llama-server     llama.cpp's C++ server, `--parallel N` per level (bench/build_llama_server.sh)
   llama-server-q8  the same, on the Q8_0 file wai computes with (for Q4_1/Q5_1 inputs, see
                    wai/engine/weights.py): separates wai's scheduling from its weight format
@@ -274,6 +276,7 @@ WAI_VARIANTS = {
     "wai": {},
     "wai-thread": {"WAI_ENGINE_ISOLATION": "thread"},
     "wai-mixed": {"WAI_BATCH_INVARIANT": "false"},
+    "wai-nospec": {"WAI_SPECULATION": "off"},
 }
 
 
@@ -416,9 +419,11 @@ def _fmt(r: Row) -> str:
 
 
 def table(rows: list[Row], tg: float | None, engine_tg: float | None) -> str:
-    anchor = {r.clients: r for r in rows if r.engine == "llama-server"}
+    # the anchor computes with the file wai computes with when the run has it (see Engines)
+    name = "llama-server-q8" if any(r.engine == "llama-server-q8" for r in rows) else "llama-server"
+    anchor = {r.clients: r for r in rows if r.engine == name}
     lines = [
-        "| engine | clients | tok/s | vs llama-server | TTFT p50 ms | TTFT p95 ms "
+        f"| engine | clients | tok/s | vs {name} | TTFT p50 ms | TTFT p95 ms "
         "| TPOT p50 ms | TPOT p95 ms |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]

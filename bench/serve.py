@@ -21,8 +21,13 @@ Engines:
 and llama.cpp's `llama-bench` tg128 on the same file as the single-stream decode anchor, next to
 wai's engine decoding one stream in-process (no HTTP).
 
+With `--turns N` the servers run side by side instead (llama-server with `--parallel` = the
+largest level, like wai's slots) and at each level every server takes N turns in rotating
+order; the medians are reported. That is the mode to quote on a shared, noisy machine.
+
 Usage: .venv/bin/python bench/serve.py [--clients 1,4,8,16] [--max-tokens 128] [--rounds 2]
-                                       [--engines wai,llama-server,llama-cpp-py] [--out bench/out]
+                                       [--engines wai,llama-server,llama-cpp-py] [--turns N]
+                                       [--out bench/out]
 """
 
 from __future__ import annotations
@@ -280,54 +285,114 @@ WAI_VARIANTS = {
 }
 
 
-def run_wai(model: Path, levels: list[int], rounds: int, n: int, label: str = "wai") -> list[Row]:
+@dataclass
+class Server:
+    """One server to start: its label, command, environment and request shape."""
+
+    label: str
+    cmd: list[str]
+    base: str
+    health: str
+    env: dict[str, str]
+    request: Callable[..., Any]
+
+
+def wai_server(model: Path, slots: int, label: str = "wai") -> Server:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = {
-        "WAI_SLOTS": str(max(levels)),
+        "WAI_SLOTS": str(slots),
         "WAI_CTX_PER_SLOT": "512",
         "WAI_DEFAULT_MODEL": str(model),
         **WAI_VARIANTS[label],
     }
+    cmd = [sys.executable, "-m", "wai.cli", "serve", "--port", str(port)]
+    return Server(label, cmd, base, f"{base}/healthz", env, wai_request)
+
+
+def llama_server(bin_dir: Path, model: Path, parallel: int, label: str) -> Server:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    cmd = [
+        str(bin_dir / "llama-server"),
+        "-m",
+        str(model),
+        "--port",
+        str(port),
+        "--parallel",
+        str(parallel),
+        "-c",
+        str(512 * parallel),
+        "-t",
+        "2",
+        "-tb",
+        "2",
+        "--no-webui",
+    ]
+    return Server(label, cmd, base, f"{base}/health", {}, llama_server_request)
+
+
+def run_levels(server: Server, levels: list[int], rounds: int, n: int) -> list[Row]:
     rows = []
-    with process(
-        [sys.executable, "-m", "wai.cli", "serve", "--port", str(port)], f"{base}/healthz", env
-    ):
+    with process(server.cmd, server.health, server.env):
         for c in levels:
-            wall, samples = asyncio.run(load(base, wai_request, c, rounds, n))
-            rows.append(summarize(label, c, wall, samples))
+            wall, samples = asyncio.run(load(server.base, server.request, c, rounds, n))
+            rows.append(summarize(server.label, c, wall, samples))
             print(_fmt(rows[-1]), flush=True)
     return rows
+
+
+def run_wai(model: Path, levels: list[int], rounds: int, n: int, label: str = "wai") -> list[Row]:
+    return run_levels(wai_server(model, max(levels), label), levels, rounds, n)
 
 
 def run_llama_server(
     bin_dir: Path, model: Path, levels: list[int], rounds: int, n: int, label: str = "llama-server"
 ) -> list[Row]:
+    """llama-server started afresh for each level, with `--parallel` = the level."""
+    return [
+        row
+        for c in levels
+        for row in run_levels(llama_server(bin_dir, model, c, label), [c], rounds, n)
+    ]
+
+
+def run_in_turns(
+    servers: list[Server], levels: list[int], turns: int, rounds: int, n: int
+) -> list[Row]:
+    """Every server up at once; at each level each takes its turn `turns` times, the order
+    rotating, and its median is reported: on a shared machine a slow minute then falls on
+    every server alike instead of on whichever ran during it."""
     rows = []
-    for c in levels:
-        port = free_port()
-        base = f"http://127.0.0.1:{port}"
-        cmd = [
-            str(bin_dir / "llama-server"),
-            "-m",
-            str(model),
-            "--port",
-            str(port),
-            "--parallel",
-            str(c),
-            "-c",
-            str(512 * c),
-            "-t",
-            "2",
-            "-tb",
-            "2",
-            "--no-webui",
-        ]
-        with process(cmd, f"{base}/health"):
-            wall, samples = asyncio.run(load(base, llama_server_request, c, rounds, n))
-        rows.append(summarize(label, c, wall, samples))
-        print(_fmt(rows[-1]), flush=True)
+    with contextlib.ExitStack() as stack:
+        for server in servers:
+            stack.enter_context(process(server.cmd, server.health, server.env))
+        for c in levels:
+            got: dict[str, list[Row]] = {server.label: [] for server in servers}
+            for t in range(turns):
+                for server in servers[t % len(servers) :] + servers[: t % len(servers)]:
+                    wall, samples = asyncio.run(load(server.base, server.request, c, rounds, n))
+                    got[server.label].append(summarize(server.label, c, wall, samples))
+            for label, runs in got.items():
+                rows.append(median_row(label, c, runs))
+                print(_fmt(rows[-1]), flush=True)
     return rows
+
+
+def median_row(label: str, clients: int, runs: list[Row]) -> Row:
+    def med(field: str) -> float:
+        return statistics.median(getattr(r, field) for r in runs)
+
+    return Row(
+        label,
+        clients,
+        med("tok_s"),
+        med("ttft_p50"),
+        med("ttft_p95"),
+        med("tpot_p50"),
+        med("tpot_p95"),
+        sum(r.tokens for r in runs),
+    )
 
 
 def run_llama_cpp_py(model: Path, levels: list[int], n: int) -> list[Row]:
@@ -477,11 +542,51 @@ def plot(rows: list[Row], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def run_one_by_one(
+    model: Path, bin_dir: Path | None, engines: list[str], levels: list[int], args: Any
+) -> list[Row]:
+    rows: list[Row] = []
+    for label in WAI_VARIANTS:
+        if label in engines:
+            rows += run_wai(model, levels, args.rounds, args.max_tokens, label)
+    if bin_dir is not None and "llama-server" in engines:
+        rows += run_llama_server(bin_dir, model, levels, args.rounds, args.max_tokens)
+    if bin_dir is not None and "llama-server-q8" in engines:
+        q8 = converted(model)
+        if q8 != model:
+            rows += run_llama_server(
+                bin_dir, q8, levels, args.rounds, args.max_tokens, "llama-server-q8"
+            )
+    if "llama-cpp-py" in engines:
+        rows += run_llama_cpp_py(model, levels, args.max_tokens)
+    return rows
+
+
+def run_together(
+    model: Path, bin_dir: Path | None, engines: list[str], levels: list[int], args: Any
+) -> list[Row]:
+    """--turns: the servers side by side (llama-server with `--parallel` = the largest
+    level, as wai's slots); llama-cpp-py is left out of this mode."""
+    slots = max(levels)
+    servers = [wai_server(model, slots, label) for label in WAI_VARIANTS if label in engines]
+    if bin_dir is not None and "llama-server" in engines:
+        servers.append(llama_server(bin_dir, model, slots, "llama-server"))
+    if bin_dir is not None and "llama-server-q8" in engines and converted(model) != model:
+        servers.append(llama_server(bin_dir, converted(model), slots, "llama-server-q8"))
+    return run_in_turns(servers, levels, args.turns, args.rounds, args.max_tokens)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--clients", default="1,4,8,16")
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument(
+        "--turns",
+        type=int,
+        default=0,
+        help="run the servers side by side, each level N times in rotating order (medians)",
+    )
     ap.add_argument("--engines", default="wai,llama-server,llama-server-q8,llama-cpp-py")
     ap.add_argument("--model", type=Path, default=None, help="GGUF (default: embedded)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
@@ -501,20 +606,11 @@ def main() -> None:
                 check=True,
             ).stdout.strip()
         )
-    rows: list[Row] = []
-    for label in WAI_VARIANTS:
-        if label in engines:
-            rows += run_wai(model, levels, args.rounds, args.max_tokens, label)
-    if bin_dir is not None and "llama-server" in engines:
-        rows += run_llama_server(bin_dir, model, levels, args.rounds, args.max_tokens)
-    if bin_dir is not None and "llama-server-q8" in engines:
-        q8 = converted(model)
-        if q8 != model:
-            rows += run_llama_server(
-                bin_dir, q8, levels, args.rounds, args.max_tokens, "llama-server-q8"
-            )
-    if "llama-cpp-py" in engines:
-        rows += run_llama_cpp_py(model, levels, args.max_tokens)
+    rows = (
+        run_together(model, bin_dir, engines, levels, args)
+        if args.turns
+        else run_one_by_one(model, bin_dir, engines, levels, args)
+    )
     tg = llama_bench_tg(bin_dir, model, N_TG) if bin_dir is not None else None
     engine_tg = engine_decode(model, N_TG) if "wai" in engines else None
 
@@ -523,6 +619,7 @@ def main() -> None:
     print(
         f"model {model.name}, {args.max_tokens} output tokens/request, {args.rounds} "
         f"request(s) per client, {os.cpu_count()} cores"
+        + (f", side by side, median of {args.turns} turns" if args.turns else "")
     )
     print(report)
     (args.out / "serve.md").write_text(report + "\n")

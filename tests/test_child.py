@@ -6,10 +6,17 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from wai.engine.child import EXIT_LOAD_FAILED, child_env, describe_exit, is_crash
+from wai.engine.child import (
+    EXIT_LOAD_FAILED,
+    child_env,
+    describe_exit,
+    is_crash,
+    module_command,
+)
 
 
 def test_exits_are_described() -> None:
@@ -43,3 +50,26 @@ def test_a_child_finds_this_copy_of_wai_and_no_client_with_the_engine() -> None:
     where, httpx_loaded = out.stdout.split()
     assert os.path.dirname(where) == os.path.dirname(__import__("wai").__file__)
     assert httpx_loaded == "False"
+
+
+def test_a_wai_in_the_working_directory_does_not_stand_in_for_this_copy(tmp_path: Path) -> None:
+    """The server started from another checkout's directory: its engine processes still run
+    this copy's code (`python -m` would put the working directory first)."""
+    (tmp_path / "wai").mkdir()
+    (tmp_path / "wai" / "__init__.py").write_text("raise SystemExit('the wrong wai')\n")
+    out = subprocess.run(
+        module_command("wai.engine.child"),
+        env=child_env(),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    shadowed = subprocess.run(
+        [sys.executable, "-m", "wai.engine.child"],
+        env=child_env(),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert "the wrong wai" in shadowed.stderr  # what -P prevents

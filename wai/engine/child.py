@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 from pathlib import Path
 
 # A child that could not load the model file: not a crash, nothing safer to fall back to.
@@ -13,6 +14,13 @@ EXIT_LOAD_FAILED = 3
 # The directory that holds the `wai` package, so that `python -m wai.engine...` finds this
 # very copy (a source checkout run without installing included).
 _ROOT = str(Path(__file__).resolve().parents[2])
+
+
+def module_command(module: str, *args: str) -> list[str]:
+    """`python -P -m module args`: -P keeps the working directory off the child's path, so a
+    `wai/` (another checkout) or a `numpy.py` where the server was started cannot stand in for
+    this copy's modules; child_env puts this copy first instead."""
+    return [sys.executable, "-P", "-m", module, *args]
 
 
 def child_env() -> dict[str, str]:

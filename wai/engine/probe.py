@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from wai.engine.child import EXIT_LOAD_FAILED, child_env, describe_exit, is_crash
+from wai.engine.child import EXIT_LOAD_FAILED, child_env, describe_exit, is_crash, module_command
 from wai.engine.params import LoadPlan
 from wai.engine.types import ModelLoadError
 
@@ -121,7 +121,7 @@ def _save(path: Path, plan: LoadPlan, note: str) -> None:
 
 
 def _run_child(plan: LoadPlan, run: dict[str, Any]) -> tuple[int, str]:
-    cmd = [sys.executable, "-m", "wai.engine.probe", json.dumps({"plan": plan.as_dict(), **run})]
+    cmd = module_command("wai.engine.probe", json.dumps({"plan": plan.as_dict(), **run}))
     try:
         proc = subprocess.run(
             cmd, env=child_env(), capture_output=True, text=True, timeout=PROBE_TIMEOUT

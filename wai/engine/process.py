@@ -26,7 +26,6 @@ import dataclasses
 import logging
 import os
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 
@@ -34,7 +33,7 @@ import msgspec
 
 from wai.engine import wire
 from wai.engine.admission import Admission, prompt_size
-from wai.engine.child import child_env, describe_exit
+from wai.engine.child import child_env, describe_exit, module_command
 from wai.engine.config import LlamaCppConfig
 from wai.engine.gguf import LlamaTokenizer, load_tokenizer
 from wai.engine.types import (
@@ -235,7 +234,7 @@ class ProcessEngine(TokenEngine):
         }
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "wai.engine.worker", msgspec.json.encode(spec).decode()],
+                module_command("wai.engine.worker", msgspec.json.encode(spec).decode()),
                 pass_fds=(to_engine_r, from_engine_w),
                 stdin=subprocess.DEVNULL,
                 env=child_env(),

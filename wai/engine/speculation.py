@@ -43,6 +43,11 @@ PRIOR_WEIGHT = 4.0
 # sequence that starts quoting later is tried again.
 FADE = 0.99
 EWMA = 0.2  # weight of a new timing in StepCosts
+# A step verifies only when it expects at least this much more speed than not verifying: the
+# call costs and acceptance rates are estimates, and where the expected gain is smaller than
+# their error (several sequences padded to the longest draft on a CPU where each row costs
+# nearly a step), verifying lost as often as it won (bench/speculative.py's 8-client mix).
+MARGIN = 1.05
 ROWS_MEASURED = (1, 2, 4, 8, 16)  # call sizes timed at start
 
 
@@ -175,11 +180,12 @@ def verify_length(
     every sequence computes that many extra rows (filler where its draft is shorter or absent),
     else each computes its own draft's; `room`: extra rows the step's token budget allows;
     `draft_cost`: seconds that drafting each position costs (a draft model). The length
-    maximises expected tokens per second of the step; `least` (engine.draft_min) overrides
-    that: at least so many, as far as the drafts and the room go."""
+    maximises expected tokens per second of the step, if that beats not verifying by MARGIN;
+    `least` (engine.draft_min) overrides that: at least so many, as far as the drafts and the
+    room go."""
     if not drafts or decoding < 1:
         return 0
-    best, best_rate = 0, decoding / costs.time(decoding)
+    best, best_rate = 0, MARGIN * decoding / costs.time(decoding)
     for length in LENGTHS:
         if length > max(n for n, _ in drafts):
             break

@@ -96,10 +96,9 @@ class Chain:
             self.grammar = self._grammar_sampler(p.grammar)
         seed = p.seed if p.seed is not None else random.getrandbits(32)
         self.selector = Selector(p, n_vocab, seed & 0xFFFFFFFF)
-        self._buf = np.empty(n_vocab, dtype=TOKEN_DATA)
-        self._ids = np.arange(n_vocab, dtype=np.int32)
-        data = self._buf.ctypes.data_as(ctypes.POINTER(L.llama_token_data))
-        self._array = L.llama_token_data_array(data=data, size=n_vocab, selected=-1, sorted=False)
+        # the candidate array a grammar masks, made on its first refusal (0.6 MB a sequence)
+        self._buf: np.ndarray | None = None
+        self._array: Any = None
         self._check = TokenCheck()
 
     def _grammar_sampler(self, gbnf: str) -> Any:
@@ -112,8 +111,12 @@ class Chain:
     def _masked(self, logits: np.ndarray) -> np.ndarray:
         """The row with every token the grammar refuses now at -inf."""
         assert self.grammar is not None
+        if self._buf is None:
+            self._buf = np.empty(len(logits), dtype=TOKEN_DATA)
+            data = self._buf.ctypes.data_as(ctypes.POINTER(L.llama_token_data))
+            self._array = L.llama_token_data_array(data=data, size=len(logits), selected=-1)
         buf, arr = self._buf, self._array
-        buf["id"] = self._ids
+        buf["id"] = np.arange(len(buf), dtype=np.int32)
         buf["logit"] = logits
         buf["p"] = 0.0
         arr.size = len(buf)

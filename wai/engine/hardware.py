@@ -171,6 +171,13 @@ def background_shares_steps(n_gpu_layers: int, gpus: bool) -> bool:
     return gpus and n_gpu_layers >= ALL_LAYERS
 
 
+def cpu_flash_attention(flash_attn: bool, n_gpu_layers: int, gpus: bool) -> bool:
+    """Whether attention runs in ggml's CPU flash-attention kernels, whose measured behaviour
+    the two guards below rest on: not without flash attention, nor with every layer on a GPU
+    (its own kernels were not measured)."""
+    return flash_attn and not (gpus and n_gpu_layers >= ALL_LAYERS)
+
+
 SPLIT_KV_CELLS = 256  # a stream holding more takes llama.cpp's split-KV path for a lone row
 
 
@@ -181,11 +188,8 @@ def split_kv_cells(flash_attn: bool, n_gpu_layers: int, gpus: bool) -> int | Non
     256), summing in another order than the rows of a call with several (ggml-cpu ops.cpp,
     `use_split_kv_path`). A verification's rows never take that path, so they would not give
     the tokens such a plain step gives (speculation.py). Without flash attention there is no
-    such path; with every layer on a GPU the CPU's attention is not used (its own kernels were
-    not measured)."""
-    if not flash_attn or (gpus and n_gpu_layers >= ALL_LAYERS):
-        return None
-    return SPLIT_KV_CELLS
+    such path; with every layer on a GPU the CPU's attention is not used."""
+    return SPLIT_KV_CELLS if cpu_flash_attention(flash_attn, n_gpu_layers, gpus) else None
 
 
 FA_TILE_ROWS = 64  # ggml's CPU flash attention tiles chunks of this many query rows or more
@@ -199,9 +203,7 @@ def rows_computed_alone(flash_attn: bool, n_gpu_layers: int, gpus: bool) -> int:
     tokens as 39, 20+19, 20+15+4, 5+34 and 63 as 62+1, all identical; 100 tokens as 64+36 not:
     64 rows or more are tiled). The scheduler then computes them in one call. Not measured
     without flash attention nor on a GPU."""
-    if not flash_attn or (gpus and n_gpu_layers >= ALL_LAYERS):
-        return 0
-    return FA_TILE_ROWS - 1
+    return FA_TILE_ROWS - 1 if cpu_flash_attention(flash_attn, n_gpu_layers, gpus) else 0
 
 
 def placement(n_gpu_layers: int) -> str:

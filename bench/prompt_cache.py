@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import time
@@ -39,6 +40,9 @@ from embeddings import llama_server_bin  # noqa: E402
 from serve import converted, free_port, pct, process, sse_data  # noqa: E402
 
 from wai.catalog import embedded_model_path  # noqa: E402
+
+# llama.cpp threads for llama-server and llama-bench: what wai uses by default (every core)
+THREADS = str(os.cpu_count() or 1)
 
 SLOTS = 8
 HIT = 300  # cached tokens that make a request a hit in workload 2
@@ -169,7 +173,7 @@ def run(name: str, args: argparse.Namespace) -> tuple[list[tuple[str, list[int],
         model = converted(embedded_model_path())
         cmd = [
             str(llama_server_bin() / "llama-server"), "-m", str(model), "--port", str(port),
-            "-np", str(SLOTS), "-c", str(2048 * SLOTS), "-t", "2", "-tb", "2", "--no-webui",
+            "-np", str(SLOTS), "-c", str(2048 * SLOTS), "-t", THREADS, "-tb", THREADS, "--no-webui",
         ]  # fmt: skip
         with process(cmd, f"{base}/health"):
             return measure(base, args)

@@ -54,6 +54,9 @@ sys.path.insert(0, str(ROOT))
 
 from wai.catalog import embedded_model_path  # noqa: E402
 
+# llama.cpp threads for llama-server and llama-bench: what wai uses by default (every core)
+THREADS = str(os.cpu_count() or 1)
+
 TOPICS = [
     "cats",
     "the sea",
@@ -324,9 +327,9 @@ def llama_server(bin_dir: Path, model: Path, parallel: int, label: str) -> Serve
         "-c",
         str(512 * parallel),
         "-t",
-        "2",
+        THREADS,
         "-tb",
-        "2",
+        THREADS,
         "--no-webui",
     ]
     return Server(label, cmd, base, f"{base}/health", {}, llama_server_request)
@@ -459,7 +462,7 @@ def llama_bench_tg(bin_dir: Path, model: Path, n: int) -> float:
             "-n",
             str(n),
             "-t",
-            "2",
+            THREADS,
             "-r",
             "3",
             "-o",

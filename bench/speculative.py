@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -45,6 +46,9 @@ from embeddings import llama_server_bin  # noqa: E402
 from serve import converted, free_port, process  # noqa: E402
 
 from wai.catalog import embedded_model_path  # noqa: E402
+
+# llama.cpp threads for llama-server and llama-bench: what wai uses by default (every core)
+THREADS = str(os.cpu_count() or 1)
 
 SLOTS = 8
 PARAGRAPHS = [
@@ -200,7 +204,7 @@ def start(name: str, stack: contextlib.ExitStack) -> str:
         model = converted(embedded_model_path())
         cmd = [
             str(llama_server_bin() / "llama-server"), "-m", str(model), "--port", str(port),
-            "-np", str(SLOTS), "-c", str(2048 * SLOTS), "-t", "2", "-tb", "2", "--no-webui",
+            "-np", str(SLOTS), "-c", str(2048 * SLOTS), "-t", THREADS, "-tb", THREADS, "--no-webui",
             *LLAMA_SPEC[name],
         ]  # fmt: skip
         stack.enter_context(process(cmd, f"{base}/health"))

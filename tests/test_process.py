@@ -83,6 +83,8 @@ def test_requests_wait_for_a_restart_and_repeated_crashes_give_the_model_up() ->
         try:
             prompt = b.tokenizer.tokenize("Once upon a time", add_special=True, parse_special=False)
             before = await _events(b, prompt, 6)
+            measured = b.step_costs
+            assert sorted(measured) == [1, 2, 4, 8, 16]  # timed at start (speculation is on)
             running = asyncio.ensure_future(_events(b, prompt, 200))
             while b.stats().slots_busy == 0:
                 await asyncio.sleep(0.01)
@@ -93,6 +95,9 @@ def test_requests_wait_for_a_restart_and_repeated_crashes_give_the_model_up() ->
             # with the same tokens as before the crash (same plan, same greedy output)
             again = await _events(b, prompt, 6)
             assert again == before and b.restarts == 1 and b.failure is None
+            # the restart (same plan) starts with the first process's call times: timed
+            # again, not one of ten perf_counter() figures would come out the same
+            assert b.step_costs == measured
             # a second crash in a row is one more than this policy allows
             _kill(b)
             for _ in range(500):

@@ -145,10 +145,20 @@ class LlamaCppEngine:
 
     tokenizer: LlamaTokenizer
 
-    def __init__(self, config: LlamaCppConfig, sink: Sink, *, skip_plans: int = 0) -> None:
+    def __init__(
+        self,
+        config: LlamaCppConfig,
+        sink: Sink,
+        *,
+        skip_plans: int = 0,
+        step_costs: dict[int, float] | None = None,
+    ) -> None:
         self.config = config
         self.name = config.name
         self._sink = sink
+        # decode call times, by rows: given when an earlier process of this model with the same
+        # plan measured them (a restart), else measured in `run`; empty without speculation
+        self.step_costs: dict[int, float] = dict(step_costs or {})
         source_meta = read_metadata(config.path)  # refuses a missing or non-GGUF file
         weights = compute_path(config.path, source_meta, config.weights, config.cache_dir)
         self.plan, probe_note = plan_load(config, weights, skip_plans)
@@ -327,6 +337,7 @@ class LlamaCppEngine:
         rc = warm_up(self._ctx, self.tokenizer.n_vocab, min(32, cfg.n_batch, self.n_ctx_seq - 1))
         if rc == 0 and cfg.speculation != "off":
             self._scheduler.costs = self._step_costs()
+            self.step_costs = self._scheduler.costs.table() if self._scheduler.costs else {}
         ready(rc)
         if rc != 0:
             return
@@ -354,18 +365,24 @@ class LlamaCppEngine:
         self._flush(force=True)
 
     def _step_costs(self) -> StepCosts | None:
-        """Time calls of a few sizes, for speculative decoding's cost model (none: no drafts)."""
-        cap = min(self.config.n_batch, self.n_ctx_seq - 1)
-        sizes = [n for n in ROWS_MEASURED if n <= cap]
-        timings = time_rows(self._ctx, self.tokenizer.n_vocab, sizes)
+        """Time calls of a few sizes, for speculative decoding's cost model (none: no drafts).
+        A restart takes the times its first process measured instead: it is the same plan on
+        the same machine, and a restart is often when the machine is busiest (the crash test's
+        other model under load made these ten calls take 7 s instead of 0.2 s)."""
+        timings, how = self.step_costs, "as this plan's first process measured"
+        if not timings:
+            cap = min(self.config.n_batch, self.n_ctx_seq - 1)
+            sizes = [n for n in ROWS_MEASURED if n <= cap]
+            timings, how = time_rows(self._ctx, self.tokenizer.n_vocab, sizes), "measured"
         if not timings:
             log.warning("%s: timing decode calls failed; no speculative decoding", self.name)
             return None
         log.info(
-            "%s: a decode call of 1/%s rows takes %s ms",
+            "%s: a decode call of %s rows takes %s ms (%s)",
             self.name,
-            "/".join(str(n) for n in list(timings)[1:]),
+            "/".join(str(n) for n in timings),
             "/".join(f"{1e3 * t:.1f}" for t in timings.values()),
+            how,
         )
         return StepCosts(timings)
 
@@ -663,8 +680,15 @@ class LlamaCppEngine:
 StepLoop = LlamaCppEngine | LlamaCppEmbedder
 
 
-def step_loop(config: LlamaCppConfig, sink: Sink, *, skip_plans: int = 0) -> StepLoop:
-    """The step loop of a model: one that generates, or one that embeds (config.kind)."""
+def step_loop(
+    config: LlamaCppConfig,
+    sink: Sink,
+    *,
+    skip_plans: int = 0,
+    step_costs: dict[int, float] | None = None,
+) -> StepLoop:
+    """The step loop of a model: one that generates, or one that embeds (config.kind).
+    `step_costs`: decode call times an earlier process measured (LlamaCppEngine.step_costs)."""
     if config.kind == "embed":
         return LlamaCppEmbedder(config, sink, skip_plans=skip_plans)
-    return LlamaCppEngine(config, sink, skip_plans=skip_plans)
+    return LlamaCppEngine(config, sink, skip_plans=skip_plans, step_costs=step_costs)

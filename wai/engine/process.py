@@ -135,6 +135,9 @@ class ProcessEngine(TokenEngine):
         self.kv_bytes = 0
         self.weights_bytes = 0
         self.restarts = 0
+        # decode call times each plan's first process measured (by plans skipped), for a
+        # restart to start with instead of measuring again (LlamaCppEngine.step_costs)
+        self._step_costs: dict[int, dict[int, float]] = {}
         self._admission = Admission(config.name, config.n_slots, config.max_waiting)
         self._child: _Child | None = None
         # Requests for an engine that is (re)starting, sent once it is up: id -> frame.
@@ -157,6 +160,11 @@ class ProcessEngine(TokenEngine):
             pid=self._child.proc.pid if self._child else None,
             restarts=self.restarts,
         )
+
+    @property
+    def step_costs(self) -> dict[int, float]:
+        """Decode call times by rows the running plan's engine started with (empty: none)."""
+        return dict(self._step_costs.get(self.policy.skip_plans, {}))
 
     @property
     def failure(self) -> str | None:
@@ -210,6 +218,8 @@ class ProcessEngine(TokenEngine):
             self._info = msg.info
             self.kv_bytes = msg.kv_bytes
             self.weights_bytes = msg.weights_bytes
+            if msg.step_costs:
+                self._step_costs[self.policy.skip_plans] = msg.step_costs
             child.up_since = time.monotonic()
             for data in self._backlog.values():
                 child.send(data)
@@ -231,6 +241,7 @@ class ProcessEngine(TokenEngine):
             "fd_in": to_engine_r,
             "fd_out": from_engine_w,
             "log_level": logging.getLogger("wai").getEffectiveLevel(),
+            "step_costs": self._step_costs.get(skip_plans, {}),
         }
         try:
             proc = subprocess.Popen(

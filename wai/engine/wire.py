@@ -98,6 +98,9 @@ class Ready(msgspec.Struct, tag="ready", array_like=True):
     info: EngineInfo
     kv_bytes: int
     weights_bytes: int
+    # decode call times by rows as the engine starts with them (empty: no speculation), kept
+    # by the server for a restart with the same plan (LlamaCppEngine.step_costs)
+    step_costs: dict[int, float] = {}
 
 
 class Step(msgspec.Struct, tag="step", array_like=True):

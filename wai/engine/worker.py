@@ -22,7 +22,7 @@ import msgspec
 from wai.engine import wire
 from wai.engine.child import EXIT_LOAD_FAILED
 from wai.engine.config import LlamaCppConfig
-from wai.engine.llamacpp import StepLoop, step_loop
+from wai.engine.llamacpp import LlamaCppEngine, StepLoop, step_loop
 from wai.engine.types import Counters, ModelLoadError, TokenEvent
 
 log = logging.getLogger("wai.engine")
@@ -34,6 +34,7 @@ class WorkerSpec(msgspec.Struct):
     fd_in: int
     fd_out: int
     log_level: int = logging.INFO
+    step_costs: dict[int, float] = {}  # what an earlier process of this plan measured
 
 
 class _Sender:
@@ -83,7 +84,7 @@ def main(argv: list[str]) -> int:
     )
     out = _Sender(spec.fd_out)
     try:
-        engine = step_loop(config, out.step, skip_plans=spec.skip_plans)
+        engine = step_loop(config, out.step, skip_plans=spec.skip_plans, step_costs=spec.step_costs)
     except ModelLoadError as e:
         out.send(wire.Fatal(str(e)))
         return EXIT_LOAD_FAILED
@@ -104,6 +105,7 @@ def main(argv: list[str]) -> int:
                 info=engine.info,
                 kv_bytes=engine.kv_bytes,
                 weights_bytes=engine.weights_bytes,
+                step_costs=engine.step_costs if isinstance(engine, LlamaCppEngine) else {},
             )
         )
         threading.Thread(target=_read, args=(spec.fd_in, engine), daemon=True).start()

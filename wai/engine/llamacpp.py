@@ -337,7 +337,6 @@ class LlamaCppEngine:
         rc = warm_up(self._ctx, self.tokenizer.n_vocab, min(32, cfg.n_batch, self.n_ctx_seq - 1))
         if rc == 0 and cfg.speculation != "off":
             self._scheduler.costs = self._step_costs()
-            self.step_costs = self._scheduler.costs.table() if self._scheduler.costs else {}
         ready(rc)
         if rc != 0:
             return
@@ -377,6 +376,7 @@ class LlamaCppEngine:
         if not timings:
             log.warning("%s: timing decode calls failed; no speculative decoding", self.name)
             return None
+        self.step_costs = timings
         log.info(
             "%s: a decode call of %s rows takes %s ms (%s)",
             self.name,

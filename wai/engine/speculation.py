@@ -145,10 +145,6 @@ class StepCosts:
             self._rows.insert(i, rows)
             self._secs.insert(i, secs)
 
-    def table(self) -> dict[int, float]:
-        """The figures by rows (StepCosts(table()) is a copy)."""
-        return dict(zip(self._rows, self._secs, strict=True))
-
     def observe(self, rows: int, secs: float) -> None:
         i = bisect.bisect_left(self._rows, rows)
         known = i < len(self._rows) and self._rows[i] == rows

@@ -34,8 +34,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 from serve import free_port, pct, process  # noqa: E402
 
 from wai.catalog import EMBEDDED_EMBEDDING_NAME, embedded_embedding_source  # noqa: E402
-from wai.engine.bert import converted  # noqa: E402
 from wai.settings import Settings  # noqa: E402
+from wai.weights.bert import converted  # noqa: E402
 
 TEXTS_PER_REQUEST = 8
 WORDS = [

@@ -27,10 +27,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from wai.catalog import embedded_model_path  # noqa: E402
-from wai.engine.config import LlamaCppConfig  # noqa: E402
-from wai.engine.inthread import InThreadEngine  # noqa: E402
-from wai.engine.process import ProcessEngine  # noqa: E402
-from wai.engine.types import SamplingParams, TokenEngine, TokenRequest  # noqa: E402
+from wai.engines.llamacpp.config import LlamaCppConfig  # noqa: E402
+from wai.engines.llamacpp.inthread import InThreadEngine  # noqa: E402
+from wai.engines.llamacpp.process import ProcessEngine  # noqa: E402
+from wai.engines.llamacpp.types import SamplingParams, TokenEngine, TokenRequest  # noqa: E402
 
 
 async def measure(

@@ -16,7 +16,7 @@ Engines:
   wai-nospec       the same with `engine.speculation = off` (no prompt lookup: the loop alone)
   llama-server     llama.cpp's C++ server, `--parallel N` per level (bench/build_llama_server.sh)
   llama-server-q8  the same, on the Q8_0 file wai computes with (for Q4_1/Q5_1 inputs, see
-                   wai/engine/weights.py): separates wai's scheduling from its weight format
+                   wai/weights/quantize.py): separates wai's scheduling from its weight format
   llama-cpp-py     `python -m llama_cpp.server` (llama-cpp-python's bundled server)
 and llama.cpp's `llama-bench` tg128 on the same file as the single-stream decode anchor, next to
 wai's engine decoding one stream in-process (no HTTP).
@@ -91,9 +91,9 @@ N_TG = 128
 
 def converted(model: Path) -> Path:
     """The file wai computes with for `model` (its Q8_0 conversion, for Q4_1/Q5_1)."""
-    from wai.engine.gguf import read_metadata
-    from wai.engine.weights import compute_path
+    from wai.engines.llamacpp.gguf import read_metadata
     from wai.settings import Settings
+    from wai.weights.quantize import compute_path
 
     return compute_path(model, read_metadata(model), "auto", Settings().cache_dir)
 
@@ -428,9 +428,9 @@ def run_llama_cpp_py(model: Path, levels: list[int], n: int) -> list[Row]:
 def engine_decode(model: Path, n: int) -> float:
     """wai's engine alone, on a thread of this process: one stream, decode tok/s after the
     first token."""
-    from wai.engine.config import LlamaCppConfig
-    from wai.engine.inthread import InThreadEngine
-    from wai.engine.types import SamplingParams, TokenRequest
+    from wai.engines.llamacpp.config import LlamaCppConfig
+    from wai.engines.llamacpp.inthread import InThreadEngine
+    from wai.engines.llamacpp.types import SamplingParams, TokenRequest
 
     async def go() -> float:
         backend = InThreadEngine(

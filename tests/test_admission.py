@@ -7,8 +7,8 @@ import asyncio
 
 import pytest
 
-from wai.engine.admission import Admission
-from wai.engine.types import (
+from wai.engines.llamacpp.admission import Admission
+from wai.engines.llamacpp.types import (
     Counters,
     Delta,
     EngineBusy,

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from wai.catalog import EMBEDDED_EMBEDDING_NAME, embedded_embedding_source
-from wai.engine.bert import PROBE, check_vectors, converted, reference_embedding, write_gguf
-from wai.engine.gguf import LlamaTokenizer, load_model, read_metadata
-from wai.engine.params import context_params
+from wai.engines.llamacpp.gguf import LlamaTokenizer, load_model, read_metadata
+from wai.engines.llamacpp.params import context_params
+from wai.weights.bert import PROBE, check_vectors, converted, reference_embedding, write_gguf
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from wai.backends.local.chat import ChatTemplateError, JinjaFormat, Llama2Format, Message
-from wai.engine.gguf import LlamaTokenizer, load_tokenizer
+from wai.engines.llamacpp.gguf import LlamaTokenizer, load_tokenizer
 
 # llama.cpp's vocab-only Llama SPM GGUF (MIT), from the sources in the llama-cpp-python sdist.
 VOCAB = Path(__file__).parent / "data" / "ggml-vocab-llama-spm.gguf"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from wai.engine.child import (
+from wai.engines.process.child import (
     EXIT_LOAD_FAILED,
     child_env,
     describe_exit,
@@ -43,7 +43,9 @@ def test_what_counts_as_a_crash(rc: int, crash: bool) -> None:
 
 
 def test_a_child_finds_this_copy_of_wai_and_no_client_with_the_engine() -> None:
-    code = "import sys, wai, wai.engine.worker; print(wai.__file__, 'httpx' in sys.modules)"
+    code = (
+        "import sys, wai, wai.engines.llamacpp.worker; print(wai.__file__, 'httpx' in sys.modules)"
+    )
     out = subprocess.run(
         [sys.executable, "-c", code], env=child_env(), cwd="/", capture_output=True, text=True
     )
@@ -58,7 +60,7 @@ def test_a_wai_in_the_working_directory_does_not_stand_in_for_this_copy(tmp_path
     (tmp_path / "wai").mkdir()
     (tmp_path / "wai" / "__init__.py").write_text("raise SystemExit('the wrong wai')\n")
     out = subprocess.run(
-        module_command("wai.engine.child"),
+        module_command("wai.engines.process.child"),
         env=child_env(),
         cwd=tmp_path,
         capture_output=True,
@@ -66,7 +68,7 @@ def test_a_wai_in_the_working_directory_does_not_stand_in_for_this_copy(tmp_path
     )
     assert out.returncode == 0, out.stderr
     shadowed = subprocess.run(
-        [sys.executable, "-m", "wai.engine.child"],
+        [sys.executable, "-m", "wai.engines.process.child"],
         env=child_env(),
         cwd=tmp_path,
         capture_output=True,

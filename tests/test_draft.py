@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from wai.catalog import embedded_model_path
-from wai.engine.draft import same_vocabulary
-from wai.engine.gguf import load_tokenizer
+from wai.engines.llamacpp.draft import same_vocabulary
+from wai.engines.llamacpp.gguf import load_tokenizer
 
 LLAMA_VOCAB = Path(__file__).parent / "data" / "ggml-vocab-llama-spm.gguf"
 

@@ -8,8 +8,14 @@ from pathlib import Path
 import pytest
 
 from wai.catalog import embedded_model_path
-from wai.engine.gguf import check_gguf, kv_cache_bytes, load_tokenizer, read_metadata, token_piece
-from wai.engine.types import ModelLoadError
+from wai.engines.llamacpp.gguf import (
+    check_gguf,
+    kv_cache_bytes,
+    load_tokenizer,
+    read_metadata,
+    token_piece,
+)
+from wai.engines.llamacpp.types import ModelLoadError
 
 
 def test_what_is_not_a_gguf_is_refused_before_llama_cpp_sees_it(tmp_path: Path) -> None:
@@ -63,7 +69,7 @@ def test_the_tokenizer_round_trips_and_knows_its_byte_tokens() -> None:
 def test_llama_cpp_warnings_about_what_wai_chose_are_debug_others_stay_warnings() -> None:
     import logging
 
-    from wai.engine.gguf import log_level
+    from wai.engines.llamacpp.gguf import log_level
 
     chosen = "llama_init_from_model: model default pooling_type is [1], but [0] was specified"
     assert log_level(3, chosen) == logging.DEBUG

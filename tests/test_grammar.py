@@ -7,8 +7,8 @@ import pytest
 
 from wai.backends.local import json_schema as grammar
 from wai.catalog import embedded_model_path
-from wai.engine.gguf import load_tokenizer
-from wai.engine.grammar import accepts
+from wai.engines.llamacpp.gguf import load_tokenizer
+from wai.engines.llamacpp.grammar import accepts
 
 
 def test_a_nested_schema_compiles_and_llama_cpp_parses_it() -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from wai.engine import hardware
-from wai.engine.hardware import ALL_LAYERS, build_has_amx, gpu_layers, use_extra_buffers
+from wai.engines.llamacpp import hardware
+from wai.engines.llamacpp.hardware import ALL_LAYERS, build_has_amx, gpu_layers, use_extra_buffers
 
 # llama_print_system_info() of a -march=native build on a Sapphire Rapids CPU, and of wai's own
 AMX_BUILD = (
@@ -93,7 +93,7 @@ def test_this_process_is_read() -> None:
 
 
 def test_background_rides_along_only_where_every_layer_is_on_a_gpu() -> None:
-    from wai.engine.hardware import ALL_LAYERS, background_shares_steps
+    from wai.engines.llamacpp.hardware import ALL_LAYERS, background_shares_steps
 
     assert background_shares_steps(ALL_LAYERS, gpus=True)
     assert not background_shares_steps(ALL_LAYERS, gpus=False)  # asked for, but no GPU
@@ -120,7 +120,7 @@ def test_available_memory_is_known_here() -> None:
 
 
 def test_lone_decode_rows_change_path_past_256_cells_only_with_cpu_flash_attention() -> None:
-    from wai.engine.hardware import ALL_LAYERS, split_kv_cells
+    from wai.engines.llamacpp.hardware import ALL_LAYERS, split_kv_cells
 
     assert split_kv_cells(True, 0, gpus=False) == 256
     assert split_kv_cells(True, ALL_LAYERS, gpus=False) == 256  # asked for, but no GPU
@@ -130,7 +130,7 @@ def test_lone_decode_rows_change_path_past_256_cells_only_with_cpu_flash_attenti
 
 
 def test_short_prompt_pieces_ride_together_only_with_cpu_flash_attention() -> None:
-    from wai.engine.hardware import ALL_LAYERS, rows_computed_alone
+    from wai.engines.llamacpp.hardware import ALL_LAYERS, rows_computed_alone
 
     assert rows_computed_alone(True, 0, gpus=False) == 63
     assert rows_computed_alone(True, 20, gpus=True) == 63  # attention of CPU layers

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from wai.catalog import embedded_model_path
-from wai.engine.config import LlamaCppConfig
-from wai.engine.inthread import InThreadEngine
-from wai.engine.types import (
+from wai.engines.llamacpp.config import LlamaCppConfig
+from wai.engines.llamacpp.inthread import InThreadEngine
+from wai.engines.llamacpp.types import (
     Delta,
     EngineStopped,
     Failed,

@@ -22,8 +22,8 @@ from wai.backends.base import (
 )
 from wai.backends.local.backend import LocalBackend
 from wai.catalog import embedded_model_path
-from wai.engine.config import LlamaCppConfig
-from wai.engine.inthread import InThreadEngine
+from wai.engines.llamacpp.config import LlamaCppConfig
+from wai.engines.llamacpp.inthread import InThreadEngine
 from wai.errors import InvalidInput
 
 GREEDY = SamplingParams(temperature=0)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from wai.catalog import embedded_model_path
-from wai.engine.gguf import LlamaTokenizer, load_tokenizer
-from wai.engine.output import Output
+from wai.engines.llamacpp.gguf import LlamaTokenizer, load_tokenizer
+from wai.engines.llamacpp.output import Output
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from wai.catalog import embedded_model_path
-from wai.engine.gguf import ModelLoadError
-from wai.engine.params import LoadPlan, fallbacks
-from wai.engine.probe import choose, fault_matches
+from wai.engines.llamacpp.gguf import ModelLoadError
+from wai.engines.llamacpp.params import LoadPlan, fallbacks
+from wai.engines.llamacpp.probe import choose, fault_matches
 
 RUN = {"n_ctx": 128, "n_batch": 64, "threads": 0, "flash_attn": True, "fault": ""}
 IDENTITY = {"test": True}

@@ -8,9 +8,9 @@ import os
 import signal
 
 from wai.catalog import embedded_model_path
-from wai.engine.config import LlamaCppConfig
-from wai.engine.process import ProcessEngine, RestartPolicy
-from wai.engine.types import (
+from wai.engines.llamacpp.config import LlamaCppConfig
+from wai.engines.llamacpp.process import ProcessEngine, RestartPolicy
+from wai.engines.llamacpp.types import (
     Failed,
     SamplingParams,
     TokenEvent,

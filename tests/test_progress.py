@@ -9,12 +9,12 @@ import llama_cpp as L
 import pytest
 
 from wai.catalog import embedded_model_path
-from wai.engine.gguf import load_model
-from wai.engine.progress import Progress
+from wai.engines.llamacpp.gguf import load_model
+from wai.progress import Progress
 
 
 def test_without_a_terminal_a_line_per_ten_percent(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="wai.engine")
+    caplog.set_level(logging.INFO, logger="wai.engines")
     p = Progress("loading x", stream=io.StringIO(), tty=False)
     for i in range(101):
         p.update(i / 100)
@@ -36,7 +36,7 @@ def test_on_a_terminal_a_bar_redrawn_in_place() -> None:
 
 
 def test_a_model_load_reports_its_progress(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="wai.engine")
+    caplog.set_level(logging.INFO, logger="wai.engines")
     model = load_model(embedded_model_path(), L.llama_model_default_params())
     L.llama_model_free(model)
     progress = [r.getMessage() for r in caplog.records if r.getMessage().startswith("loading")]

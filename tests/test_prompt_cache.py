@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from wai.engine.prompt_cache import (
+from wai.engines.llamacpp.prompt_cache import (
     MIN_PIECE,
     Cuts,
     PromptCache,

@@ -14,8 +14,8 @@ import pytest
 from wai.backends.base import Backend, EngineBusy, ModelLoadError
 from wai.backends.local.backend import LocalBackend
 from wai.backends.upstream.backend import UpstreamBackend
-from wai.engine.config import LlamaCppConfig
-from wai.engine.inthread import InThreadEngine
+from wai.engines.llamacpp.config import LlamaCppConfig
+from wai.engines.llamacpp.inthread import InThreadEngine
 from wai.registry import Registry
 from wai.settings import ModelConfig, Upstream
 

@@ -16,12 +16,12 @@ import pytest
 
 from wai.backends.local.json_schema import schema_grammar
 from wai.catalog import embedded_model_path
-from wai.engine.gguf import LlamaTokenizer, load_model
-from wai.engine.grammar import TOKEN_DATA, grammar_sampler
-from wai.engine.params import context_params
-from wai.engine.sampling import Chain, ChainPool
-from wai.engine.selection import PENALTY_LAST_N
-from wai.engine.types import SamplingParams
+from wai.engines.llamacpp.gguf import LlamaTokenizer, load_model
+from wai.engines.llamacpp.grammar import TOKEN_DATA, grammar_sampler
+from wai.engines.llamacpp.params import context_params
+from wai.engines.llamacpp.sampling import Chain, ChainPool
+from wai.engines.llamacpp.selection import PENALTY_LAST_N
+from wai.engines.llamacpp.types import SamplingParams
 
 SCHEMA = {
     "type": "object",

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import itertools
 
-from wai.engine.prompt_cache import PromptCache
-from wai.engine.scheduler import Scheduler, Seq
-from wai.engine.types import TokenRequest
+from wai.engines.llamacpp.prompt_cache import PromptCache
+from wai.engines.llamacpp.scheduler import Scheduler, Seq
+from wai.engines.llamacpp.types import TokenRequest
 
 CHUNK = 4
 _ids = itertools.count(1)  # request ids, as admission gives them

@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from wai.engine.selection import BLOCK, PENALTY_LAST_N, Selector, _top_k, _top_p
-from wai.engine.types import SamplingParams
+from wai.engines.llamacpp.selection import BLOCK, PENALTY_LAST_N, Selector, _top_k, _top_p
+from wai.engines.llamacpp.types import SamplingParams
 
 
 def rows() -> list[np.ndarray]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from wai.engine.scheduler import Scheduler, Seq
-from wai.engine.speculation import (
+from wai.engines.llamacpp.scheduler import Scheduler, Seq
+from wai.engines.llamacpp.speculation import (
     Acceptance,
     Ngrams,
     StepCosts,
@@ -13,7 +13,7 @@ from wai.engine.speculation import (
     prior,
     verify_length,
 )
-from wai.engine.types import TokenRequest
+from wai.engines.llamacpp.types import TokenRequest
 
 # a machine where a row costs little next to a pass over the weights (a GPU)
 FLAT = StepCosts({1: 0.010, 2: 0.0101, 4: 0.0103, 8: 0.0106, 16: 0.0112, 32: 0.0125})

@@ -22,10 +22,10 @@ from wai.backends.factory import task_of
 from wai.backends.upstream.openai_format import BrokenStream
 from wai.backends.upstream.vectors_format import VectorsRelay, _embeddings, _scores, vectors_body
 from wai.catalog import Catalog, snapshot
-from wai.engine.bert import check_vectors, reference_embedding, write_gguf
-from wai.engine.gguf import load_tokenizer
+from wai.engines.llamacpp.gguf import load_tokenizer
 from wai.errors import InvalidInput, UnservedTask
 from wai.settings import ModelConfig
+from wai.weights.bert import check_vectors, reference_embedding, write_gguf
 
 ROOT = Path(__file__).resolve().parent.parent
 

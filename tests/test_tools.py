@@ -19,8 +19,8 @@ from wai.backends.local.tools import (
     syntax_for,
 )
 from wai.catalog import embedded_model_path
-from wai.engine import grammar
-from wai.engine.gguf import load_tokenizer
+from wai.engines.llamacpp import grammar
+from wai.engines.llamacpp.gguf import load_tokenizer
 
 # Small templates in the style of each family (what matters: the markers, and that tools and
 # tool_calls reach the template).

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from wai.catalog import embedded_model_path
-from wai.engine.gguf import read_metadata
-from wai.engine.weights import compute_path, file_type
+from wai.engines.llamacpp.gguf import read_metadata
+from wai.weights.quantize import compute_path, file_type
 
 
 def test_q4_1_is_converted_once_and_reused(tmp_path: Path) -> None:

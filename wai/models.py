@@ -28,9 +28,9 @@ from wai.catalog import (
     embedded_embedding_source,
     embedded_model_path,
 )
-from wai.engine import bert
 from wai.settings import Limits, ModelConfig, Settings
 from wai.sources import ModelSourceError
+from wai.weights import bert
 
 log = logging.getLogger("wai.models")
 

@@ -18,8 +18,8 @@ from openai import BadRequestError, OpenAI
 from tests.conftest import TOKEN, Server, own_server
 from wai import Ai
 from wai.catalog import EMBEDDED_EMBEDDING_NAME, embedded_embedding_source
-from wai.engine.bert import converted, reference_embedding
-from wai.engine.gguf import load_tokenizer
+from wai.engines.llamacpp.gguf import load_tokenizer
+from wai.weights.bert import converted, reference_embedding
 
 BGE = "@cf/baai/bge-base-en-v1.5"
 DIMS = 384  # the stand-in's, whatever the id's own

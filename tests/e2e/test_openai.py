@@ -160,7 +160,7 @@ def test_logit_bias_bans_and_forces_tokens(client: openai.OpenAI, server: Server
 def _token_ids(server: Server, text: str) -> list[int]:
     """Token ids of text in the served model's vocabulary (the embedded one)."""
     from wai.catalog import embedded_model_path
-    from wai.engine.gguf import load_tokenizer
+    from wai.engines.llamacpp.gguf import load_tokenizer
 
     return load_tokenizer(embedded_model_path()).tokenize(
         text, add_special=False, parse_special=False

@@ -17,7 +17,7 @@ import requests
 from tests.conftest import TOKEN, Server, own_server, start_server, stop_server
 from tests.cross_encoder import pair_ids, write_cross_encoder
 from wai.catalog import EMBEDDED_EMBEDDING_NAME
-from wai.engine.bert import reference_embedding, write_gguf
+from wai.weights.bert import reference_embedding, write_gguf
 
 RERANKER = "@cf/baai/bge-reranker-base"
 CASES = [

@@ -22,7 +22,7 @@ from tests.e2e.upstreams import (
     stop_llama_server,
 )
 from wai.catalog import embedded_embedding_source
-from wai.engine.bert import converted, write_gguf
+from wai.weights.bert import converted, write_gguf
 
 BGE = "@cf/baai/bge-large-en-v1.5"
 RERANKER = "@cf/baai/bge-reranker-base"

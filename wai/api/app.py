@@ -108,6 +108,8 @@ def _task_of(runtime: Runtime) -> Callable[[Scope], str]:
             return "text-embeddings"
         if path.endswith("/rerank"):
             return "reranking"
+        if "/audio/" in path:
+            return "automatic-speech-recognition"
         if "/ai/run/" in path:
             model = path.split("/ai/run/", 1)[1]
         elif path in ("/run", "/ai-gateway/run"):

@@ -20,7 +20,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from wai.engine.types import (
+from wai.engines.llamacpp.types import (
     Delta,
     EngineBusy,
     EngineError,

@@ -11,13 +11,13 @@ from wai.backends.local.backend import LocalBackend
 from wai.backends.local.embeddings import LocalEmbeddingBackend
 from wai.backends.upstream.backend import UpstreamBackend
 from wai.catalog import Kind
-from wai.engine.config import LlamaCppConfig
-from wai.engine.gguf import POOLING_RANK, declared_pooling, kv_cache_bytes, read_metadata
-from wai.engine.inthread import InThreadEngine
-from wai.engine.process import ProcessEngine
-from wai.engine.types import ModelLoadError, TokenEngine
-from wai.engine.weights import compute_size
+from wai.engines.llamacpp.config import LlamaCppConfig
+from wai.engines.llamacpp.gguf import POOLING_RANK, declared_pooling, kv_cache_bytes, read_metadata
+from wai.engines.llamacpp.inthread import InThreadEngine
+from wai.engines.llamacpp.process import ProcessEngine
+from wai.engines.llamacpp.types import ModelLoadError, TokenEngine
 from wai.settings import ModelConfig, Settings
+from wai.weights.quantize import compute_size
 
 log = logging.getLogger("wai.runtime")
 

@@ -25,7 +25,7 @@ from wai.backends.local import tools
 from wai.backends.local.chat import ChatFormat, ChatTemplateError, format_for
 from wai.backends.local.engine_backed import EngineBacked
 from wai.backends.local.json_schema import GrammarCache, GrammarError, schema_grammar
-from wai.engine.types import TokenEngine, TokenRequest
+from wai.engines.llamacpp.types import TokenEngine, TokenRequest
 from wai.errors import InvalidInput
 
 # inputs longer than this are templated and tokenized on a worker thread

@@ -25,7 +25,7 @@ from jinja2.parser import Parser
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from wai.backends.base import Message
-from wai.engine.types import Tokenizer
+from wai.engines.llamacpp.types import Tokenizer
 
 __all__ = ["ChatFormat", "ChatTemplateError", "Message", "format_for"]
 

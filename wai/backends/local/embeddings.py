@@ -20,8 +20,8 @@ from wai.backends.base import (
     TaskRequest,
 )
 from wai.backends.local.engine_backed import EngineBacked
-from wai.engine.gguf import POOLING_CLS, POOLING_RANK, declared_pooling
-from wai.engine.types import EmbedRequest
+from wai.engines.llamacpp.gguf import POOLING_CLS, POOLING_RANK, declared_pooling
+from wai.engines.llamacpp.types import EmbedRequest
 from wai.errors import InvalidInput
 
 # inputs longer than this (characters, all texts) are tokenized on a worker thread

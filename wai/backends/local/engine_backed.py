@@ -4,7 +4,7 @@ its own supervised process, or on a thread), whose lifecycle, counters and healt
 from __future__ import annotations
 
 from wai.backends.base import Backend, EngineInfo, EngineStats
-from wai.engine.types import TokenEngine
+from wai.engines.llamacpp.types import TokenEngine
 
 
 class EngineBacked(Backend):

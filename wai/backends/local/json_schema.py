@@ -23,7 +23,7 @@ from typing import Any
 import llama_cpp as L
 from llama_cpp.llama_grammar import RESERVED_NAMES, SchemaConverter
 
-from wai.engine.grammar import grammar_sampler
+from wai.engines.llamacpp.grammar import grammar_sampler
 
 MAX_SCHEMA_BYTES = 64 * 1024
 MAX_DEPTH = 24

@@ -46,7 +46,7 @@ from wai.backends.upstream.openai_format import (
 )
 from wai.backends.upstream.pool import Pool, Replica, busy, describe
 from wai.backends.upstream.vectors_format import VectorsRelay, vectors_body
-from wai.engine.types import queued_events
+from wai.engines.llamacpp.types import queued_events
 from wai.errors import INTERNAL, MODEL_UNAVAILABLE, OUT_OF_CAPACITY, TIMEOUT
 from wai.settings import Upstream
 

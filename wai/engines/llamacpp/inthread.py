@@ -14,11 +14,11 @@ import contextlib
 import queue
 import threading
 
-from wai.engine.admission import Admission
-from wai.engine.config import LlamaCppConfig
-from wai.engine.gguf import LlamaTokenizer
-from wai.engine.llamacpp import StepLoop, step_loop
-from wai.engine.types import (
+from wai.engines.llamacpp.admission import Admission
+from wai.engines.llamacpp.config import LlamaCppConfig
+from wai.engines.llamacpp.gguf import LlamaTokenizer
+from wai.engines.llamacpp.llamacpp import StepLoop, step_loop
+from wai.engines.llamacpp.types import (
     Counters,
     EmbedRequest,
     EngineInfo,

@@ -1,6 +1,5 @@
-"""The channel between the server and an engine process: length-prefixed msgpack frames.
-
-Two pipes per engine process. The server sends `Submit`, `Cancel` and `Stop`; the engine sends
+"""llama.cpp's messages on the channel to its engine process (framing: process/frames.py).
+ The server sends `Submit`, `Cancel` and `Stop`; the engine sends
 `Ready` (or `Fatal`) once, then one `Step` per engine step: every event the step produced, and
 the engine's counters after it. One message per step, not per token, is what keeps the channel
 off the per-token path (a step at 64 sequences is one frame of ~64 deltas).
@@ -8,13 +7,11 @@ off the per-token path (a step at 64 sequences is one frame of ~64 deltas).
 
 from __future__ import annotations
 
-import os
-import struct
 from typing import Literal
 
 import msgspec
 
-from wai.engine.types import (
+from wai.engines.llamacpp.types import (
     Counters,
     Delta,
     EmbedRequest,
@@ -28,10 +25,10 @@ from wai.engine.types import (
     Usage,
     Vectors,
 )
-
-_HEADER = struct.Struct("<I")
-HEADER_SIZE = _HEADER.size
-MAX_FRAME = 1 << 30  # a frame is a step's events: far below this; more means a broken channel
+from wai.engines.process.frames import Fatal as Fatal
+from wai.engines.process.frames import Stop as Stop
+from wai.engines.process.frames import frame as frame
+from wai.engines.process.frames import read_frame
 
 # --- server -> engine -------------------------------------------------------------------------
 
@@ -46,10 +43,6 @@ class SubmitEmbed(msgspec.Struct, tag="embed", array_like=True):
 
 class Cancel(msgspec.Struct, tag="cancel", array_like=True):
     request_id: int
-
-
-class Stop(msgspec.Struct, tag="stop", array_like=True):
-    pass
 
 
 ToEngine = Submit | SubmitEmbed | Cancel | Stop
@@ -108,12 +101,6 @@ class Step(msgspec.Struct, tag="step", array_like=True):
     counters: Counters
 
 
-class Fatal(msgspec.Struct, tag="fatal", array_like=True):
-    """The model cannot be loaded (not a crash: restarting would not help)."""
-
-    message: str
-
-
 FromEngine = Ready | Step | Fatal
 
 # --- events <-> messages ----------------------------------------------------------------------
@@ -159,7 +146,6 @@ def msg_event(m: EventMsg) -> tuple[int, TokenEvent]:
 
 # --- framing ----------------------------------------------------------------------------------
 
-_encoder = msgspec.msgpack.Encoder()
 to_engine = msgspec.msgpack.Decoder(ToEngine)
 from_engine = msgspec.msgpack.Decoder(FromEngine)
 
@@ -171,41 +157,6 @@ def submit(request: TokenRequest | EmbedRequest) -> bytes:
     return frame(Submit(request))
 
 
-def frame(msg: ToEngine | FromEngine) -> bytes:
-    body = _encoder.encode(msg)
-    return _HEADER.pack(len(body)) + body
-
-
-def frame_size(header: bytes) -> int:
-    (n,) = _HEADER.unpack(header)
-    if n > MAX_FRAME:
-        raise ValueError(f"frame of {n} bytes: the channel is out of step")
-    return int(n)
-
-
-def write_all(fd: int, data: bytes) -> None:
-    """Blocking write of a whole frame (a pipe may take it in parts)."""
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
-def read_exactly(fd: int, n: int) -> bytes | None:
-    """Blocking read of n bytes; None at end of file (the other side has gone)."""
-    parts = []
-    while n:
-        chunk = os.read(fd, n)
-        if not chunk:
-            return None
-        parts.append(chunk)
-        n -= len(chunk)
-    return b"".join(parts)
-
-
-def read_frame(fd: int) -> ToEngine | None:
+def read_to_engine(fd: int) -> ToEngine | None:
     """The next message to the engine, or None when the server has gone."""
-    header = read_exactly(fd, HEADER_SIZE)
-    if header is None:
-        return None
-    body = read_exactly(fd, frame_size(header))
-    return None if body is None else to_engine.decode(body)
+    return read_frame(fd, to_engine)

@@ -11,7 +11,7 @@ import asyncio
 import itertools
 from collections.abc import Callable, Iterable
 
-from wai.engine.types import (
+from wai.engines.llamacpp.types import (
     Counters,
     EmbedRequest,
     EngineBusy,

@@ -24,10 +24,10 @@ from typing import Literal
 
 import llama_cpp as L
 
-from wai.engine.config import ExtraBuffers
+from wai.engines.llamacpp.config import ExtraBuffers
 from wai.machine import Cpu, this_cpu
 
-log = logging.getLogger("wai.engine")
+log = logging.getLogger("wai.engines")
 
 ALL_LAYERS = 999  # llama.cpp clamps to the model's layer count
 

@@ -18,7 +18,7 @@ from collections import Counter, deque
 
 import numpy as np
 
-from wai.engine.types import SamplingParams
+from wai.engines.llamacpp.types import SamplingParams
 
 PENALTY_LAST_N = 64  # tokens the repetition/frequency/presence penalties look back over
 BLOCK = 256  # the draw's cumulative sums: per block of the vocabulary, then inside one block

@@ -25,19 +25,19 @@ from typing import Any
 import llama_cpp as L
 import numpy as np
 
-from wai.engine import hardware, probe
-from wai.engine.config import LlamaCppConfig
-from wai.engine.draft import DraftModel
-from wai.engine.embedder import LlamaCppEmbedder
-from wai.engine.gguf import (
+from wai.engines.llamacpp import hardware, probe
+from wai.engines.llamacpp.config import LlamaCppConfig
+from wai.engines.llamacpp.draft import DraftModel
+from wai.engines.llamacpp.embedder import LlamaCppEmbedder
+from wai.engines.llamacpp.gguf import (
     LlamaTokenizer,
     kv_cache_bytes,
     load_model,
     model_metadata,
     read_metadata,
 )
-from wai.engine.output import Output
-from wai.engine.params import (
+from wai.engines.llamacpp.output import Output
+from wai.engines.llamacpp.params import (
     LoadPlan,
     context_params,
     fallbacks,
@@ -47,8 +47,8 @@ from wai.engine.params import (
     time_rows,
     warm_up,
 )
-from wai.engine.prompt_cache import PromptCache, last_cut
-from wai.engine.sampling import (
+from wai.engines.llamacpp.prompt_cache import PromptCache, last_cut
+from wai.engines.llamacpp.sampling import (
     Chain,
     ChainPool,
     greedy_tokens,
@@ -56,9 +56,9 @@ from wai.engine.sampling import (
     is_plain_greedy,
     step_logits,
 )
-from wai.engine.scheduler import Scheduler, Seq, Work
-from wai.engine.speculation import ROWS_MEASURED, StepCosts
-from wai.engine.types import (
+from wai.engines.llamacpp.scheduler import Scheduler, Seq, Work
+from wai.engines.llamacpp.speculation import ROWS_MEASURED, StepCosts
+from wai.engines.llamacpp.types import (
     Counters,
     Delta,
     EmbedRequest,
@@ -72,9 +72,9 @@ from wai.engine.types import (
     TokenRequest,
     Usage,
 )
-from wai.engine.weights import compute_path
+from wai.weights.quantize import compute_path
 
-log = logging.getLogger("wai.engine")
+log = logging.getLogger("wai.engines")
 
 __all__ = ["LlamaCppEngine", "Sink", "StepLoop", "step_loop"]
 

@@ -25,11 +25,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from wai.engine.child import EXIT_LOAD_FAILED, child_env, describe_exit, is_crash, module_command
-from wai.engine.params import LoadPlan
-from wai.engine.types import ModelLoadError
+from wai.engines.llamacpp.params import LoadPlan
+from wai.engines.llamacpp.types import ModelLoadError
+from wai.engines.process.child import (
+    EXIT_LOAD_FAILED,
+    child_env,
+    describe_exit,
+    is_crash,
+    module_command,
+)
 
-log = logging.getLogger("wai.engine")
+log = logging.getLogger("wai.engines")
 
 PROBE_TIMEOUT = 900.0  # seconds; a 70B model can take minutes to read from disk
 
@@ -121,7 +127,7 @@ def _save(path: Path, plan: LoadPlan, note: str) -> None:
 
 
 def _run_child(plan: LoadPlan, run: dict[str, Any]) -> tuple[int, str]:
-    cmd = module_command("wai.engine.probe", json.dumps({"plan": plan.as_dict(), **run}))
+    cmd = module_command("wai.engines.llamacpp.probe", json.dumps({"plan": plan.as_dict(), **run}))
     try:
         proc = subprocess.run(
             cmd, env=child_env(), capture_output=True, text=True, timeout=PROBE_TIMEOUT
@@ -136,8 +142,8 @@ def _child(spec: dict[str, Any]) -> int:
     """In the child: load, warm up, exit 0. A crash kills this process, not the server."""
     import llama_cpp as L
 
-    from wai.engine.gguf import load_model
-    from wai.engine.params import context_params, model_params, warm_up
+    from wai.engines.llamacpp.gguf import load_model
+    from wai.engines.llamacpp.params import context_params, model_params, warm_up
 
     plan = LoadPlan.from_dict(spec["plan"])
     try:

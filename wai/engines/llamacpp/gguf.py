@@ -11,10 +11,10 @@ from typing import Any
 
 import llama_cpp as L
 
-from wai.engine.progress import Progress
-from wai.engine.types import ModelLoadError, Tokenizer
+from wai.engines.llamacpp.types import ModelLoadError, Tokenizer
+from wai.progress import Progress
 
-log = logging.getLogger("wai.engine")
+log = logging.getLogger("wai.engines")
 
 _LLAMA_VOCAB_TYPE_SPM = 1
 

@@ -16,7 +16,7 @@ from typing import Any
 import llama_cpp as L
 import numpy as np
 
-from wai.engine.gguf import LlamaTokenizer
+from wai.engines.llamacpp.gguf import LlamaTokenizer
 
 # llama_token_data as numpy sees it: {int32 id; float logit; float p}, 12 bytes
 TOKEN_DATA = np.dtype([("id", "<i4"), ("logit", "<f4"), ("p", "<f4")])

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from wai.engine.types import FinishReason
+from wai.engines.llamacpp.types import FinishReason
 from wai.text import IncrementalDetokenizer, StopMatcher
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import llama_cpp as L
 
-from wai.engine.types import ModelLoadError
+from wai.engines.llamacpp.types import ModelLoadError
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,13 +23,13 @@ from typing import Any
 
 import llama_cpp as L
 
-from wai.engine.gguf import LlamaTokenizer, kv_cache_bytes, load_model, model_metadata
-from wai.engine.params import context_params, free_context, new_context
-from wai.engine.prompt_cache import common_prefix, last_cut
-from wai.engine.sampling import step_logits
-from wai.engine.types import ModelLoadError
+from wai.engines.llamacpp.gguf import LlamaTokenizer, kv_cache_bytes, load_model, model_metadata
+from wai.engines.llamacpp.params import context_params, free_context, new_context
+from wai.engines.llamacpp.prompt_cache import common_prefix, last_cut
+from wai.engines.llamacpp.sampling import step_logits
+from wai.engines.llamacpp.types import ModelLoadError
 
-log = logging.getLogger("wai.engine")
+log = logging.getLogger("wai.engines")
 
 VOCAB_SLACK = 128  # tokens the two vocabularies' sizes may differ by (padding), as llama.cpp
 FIRST_CHECKED = 5  # the first tokens (control tokens) may differ, as llama.cpp allows

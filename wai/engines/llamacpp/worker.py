@@ -1,31 +1,28 @@
-"""An engine process: `python -m wai.engine.worker SPEC` runs one model for the server.
+"""A llama.cpp engine process: `python -m wai.engines.llamacpp.worker SPEC` runs one model.
 
-Started and supervised by process.py. SPEC (JSON) holds the model's LlamaCppConfig, the number
-of fallback plans to skip, the two pipe descriptors and the log level. The main thread runs the
-engine's step loop; a reader thread feeds it what the server sends. When the server goes away
-(its end of the request pipe closes, whatever killed it), the engine stops and this process
-exits, so an engine never outlives its server. SIGINT and SIGTERM are ignored: Ctrl-C in a
-terminal, or a service manager stopping the whole group, reaches the engine too, and the server,
-not the engine, decides when to stop (after draining).
+Started and supervised by process.py (through the shared machinery, engines/process/). SPEC
+(JSON) holds the model's LlamaCppConfig, the number of fallback plans to skip, the two pipe
+descriptors and the log level. The main thread runs the engine's step loop; a reader thread
+feeds it what the server sends. Signals and the server going away: see frames.start_child.
 """
 
 from __future__ import annotations
 
 import logging
-import signal
 import sys
 import threading
 from typing import Any
 
 import msgspec
 
-from wai.engine import wire
-from wai.engine.child import EXIT_LOAD_FAILED
-from wai.engine.config import LlamaCppConfig
-from wai.engine.llamacpp import LlamaCppEngine, StepLoop, step_loop
-from wai.engine.types import Counters, ModelLoadError, TokenEvent
+from wai.engines.llamacpp import wire
+from wai.engines.llamacpp.config import LlamaCppConfig
+from wai.engines.llamacpp.llamacpp import LlamaCppEngine, StepLoop, step_loop
+from wai.engines.llamacpp.types import Counters, ModelLoadError, TokenEvent
+from wai.engines.process.child import EXIT_LOAD_FAILED
+from wai.engines.process.frames import Sender, start_child
 
-log = logging.getLogger("wai.engine")
+log = logging.getLogger("wai.engines")
 
 
 class WorkerSpec(msgspec.Struct):
@@ -37,21 +34,7 @@ class WorkerSpec(msgspec.Struct):
     step_costs: dict[int, float] = {}  # what an earlier process of this plan measured
 
 
-class _Sender:
-    """Frames to the server. Once the server is gone, everything is dropped."""
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-        self.gone = False
-
-    def send(self, msg: wire.FromEngine) -> None:
-        if self.gone:
-            return
-        try:
-            wire.write_all(self.fd, wire.frame(msg))
-        except OSError:  # EPIPE: the server has gone; the reader sees EOF and stops us
-            self.gone = True
-
+class _Sender(Sender):
     def step(self, events: list[tuple[int, TokenEvent]], counters: Counters) -> None:
         self.send(wire.Step([wire.event_msg(rid, ev) for rid, ev in events], counters))
 
@@ -60,7 +43,7 @@ def _read(fd: int, engine: StepLoop) -> None:
     """Reader thread: the server's messages into the engine's inbox, until Stop or EOF."""
     try:
         while True:
-            msg = wire.read_frame(fd)
+            msg = wire.read_to_engine(fd)
             if msg is None or isinstance(msg, wire.Stop):
                 break
             if isinstance(msg, wire.Submit | wire.SubmitEmbed):
@@ -75,13 +58,8 @@ def _read(fd: int, engine: StepLoop) -> None:
 
 def main(argv: list[str]) -> int:
     spec = msgspec.json.decode(argv[1], type=WorkerSpec)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     config = LlamaCppConfig.from_dict(spec.config)
-    logging.basicConfig(
-        level=spec.log_level,
-        format=f"%(asctime)s %(levelname)s %(name)s[{config.name}]: %(message)s",
-    )
+    start_child(spec.log_level, config.name)
     out = _Sender(spec.fd_out)
     try:
         engine = step_loop(config, out.step, skip_plans=spec.skip_plans, step_costs=spec.step_costs)

@@ -11,9 +11,9 @@ from pathlib import Path
 # A child that could not load the model file: not a crash, nothing safer to fall back to.
 EXIT_LOAD_FAILED = 3
 
-# The directory that holds the `wai` package, so that `python -m wai.engine...` finds this
+# The directory that holds the `wai` package, so that `python -m wai.engines...` finds this
 # very copy (a source checkout run without installing included).
-_ROOT = str(Path(__file__).resolve().parents[2])
+_ROOT = str(Path(__file__).resolve().parents[3])
 
 
 def module_command(module: str, *args: str) -> list[str]:

@@ -13,13 +13,22 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import dataclasses
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
 
 import numpy as np
+
+from wai.engines.process.errors import EngineBusy as EngineBusy
+from wai.engines.process.errors import EngineError as EngineError
+from wai.engines.process.errors import EngineStopped as EngineStopped
+from wai.engines.process.errors import ModelLoadError as ModelLoadError
+from wai.engines.process.errors import PromptTooLong as PromptTooLong
+from wai.engines.process.stats import EngineInfo as EngineInfo
+from wai.engines.process.stats import EngineState as EngineState
+from wai.engines.process.stats import EngineStats as EngineStats
+from wai.engines.process.stats import PromptCacheStats as PromptCacheStats
 
 FinishReason = Literal["stop", "length", "cancelled", "error"]
 
@@ -156,27 +165,6 @@ class Vectors:
 TokenEvent = Delta | Vectors | Finished | Failed
 
 
-class EngineError(Exception):
-    """Base class of what submitting a request may raise."""
-
-
-class EngineBusy(EngineError):
-    """No room: the waiting queue is full, or rejectIfBusy found no free slot."""
-
-
-class PromptTooLong(EngineError):
-    """prompt plus max_tokens does not fit in one sequence's context."""
-
-
-class EngineStopped(EngineError):
-    """The engine (or backend) is closed, or closing: it takes no more requests."""
-
-
-class ModelLoadError(EngineError):
-    """The file is missing, not a GGUF, truncated, otherwise unloadable, or crashes the
-    engine with every setting tried."""
-
-
 E_co = TypeVar("E_co", covariant=True)
 
 
@@ -254,49 +242,6 @@ async def queued_events(events: asyncio.Queue[E]) -> AsyncIterator[E]:
 
 
 @dataclass(frozen=True, slots=True)
-class PromptCacheStats:
-    """Requests that reused prompt KV, by where it was: their own slot, a copy of another
-    slot's, the RAM cache; requests that reused none; what the RAM cache holds."""
-
-    hits_slot: int = 0
-    hits_copy: int = 0
-    hits_ram: int = 0
-    misses: int = 0
-    bytes: int = 0
-    entries: int = 0
-
-    def after(self, past: PromptCacheStats) -> PromptCacheStats:
-        """These figures on top of a dead engine's: its counts added, what RAM holds now."""
-        return dataclasses.replace(
-            self,
-            hits_slot=past.hits_slot + self.hits_slot,
-            hits_copy=past.hits_copy + self.hits_copy,
-            hits_ram=past.hits_ram + self.hits_ram,
-            misses=past.misses + self.misses,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class EngineStats:
-    """Counters the server exposes; tests read them to prove slots are freed."""
-
-    slots_total: int
-    slots_busy: int
-    waiting: int
-    requests_finished: int
-    requests_cancelled: int
-    requests_failed: int = 0  # llama_decode errors, engine stopped or crashed under them
-    tokens_generated: int = 0
-    kv_cache_bytes: int = 0
-    steps: int = 0  # llama_decode calls
-    decode_seconds: float = 0.0  # time spent inside them
-    restarts: int = 0  # engine processes started again after a crash
-    prompt_cache: PromptCacheStats = field(default_factory=PromptCacheStats)
-    drafted_tokens: int = 0  # speculative decoding: tokens drafted and verified
-    accepted_tokens: int = 0  # of which accepted
-
-
-@dataclass(frozen=True, slots=True)
 class Counters:
     """What an engine reports after each step; monotonic except busy and waiting."""
 
@@ -328,40 +273,6 @@ class Counters:
             drafted=past.drafted + self.drafted,
             accepted=past.accepted + self.accepted,
         )
-
-
-EngineState = Literal["up", "restarting", "failed"]
-
-
-@dataclass(frozen=True, slots=True)
-class EngineInfo:
-    """How a loaded model runs: where, with which settings, what the warm-up probe found, and
-    (for an engine process) its state. /healthz shows it under `runs`."""
-
-    device: str
-    gpu_layers: int
-    extra_buffers: bool
-    weights: str  # the file llama.cpp loaded (its name)
-    converted: bool  # wai's Q8_0 conversion of the configured file
-    probe: str
-    isolation: Literal["thread", "process"] = "thread"
-    state: EngineState = "up"
-    pid: int | None = None
-    restarts: int = 0
-
-    def public(self) -> dict[str, object]:
-        """What /healthz shows: the engine process's fields only when there is one."""
-        out: dict[str, object] = {
-            "device": self.device,
-            "gpu_layers": self.gpu_layers,
-            "extra_buffers": self.extra_buffers,
-            "weights": self.weights,
-            "converted": self.converted,
-            "probe": self.probe,
-        }
-        if self.isolation == "process":
-            out.update(isolation="process", state=self.state, pid=self.pid, restarts=self.restarts)
-        return out
 
 
 class Tokenizer(abc.ABC):

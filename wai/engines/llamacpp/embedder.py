@@ -27,17 +27,23 @@ from typing import Any
 import llama_cpp as L
 import numpy as np
 
-from wai.engine import hardware
-from wai.engine.config import LlamaCppConfig
-from wai.engine.gguf import (
+from wai.engines.llamacpp import hardware
+from wai.engines.llamacpp.config import LlamaCppConfig
+from wai.engines.llamacpp.gguf import (
     POOLING_RANK,
     LlamaTokenizer,
     declared_pooling,
     load_model,
     model_metadata,
 )
-from wai.engine.params import LoadPlan, context_params, free_context, model_params, new_context
-from wai.engine.types import (
+from wai.engines.llamacpp.params import (
+    LoadPlan,
+    context_params,
+    free_context,
+    model_params,
+    new_context,
+)
+from wai.engines.llamacpp.types import (
     Counters,
     EmbedRequest,
     EngineInfo,
@@ -49,7 +55,7 @@ from wai.engine.types import (
     Vectors,
 )
 
-log = logging.getLogger("wai.engine")
+log = logging.getLogger("wai.engines")
 
 Sink = Callable[[list[tuple[int, TokenEvent]], Counters], None]
 

@@ -52,9 +52,16 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from wai.engine.prompt_cache import MIN_SAVED, Cuts, Entry, PromptCache, common_prefix, reusable
-from wai.engine.speculation import Acceptance, Ngrams, StepCosts, prior, verify_length
-from wai.engine.types import TokenRequest
+from wai.engines.llamacpp.prompt_cache import (
+    MIN_SAVED,
+    Cuts,
+    Entry,
+    PromptCache,
+    common_prefix,
+    reusable,
+)
+from wai.engines.llamacpp.speculation import Acceptance, Ngrams, StepCosts, prior, verify_length
+from wai.engines.llamacpp.types import TokenRequest
 
 ReuseKind = Literal["slot", "copy", "ram"]
 

@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from wai.weights.quantize import WeightsMode
+
 # "auto": Q4_1/Q5_1 weights computed as Q8_0 (see weights.py); "as-is": the file's own
-WeightsMode = Literal["auto", "as-is"]
 # llama.cpp's extra (repacking, AMX) buffer types: "auto" decides per CPU (see hardware.py)
 ExtraBuffers = Literal["auto", "on", "off"]
 

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from typing import TextIO
 
-log = logging.getLogger("wai.engine")
+log = logging.getLogger("wai.engines")
 
 STEP = 10  # percent between log lines
 

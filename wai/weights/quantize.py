@@ -17,13 +17,16 @@ import ctypes
 import logging
 import os
 from pathlib import Path
+from typing import Literal
 
 import llama_cpp as L
 
-from wai.engine.config import WeightsMode
-from wai.engine.progress import Progress, watch_file
+from wai.progress import Progress, watch_file
 
-log = logging.getLogger("wai.engine")
+log = logging.getLogger("wai.weights")
+
+# "auto": the format the CPU computes fastest with; "as-is": the file as it is
+WeightsMode = Literal["auto", "as-is"]
 
 
 # llama_ftype values (llama.h)

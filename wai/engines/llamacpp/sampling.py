@@ -14,10 +14,10 @@ from typing import Any
 import llama_cpp as L
 import numpy as np
 
-from wai.engine.gguf import LlamaTokenizer
-from wai.engine.grammar import TOKEN_DATA, TokenCheck, feed, grammar_sampler
-from wai.engine.selection import Selector
-from wai.engine.types import SamplingParams
+from wai.engines.llamacpp.gguf import LlamaTokenizer
+from wai.engines.llamacpp.grammar import TOKEN_DATA, TokenCheck, feed, grammar_sampler
+from wai.engines.llamacpp.selection import Selector
+from wai.engines.llamacpp.types import SamplingParams
 
 
 def is_plain_greedy(p: SamplingParams) -> bool:

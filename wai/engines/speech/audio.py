@@ -1,0 +1,67 @@
+"""Audio in: any container and codec FFmpeg reads (MP3, WAV, OGG/Opus, FLAC, WebM, M4A, …),
+through PyAV's bundled FFmpeg, decoded and resampled to what Whisper listens to (16 kHz mono),
+with a bound on the duration checked while decoding (a small file cannot expand to hours)."""
+
+from __future__ import annotations
+
+import io
+import logging
+
+import av
+import numpy as np
+
+from wai.engines.speech.types import SAMPLE_RATE, SpeechFailed
+
+log = logging.getLogger("wai.engines")
+
+# FFmpeg's own logging goes to stderr by default: a bad upload would print there
+av.logging.set_level(av.logging.PANIC)
+
+
+def decode(data: bytes, max_seconds: float) -> np.ndarray:
+    """The audio as float32 samples in [-1, 1] at 16 kHz, mono. Raises SpeechFailed:
+    "bad_audio" (no audio stream, not decodable), "too_long" (over `max_seconds`)."""
+    if not data:
+        raise SpeechFailed("bad_audio", "the audio is empty")
+    limit = int(max_seconds * SAMPLE_RATE)
+    chunks: list[np.ndarray] = []
+    total = 0
+    try:
+        with av.open(io.BytesIO(data), mode="r", metadata_errors="ignore") as container:
+            if not container.streams.audio:
+                raise SpeechFailed("bad_audio", "the file holds no audio stream")
+            stream = container.streams.audio[0]
+            resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
+            for frame in container.decode(stream):
+                for out in resampler.resample(frame):
+                    total += _take(out, chunks, limit, total)
+            for out in resampler.resample(None):
+                total += _take(out, chunks, limit, total)
+    except SpeechFailed:
+        raise
+    except (av.FFmpegError, ValueError, IndexError) as e:
+        raise SpeechFailed("bad_audio", f"the audio could not be decoded: {e}") from None
+    if total == 0:
+        raise SpeechFailed("bad_audio", "the audio decodes to no samples")
+    pcm = np.concatenate(chunks)
+    return pcm.astype(np.float32) / 32768.0
+
+
+def _take(frame: av.AudioFrame, chunks: list[np.ndarray], limit: int, total: int) -> int:
+    samples = frame.to_ndarray().reshape(-1)
+    if total + len(samples) > limit:
+        raise SpeechFailed(
+            "too_long", f"the audio is longer than the {limit / SAMPLE_RATE:.0f} s this model takes"
+        )
+    chunks.append(samples)
+    return len(samples)
+
+
+def from_pcm16(data: bytes, max_seconds: float) -> np.ndarray:
+    """Raw 16-bit little-endian mono PCM at 16 kHz (what the engine is sent when the audio was
+    decoded already), as float32."""
+    if len(data) % 2 or not data:
+        raise SpeechFailed("bad_audio", "raw PCM must be a whole number of 16-bit samples")
+    if len(data) // 2 > max_seconds * SAMPLE_RATE:
+        raise SpeechFailed("too_long", f"the audio is longer than {max_seconds:.0f} s")
+    return np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0

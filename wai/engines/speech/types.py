@@ -1,0 +1,82 @@
+"""The speech engine's contract: what the server asks (`Transcribe`: encoded audio and how to
+transcribe it) and what comes back (a `Transcription`: segments with word timings, the language,
+the durations). Plain data, shared by both sides of the pipe; nothing here shapes an answer for
+a client (the request-level code does that)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+# Why a transcription failed, for the server to pick the error: audio it cannot decode,
+# audio longer than the model takes, or the engine's own failure.
+FailureKind = Literal["bad_audio", "too_long", "error"]
+
+SAMPLE_RATE = 16_000  # what Whisper listens at: audio is resampled to it, mono
+
+
+class SpeechConfig(msgspec.Struct, frozen=True):
+    """How one speech model's engine is set up (crosses into the engine process as JSON)."""
+
+    path: str  # a CTranslate2 Whisper directory
+    name: str
+    n_threads: int = 0  # 0: every core
+    n_slots: int = 2  # transcriptions computed together (one batch through the encoder)
+    max_waiting: int = 64
+    max_audio_seconds: float = 4 * 3600.0
+    compute_type: str = "int8"  # CTranslate2's: int8 on a CPU (the float16 file converted)
+
+
+class Options(msgspec.Struct, frozen=True):
+    """How to transcribe: faster-whisper's options, as Workers AI's Whisper ids take them."""
+
+    task: Literal["transcribe", "translate"] = "transcribe"
+    language: str | None = None  # None: detected (one more pass of the encoder)
+    vad_filter: bool = False
+    initial_prompt: str | None = None
+    prefix: str | None = None
+    beam_size: int = 5
+    temperature: float = 0.0
+    condition_on_previous_text: bool = True
+    no_speech_threshold: float = 0.6
+    word_timestamps: bool = True
+
+
+class Word(msgspec.Struct, frozen=True, array_like=True):
+    word: str
+    start: float
+    end: float
+    probability: float
+
+
+class Segment(msgspec.Struct, frozen=True):
+    start: float
+    end: float
+    text: str
+    temperature: float
+    avg_logprob: float
+    compression_ratio: float
+    no_speech_prob: float
+    words: list[Word]
+
+
+class Transcription(msgspec.Struct, frozen=True):
+    language: str
+    language_probability: float
+    duration: float  # seconds of audio
+    duration_after_vad: float  # seconds left once silence is cut (= duration without VAD)
+    segments: list[Segment]
+
+    @property
+    def text(self) -> str:
+        return "".join(s.text for s in self.segments).strip()
+
+
+class SpeechFailed(Exception):
+    """A transcription that did not complete, and why."""
+
+    def __init__(self, kind: FailureKind, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message

@@ -1,0 +1,63 @@
+"""The speech engine's messages on the channel to its process (framing: process/frames.py).
+
+The server sends `Transcribe` (the audio as the client sent it: decoding happens in the engine
+process, where a codec's crash costs this model's requests only), `Cancel` and `Stop`; the
+engine sends `Ready` (or `Fatal`) once, then `Done` or `Failure` per request."""
+
+from __future__ import annotations
+
+import msgspec
+
+from wai.engines.process.frames import Fatal, Stop, read_frame
+from wai.engines.process.frames import frame as frame
+from wai.engines.speech.types import FailureKind, Options, Transcription
+
+
+class Transcribe(msgspec.Struct, tag="transcribe", array_like=True):
+    rid: int
+    audio: bytes  # encoded (MP3, WAV, …), or raw 16-bit PCM when `pcm16` (already decoded)
+    options: Options
+    pcm16: bool = False
+
+
+class Cancel(msgspec.Struct, tag="cancel", array_like=True):
+    rid: int
+
+
+ToEngine = Transcribe | Cancel | Stop
+
+
+class Ready(msgspec.Struct, tag="ready", array_like=True):
+    device: str
+    compute_type: str
+    weights_bytes: int
+    multilingual: bool
+
+
+class Done(msgspec.Struct, tag="done", array_like=True):
+    rid: int
+    result: Transcription
+    seconds: float  # compute time
+
+
+class Failure(msgspec.Struct, tag="failure", array_like=True):
+    rid: int
+    kind: FailureKind
+    message: str
+
+
+class Counts(msgspec.Struct, tag="counts", array_like=True):
+    """How many requests the engine holds now (computing, waiting), after each change."""
+
+    busy: int
+    waiting: int
+
+
+FromEngine = Ready | Done | Failure | Counts | Fatal
+
+to_engine = msgspec.msgpack.Decoder(ToEngine)
+from_engine = msgspec.msgpack.Decoder(FromEngine)
+
+
+def read_to_engine(fd: int) -> ToEngine | None:
+    return read_frame(fd, to_engine)

@@ -21,6 +21,8 @@ from wai.backends.base import (
     PromptTooLong,
     ToolCall,
     ToolCalls,
+    Transcript,
+    Transcription,
     UpstreamError,
     Usage,
     Vectors,
@@ -33,8 +35,10 @@ from wai.errors import (
     NO_SUCH_MODEL,
     NOT_FOUND,
     OUT_OF_CAPACITY,
+    REQUEST_TOO_LARGE,
     AllocationSpent,
     BatchNotFound,
+    InputTooLarge,
     InvalidInput,
     ModelUnavailable,
     QueueLimit,
@@ -44,9 +48,12 @@ from wai.errors import (
     WeightsDownloading,
     bad_input_message,
 )
+from wai.schemas import TaskInput
 from wai.schemas.embeddings import EmbeddingInput
 from wai.schemas.reranking import RerankInput
+from wai.schemas.speech import TranscriptionInput
 from wai.schemas.text_generation import TextGenerationInput
+from wai.subtitles import vtt
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +84,8 @@ def classify(e: Exception) -> Failure:
         return Failure(MODEL_UNAVAILABLE, e.message)
     if isinstance(e, EngineStopped):
         return Failure(MODEL_UNAVAILABLE, str(e), retry_after=1)
+    if isinstance(e, InputTooLarge):
+        return Failure(REQUEST_TOO_LARGE, e.message)
     if isinstance(e, InvalidInput | PromptTooLong):
         return Failure(BAD_INPUT, bad_input_message(e))
     if isinstance(e, EngineBusy):
@@ -208,6 +217,7 @@ class Completed:
     final: Finished | Failed
     calls: list[ToolCall]
     vectors: Vectors | None = None  # an embedding's
+    transcript: Transcription | None = None  # a transcription's
 
 
 async def completed(generation: AsyncIterable[Event]) -> Completed:
@@ -215,6 +225,7 @@ async def completed(generation: AsyncIterable[Event]) -> Completed:
     parts: list[str] = []
     calls: list[ToolCall] = []
     vectors: Vectors | None = None
+    transcript: Transcription | None = None
     async for ev in generation:
         if isinstance(ev, Delta):
             parts.append(ev.text)
@@ -222,16 +233,21 @@ async def completed(generation: AsyncIterable[Event]) -> Completed:
             calls.extend(ev.calls)
         elif isinstance(ev, Vectors):
             vectors = ev
+        elif isinstance(ev, Transcript):
+            transcript = ev.result
         else:
-            return Completed("".join(parts), ev, calls, vectors)
+            return Completed("".join(parts), ev, calls, vectors, transcript)
     raise RuntimeError("generation ended without a final event")
 
 
-def cf_answer(
-    done: Completed, inp: TextGenerationInput | EmbeddingInput | RerankInput
-) -> dict[str, Any]:
-    """A finished request's result: the vectors or scores, or the generation's text, calls
-    and usage. Raises InvalidInput when JSON mode's object did not close."""
+def cf_answer(done: Completed, inp: TaskInput) -> dict[str, Any]:
+    """A finished request's result: the vectors or scores, the transcription, or the
+    generation's text, calls and usage. Raises InvalidInput when JSON mode's object did not
+    close."""
+    if isinstance(inp, TranscriptionInput):
+        if done.transcript is None:
+            raise RuntimeError("a transcription ended without its result")
+        return transcription_answer(done.transcript, inp)
     if not isinstance(inp, TextGenerationInput):
         if done.vectors is None:
             raise RuntimeError("an embedding ended without its vectors")
@@ -240,8 +256,51 @@ def cf_answer(
     return cf_result(done.text, done.calls, done.final, inp)
 
 
+def transcription_answer(t: Transcription, inp: TranscriptionInput) -> dict[str, Any]:
+    """Whisper's answer in the id's shape: whisper and whisper-tiny-en `{text, word_count,
+    words, vtt}`; whisper-large-v3-turbo `{transcription_info, text, word_count, segments,
+    vtt}`."""
+    text = t.text
+    cues = [(s.start, s.end, s.text) for s in t.segments]
+    if inp.shape == "whisper":
+        words = [{"word": w.word.strip(), "start": w.start, "end": w.end} for w in _words(t)]
+        return {"text": text, "word_count": len(text.split()), "words": words, "vtt": vtt(cues)}
+    return {
+        "transcription_info": {
+            "language": t.language,
+            "language_probability": t.language_probability,
+            "duration": t.duration,
+            "duration_after_vad": t.duration_after_vad,
+        },
+        "text": text,
+        "word_count": len(text.split()),
+        "segments": [segment_dict(s) for s in t.segments],
+        "vtt": vtt(cues),
+    }
+
+
+def segment_dict(s: Any) -> dict[str, Any]:
+    return {
+        "start": s.start,
+        "end": s.end,
+        "text": s.text.strip(),
+        "temperature": s.temperature,
+        "avg_logprob": s.avg_logprob,
+        "compression_ratio": s.compression_ratio,
+        "no_speech_prob": s.no_speech_prob,
+        "words": [
+            {"word": w.word.strip(), "start": w.start, "end": w.end, "probability": w.probability}
+            for w in s.words
+        ],
+    }
+
+
+def _words(t: Transcription) -> list[Any]:
+    return [w for s in t.segments for w in s.words]
+
+
 async def whole_answer(
-    generation: AsyncIterable[Event], inp: TextGenerationInput | EmbeddingInput | RerankInput
+    generation: AsyncIterable[Event], inp: TaskInput
 ) -> tuple[dict[str, Any], Usage]:
     """A request's whole answer as Workers AI's bare output (the binding's, `Ai.local()`'s, a
     queued item's result) and its usage; raises Unanswered."""
@@ -251,7 +310,10 @@ async def whole_answer(
         raise Unanswered(INTERNAL, "the request ended without its answer") from None
     if isinstance(done.final, Failed):
         raise Unanswered(failed_code(done.final), done.final.message, done.final)
-    if not isinstance(inp, TextGenerationInput) and done.vectors is None:
+    if isinstance(inp, TranscriptionInput):
+        if done.transcript is None:
+            raise Unanswered(INTERNAL, "the request ended without its answer")
+    elif not isinstance(inp, TextGenerationInput) and done.vectors is None:
         raise Unanswered(INTERNAL, "the request ended without its answer")
     try:
         return cf_answer(done, inp), done.final.usage

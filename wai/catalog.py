@@ -74,6 +74,13 @@ TEXT_CLASSIFICATION = Task(
     "input into labels or classes.",
 )
 
+AUTOMATIC_SPEECH_RECOGNITION = Task(
+    "dfce1c48-2a81-462e-a7fd-de97ce985207",
+    "Automatic Speech Recognition",
+    "Automatic speech recognition (ASR) models convert a speech signal, typically an audio "
+    "input, to text.",
+)
+
 
 @dataclass(frozen=True, slots=True)
 class Facts:

@@ -43,6 +43,11 @@ class InvalidInput(RequestError):
     """The input does not match the model's schema or limits (Workers AI code 5006)."""
 
 
+class InputTooLarge(InvalidInput):
+    """An input over its size limit (an audio file over `limits.max_audio_bytes`): Workers
+    AI's 3006, as for a body too large."""
+
+
 class UnknownModel(RequestError):
     """No such model (Workers AI code 5007)."""
 

@@ -5,8 +5,9 @@ Each kind of model (catalog.Kind) has a default that answers every catalog id of
 entry `serves`: for text generation the configured `default_model` or the embedded SmolLM2;
 for text embeddings the embedded all-MiniLM-L6-v2 (written as a GGUF in `cache_dir` on first
 use); for reranking the first configured reranker, else the default embedding model, which
-ranks by cosine similarity. A model that cannot be found is recorded as failed here, with why,
-and its ids answer 503/3043.
+ranks by cosine similarity; for speech recognition the first configured speech model, else the
+embedded Whisper base (joined in `cache_dir` from its two packages on first use). A model
+that cannot be found is recorded as failed here, with why, and its ids answer 503/3043.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from pathlib import Path
 from wai import hub, sources
 from wai.backends.factory import task_of
 from wai.catalog import (
+    AUTOMATIC_SPEECH_RECOGNITION,
+    EMBEDDED_ASR_NAME,
     EMBEDDED_EMBEDDING_NAME,
     EMBEDDED_NAME,
     TEXT_CLASSIFICATION,
@@ -25,12 +28,13 @@ from wai.catalog import (
     Catalog,
     Kind,
     ModelSpec,
+    embedded_asr_parts,
     embedded_embedding_source,
     embedded_model_path,
 )
 from wai.settings import Limits, ModelConfig, Settings
 from wai.sources import ModelSourceError
-from wai.weights import bert
+from wai.weights import bert, whisper
 
 log = logging.getLogger("wai.models")
 
@@ -46,7 +50,8 @@ class ModelTable:
         self.default = self._add_default()
         self.default_embedding = self._add_default_embedding()
         for name, config in list(self.configs.items()):
-            if name in (EMBEDDED_NAME, EMBEDDED_EMBEDDING_NAME) and name not in settings.models:
+            embedded = (EMBEDDED_NAME, EMBEDDED_EMBEDDING_NAME, EMBEDDED_ASR_NAME)
+            if name in embedded and name not in settings.models:
                 continue  # the packaged ones: where pip put them (or wai wrote them)
             if config.upstreams:
                 continue  # served by other servers: nothing to find here
@@ -64,6 +69,7 @@ class ModelTable:
         self._routes = {mid: name for name, m in self.configs.items() for mid in m.serves}
         rerankers = [n for n, m in self.configs.items() if m.task == "reranking"]
         self.default_reranker = rerankers[0] if rerankers else self.default_embedding
+        self.default_asr = self._default_asr()
 
     def _resolve_drafts(self) -> None:
         """Each `draft`: another local entry's file (by its name), else a path, resolved and
@@ -161,6 +167,22 @@ class ModelTable:
             self.configs[name] = ModelConfig(path=path, task="text-embeddings")
         return name
 
+    def _default_asr(self) -> str:
+        """The model that answers speech recognition ids no entry serves: the first configured
+        speech model, else the embedded Whisper base (failed, with why, when its packages are
+        missing or its file cannot be written). Loaded on first use."""
+        speech = [n for n, m in self.configs.items() if m.task == "automatic-speech-recognition"]
+        if speech:
+            return speech[0]
+        name = EMBEDDED_ASR_NAME
+        try:
+            path = whisper.assembled(embedded_asr_parts(), self.settings.cache_dir, name)
+        except (OSError, ValueError) as e:
+            self.failed[name] = str(e)
+        else:
+            self.configs[name] = ModelConfig(path=path, task="automatic-speech-recognition")
+        return name
+
     def model_for(self, model_id: str) -> str | None:
         """The configured model that answers an id (None: an unknown id)."""
         if model_id in self._routes:
@@ -185,6 +207,8 @@ class ModelTable:
     def default_for(self, kind: Kind) -> str:
         if kind == "text-embeddings":
             return self.default_embedding
+        if kind == "automatic-speech-recognition":
+            return self.default_asr
         return self.default_reranker if kind == "reranking" else self.default
 
     def kind_of(self, name: str) -> Kind:
@@ -194,7 +218,10 @@ class ModelTable:
 
     def served_tasks(self) -> str:
         """What this server runs, in words (for the error an id of another task gets)."""
-        return "Text Generation, Text Embeddings and reranking (Text Classification)"
+        return (
+            "Text Generation, Text Embeddings, reranking (Text Classification) and Whisper's "
+            "Automatic Speech Recognition"
+        )
 
     def known_ids(self) -> list[str]:
         """Every id this server resolves: catalog ids (in catalog order), then configured ids
@@ -210,9 +237,12 @@ class ModelTable:
             return spec
         name = self._routes.get(model_id)
         kind = self.kind_of(name) if name is not None else "text-generation"
-        task = {"text-embeddings": TEXT_EMBEDDINGS, "reranking": TEXT_CLASSIFICATION}.get(
-            kind, TEXT_GENERATION
-        )
+        tasks = {
+            "text-embeddings": TEXT_EMBEDDINGS,
+            "reranking": TEXT_CLASSIFICATION,
+            "automatic-speech-recognition": AUTOMATIC_SPEECH_RECOGNITION,
+        }
+        task = tasks.get(kind, TEXT_GENERATION)
         return ModelSpec(model_id, "custom", task=task, kind=kind)
 
     def eager(self, name: str) -> bool:

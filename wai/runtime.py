@@ -25,6 +25,7 @@ from wai.backends.base import (
     ModelLoadError,
     RerankRequest,
     TaskRequest,
+    TranscriptionRequest,
 )
 from wai.backends.factory import BackendFactory
 from wai.catalog import Catalog, ModelSpec
@@ -33,9 +34,10 @@ from wai.models import ModelTable
 from wai.pulls import Pulls
 from wai.registry import Registry
 from wai.requests import embedding_request, generation_request, rerank_request
+from wai.schemas import TaskInput
 from wai.schemas.embeddings import EmbeddingInput
 from wai.schemas.reranking import RerankInput
-from wai.schemas.text_generation import TextGenerationInput
+from wai.schemas.speech import TranscriptionInput
 from wai.settings import Settings
 
 
@@ -170,7 +172,7 @@ class Runtime:
     async def submit(
         self,
         model_id: str,
-        inp: TextGenerationInput | EmbeddingInput | RerankInput,
+        inp: TaskInput,
         stop: Sequence[str] = (),
         logit_bias: Sequence[tuple[int, float]] = (),
         *,
@@ -225,7 +227,7 @@ class Runtime:
     def task_request(
         self,
         model_id: str,
-        inp: TextGenerationInput | EmbeddingInput | RerankInput,
+        inp: TaskInput,
         stop: Sequence[str] = (),
         logit_bias: Sequence[tuple[int, float]] = (),
     ) -> TaskRequest:
@@ -235,6 +237,8 @@ class Runtime:
             return embedding_request(inp)
         if isinstance(inp, RerankInput):
             return rerank_request(inp)
+        if isinstance(inp, TranscriptionInput):
+            return TranscriptionRequest(inp.audio, inp.options, inp.reject_if_busy)
         spec = self.models.spec_for(model_id)
         limits = self.models.limits(self.name_for(model_id))
         return generation_request(spec, limits, inp, stop, logit_bias)

@@ -145,6 +145,9 @@ class Limits(_Strict):
     max_message_chars: int = Field(200_000, ge=1, description="length of one message")
     max_tokens: int = Field(4096, ge=1, description="cap on `max_tokens`")
     max_header_bytes: int = Field(16384, ge=1024, description="total size of request headers")
+    # speech: the audio itself (a JSON body of it may be up to 4x this: an array of byte values)
+    max_audio_bytes: int = Field(25 << 20, ge=1024, description="size of one audio input")
+    max_audio_seconds: float = Field(7200.0, ge=1.0, description="duration of one audio input")
 
 
 class ModelLimits(_Strict):

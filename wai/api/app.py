@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import Scope
 
 import wai
-from wai.api import binding, models, openai, openapi, playground, rest
+from wai.api import audio, binding, models, openai, openapi, playground, rest
 from wai.api.access import Access, Allocation
 from wai.api.auth import PUBLIC_PATHS, TokenAuth
 from wai.api.errors import (
@@ -71,6 +71,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.include_router(binding.router)  # first: its /ai/run/proxy before the REST route
     app.include_router(rest.router)
     app.include_router(openai.router)
+    app.include_router(audio.router)
     app.include_router(models.router)
     app.include_router(playground.router)
     app.include_router(_health_routes(runtime))

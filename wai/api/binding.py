@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse, Response
 from wai.api.body import parse_json, read_body, too_large
 from wai.api.errors import CFError, bad_input
 from wai.api.framing import to_cf_error
-from wai.api.inference import ANSWERED, Wrapping, run_inference
+from wai.api.inference import ANSWERED, Wrapping, body_limit, run_inference
 from wai.api.queued import queue_requested, run_queued
 from wai.runtime import Runtime
 
@@ -95,11 +95,12 @@ async def run_binding(request: Request) -> Response:
             raise bad_input("missing header cf-consn-model-id")
         model_id = model_of_header(model_id)
         limits = runtime.settings
-        raw = await read_body(request, limits.queue.max_body_bytes)
+        limit = body_limit(runtime, model_id)
+        raw = await read_body(request, max(limits.queue.max_body_bytes, limit))
         body = parse_json(raw)
         queued = _queued(body)
-        if not queued and len(raw) > limits.limits.max_body_bytes:
-            raise too_large(limits.limits.max_body_bytes)
+        if not queued and len(raw) > limit:
+            raise too_large(limit)
         inputs = _inputs(body)
     except ANSWERED as e:
         return binding_error(to_cf_error(e), request.state.request_id)

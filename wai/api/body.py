@@ -9,6 +9,7 @@ from typing import Any
 from starlette.requests import Request
 
 from wai.api.errors import REQUEST_TOO_LARGE, CFError, bad_input
+from wai.schemas.speech import RawAudio
 
 
 def too_large(limit: int) -> CFError:
@@ -33,6 +34,26 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 async def read_json(request: Request, limit: int) -> Any:
     return parse_json(await read_body(request, limit))
+
+
+# what a client sends the audio itself as (a curl --data-binary without -H sends it as a form)
+_AUDIO_TYPES = ("audio/", "video/", "application/octet-stream")
+
+
+async def read_audio_or_json(request: Request, limit: int) -> Any:
+    """A speech id's body: the audio itself (`RawAudio`), or its JSON inputs. JSON when the
+    Content-Type says so, audio when it names an audio or binary type; otherwise (a form, or
+    none) JSON only if the body is a JSON object."""
+    raw = await read_body(request, limit)
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind == "application/json":
+        return parse_json(raw)
+    if not kind.startswith(_AUDIO_TYPES) and raw.lstrip()[:1] == b"{":
+        try:
+            return json.loads(raw)
+        except ValueError:
+            pass  # an audio file that happens to start with "{"
+    return RawAudio(raw)
 
 
 def parse_json(raw: bytes) -> Any:

@@ -39,6 +39,25 @@ def session_key(request: Request) -> str:
     return hashlib.blake2b(value.encode(), digest_size=8).hexdigest() if value else ""
 
 
+def takes_audio(runtime: Runtime, model_id: str) -> bool:
+    """A speech recognition id (served or not: one that is not is refused by its task, not
+    for a body that is not JSON)."""
+    spec = runtime.models.spec_for(model_id)
+    return (
+        spec.kind == "automatic-speech-recognition"
+        or spec.task.name == "Automatic Speech Recognition"
+    )
+
+
+def body_limit(runtime: Runtime, model_id: str) -> int:
+    """How large an inference body may be: `limits.max_body_bytes`, or for a speech id room
+    for `limits.max_audio_bytes` of audio as JSON (up to 4 characters a byte: "255,")."""
+    limits = runtime.settings.limits
+    if takes_audio(runtime, model_id):
+        return max(limits.max_body_bytes, 4 * limits.max_audio_bytes + (64 << 10))
+    return limits.max_body_bytes
+
+
 @dataclass(frozen=True, slots=True)
 class Wrapping:
     # a whole result (response, tool_calls, usage) and the headers -> the response
@@ -57,7 +76,8 @@ async def run_inference(
     request_id: str = request.state.request_id
     try:
         runtime.name_for(model_id)  # an unknown id, or one of a task not run here: said first
-        parsed = parse_inputs(runtime.models.spec_for(model_id), inputs)
+        max_audio = runtime.settings.limits.max_audio_bytes
+        parsed = parse_inputs(runtime.models.spec_for(model_id), inputs, max_audio)
         if isinstance(parsed, TextGenerationInput):
             refuse_json_stream(parsed)
         served, generation = await runtime.submit(model_id, parsed, session=session_key(request))

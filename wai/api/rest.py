@@ -8,10 +8,10 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response
 
-from wai.api.body import read_json
+from wai.api.body import read_audio_or_json, read_json
 from wai.api.errors import CFError
 from wai.api.framing import to_cf_error
-from wai.api.inference import ANSWERED, Wrapping, run_inference
+from wai.api.inference import ANSWERED, Wrapping, body_limit, run_inference, takes_audio
 from wai.api.queued import queue_requested, run_queued
 from wai.runtime import Runtime
 
@@ -36,9 +36,12 @@ async def run_model(request: Request, account_id: str, model: str) -> Response:
     runtime: Runtime = request.app.state.runtime
     queued = queue_requested(request.query_params.get("queueRequest"))
     settings = runtime.settings
-    limit = settings.queue.max_body_bytes if queued else settings.limits.max_body_bytes
+    limit = settings.queue.max_body_bytes if queued else body_limit(runtime, model)
     try:
-        body = await read_json(request, limit)
+        if takes_audio(runtime, model) and not queued:
+            body = await read_audio_or_json(request, limit)
+        else:
+            body = await read_json(request, limit)
     except ANSWERED as e:
         return _error(to_cf_error(e), request.state.request_id)
     if queued:

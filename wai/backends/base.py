@@ -38,6 +38,8 @@ from wai.engines.llamacpp.types import (
     Usage,
     Vectors,
 )
+from wai.engines.speech.types import Options as SpeechOptions
+from wai.engines.speech.types import Transcription
 
 __all__ = [
     "Backend",
@@ -61,11 +63,15 @@ __all__ = [
     "ReplicaReport",
     "RerankRequest",
     "SamplingParams",
+    "SpeechOptions",
     "TaskRequest",
     "Tool",
     "ToolCall",
     "ToolCalls",
     "ToolsRequest",
+    "Transcript",
+    "Transcription",
+    "TranscriptionRequest",
     "UpstreamError",
     "UpstreamReport",
     "Usage",
@@ -196,7 +202,18 @@ class RerankRequest:
     background: bool = False
 
 
-TaskRequest = GenerationRequest | EmbeddingRequest | RerankRequest
+@dataclass(frozen=True, slots=True)
+class TranscriptionRequest:
+    """Audio to transcribe (or translate to English), validated: the bytes as the client sent
+    them (any container FFmpeg reads; the engine decodes them), and how."""
+
+    audio: bytes
+    options: SpeechOptions
+    reject_if_busy: bool = False
+    background: bool = False
+
+
+TaskRequest = GenerationRequest | EmbeddingRequest | RerankRequest | TranscriptionRequest
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,9 +223,17 @@ class ToolCalls:
     calls: list[ToolCall]
 
 
+@dataclass(frozen=True, slots=True)
+class Transcript:
+    """A transcription's result: segments with word timings, the language, the durations."""
+
+    result: Transcription
+
+
 # A generation: Delta…, ToolCalls?, then Finished | Failed. An embedding: Vectors, then Finished
-# (its usage: the input tokens), or Failed.
-Event = Delta | ToolCalls | Vectors | Finished | Failed
+# (its usage: the input tokens), or Failed. A transcription: Transcript, then Finished, or
+# Failed.
+Event = Delta | ToolCalls | Vectors | Transcript | Finished | Failed
 
 
 class UpstreamError(EngineError):

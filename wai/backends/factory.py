@@ -9,6 +9,7 @@ from pathlib import Path
 from wai.backends.base import Backend
 from wai.backends.local.backend import LocalBackend
 from wai.backends.local.embeddings import LocalEmbeddingBackend
+from wai.backends.local.speech import LocalSpeechBackend
 from wai.backends.upstream.backend import UpstreamBackend
 from wai.catalog import Kind
 from wai.engines.llamacpp.config import LlamaCppConfig
@@ -16,7 +17,10 @@ from wai.engines.llamacpp.gguf import POOLING_RANK, declared_pooling, kv_cache_b
 from wai.engines.llamacpp.inthread import InThreadEngine
 from wai.engines.llamacpp.process import ProcessEngine
 from wai.engines.llamacpp.types import ModelLoadError, TokenEngine
+from wai.engines.speech.engine import SpeechEngine
+from wai.engines.speech.types import SpeechConfig
 from wai.settings import ModelConfig, Settings
+from wai.weights import whisper
 from wai.weights.quantize import compute_size
 
 log = logging.getLogger("wai.runtime")
@@ -38,6 +42,8 @@ def task_of(model: ModelConfig) -> Kind:
     so the file is read here only for a config that did not come through it."""
     if model.task != "auto" or model.upstreams:
         return "text-generation" if model.task == "auto" else model.task
+    if whisper.is_model_dir(model.local_path):
+        return "automatic-speech-recognition"
     try:
         meta = read_metadata(model.local_path)
     except ModelLoadError:
@@ -104,9 +110,23 @@ class BackendFactory:
             cache_dir=self.settings.cache_dir,
         )
 
+    def speech_config(self, name: str, model: ModelConfig) -> SpeechConfig:
+        e, limits = self.settings.engine, self.settings.limits
+        return SpeechConfig(
+            path=str(model.local_path),
+            name=name,
+            n_threads=e.threads if model.threads is None else model.threads,
+            n_slots=model.slots or 1,
+            max_waiting=e.max_waiting,
+            max_audio_seconds=limits.max_audio_seconds,
+        )
+
     def build(self, name: str, model: ModelConfig) -> Backend:
         """An unstarted backend for a configured model."""
         max_waiting = self.settings.engine.max_waiting
+        if model.task == "automatic-speech-recognition" and not model.upstreams:
+            log.info("loading %s from %s", name, model.path)
+            return LocalSpeechBackend(SpeechEngine(self.speech_config(name, model)), max_waiting)
         if model.upstreams:
             log.info("serving %s from %s", name, ", ".join(u.url for u in model.upstreams))
             return UpstreamBackend(
@@ -131,6 +151,8 @@ class BackendFactory:
         0 when the file cannot be read (its load will say why), or for an upstream model."""
         if model.upstreams:
             return 0
+        if model.task == "automatic-speech-recognition":
+            return whisper.model_bytes(model.local_path)
         config = self.llama_config(name, model)
         try:
             meta = read_metadata(config.path)

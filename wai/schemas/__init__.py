@@ -8,13 +8,21 @@ from wai.catalog import ModelSpec
 from wai.errors import InvalidInput
 from wai.schemas.embeddings import EmbeddingInput, parse_embeddings
 from wai.schemas.reranking import RerankInput, parse_rerank
+from wai.schemas.speech import TranscriptionInput, parse_transcription
 from wai.schemas.text_generation import TextGenerationInput, parse_text_generation
 
-TaskInput = TextGenerationInput | EmbeddingInput | RerankInput
+TaskInput = TextGenerationInput | EmbeddingInput | RerankInput | TranscriptionInput
+
+DEFAULT_MAX_AUDIO_BYTES = 25 << 20
 
 
-def parse_inputs(spec: ModelSpec, inputs: Any) -> TaskInput:
-    """The inputs, by the schema of the id's kind (bge-m3 also takes its query mode)."""
+def parse_inputs(
+    spec: ModelSpec, inputs: Any, max_audio_bytes: int = DEFAULT_MAX_AUDIO_BYTES
+) -> TaskInput:
+    """The inputs, by the schema of the id's kind (bge-m3 also takes its query mode; a speech
+    id also takes the audio itself, as `RawAudio`)."""
+    if spec.kind == "automatic-speech-recognition":
+        return parse_transcription(spec.id, inputs, max_audio_bytes)
     if isinstance(inputs, dict) and "requests" in inputs:
         raise InvalidInput(
             "'/requests': a batch goes to the batch queue: send it with ?queueRequest=true "

@@ -15,6 +15,7 @@ from typing import Any
 
 from wai.errors import InvalidInput
 from wai.schemas import TaskInput
+from wai.schemas.speech import TranscriptionInput
 from wai.schemas.text_generation import TextGenerationInput
 
 MAX_REFERENCE_CHARS = 1024
@@ -79,7 +80,9 @@ def _only(body: dict[str, Any], key: str, what: str) -> None:
 
 def _texts(parsed: TaskInput) -> int:
     """The results an item weighs: its texts (an embedding's, a ranking's contexts), else 1."""
-    return 1 if isinstance(parsed, TextGenerationInput) else len(parsed.texts())
+    if isinstance(parsed, TextGenerationInput | TranscriptionInput):
+        return 1
+    return len(parsed.texts())
 
 
 def _item(i: int, item: Any, parse: Callable[[dict[str, Any]], TaskInput]) -> QueuedItem:

@@ -33,6 +33,7 @@ from wai.backends.base import (
     Generation,
     GenerationRequest,
     TaskRequest,
+    TranscriptionRequest,
     UpstreamError,
     UpstreamReport,
 )
@@ -47,7 +48,7 @@ from wai.backends.upstream.openai_format import (
 from wai.backends.upstream.pool import Pool, Replica, busy, describe
 from wai.backends.upstream.vectors_format import VectorsRelay, vectors_body
 from wai.engines.llamacpp.types import queued_events
-from wai.errors import INTERNAL, MODEL_UNAVAILABLE, OUT_OF_CAPACITY, TIMEOUT
+from wai.errors import INTERNAL, MODEL_UNAVAILABLE, OUT_OF_CAPACITY, TIMEOUT, InvalidInput
 from wai.settings import Upstream
 
 log = logging.getLogger("wai.upstream")
@@ -126,6 +127,8 @@ class UpstreamBackend(Backend):
         answered as an error, not as a broken stream."""
         if self.pool.closed or self._client is None:
             raise EngineStopped(f"the model {self.name} is shutting down")
+        if isinstance(request, TranscriptionRequest):
+            raise InvalidInput(f"{self.name} is served upstream: speech is served locally only")
         call = (
             request_body(request)
             if isinstance(request, GenerationRequest)
@@ -162,6 +165,7 @@ class UpstreamBackend(Backend):
     ) -> None:
         """Run the request to its end, however it ends: its outcome is on the queue (or, before
         the upstream accepted it, in `opened`)."""
+        assert not isinstance(request, TranscriptionRequest)
         relay = (
             Relay(queue) if isinstance(request, GenerationRequest) else VectorsRelay(queue, request)
         )

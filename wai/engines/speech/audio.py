@@ -40,7 +40,12 @@ def decode(data: bytes, max_seconds: float) -> np.ndarray:
     except SpeechFailed:
         raise
     except (av.FFmpegError, ValueError, IndexError) as e:
-        raise SpeechFailed("bad_audio", f"the audio could not be decoded: {e}") from None
+        log.info("undecodable audio: %s", e)
+        raise SpeechFailed(
+            "bad_audio",
+            "the audio could not be decoded: not a format this server reads (MP3, WAV, OGG, "
+            "Opus, FLAC, WebM, M4A, … as FFmpeg reads them), or damaged",
+        ) from None
     if total == 0:
         raise SpeechFailed("bad_audio", "the audio decodes to no samples")
     pcm = np.concatenate(chunks)

@@ -85,8 +85,7 @@ def _segments(segments: Iterable[Any], cancelled: Callable[[], bool]) -> list[Se
         if cancelled():
             raise SpeechFailed("error", "cancelled")
         words = [
-            Word(w.word, _r(w.start, 3), _r(w.end, 3), _r(w.probability, 4))
-            for w in s.words or ()
+            Word(w.word, _r(w.start, 3), _r(w.end, 3), _r(w.probability, 4)) for w in s.words or ()
         ]
         out.append(
             Segment(

@@ -372,6 +372,8 @@ _ENV = {
     "WAI_MAX_PROMPT_CHARS": ("limits.max_prompt_chars", int),
     "WAI_MAX_MESSAGES": ("limits.max_messages", int),
     "WAI_MAX_MESSAGE_CHARS": ("limits.max_message_chars", int),
+    "WAI_MAX_AUDIO_BYTES": ("limits.max_audio_bytes", int),
+    "WAI_MAX_AUDIO_SECONDS": ("limits.max_audio_seconds", float),
     "WAI_BATCH_TOKENS": ("engine.batch_tokens", int),
     "WAI_PREFILL_CHUNK": ("engine.prefill_chunk", int),
     "WAI_PROMPT_CACHE_BYTES": ("engine.prompt_cache_bytes", str),

@@ -18,6 +18,7 @@ from wai.errors import (
     NO_SUCH_MODEL,
     NOT_FOUND,
     OUT_OF_CAPACITY,
+    REQUEST_TOO_LARGE,
     TIMEOUT,
 )
 from wai.schemas.text_generation import TextGenerationInput
@@ -27,6 +28,7 @@ _STATUS = {
     BAD_INPUT: 400,
     NO_SUCH_MODEL: 400,
     TIMEOUT: 408,
+    REQUEST_TOO_LARGE: 413,
     OUT_OF_CAPACITY: 429,
     ACCOUNT_LIMITED: 429,
     NOT_FOUND: 404,

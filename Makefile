@@ -11,7 +11,7 @@ GPU    ?=
 
 NODE_STAMP := tests/node/node_modules/.wai-installed
 
-.PHONY: install llama llama-server browser serve test lint bench clean
+.PHONY: install llama llama-server browser speech-tools serve test lint bench clean
 
 install: llama $(STAMP)
 
@@ -36,6 +36,13 @@ browser:
 	  (echo "wai: the browser test needs chromium and chromedriver" \
 	    "(Debian: apt-get install chromium chromium-driver)" >&2; exit 1)
 
+# espeak-ng (Debian's package): the speech tests' real speech, spoken from text.
+speech-tools:
+	@command -v espeak-ng >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    espeak-ng >/dev/null) || \
+	  (echo "wai: the speech tests need espeak-ng (Debian: apt-get install espeak-ng)" >&2; exit 1)
+
 # Miniflare 4 and the seed's @cloudflare/ai, for the Worker tests (Node 20, from the lockfile).
 $(NODE_STAMP): tests/node/package.json tests/node/package-lock.json
 	cd tests/node && npm ci --no-audit --no-fund --loglevel=error
@@ -52,7 +59,7 @@ $(STAMP): pyproject.toml requirements/embedded.txt | llama
 serve: install
 	$(VENV)/bin/wai serve --host $(HOST) --port $(PORT)
 
-test: install llama-server browser $(NODE_STAMP)
+test: install llama-server browser speech-tools $(NODE_STAMP)
 	$(VENV)/bin/ruff check wai tests bench scripts
 	$(VENV)/bin/ruff format --check wai tests bench scripts
 	$(VENV)/bin/mypy

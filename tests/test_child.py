@@ -75,3 +75,24 @@ def test_a_wai_in_the_working_directory_does_not_stand_in_for_this_copy(tmp_path
         text=True,
     )
     assert "the wrong wai" in shadowed.stderr  # what -P prevents
+
+
+def test_a_child_path_starts_at_the_directory_that_holds_the_wai_package() -> None:
+    """Not wai/ itself: with `python -P`, a `queue` or `types` import would find wai's own
+    subpackages instead of the standard library's."""
+    first = Path(child_env()["PYTHONPATH"].split(os.pathsep)[0])
+    assert (first / "wai" / "__init__.py").is_file()
+    assert not (first / "queue").exists()
+
+
+def test_a_speech_engine_child_imports_the_standard_library_not_wais_packages() -> None:
+    code = "import queue, wai.engines.speech.worker; print(queue.__file__)"
+    out = subprocess.run(
+        [sys.executable, "-P", "-c", code],
+        env=child_env(),
+        cwd="/",
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "/wai/" not in out.stdout, out.stdout

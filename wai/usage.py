@@ -37,6 +37,12 @@ RATES: dict[str, tuple[float, float]] = {
     "@cf/baai/bge-reranker-base": (6_058, 0),
 }
 DEFAULT_RATE = RATES["@cf/meta/llama-2-7b-chat-fp16"]
+# neurons per audio minute (speech recognition is priced by the audio, not by tokens)
+AUDIO_RATES: dict[str, float] = {
+    "@cf/openai/whisper": 41.14,
+    "@cf/openai/whisper-large-v3-turbo": 46.63,
+    "@cf/openai/whisper-tiny-en": 0.0,  # a beta: no published price
+}
 
 By = Literal["model", "day", "account"]
 
@@ -65,7 +71,12 @@ ON CONFLICT (day, account, token, model) DO UPDATE SET
 """
 
 
-def neurons(model_id: str, prompt_tokens: int, completion_tokens: int) -> float:
+def neurons(
+    model_id: str, prompt_tokens: int, completion_tokens: int, audio_seconds: float = 0.0
+) -> float:
+    if audio_seconds:
+        rate = AUDIO_RATES.get(model_id, AUDIO_RATES["@cf/openai/whisper-large-v3-turbo"])
+        return audio_seconds / 60 * rate
     rate_in, rate_out = RATES.get(model_id, DEFAULT_RATE)
     return (prompt_tokens * rate_in + completion_tokens * rate_out) / 1e6
 
@@ -95,10 +106,11 @@ def record(
     completion_tokens: int,
     cached_tokens: int = 0,
     day: str | None = None,
+    audio_seconds: float = 0.0,
 ) -> None:
     """Count one request, in the caller's transaction if one is open (the batch queue counts
     an item in the transaction that stores its result: never one without the other)."""
-    spent = neurons(model_id, prompt_tokens, completion_tokens)
+    spent = neurons(model_id, prompt_tokens, completion_tokens, audio_seconds)
     row = (day or today(), account, token, model_id, prompt_tokens, completion_tokens)
     db.execute(_ADD, (*row, cached_tokens, spent))
 
@@ -128,10 +140,11 @@ class UsageStore:
         completion_tokens: int,
         cached_tokens: int = 0,
         day: str | None = None,
+        audio_seconds: float = 0.0,
     ) -> None:
         with self._lock:
             record(self._db, account, token, model_id, prompt_tokens, completion_tokens,
-                   cached_tokens, day)  # fmt: skip
+                   cached_tokens, day, audio_seconds)  # fmt: skip
 
     def neurons_on(
         self, account: str | None = None, *, token: str | None = None, day: str | None = None

@@ -11,16 +11,19 @@ import pytest
 
 from tests.conftest import ROOT, TOKEN, Server
 from tests.e2e.sse import parse_events
+from tests.speech_audio import SENTENCES, recovered, speak
 
 NODE_DIR = ROOT / "tests" / "node"
 
 
 @pytest.fixture(scope="module")
-def results(server: Server) -> dict[str, Any]:
+def results(server: Server, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     assert (NODE_DIR / "node_modules" / "miniflare").is_dir(), "run `make test` (npm ci)"
     address = server.url.removeprefix("http://")
+    speech = tmp_path_factory.mktemp("worker") / "speech.wav"
+    speak(SENTENCES[1], speech)
     out = subprocess.run(
-        ["node", "run-workers.mjs", address, TOKEN],
+        ["node", "run-workers.mjs", address, TOKEN, str(speech)],
         cwd=NODE_DIR,
         capture_output=True,
         text=True,
@@ -89,3 +92,12 @@ def test_a_worker_queues_a_batch_and_polls_it(results: dict[str, Any]) -> None:
         assert x["result"]["shape"] == [1, len(vector)]
         assert max(abs(a - b) for a, b in zip(x["result"]["data"][0], vector, strict=True)) < 1e-4
     assert out["polled"]["usage"]["prompt_tokens"] > 0
+
+
+def test_a_worker_transcribes_the_bytes_it_was_sent(results: dict[str, Any]) -> None:
+    r = results["/transcribe"]
+    assert r["status"] == 200, r["body"]
+    out = json.loads(r["body"])
+    assert set(out) == {"text", "word_count", "words", "vtt"}
+    assert recovered(SENTENCES[1], out["text"]) >= 0.75, out["text"]
+    assert out["vtt"].startswith("WEBVTT") and out["words"][0]["start"] >= 0

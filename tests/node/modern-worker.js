@@ -40,6 +40,12 @@ export default {
       const direct = await env.AI.run("@cf/baai/bge-base-en-v1.5", { text: texts });
       return Response.json({ queued, polled, direct });
     }
+    if (url.pathname === "/transcribe") {
+      // Cloudflare's speech-to-text example: the uploaded file's bytes, as an array of numbers
+      const audio = [...new Uint8Array(await request.arrayBuffer())];
+      const out = await env.AI.run("@cf/openai/whisper", { audio });
+      return Response.json(out);
+    }
     if (url.pathname === "/error") {
       try {
         await env.AI.run("@cf/acme/no-such-model", { prompt: "hi" });

@@ -1,13 +1,14 @@
 // Runs the seed Worker and a modern Worker in Miniflare, their AI binding wired to a running
 // wai by integrations/wrangler/wai-ai-plugin.mjs. Prints what each route answered, as JSON.
-// Usage: node run-workers.mjs <wai address host:port> [token]
+// Usage: node run-workers.mjs <wai address host:port> [token] [speech.wav]
 import { build } from "esbuild";
 import { Miniflare } from "miniflare";
+import { readFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const [address, token = ""] = process.argv.slice(2);
+const [address, token = "", speech = ""] = process.argv.slice(2);
 const plugin = path.resolve(here, "../../integrations/wrangler/wai-ai-plugin.mjs");
 
 async function bundle(entry) {
@@ -26,8 +27,8 @@ function miniflare(script) {
   });
 }
 
-async function get(mf, route) {
-  const res = await mf.dispatchFetch(`http://localhost${route}`);
+async function get(mf, route, init = undefined) {
+  const res = await mf.dispatchFetch(`http://localhost${route}`, init);
   return { status: res.status, contentType: res.headers.get("content-type"), body: await res.text() };
 }
 
@@ -41,6 +42,7 @@ try {
 const modern = miniflare(await bundle("modern-worker.js"));
 try {
   for (const route of ["/json", "/stream", "/error", "/rag", "/queue"]) results[route] = await get(modern, route);
+  if (speech) results["/transcribe"] = await get(modern, "/transcribe", { method: "POST", body: readFileSync(speech) });
 } finally {
   await modern.dispose();
 }

@@ -78,6 +78,9 @@ class Metrics:
         self.generation_tokens = Counter(
             "wai_generation_tokens", "Generated tokens", ["model"], registry=r
         )
+        self.audio_seconds = Counter(
+            "wai_audio_seconds", "Seconds of audio transcribed", ["model"], registry=r
+        )
         r.register(_EngineCollector(runtime))
         if queue is not None:
             r.register(_QueueCollector(queue))
@@ -103,6 +106,8 @@ class Metrics:
         self.prompt_tokens.labels(model).inc(u.prompt_tokens)
         self.cached_tokens.labels(model).inc(u.cached_tokens)
         self.generation_tokens.labels(model).inc(u.completion_tokens)
+        if u.audio_seconds:
+            self.audio_seconds.labels(model).inc(u.audio_seconds)
 
     def response(self) -> Response:
         return Response(

@@ -185,7 +185,9 @@ class Runner:
         finally:
             generation.cancel()  # a no-op once it has ended; frees the slot if cancelled
         u = usage
-        outcome = Outcome(True, result, u.prompt_tokens, u.completion_tokens, u.cached_tokens)
+        outcome = Outcome(
+            True, result, u.prompt_tokens, u.completion_tokens, u.cached_tokens, u.audio_seconds
+        )
         return outcome, served.label
 
 

@@ -95,6 +95,7 @@ class Outcome:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
+    audio_seconds: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,7 +324,8 @@ class QueueStore:
             if outcome.success:
                 o, who = outcome, item.owner
                 record(db, who.account, who.token, item.model, o.prompt_tokens,
-                       o.completion_tokens, o.cached_tokens)  # fmt: skip
+                       o.completion_tokens, o.cached_tokens,
+                       audio_seconds=o.audio_seconds)  # fmt: skip
             db.execute(
                 "UPDATE queue_batches SET done = done + 1, failed = failed + ?, "
                 "finished = CASE WHEN done + 1 = items THEN ? ELSE finished END WHERE id = ?",

@@ -150,7 +150,9 @@ def _byte_array(audio: Any, max_bytes: int) -> bytes:
     if len(audio) > max_bytes:
         raise _too_large(len(audio), max_bytes)
     try:
-        return bytes(audio)
+        data = bytes(audio)
+        if set(map(type, audio)) == {int}:  # bytes() takes true and false as 1 and 0
+            return data
     except (TypeError, ValueError):
         pass
     for i, v in enumerate(audio):  # name the first bad item

@@ -84,4 +84,4 @@ async def _events(result: asyncio.Future[Transcription]) -> AsyncIterator[Event]
         yield Failed(str(e), crashed=True)
         return
     yield Transcript(transcription)
-    yield Finished("stop", Usage(0, 0))
+    yield Finished("stop", Usage(0, 0, audio_seconds=transcription.duration))

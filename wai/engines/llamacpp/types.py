@@ -110,6 +110,7 @@ class Usage:
     # accepted one is a completion token that cost no step of its own)
     drafted_tokens: int = 0
     accepted_tokens: int = 0
+    audio_seconds: float = 0.0  # a transcription's: what speech models are priced by
 
     @property
     def total_tokens(self) -> int:

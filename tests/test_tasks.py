@@ -68,7 +68,11 @@ def test_the_catalog_knows_every_snapshot_id_with_a_kind_only_where_wai_runs_it(
     names = {m["name"] for m in snapshot()["models"]}
     assert names <= {s.id for s in catalog.specs}
     kinds = {s.task.name: s.kind for s in catalog.specs if s.facts is None or s.kind is None}
-    assert kinds["Automatic Speech Recognition"] is None  # Deepgram's, NVIDIA's: refused
+    for refused in ("@cf/deepgram/nova-3", "@cf/deepgram/flux"):  # Deepgram's ASR: refused
+        spec = catalog.get(refused)
+        assert spec is not None and spec.kind is None
+    voice = catalog.get("@cf/deepgram/aura-2-en")
+    assert voice is not None and voice.kind == "text-to-speech"
     whisper = catalog.get("@cf/openai/whisper-large-v3-turbo")
     assert whisper is not None and whisper.kind == "automatic-speech-recognition"
     assert kinds["Text-to-Image"] is None
@@ -186,3 +190,12 @@ def test_an_upstream_line_without_end_is_a_broken_stream_not_unbounded_memory() 
     with pytest.raises(BrokenStream, match="a line of more than"):
         asyncio.run(read())
     assert sent <= MAX_LINE_BYTES + (2 << 20)
+
+
+def test_the_settings_know_every_kind_the_catalog_knows() -> None:
+    from typing import get_args
+
+    from wai.catalog import KINDS
+    from wai.settings import Kind
+
+    assert get_args(Kind) == KINDS

@@ -4,6 +4,7 @@ them in envelopes, event streams and HTTP statuses; `Ai.local()` returns them as
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import AsyncIterable
 from dataclasses import dataclass
@@ -19,9 +20,11 @@ from wai.backends.base import (
     Failed,
     Finished,
     PromptTooLong,
+    SpeechOutput,
+    SpeechResult,
+    SpokenAudio,
     ToolCall,
     ToolCalls,
-    Transcript,
     Transcription,
     UpstreamError,
     Usage,
@@ -53,6 +56,7 @@ from wai.schemas.embeddings import EmbeddingInput
 from wai.schemas.reranking import RerankInput
 from wai.schemas.speech import TranscriptionInput
 from wai.schemas.text_generation import TextGenerationInput
+from wai.schemas.tts import SpeechInput
 from wai.subtitles import vtt
 
 
@@ -217,7 +221,7 @@ class Completed:
     final: Finished | Failed
     calls: list[ToolCall]
     vectors: Vectors | None = None  # an embedding's
-    transcript: Transcription | None = None  # a transcription's
+    speech: SpeechOutput | None = None  # a speech model's
 
 
 async def completed(generation: AsyncIterable[Event]) -> Completed:
@@ -225,7 +229,7 @@ async def completed(generation: AsyncIterable[Event]) -> Completed:
     parts: list[str] = []
     calls: list[ToolCall] = []
     vectors: Vectors | None = None
-    transcript: Transcription | None = None
+    speech: SpeechOutput | None = None
     async for ev in generation:
         if isinstance(ev, Delta):
             parts.append(ev.text)
@@ -233,10 +237,10 @@ async def completed(generation: AsyncIterable[Event]) -> Completed:
             calls.extend(ev.calls)
         elif isinstance(ev, Vectors):
             vectors = ev
-        elif isinstance(ev, Transcript):
-            transcript = ev.result
+        elif isinstance(ev, SpeechResult):
+            speech = ev.result
         else:
-            return Completed("".join(parts), ev, calls, vectors, transcript)
+            return Completed("".join(parts), ev, calls, vectors, speech)
     raise RuntimeError("generation ended without a final event")
 
 
@@ -245,15 +249,27 @@ def cf_answer(done: Completed, inp: TaskInput) -> dict[str, Any]:
     generation's text, calls and usage. Raises InvalidInput when JSON mode's object did not
     close."""
     if isinstance(inp, TranscriptionInput):
-        if done.transcript is None:
+        if not isinstance(done.speech, Transcription):
             raise RuntimeError("a transcription ended without its result")
-        return transcription_answer(done.transcript, inp)
+        return transcription_answer(done.speech, inp)
+    if isinstance(inp, SpeechInput):
+        if not isinstance(done.speech, SpokenAudio):
+            raise RuntimeError("a text-to-speech request ended without its audio")
+        return {"audio": base64.b64encode(done.speech.data).decode()}
     if not isinstance(inp, TextGenerationInput):
         if done.vectors is None:
             raise RuntimeError("an embedding ended without its vectors")
         return vectors_answer(inp, done.vectors)
     assert isinstance(done.final, Finished)
     return cf_result(done.text, done.calls, done.final, inp)
+
+
+def binary_answer(done: Completed, inp: TaskInput) -> SpokenAudio | None:
+    """The audio itself, where the id answers with it (Deepgram's Aura ids: the body is the
+    audio, `audio/mpeg` or as `encoding` asked); None where the answer is JSON."""
+    if isinstance(inp, SpeechInput) and inp.shape == "aura":
+        return done.speech if isinstance(done.speech, SpokenAudio) else None
+    return None
 
 
 def transcription_answer(t: Transcription, inp: TranscriptionInput) -> dict[str, Any]:
@@ -310,8 +326,8 @@ async def whole_answer(
         raise Unanswered(INTERNAL, "the request ended without its answer") from None
     if isinstance(done.final, Failed):
         raise Unanswered(failed_code(done.final), done.final.message, done.final)
-    if isinstance(inp, TranscriptionInput):
-        if done.transcript is None:
+    if isinstance(inp, TranscriptionInput | SpeechInput):
+        if done.speech is None:
             raise Unanswered(INTERNAL, "the request ended without its answer")
     elif not isinstance(inp, TextGenerationInput) and done.vectors is None:
         raise Unanswered(INTERNAL, "the request ended without its answer")

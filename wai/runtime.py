@@ -24,6 +24,7 @@ from wai.backends.base import (
     GenerationRequest,
     ModelLoadError,
     RerankRequest,
+    SynthesisRequest,
     TaskRequest,
     TranscriptionRequest,
 )
@@ -38,6 +39,7 @@ from wai.schemas import TaskInput
 from wai.schemas.embeddings import EmbeddingInput
 from wai.schemas.reranking import RerankInput
 from wai.schemas.speech import TranscriptionInput
+from wai.schemas.tts import SpeechInput
 from wai.settings import Settings
 
 
@@ -203,6 +205,8 @@ class Runtime:
             self.models.kind_of(name) != "reranking"
         )
         how = "cosine similarity" if ranks_by_cosine else ""
+        if isinstance(inp, SpeechInput) and inp.speaker is not None:
+            how = "one voice for every speaker"
         return Served(model_id, spec, backend, how), generation
 
     def _auto_pull(self, model_id: str) -> None:
@@ -239,6 +243,8 @@ class Runtime:
             return rerank_request(inp)
         if isinstance(inp, TranscriptionInput):
             return TranscriptionRequest(inp.audio, inp.options, inp.reject_if_busy)
+        if isinstance(inp, SpeechInput):
+            return SynthesisRequest(inp.voice, inp.language, inp.reject_if_busy)
         spec = self.models.spec_for(model_id)
         limits = self.models.limits(self.name_for(model_id))
         return generation_request(spec, limits, inp, stop, logit_bias)

@@ -49,6 +49,15 @@ from pydantic import (
     model_validator,
 )
 
+# what a model does (catalog.Kind's values; a test keeps the two the same)
+Kind = Literal[
+    "text-generation",
+    "text-embeddings",
+    "reranking",
+    "automatic-speech-recognition",
+    "text-to-speech",
+]
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -202,9 +211,7 @@ class ModelConfig(_Strict):
     template: Literal["auto", "llama2", "chatml"] = "auto"
     # what the model does; "auto": read from its GGUF (a BERT-like model with pooling embeds,
     # one with rank pooling, a classification head, reranks); an upstream model says it here
-    task: Literal[
-        "auto", "text-generation", "text-embeddings", "reranking", "automatic-speech-recognition"
-    ] = "auto"
+    task: Literal["auto", Kind] = "auto"
     serves: list[str] = Field(default_factory=list)
     # None: engine.* of the server
     slots: int | None = Field(None, ge=1, le=256)
@@ -271,7 +278,7 @@ class Settings(_Strict):
     # Per task, as Workers AI limits each task on its own (e.g. text-embeddings = 3000): these
     # override rate_limit_rpm for that task's requests, each task a bucket of its own.
     rate_limits: dict[
-        Literal["text-generation", "text-embeddings", "reranking", "automatic-speech-recognition"],
+        Kind,
         Annotated[int, Field(ge=0, le=1_000_000)],
     ] = Field(default_factory=dict)
     # GET /metrics without a token (for a Prometheus on a trusted network)

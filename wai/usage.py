@@ -42,6 +42,13 @@ AUDIO_RATES: dict[str, float] = {
     "@cf/openai/whisper": 41.14,
     "@cf/openai/whisper-large-v3-turbo": 46.63,
     "@cf/openai/whisper-tiny-en": 0.0,  # a beta: no published price
+    "@cf/myshell-ai/melotts": 18.63,  # text-to-speech: per minute of audio spoken
+}
+# neurons per 1,000 characters spoken (Deepgram's voices; aura-2's derived from $0.03)
+CHARACTER_RATES: dict[str, float] = {
+    "@cf/deepgram/aura-1": 1363.64,
+    "@cf/deepgram/aura-2-en": 2727.27,
+    "@cf/deepgram/aura-2-es": 2727.27,
 }
 
 By = Literal["model", "day", "account"]
@@ -72,8 +79,14 @@ ON CONFLICT (day, account, token, model) DO UPDATE SET
 
 
 def neurons(
-    model_id: str, prompt_tokens: int, completion_tokens: int, audio_seconds: float = 0.0
+    model_id: str,
+    prompt_tokens: int,
+    completion_tokens: int,
+    audio_seconds: float = 0.0,
+    characters: int = 0,
 ) -> float:
+    if characters and model_id in CHARACTER_RATES:
+        return characters / 1000 * CHARACTER_RATES[model_id]
     if audio_seconds:
         rate = AUDIO_RATES.get(model_id, AUDIO_RATES["@cf/openai/whisper-large-v3-turbo"])
         return audio_seconds / 60 * rate
@@ -107,10 +120,11 @@ def record(
     cached_tokens: int = 0,
     day: str | None = None,
     audio_seconds: float = 0.0,
+    characters: int = 0,
 ) -> None:
     """Count one request, in the caller's transaction if one is open (the batch queue counts
     an item in the transaction that stores its result: never one without the other)."""
-    spent = neurons(model_id, prompt_tokens, completion_tokens, audio_seconds)
+    spent = neurons(model_id, prompt_tokens, completion_tokens, audio_seconds, characters)
     row = (day or today(), account, token, model_id, prompt_tokens, completion_tokens)
     db.execute(_ADD, (*row, cached_tokens, spent))
 
@@ -141,10 +155,11 @@ class UsageStore:
         cached_tokens: int = 0,
         day: str | None = None,
         audio_seconds: float = 0.0,
+        characters: int = 0,
     ) -> None:
         with self._lock:
             record(self._db, account, token, model_id, prompt_tokens, completion_tokens,
-                   cached_tokens, day, audio_seconds)  # fmt: skip
+                   cached_tokens, day, audio_seconds, characters)  # fmt: skip
 
     def neurons_on(
         self, account: str | None = None, *, token: str | None = None, day: str | None = None

@@ -200,7 +200,7 @@ def track(request: Request, served: Served, generation: Generation[Event], input
         try:
             usage.add(
                 account, token, served.model_id, u.prompt_tokens, u.completion_tokens,
-                u.cached_tokens, audio_seconds=u.audio_seconds,
+                u.cached_tokens, audio_seconds=u.audio_seconds, characters=u.characters,
             )  # fmt: skip
         except sqlite3.Error:
             log.exception("usage not counted for %s", state.request_id)

@@ -1,9 +1,11 @@
 """OpenAI's audio routes, under `/v1/...` and Workers AI's OpenAI base: `POST
 /audio/transcriptions` and `/audio/translations` (multipart: `file`, `model`, `language`,
 `prompt`, `temperature`, `response_format` json | text | srt | vtt | verbose_json,
-`timestamp_granularities[]`). Answered by the Whisper id named (OpenAI's `whisper-1` is
-`@cf/openai/whisper-large-v3-turbo`: multilingual, language detected); errors in OpenAI's
-shape."""
+`timestamp_granularities[]`), answered by the Whisper id named (OpenAI's `whisper-1` is
+`@cf/openai/whisper-large-v3-turbo`: multilingual, language detected); `POST /audio/speech`
+(JSON: `model`, `input`, `voice`, `response_format` mp3 | opus | aac | flac | wav | pcm,
+`speed`), answered by the text-to-speech id named (OpenAI's `tts-1`, `tts-1-hd` and
+`gpt-4o-mini-tts` are `@cf/deepgram/aura-2-en`). Errors in OpenAI's shape."""
 
 from __future__ import annotations
 
@@ -17,14 +19,22 @@ from starlette.responses import JSONResponse, Response
 
 from wai.answers import segment_dict
 from wai.api.access import track
-from wai.api.body import read_body
+from wai.api.body import read_body, read_json
 from wai.api.errors import CFError, openai_error, openai_from_cf
 from wai.api.framing import failed_error, to_cf_error
 from wai.api.generation import collect
-from wai.backends.base import EngineError, Failed, SpeechOptions, Transcription
+from wai.backends.base import (
+    EngineError,
+    Failed,
+    SpeechOptions,
+    SpokenAudio,
+    Transcription,
+    Voice,
+)
 from wai.errors import RequestError
 from wai.runtime import Runtime
 from wai.schemas.speech import LANGUAGES, MAX_PROMPT_CHARS, TranscriptionInput
+from wai.schemas.tts import MAX_TEXT_CHARS, SpeechInput
 from wai.subtitles import srt, vtt
 
 router = APIRouter()
@@ -72,8 +82,8 @@ async def _handle(request: Request, task: str) -> Response:
     if isinstance(done.final, Failed):
         err = failed_error(done.final)
         return openai_error(err.status, done.final.message, headers=err.headers)
-    assert done.transcript is not None
-    return _answer(done.transcript, fmt, words, task, {"x-wai-model": served.model_name})
+    assert isinstance(done.speech, Transcription)
+    return _answer(done.speech, fmt, words, task, {"x-wai-model": served.model_name})
 
 
 async def _form(request: Request, runtime: Runtime) -> FormData:
@@ -198,6 +208,93 @@ def _verbose(t: Transcription, words: bool, task: str) -> dict[str, Any]:
     return out
 
 
+# OpenAI's names: the models, the voices (one stand-in voice speaks for each) and formats
+SPEECH_ALIASES = dict.fromkeys(("tts-1", "tts-1-hd", "gpt-4o-mini-tts"), "@cf/deepgram/aura-2-en")
+OPENAI_VOICES = frozenset(
+    [
+        "alloy",
+        "ash",
+        "ballad",
+        "coral",
+        "echo",
+        "fable",
+        "onyx",
+        "nova",
+        "sage",
+        "shimmer",
+        "verse",
+        "marin",
+        "cedar",
+    ]
+)
+# response_format -> (encoding, container, sample rate: None for the voice's own)
+SPEECH_FORMATS: dict[str, tuple[str, str, int | None]] = {
+    "mp3": ("mp3", "none", None),
+    "opus": ("opus", "ogg", 48000),
+    "aac": ("aac", "none", None),
+    "flac": ("flac", "none", None),
+    "wav": ("linear16", "wav", None),
+    "pcm": ("linear16", "none", 24000),  # OpenAI's pcm: 24 kHz, 16-bit little-endian
+}
+_SPEECH_FIELDS = {"model", "input", "voice", "response_format", "speed"}
+
+
+async def speech(request: Request) -> Response:
+    runtime: Runtime = request.app.state.runtime
+    try:
+        body = await read_json(request, runtime.settings.limits.max_body_bytes)
+        model, inp = _speech_input(runtime, body)
+        served, generation = await runtime.submit(model, inp)
+        track(request, served, generation, inp)  # access log, usage
+    except _Refused as e:
+        return openai_error(400, e.message, e.param)
+    except (CFError, RequestError, EngineError) as e:
+        return openai_from_cf(to_cf_error(e))
+    done = await collect(request, generation)
+    if done is None:
+        return openai_error(408, "the client closed the connection")
+    if isinstance(done.final, Failed):
+        err = failed_error(done.final)
+        return openai_error(err.status, done.final.message, headers=err.headers)
+    assert isinstance(done.speech, SpokenAudio)
+    headers = {"x-wai-model": served.label, "content-type": done.speech.media_type}
+    return Response(done.speech.data, headers=headers)
+
+
+def _speech_input(runtime: Runtime, body: object) -> tuple[str, SpeechInput]:
+    if not isinstance(body, dict):
+        raise _Refused("the body must be a JSON object")
+    unknown = sorted(set(body) - _SPEECH_FIELDS)
+    if unknown:
+        raise _Refused(f"'{unknown[0]}' is not a parameter this server takes", unknown[0])
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise _Refused("'model' is required", "model")
+    model = SPEECH_ALIASES.get(model, model)
+    known = runtime.models.model_for(model) is not None
+    if known and runtime.models.spec_for(model).kind != "text-to-speech":
+        raise _Refused(f"{model} is not a text-to-speech model", "model")
+    text = body.get("input")
+    if not isinstance(text, str) or not text.strip():
+        raise _Refused("'input' is required: the text to speak", "input")
+    if len(text) > MAX_TEXT_CHARS:
+        raise _Refused(f"'input' is longer than {MAX_TEXT_CHARS} characters", "input")
+    voice = body.get("voice")
+    if not isinstance(voice, str) or voice not in OPENAI_VOICES:
+        raise _Refused(f"'voice' must be one of {', '.join(sorted(OPENAI_VOICES))}", "voice")
+    fmt = body.get("response_format", "mp3")
+    if fmt not in SPEECH_FORMATS:
+        raise _Refused(
+            f"'response_format' must be one of {', '.join(SPEECH_FORMATS)}", "response_format"
+        )
+    speed = body.get("speed", 1.0)
+    if not isinstance(speed, int | float) or isinstance(speed, bool) or not 0.25 <= speed <= 4:
+        raise _Refused("'speed' must be a number from 0.25 to 4.0", "speed")
+    encoding, container, rate = SPEECH_FORMATS[fmt]
+    spoken = Voice(text, float(speed), encoding, container, rate)
+    return model, SpeechInput(spoken, "aura", "en", voice)
+
+
 for base in ("/v1", "/client/v4/accounts/{account_id}/ai/v1"):
     router.add_api_route(
         f"{base}/audio/transcriptions",
@@ -210,4 +307,7 @@ for base in ("/v1", "/client/v4/accounts/{account_id}/ai/v1"):
         translations,
         methods=["POST"],
         summary="OpenAI audio translations to English (Whisper)",
+    )
+    router.add_api_route(
+        f"{base}/audio/speech", speech, methods=["POST"], summary="OpenAI text to speech"
     )

@@ -14,7 +14,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from wai.answers import cf_answer
+from wai.answers import binary_answer, cf_answer
 from wai.api.access import track
 from wai.api.errors import ABORTED, CFError
 from wai.api.framing import cf_sse, failed_error, refuse_json_stream, to_cf_error
@@ -92,6 +92,9 @@ async def run_inference(
         return wrapping.error(CFError.inference(408, ABORTED, wrapping.aborted), request_id)
     if isinstance(done.final, Failed):
         return wrapping.error(failed_error(done.final), request_id)
+    audio = binary_answer(done, parsed)
+    if audio is not None:  # Deepgram's ids answer with the audio itself, on every route
+        return Response(audio.data, headers={**headers, "content-type": audio.media_type})
     try:
         return wrapping.result(cf_answer(done, parsed), headers)
     except RequestError as e:  # JSON mode's object did not close

@@ -79,7 +79,10 @@ class Metrics:
             "wai_generation_tokens", "Generated tokens", ["model"], registry=r
         )
         self.audio_seconds = Counter(
-            "wai_audio_seconds", "Seconds of audio transcribed", ["model"], registry=r
+            "wai_audio_seconds", "Seconds of audio transcribed or spoken", ["model"], registry=r
+        )
+        self.characters = Counter(
+            "wai_spoken_characters", "Characters of text spoken", ["model"], registry=r
         )
         r.register(_EngineCollector(runtime))
         if queue is not None:
@@ -108,6 +111,8 @@ class Metrics:
         self.generation_tokens.labels(model).inc(u.completion_tokens)
         if u.audio_seconds:
             self.audio_seconds.labels(model).inc(u.audio_seconds)
+        if u.characters:
+            self.characters.labels(model).inc(u.characters)
 
     def response(self) -> Response:
         return Response(

@@ -39,7 +39,8 @@ from wai.engines.llamacpp.types import (
     Vectors,
 )
 from wai.engines.speech.types import Options as SpeechOptions
-from wai.engines.speech.types import Transcription
+from wai.engines.speech.types import Result as SpeechOutput
+from wai.engines.speech.types import SpokenAudio, Transcription, Voice
 
 __all__ = [
     "Backend",
@@ -64,18 +65,22 @@ __all__ = [
     "RerankRequest",
     "SamplingParams",
     "SpeechOptions",
+    "SpeechOutput",
+    "SpeechResult",
+    "SpokenAudio",
+    "SynthesisRequest",
     "TaskRequest",
     "Tool",
     "ToolCall",
     "ToolCalls",
     "ToolsRequest",
-    "Transcript",
     "Transcription",
     "TranscriptionRequest",
     "UpstreamError",
     "UpstreamReport",
     "Usage",
     "Vectors",
+    "Voice",
 ]
 
 
@@ -213,7 +218,19 @@ class TranscriptionRequest:
     background: bool = False
 
 
-TaskRequest = GenerationRequest | EmbeddingRequest | RerankRequest | TranscriptionRequest
+@dataclass(frozen=True, slots=True)
+class SynthesisRequest:
+    """Text to speak, validated, and the audio wanted (encoding, container, rate)."""
+
+    voice: Voice
+    language: str = "en"  # what the text is in: a voice speaks one language
+    reject_if_busy: bool = False
+    background: bool = False
+
+
+TaskRequest = (
+    GenerationRequest | EmbeddingRequest | RerankRequest | TranscriptionRequest | SynthesisRequest
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,16 +241,17 @@ class ToolCalls:
 
 
 @dataclass(frozen=True, slots=True)
-class Transcript:
-    """A transcription's result: segments with word timings, the language, the durations."""
+class SpeechResult:
+    """A speech model's output: a transcription (segments with word timings, the language, the
+    durations), or spoken audio."""
 
-    result: Transcription
+    result: SpeechOutput
 
 
 # A generation: Delta…, ToolCalls?, then Finished | Failed. An embedding: Vectors, then Finished
-# (its usage: the input tokens), or Failed. A transcription: Transcript, then Finished, or
-# Failed.
-Event = Delta | ToolCalls | Vectors | Transcript | Finished | Failed
+# (its usage: the input tokens), or Failed. A transcription or speech: SpeechResult, then
+# Finished, or Failed.
+Event = Delta | ToolCalls | Vectors | SpeechResult | Finished | Failed
 
 
 class UpstreamError(EngineError):

@@ -44,6 +44,8 @@ def task_of(model: ModelConfig) -> Kind:
         return "text-generation" if model.task == "auto" else model.task
     if whisper.is_model_dir(model.local_path):
         return "automatic-speech-recognition"
+    if model.local_path.suffix == ".onnx":  # a Piper voice
+        return "text-to-speech"
     try:
         meta = read_metadata(model.local_path)
     except ModelLoadError:
@@ -53,6 +55,16 @@ def task_of(model: ModelConfig) -> Kind:
         return "reranking"
     embeds = meta.get("general.architecture") in _ENCODERS or pooling is not None
     return "text-embeddings" if embeds else "text-generation"
+
+
+_SPEECH = ("automatic-speech-recognition", "text-to-speech")
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 class BackendFactory:
@@ -115,6 +127,7 @@ class BackendFactory:
         return SpeechConfig(
             path=str(model.local_path),
             name=name,
+            kind="tts" if model.task == "text-to-speech" else "asr",
             n_threads=e.threads if model.threads is None else model.threads,
             n_slots=model.slots or 1,
             max_waiting=e.max_waiting,
@@ -124,7 +137,7 @@ class BackendFactory:
     def build(self, name: str, model: ModelConfig) -> Backend:
         """An unstarted backend for a configured model."""
         max_waiting = self.settings.engine.max_waiting
-        if model.task == "automatic-speech-recognition" and not model.upstreams:
+        if model.task in _SPEECH and not model.upstreams:
             log.info("loading %s from %s", name, model.path)
             return LocalSpeechBackend(SpeechEngine(self.speech_config(name, model)), max_waiting)
         if model.upstreams:
@@ -153,6 +166,8 @@ class BackendFactory:
             return 0
         if model.task == "automatic-speech-recognition":
             return whisper.model_bytes(model.local_path)
+        if model.task == "text-to-speech":
+            return _size(model.local_path)
         config = self.llama_config(name, model)
         try:
             meta = read_metadata(config.path)

@@ -186,7 +186,13 @@ class Runner:
             generation.cancel()  # a no-op once it has ended; frees the slot if cancelled
         u = usage
         outcome = Outcome(
-            True, result, u.prompt_tokens, u.completion_tokens, u.cached_tokens, u.audio_seconds
+            True,
+            result,
+            u.prompt_tokens,
+            u.completion_tokens,
+            u.cached_tokens,
+            u.audio_seconds,
+            u.characters,
         )
         return outcome, served.label
 

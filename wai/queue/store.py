@@ -96,6 +96,7 @@ class Outcome:
     completion_tokens: int = 0
     cached_tokens: int = 0
     audio_seconds: float = 0.0
+    characters: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,7 +326,7 @@ class QueueStore:
                 o, who = outcome, item.owner
                 record(db, who.account, who.token, item.model, o.prompt_tokens,
                        o.completion_tokens, o.cached_tokens,
-                       audio_seconds=o.audio_seconds)  # fmt: skip
+                       audio_seconds=o.audio_seconds, characters=o.characters)  # fmt: skip
             db.execute(
                 "UPDATE queue_batches SET done = done + 1, failed = failed + ?, "
                 "finished = CASE WHEN done + 1 = items THEN ? ELSE finished END WHERE id = ?",

@@ -10,8 +10,9 @@ from wai.schemas.embeddings import EmbeddingInput, parse_embeddings
 from wai.schemas.reranking import RerankInput, parse_rerank
 from wai.schemas.speech import TranscriptionInput, parse_transcription
 from wai.schemas.text_generation import TextGenerationInput, parse_text_generation
+from wai.schemas.tts import SpeechInput, parse_speech
 
-TaskInput = TextGenerationInput | EmbeddingInput | RerankInput | TranscriptionInput
+TaskInput = TextGenerationInput | EmbeddingInput | RerankInput | TranscriptionInput | SpeechInput
 
 DEFAULT_MAX_AUDIO_BYTES = 25 << 20
 
@@ -23,6 +24,8 @@ def parse_inputs(
     id also takes the audio itself, as `RawAudio`)."""
     if spec.kind == "automatic-speech-recognition":
         return parse_transcription(spec.id, inputs, max_audio_bytes)
+    if spec.kind == "text-to-speech":
+        return parse_speech(spec.id, inputs)
     if isinstance(inputs, dict) and "requests" in inputs:
         raise InvalidInput(
             "'/requests': a batch goes to the batch queue: send it with ?queueRequest=true "

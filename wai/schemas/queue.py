@@ -17,6 +17,7 @@ from wai.errors import InvalidInput
 from wai.schemas import TaskInput
 from wai.schemas.speech import TranscriptionInput
 from wai.schemas.text_generation import TextGenerationInput
+from wai.schemas.tts import SpeechInput
 
 MAX_REFERENCE_CHARS = 1024
 _POINTER = re.compile(r"'/")
@@ -80,7 +81,7 @@ def _only(body: dict[str, Any], key: str, what: str) -> None:
 
 def _texts(parsed: TaskInput) -> int:
     """The results an item weighs: its texts (an embedding's, a ranking's contexts), else 1."""
-    if isinstance(parsed, TextGenerationInput | TranscriptionInput):
+    if isinstance(parsed, TextGenerationInput | TranscriptionInput | SpeechInput):
         return 1
     return len(parsed.texts())
 

@@ -1,9 +1,11 @@
-"""A speech recognition model served on this machine: Whisper in its own engine process
-(engines/speech/), a request's audio sent as the client sent it (the engine decodes it).
+"""A speech model served on this machine, in its own engine process (engines/speech/): Whisper
+(a request's audio sent as the client sent it: the engine decodes it) or a Piper voice (text in,
+encoded audio out).
 
-Its answer is one `Transcript` and `Finished`; a failure is a `Failed` with the Workers AI code
-that says why (audio that cannot be decoded: 5006; longer than the model takes: 3006; the
-engine died under it: `crashed`, 3043)."""
+Its answer is one `SpeechResult` and `Finished` (usage: the audio's seconds, or the text's
+characters); a failure is a `Failed` with the Workers AI code that says why (input the engine
+cannot take: 5006; audio longer than the model takes: 3006; the engine died under it:
+`crashed`, 3043)."""
 
 from __future__ import annotations
 
@@ -18,13 +20,18 @@ from wai.backends.base import (
     Failed,
     Finished,
     Generation,
+    SpeechOptions,
+    SpeechOutput,
+    SpeechResult,
+    SynthesisRequest,
     TaskRequest,
-    Transcript,
+    Transcription,
     TranscriptionRequest,
     Usage,
+    Voice,
 )
 from wai.engines.speech.engine import EngineLost, SpeechEngine
-from wai.engines.speech.types import SpeechFailed, Transcription
+from wai.engines.speech.types import SpeechFailed
 from wai.errors import BAD_INPUT, INTERNAL, REQUEST_TOO_LARGE, InvalidInput
 
 _CODES = {"bad_audio": BAD_INPUT, "too_long": REQUEST_TOO_LARGE, "error": INTERNAL}
@@ -34,21 +41,36 @@ class LocalSpeechBackend(Backend):
     def __init__(self, engine: SpeechEngine, max_waiting: int = 64) -> None:
         self.engine = engine
         self.name = engine.name
+        self.kind = engine.config.kind
         self._max_waiting = max_waiting
 
     async def start(self) -> None:
         await self.engine.start()
 
     async def submit(self, request: TaskRequest) -> Generation[Event]:
-        if not isinstance(request, TranscriptionRequest):
-            raise InvalidInput(f"{self.name} transcribes audio: it does not take text")
+        job: SpeechOptions | Voice
+        if isinstance(request, TranscriptionRequest) and self.kind == "asr":
+            job, audio, characters = request.options, request.audio, 0
+        elif isinstance(request, SynthesisRequest) and self.kind == "tts":
+            self._check_language(request.language)
+            job, audio, characters = request.voice, b"", len(request.voice.text)
+        else:
+            does = "transcribes audio" if self.kind == "asr" else "speaks text"
+            raise InvalidInput(f"{self.name} {does}: it does not take this input")
         rid, result = self.engine.submit(
-            request.audio,
-            request.options,
-            reject_if_busy=request.reject_if_busy,
-            background=request.background,
+            job, audio, reject_if_busy=request.reject_if_busy, background=request.background
         )
-        return Generation(_events(result), lambda: self.engine.cancel(rid))
+        return Generation(_events(result, characters), lambda: self.engine.cancel(rid))
+
+    def _check_language(self, language: str) -> None:
+        """A voice speaks its one language: text in another is refused, not read with the
+        wrong phonemes."""
+        speaks = self.engine.language.split("-")[0]
+        if speaks and language.split("-")[0].lower() != speaks:
+            raise InvalidInput(
+                f"no {language!r} voice here: {self.name} speaks {speaks!r} (serve a Piper voice "
+                f"for {language!r} with [models.NAME] path = <voice>.onnx and serves = [the id])"
+            )
 
     def stats(self) -> EngineStats:
         return self.engine.stats()
@@ -74,14 +96,15 @@ class LocalSpeechBackend(Backend):
         await self.engine.close()
 
 
-async def _events(result: asyncio.Future[Transcription]) -> AsyncIterator[Event]:
+async def _events(result: asyncio.Future[SpeechOutput], characters: int) -> AsyncIterator[Event]:
     try:
-        transcription = await result
+        output = await result
     except SpeechFailed as e:
         yield Failed(e.message, code=_CODES[e.kind])
         return
     except EngineLost as e:
         yield Failed(str(e), crashed=True)
         return
-    yield Transcript(transcription)
-    yield Finished("stop", Usage(0, 0, audio_seconds=transcription.duration))
+    yield SpeechResult(output)
+    seconds = output.duration if isinstance(output, Transcription) else output.seconds
+    yield Finished("stop", Usage(0, 0, audio_seconds=seconds, characters=characters))

@@ -110,7 +110,9 @@ class Usage:
     # accepted one is a completion token that cost no step of its own)
     drafted_tokens: int = 0
     accepted_tokens: int = 0
-    audio_seconds: float = 0.0  # a transcription's: what speech models are priced by
+    # what speech models are priced by: the audio's seconds (heard, or spoken), characters spoken
+    audio_seconds: float = 0.0
+    characters: int = 0
 
     @property
     def total_tokens(self) -> int:

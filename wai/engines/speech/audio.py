@@ -70,3 +70,51 @@ def from_pcm16(data: bytes, max_seconds: float) -> np.ndarray:
     if len(data) // 2 > max_seconds * SAMPLE_RATE:
         raise SpeechFailed("too_long", f"the audio is longer than {max_seconds:.0f} s")
     return np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0
+
+
+# encoding -> (FFmpeg codec, its sample format, raw container, MIME type when raw)
+_CODECS: dict[str, tuple[str, str, str, str]] = {
+    "mp3": ("libmp3lame", "s16p", "mp3", "audio/mpeg"),
+    "linear16": ("pcm_s16le", "s16", "s16le", "audio/l16"),
+    "flac": ("flac", "s16", "flac", "audio/flac"),
+    "opus": ("libopus", "s16", "ogg", "audio/ogg"),
+    "aac": ("aac", "fltp", "adts", "audio/aac"),
+    "mulaw": ("pcm_mulaw", "s16", "mulaw", "audio/basic"),
+    "alaw": ("pcm_alaw", "s16", "alaw", "audio/alaw"),
+}
+_CONTAINERS = {"wav": ("wav", "audio/wav"), "ogg": ("ogg", "audio/ogg")}
+
+
+def encode(
+    pcm: np.ndarray,
+    rate: int,
+    encoding: str,
+    container: str,
+    out_rate: int | None = None,
+    bit_rate: int | None = None,
+) -> tuple[bytes, str]:
+    """int16 mono samples encoded (`encoding` in `container`, "none": the codec's own stream),
+    and the MIME type. Raises SpeechFailed("bad_audio") for a combination FFmpeg refuses."""
+    codec, fmt, raw_format, mime = _CODECS[encoding]
+    if container != "none":
+        raw_format, mime = _CONTAINERS[container]
+    out = io.BytesIO()
+    target = out_rate or rate
+    try:
+        with av.open(out, mode="w", format=raw_format) as c:
+            stream = c.add_stream(codec, rate=target, layout="mono")
+            assert isinstance(stream, av.audio.stream.AudioStream)
+            if bit_rate:
+                stream.codec_context.bit_rate = bit_rate
+            frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
+            frame.sample_rate = rate
+            size = stream.codec_context.frame_size or None
+            resampler = av.AudioResampler(format=fmt, layout="mono", rate=target, frame_size=size)
+            for f in [*resampler.resample(frame), *resampler.resample(None)]:
+                c.mux(stream.encode(f))
+            c.mux(stream.encode(None))
+    except (av.FFmpegError, ValueError) as e:
+        raise SpeechFailed(
+            "bad_audio", f"{encoding} in {container} at {target} Hz cannot be encoded: {e}"
+        ) from None
+    return out.getvalue(), mime

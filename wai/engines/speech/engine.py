@@ -1,5 +1,6 @@
-"""A speech model as the server holds it: its engine process (worker.py), kept by the shared
-supervisor (engines/process/supervisor.py), and the requests it has taken.
+"""A speech model as the server holds it (Whisper, or a Piper voice): its engine process
+(worker.py), kept by the shared supervisor (engines/process/supervisor.py), and the requests it
+has taken.
 
 `submit` admits a request (bounded: the engine's slots plus `max_waiting`; a queued batch's
 items do not count against interactive room) and returns its id and a future; the engine's
@@ -20,7 +21,7 @@ from wai.engines.process.errors import EngineBusy, EngineStopped
 from wai.engines.process.stats import EngineInfo, EngineStats
 from wai.engines.process.supervisor import RestartPolicy, Supervisor
 from wai.engines.speech import wire
-from wai.engines.speech.types import Options, SpeechConfig, SpeechFailed, Transcription
+from wai.engines.speech.types import Job, Result, SpeechConfig, SpeechFailed, Transcription
 
 
 class EngineLost(Exception):
@@ -46,9 +47,10 @@ class SpeechEngine(Supervisor[wire.FromEngine]):
         self.config = config
         self.weights_bytes = 0
         self.multilingual = True
+        self.language = ""  # a voice's
         self._ready_msg: wire.Ready | None = None
         self._ids = itertools.count(1)
-        self._pending: dict[int, asyncio.Future[Transcription]] = {}
+        self._pending: dict[int, asyncio.Future[Result]] = {}
         self._background: set[int] = set()
         self._counts = _Counts()
         self._admitting = True
@@ -64,6 +66,7 @@ class SpeechEngine(Supervisor[wire.FromEngine]):
         self._ready_msg = msg
         self.weights_bytes = msg.weights_bytes
         self.multilingual = msg.multilingual
+        self.language = msg.language
         return True
 
     def _deliver(self, msg: wire.FromEngine) -> None:
@@ -77,7 +80,8 @@ class SpeechEngine(Supervisor[wire.FromEngine]):
             return
         if isinstance(msg, wire.Done):
             self._counts.finished += 1
-            self._counts.audio_seconds += msg.result.duration
+            if isinstance(msg.result, Transcription):
+                self._counts.audio_seconds += msg.result.duration
             self._counts.compute_seconds += msg.seconds
             fut.set_result(msg.result)
         else:
@@ -98,7 +102,7 @@ class SpeechEngine(Supervisor[wire.FromEngine]):
     def _closed(self) -> None:
         self._admitting = False
 
-    def _take(self, rid: int) -> asyncio.Future[Transcription] | None:
+    def _take(self, rid: int) -> asyncio.Future[Result] | None:
         self._background.discard(rid)
         self._backlog.pop(rid, None)
         return self._pending.pop(rid, None)
@@ -107,15 +111,15 @@ class SpeechEngine(Supervisor[wire.FromEngine]):
 
     def submit(
         self,
-        audio: bytes,
-        options: Options,
+        job: Job,
+        audio: bytes = b"",
         *,
         pcm16: bool = False,
         reject_if_busy: bool = False,
         background: bool = False,
-    ) -> tuple[int, asyncio.Future[Transcription]]:
-        """Queue a transcription: its id (for `cancel`) and its result to come. Raises
-        EngineBusy or EngineStopped."""
+    ) -> tuple[int, asyncio.Future[Result]]:
+        """Queue a job (a transcription of `audio`, or a text to speak): its id (for `cancel`)
+        and its result to come. Raises EngineBusy or EngineStopped."""
         if not self._admitting:
             raise EngineStopped(f"the model {self.name} is shutting down")
         interactive = len(self._pending) - len(self._background)
@@ -125,15 +129,15 @@ class SpeechEngine(Supervisor[wire.FromEngine]):
         if interactive >= room and not background:
             raise EngineBusy("Capacity temporarily exceeded, please try again.")
         rid = next(self._ids)
-        fut: asyncio.Future[Transcription] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._pending[rid] = fut
         if background:
             self._background.add(rid)
-        self._send(rid, wire.frame(wire.Transcribe(rid, audio, options, pcm16)))
+        self._send(rid, wire.frame(wire.Run(rid, job, audio, pcm16)))
         return rid, fut
 
     def cancel(self, rid: int) -> None:
-        """The client went away: the engine stops the transcription at its next segment."""
+        """The client went away: the engine stops the job at its next segment or sentence."""
         if rid not in self._pending:
             return
         if self._backlog.pop(rid, None) is not None or self._ready_child() is None:
@@ -156,7 +160,7 @@ class SpeechEngine(Supervisor[wire.FromEngine]):
             device=r.device,
             gpu_layers=0,
             extra_buffers=False,
-            weights=f"{Path(self.config.path).name} (CTranslate2, {r.compute_type})",
+            weights=f"{Path(self.config.path).name} ({r.detail})",
             converted=False,
             probe="warm-up passed",
             isolation="process",

@@ -1,7 +1,7 @@
-"""The speech engine's contract: what the server asks (`Transcribe`: encoded audio and how to
-transcribe it) and what comes back (a `Transcription`: segments with word timings, the language,
-the durations). Plain data, shared by both sides of the pipe; nothing here shapes an answer for
-a client (the request-level code does that)."""
+"""The speech engines' contract: what the server asks (a `Job`: audio to transcribe, text to
+speak) and what comes back (a `Transcription`: segments with word timings, the language, the
+durations; `SpokenAudio`: the encoded audio). Plain data, shared by both sides of the pipe;
+nothing here shapes an answer for a client (the request-level code does that)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ from typing import Literal
 
 import msgspec
 
-# Why a transcription failed, for the server to pick the error: audio it cannot decode,
-# audio longer than the model takes, or the engine's own failure.
+# Why a job failed, for the server to pick the error: input it cannot take (audio it cannot
+# decode, text it cannot speak), input longer than the model takes, or the engine's own failure.
 FailureKind = Literal["bad_audio", "too_long", "error"]
+# what a speech model does: transcribe (Whisper) or speak (a Piper voice)
+SpeechKind = Literal["asr", "tts"]
 
 SAMPLE_RATE = 16_000  # what Whisper listens at: audio is resampled to it, mono
 
@@ -19,8 +21,9 @@ SAMPLE_RATE = 16_000  # what Whisper listens at: audio is resampled to it, mono
 class SpeechConfig(msgspec.Struct, frozen=True):
     """How one speech model's engine is set up (crosses into the engine process as JSON)."""
 
-    path: str  # a CTranslate2 Whisper directory
+    path: str  # a CTranslate2 Whisper directory, or a Piper voice (.onnx, its .onnx.json beside)
     name: str
+    kind: SpeechKind = "asr"
     n_threads: int = 0  # 0: every core
     n_slots: int = 2  # transcriptions computed together (one batch through the encoder)
     max_waiting: int = 64
@@ -28,7 +31,7 @@ class SpeechConfig(msgspec.Struct, frozen=True):
     compute_type: str = "int8"  # CTranslate2's: int8 on a CPU (the float16 file converted)
 
 
-class Options(msgspec.Struct, frozen=True):
+class Options(msgspec.Struct, frozen=True, tag="transcribe"):
     """How to transcribe: faster-whisper's options, as Workers AI's Whisper ids take them."""
 
     task: Literal["transcribe", "translate"] = "transcribe"
@@ -61,7 +64,31 @@ class Segment(msgspec.Struct, frozen=True):
     words: list[Word]
 
 
-class Transcription(msgspec.Struct, frozen=True):
+class Voice(msgspec.Struct, frozen=True, tag="speak"):
+    """Text to speak, and the audio wanted: `encoding` (mp3, linear16, flac, opus, aac, mulaw,
+    alaw) in `container` (none, wav, ogg), at `sample_rate` (None: the voice's own) and
+    `bit_rate` (compressed encodings; None: the codec's default)."""
+
+    text: str
+    speed: float = 1.0
+    encoding: str = "mp3"
+    container: str = "none"
+    sample_rate: int | None = None
+    bit_rate: int | None = None
+
+
+# A job: the audio's options travel with its bytes (wire.Run); a Voice carries its text.
+Job = Options | Voice
+
+
+class SpokenAudio(msgspec.Struct, frozen=True, tag="audio"):
+    data: bytes
+    media_type: str  # audio/mpeg, audio/wav, …
+    seconds: float  # the audio's duration
+    sample_rate: int
+
+
+class Transcription(msgspec.Struct, frozen=True, tag="transcription"):
     language: str
     language_probability: float
     duration: float  # seconds of audio
@@ -80,3 +107,6 @@ class SpeechFailed(Exception):
         super().__init__(message)
         self.kind = kind
         self.message = message
+
+
+Result = Transcription | SpokenAudio

@@ -1,8 +1,9 @@
 """The speech engine's messages on the channel to its process (framing: process/frames.py).
 
-The server sends `Transcribe` (the audio as the client sent it: decoding happens in the engine
-process, where a codec's crash costs this model's requests only), `Cancel` and `Stop`; the
-engine sends `Ready` (or `Fatal`) once, then `Done` or `Failure` per request."""
+The server sends `Run` (a job: for speech recognition, the audio as the client sent it, since
+decoding happens in the engine process, where a codec's crash costs this model's requests
+only), `Cancel` and `Stop`; the engine sends `Ready` (or `Fatal`) once, then `Done` or `Failure`
+per request, and `Counts` as its queue changes."""
 
 from __future__ import annotations
 
@@ -10,13 +11,13 @@ import msgspec
 
 from wai.engines.process.frames import Fatal, Stop, read_frame
 from wai.engines.process.frames import frame as frame
-from wai.engines.speech.types import FailureKind, Options, Transcription
+from wai.engines.speech.types import FailureKind, Job, Result
 
 
-class Transcribe(msgspec.Struct, tag="transcribe", array_like=True):
+class Run(msgspec.Struct, tag="run", array_like=True):
     rid: int
-    audio: bytes  # encoded (MP3, WAV, …), or raw 16-bit PCM when `pcm16` (already decoded)
-    options: Options
+    job: Job
+    audio: bytes = b""  # encoded (MP3, WAV, …), or raw 16-bit PCM when `pcm16`
     pcm16: bool = False
 
 
@@ -24,19 +25,20 @@ class Cancel(msgspec.Struct, tag="cancel", array_like=True):
     rid: int
 
 
-ToEngine = Transcribe | Cancel | Stop
+ToEngine = Run | Cancel | Stop
 
 
 class Ready(msgspec.Struct, tag="ready", array_like=True):
     device: str
-    compute_type: str
+    detail: str  # how it computes (CTranslate2 int8, ONNX Runtime, …)
     weights_bytes: int
     multilingual: bool
+    language: str = ""  # a voice's (espeak's name: en-us, es, …)
 
 
 class Done(msgspec.Struct, tag="done", array_like=True):
     rid: int
-    result: Transcription
+    result: Result
     seconds: float  # compute time
 
 

@@ -1,9 +1,10 @@
-"""A speech engine process: `python -m wai.engines.speech.worker SPEC` runs one Whisper model
-for the server, supervised by engine.py through the shared machinery (engines/process/).
+"""A speech engine process: `python -m wai.engines.speech.worker SPEC` runs one speech model for
+the server (Whisper, or a Piper voice), supervised by engine.py through the shared machinery
+(engines/process/).
 
-The main thread transcribes one request at a time, in arrival order; a reader thread takes the
-server's frames (a cancel marks its request, which stops at its next segment). When the server
-goes away, the reader sees end-of-file and the process exits after the request in hand."""
+The main thread runs one job at a time, in arrival order; a reader thread takes the server's
+frames (a cancel marks its job, which stops at its next segment or sentence). When the server
+goes away, the reader sees end-of-file and the process exits after the job in hand."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 import msgspec
 import numpy as np
@@ -21,8 +23,15 @@ import numpy as np
 from wai.engines.process.child import EXIT_LOAD_FAILED
 from wai.engines.process.frames import Fatal, Sender, Stop, start_child
 from wai.engines.speech import audio, wire
-from wai.engines.speech.types import SAMPLE_RATE, Options, SpeechConfig, SpeechFailed
-from wai.engines.speech.whisper import Whisper
+from wai.engines.speech.types import (
+    SAMPLE_RATE,
+    Options,
+    Result,
+    SpeechConfig,
+    SpeechFailed,
+    SpokenAudio,
+    Voice,
+)
 
 log = logging.getLogger("wai.engines")
 
@@ -35,9 +44,68 @@ class WorkerSpec(msgspec.Struct):
     log_level: int = logging.INFO
 
 
+class Model(Protocol):
+    def run(self, req: wire.Run, cancelled: Callable[[], bool]) -> Result: ...
+
+    def ready(self) -> wire.Ready: ...
+
+
+class _Recognizer:
+    """Whisper: the job's audio decoded here, then transcribed."""
+
+    def __init__(self, config: SpeechConfig) -> None:
+        from wai.engines.speech.whisper import Whisper
+
+        self.config = config
+        self.model = Whisper(config)
+        # the first transcription's kernels and buffers, before any request waits on them
+        self.model.transcribe(np.zeros(SAMPLE_RATE, np.float32), Options(language="en"), _never)
+
+    def run(self, req: wire.Run, cancelled: Callable[[], bool]) -> Result:
+        assert isinstance(req.job, Options)
+        decode = audio.from_pcm16 if req.pcm16 else audio.decode
+        pcm = decode(req.audio, self.config.max_audio_seconds)
+        return self.model.transcribe(pcm, req.job, cancelled)
+
+    def ready(self) -> wire.Ready:
+        weights = (Path(self.config.path) / "model.bin").stat().st_size
+        detail = f"CTranslate2, {self.config.compute_type}"
+        return wire.Ready("CPU", detail, weights, self.model.multilingual)
+
+
+class _Speaker:
+    """A Piper voice: the job's text spoken, then encoded as asked."""
+
+    def __init__(self, config: SpeechConfig) -> None:
+        from wai.engines.speech.piper import Piper
+
+        self.config = config
+        self.voice = Piper(config)
+        self.voice.speak("Ready.", 1.0, _never)  # the first run's allocations
+
+    def run(self, req: wire.Run, cancelled: Callable[[], bool]) -> Result:
+        job = req.job
+        assert isinstance(job, Voice)
+        pcm = self.voice.speak(job.text, job.speed, cancelled)
+        rate = self.voice.sample_rate
+        data, mime = audio.encode(
+            pcm, rate, job.encoding, job.container, job.sample_rate, job.bit_rate
+        )
+        return SpokenAudio(data, mime, round(len(pcm) / rate, 3), job.sample_rate or rate)
+
+    def ready(self) -> wire.Ready:
+        weights = Path(self.config.path).stat().st_size
+        lang = self.voice.language
+        return wire.Ready("CPU", f"ONNX Runtime, {lang}", weights, False, lang)
+
+
+def _never() -> bool:
+    return False
+
+
 class _Inbox:
     def __init__(self) -> None:
-        self.requests: queue.Queue[wire.Transcribe | None] = queue.Queue()
+        self.requests: queue.Queue[wire.Run | None] = queue.Queue()
         self.cancelled: set[int] = set()
 
     def cancel_check(self, rid: int) -> Callable[[], bool]:
@@ -47,7 +115,7 @@ class _Inbox:
         """Reader thread: the server's frames, until Stop or end-of-file."""
         try:
             while (msg := wire.read_to_engine(fd)) is not None and not isinstance(msg, Stop):
-                if isinstance(msg, wire.Transcribe):
+                if isinstance(msg, wire.Run):
                     self.requests.put(msg)
                 else:
                     self.cancelled.add(msg.rid)
@@ -57,22 +125,19 @@ class _Inbox:
             self.requests.put(None)
 
 
-def _serve(model: Whisper, config: SpeechConfig, inbox: _Inbox, out: Sender) -> None:
+def _serve(model: Model, inbox: _Inbox, out: Sender) -> None:
     while (req := inbox.requests.get()) is not None:
         out.send(wire.Counts(1, inbox.requests.qsize()))
         start = time.perf_counter()
         try:
             if req.rid in inbox.cancelled:
                 raise SpeechFailed("error", "cancelled")
-            pcm = (audio.from_pcm16 if req.pcm16 else audio.decode)(
-                req.audio, config.max_audio_seconds
-            )
-            result = model.transcribe(pcm, req.options, inbox.cancel_check(req.rid))
+            result = model.run(req, inbox.cancel_check(req.rid))
         except SpeechFailed as e:
             out.send(wire.Failure(req.rid, e.kind, e.message))
         except Exception as e:  # the model's own failure: this request's, not the engine's
-            log.exception("transcription %d failed", req.rid)
-            out.send(wire.Failure(req.rid, "error", f"the transcription failed: {e}"))
+            log.exception("speech job %d failed", req.rid)
+            out.send(wire.Failure(req.rid, "error", f"the speech model failed: {e}"))
         else:
             out.send(wire.Done(req.rid, result, time.perf_counter() - start))
         inbox.cancelled.discard(req.rid)
@@ -85,17 +150,14 @@ def main(argv: list[str]) -> int:
     start_child(spec.log_level, config.name)
     out = Sender(spec.fd_out)
     try:
-        model = Whisper(config)
-        # the first transcription's kernels and buffers, before any request waits on them
-        model.transcribe(np.zeros(SAMPLE_RATE, np.float32), Options(language="en"), lambda: False)
-    except (OSError, RuntimeError, ValueError) as e:
+        model: Model = _Recognizer(config) if config.kind == "asr" else _Speaker(config)
+    except (OSError, RuntimeError, ValueError, SpeechFailed) as e:
         out.send(Fatal(f"the speech model {Path(config.path).name} cannot be loaded: {e}"))
         return EXIT_LOAD_FAILED
     inbox = _Inbox()
-    weights = (Path(config.path) / "model.bin").stat().st_size
-    out.send(wire.Ready("CPU", config.compute_type, weights, model.multilingual))
+    out.send(model.ready())
     threading.Thread(target=inbox.read, args=(spec.fd_in,), daemon=True).start()
-    _serve(model, config, inbox, out)
+    _serve(model, inbox, out)
     return 0
 
 

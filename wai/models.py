@@ -13,6 +13,7 @@ that cannot be found is recorded as failed here, with why, and its ids answer 50
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from wai import hub, sources
@@ -23,10 +24,12 @@ from wai.catalog import (
     EMBEDDED_EMBEDDING_NAME,
     EMBEDDED_NAME,
     EMBEDDED_TTS_NAME,
+    EMBEDDED_TURN_NAME,
     TEXT_CLASSIFICATION,
     TEXT_EMBEDDINGS,
     TEXT_GENERATION,
     TEXT_TO_SPEECH,
+    VOICE_ACTIVITY_DETECTION,
     Catalog,
     Kind,
     ModelSpec,
@@ -34,6 +37,7 @@ from wai.catalog import (
     embedded_embedding_source,
     embedded_model_path,
     embedded_tts_path,
+    embedded_turn_path,
 )
 from wai.settings import Limits, ModelConfig, Settings
 from wai.sources import ModelSourceError
@@ -58,6 +62,7 @@ class ModelTable:
                 EMBEDDED_EMBEDDING_NAME,
                 EMBEDDED_ASR_NAME,
                 EMBEDDED_TTS_NAME,
+                EMBEDDED_TURN_NAME,
             )
             if name in embedded and name not in settings.models:
                 continue  # the packaged ones: where pip put them (or wai wrote them)
@@ -78,7 +83,12 @@ class ModelTable:
         rerankers = [n for n, m in self.configs.items() if m.task == "reranking"]
         self.default_reranker = rerankers[0] if rerankers else self.default_embedding
         self.default_asr = self._default_asr()
-        self.default_tts = self._default_tts()
+        self.default_tts = self._default_packaged(
+            "text-to-speech", EMBEDDED_TTS_NAME, embedded_tts_path
+        )
+        self.default_turn = self._default_packaged(
+            "voice-activity-detection", EMBEDDED_TURN_NAME, embedded_turn_path
+        )
 
     def _resolve_drafts(self) -> None:
         """Each `draft`: another local entry's file (by its name), else a path, resolved and
@@ -192,19 +202,19 @@ class ModelTable:
             self.configs[name] = ModelConfig(path=path, task="automatic-speech-recognition")
         return name
 
-    def _default_tts(self) -> str:
-        """The voice that answers text-to-speech ids no entry serves: the first configured
-        one, else the embedded Piper voice (failed, with why, when its package is missing)."""
-        voices = [n for n, m in self.configs.items() if m.task == "text-to-speech"]
-        if voices:
-            return voices[0]
-        name = EMBEDDED_TTS_NAME
+    def _default_packaged(self, kind: Kind, name: str, find: Callable[[], Path]) -> str:
+        """The model that answers a kind's ids no entry serves: the first configured one of
+        that kind, else the one a package ships (the Piper voice, smart-turn; failed, with why,
+        when its package is missing)."""
+        configured = [n for n, m in self.configs.items() if m.task == kind]
+        if configured:
+            return configured[0]
         try:
-            path = embedded_tts_path()
+            path = find()
         except OSError as e:
             self.failed[name] = str(e)
         else:
-            self.configs[name] = ModelConfig(path=path, task="text-to-speech")
+            self.configs[name] = ModelConfig(path=path, task=kind)
         return name
 
     def model_for(self, model_id: str) -> str | None:
@@ -235,6 +245,8 @@ class ModelTable:
             return self.default_asr
         if kind == "text-to-speech":
             return self.default_tts
+        if kind == "voice-activity-detection":
+            return self.default_turn
         return self.default_reranker if kind == "reranking" else self.default
 
     def kind_of(self, name: str) -> Kind:
@@ -246,7 +258,7 @@ class ModelTable:
         """What this server runs, in words (for the error an id of another task gets)."""
         return (
             "Text Generation, Text Embeddings, reranking (Text Classification), Whisper's "
-            "Automatic Speech Recognition and Text-to-Speech"
+            "Automatic Speech Recognition, Text-to-Speech and turn detection"
         )
 
     def known_ids(self) -> list[str]:
@@ -268,6 +280,7 @@ class ModelTable:
             "reranking": TEXT_CLASSIFICATION,
             "automatic-speech-recognition": AUTOMATIC_SPEECH_RECOGNITION,
             "text-to-speech": TEXT_TO_SPEECH,
+            "voice-activity-detection": VOICE_ACTIVITY_DETECTION,
         }
         task = tasks.get(kind, TEXT_GENERATION)
         return ModelSpec(model_id, "custom", task=task, kind=kind)

@@ -27,6 +27,7 @@ from wai.backends.base import (
     SynthesisRequest,
     TaskRequest,
     TranscriptionRequest,
+    TurnRequest,
 )
 from wai.backends.factory import BackendFactory
 from wai.catalog import Catalog, ModelSpec
@@ -40,6 +41,7 @@ from wai.schemas.embeddings import EmbeddingInput
 from wai.schemas.reranking import RerankInput
 from wai.schemas.speech import TranscriptionInput
 from wai.schemas.tts import SpeechInput
+from wai.schemas.turn import TurnInput
 from wai.settings import Settings
 
 
@@ -245,6 +247,8 @@ class Runtime:
             return TranscriptionRequest(inp.audio, inp.options, inp.reject_if_busy)
         if isinstance(inp, SpeechInput):
             return SynthesisRequest(inp.voice, inp.language, inp.reject_if_busy)
+        if isinstance(inp, TurnInput):
+            return TurnRequest(inp.audio, inp.query, inp.reject_if_busy)
         spec = self.models.spec_for(model_id)
         limits = self.models.limits(self.name_for(model_id))
         return generation_request(spec, limits, inp, stop, logit_bias)

@@ -56,6 +56,7 @@ Kind = Literal[
     "reranking",
     "automatic-speech-recognition",
     "text-to-speech",
+    "voice-activity-detection",
 ]
 
 

@@ -43,6 +43,9 @@ AUDIO_RATES: dict[str, float] = {
     "@cf/openai/whisper-large-v3-turbo": 46.63,
     "@cf/openai/whisper-tiny-en": 0.0,  # a beta: no published price
     "@cf/myshell-ai/melotts": 18.63,  # text-to-speech: per minute of audio spoken
+    # turn detection: $0.00033795 an audio minute (the pricing page's "0.51 neurons per
+    # minute" matches that price per second, not per minute)
+    "@cf/pipecat-ai/smart-turn-v2": 30.72,
 }
 # neurons per 1,000 characters spoken (Deepgram's voices; aura-2's derived from $0.03)
 CHARACTER_RATES: dict[str, float] = {

@@ -3,11 +3,13 @@ integrations/wrangler/wai-ai-plugin.mjs: the seed's Worker unchanged, and a mode
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 from typing import Any
 
 import pytest
+import requests
 
 from tests.conftest import ROOT, TOKEN, Server
 from tests.e2e.sse import parse_events
@@ -101,3 +103,14 @@ def test_a_worker_transcribes_the_bytes_it_was_sent(results: dict[str, Any]) -> 
     assert set(out) == {"text", "word_count", "words", "vtt"}
     assert recovered(SENTENCES[1], out["text"]) >= 0.75, out["text"]
     assert out["vtt"].startswith("WEBVTT") and out["words"][0]["start"] >= 0
+
+
+def test_a_worker_speaks_with_a_deepgram_voice(results: dict[str, Any], server: Server) -> None:
+    r = results["/speak"]
+    assert r["status"] == 200 and r["contentType"] == "audio/mpeg"
+    mp3 = base64.b64decode(r["body"])
+    heard = requests.post(
+        server.run_url("@cf/openai/whisper"), headers=server.auth, data=mp3, timeout=120
+    )
+    assert heard.status_code == 200, heard.text
+    assert recovered(SENTENCES[1], heard.json()["result"]["text"]) >= 0.75

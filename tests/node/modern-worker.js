@@ -46,6 +46,11 @@ export default {
       const out = await env.AI.run("@cf/openai/whisper", { audio });
       return Response.json(out);
     }
+    if (url.pathname === "/speak") {
+      // Deepgram's voices answer with the audio itself: a stream of MP3 bytes
+      const audio = await env.AI.run("@cf/deepgram/aura-2-en", { text: "Please remember to water the garden every morning before work." });
+      return new Response(audio, { headers: { "content-type": "audio/mpeg" } });
+    }
     if (url.pathname === "/error") {
       try {
         await env.AI.run("@cf/acme/no-such-model", { prompt: "hi" });

@@ -27,9 +27,10 @@ function miniflare(script) {
   });
 }
 
-async function get(mf, route, init = undefined) {
+async function get(mf, route, init = undefined, binary = false) {
   const res = await mf.dispatchFetch(`http://localhost${route}`, init);
-  return { status: res.status, contentType: res.headers.get("content-type"), body: await res.text() };
+  const body = binary ? Buffer.from(await res.arrayBuffer()).toString("base64") : await res.text();
+  return { status: res.status, contentType: res.headers.get("content-type"), body };
 }
 
 const results = {};
@@ -43,6 +44,7 @@ const modern = miniflare(await bundle("modern-worker.js"));
 try {
   for (const route of ["/json", "/stream", "/error", "/rag", "/queue"]) results[route] = await get(modern, route);
   if (speech) results["/transcribe"] = await get(modern, "/transcribe", { method: "POST", body: readFileSync(speech) });
+  results["/speak"] = await get(modern, "/speak", undefined, true);
 } finally {
   await modern.dispose();
 }

@@ -40,13 +40,13 @@ def session_key(request: Request) -> str:
 
 
 def takes_audio(runtime: Runtime, model_id: str) -> bool:
-    """A speech recognition id (served or not: one that is not is refused by its task, not
-    for a body that is not JSON)."""
+    """An id that takes audio as the raw body: speech recognition (served or not: one that is
+    not is refused by its task, not for a body that is not JSON) and turn detection."""
     spec = runtime.models.spec_for(model_id)
-    return (
-        spec.kind == "automatic-speech-recognition"
-        or spec.task.name == "Automatic Speech Recognition"
-    )
+    return spec.kind in _AUDIO_IN or spec.task.name == "Automatic Speech Recognition"
+
+
+_AUDIO_IN = ("automatic-speech-recognition", "voice-activity-detection")
 
 
 def body_limit(runtime: Runtime, model_id: str) -> int:

@@ -40,7 +40,7 @@ from wai.engines.llamacpp.types import (
 )
 from wai.engines.speech.types import Options as SpeechOptions
 from wai.engines.speech.types import Result as SpeechOutput
-from wai.engines.speech.types import SpokenAudio, Transcription, Voice
+from wai.engines.speech.types import SpokenAudio, Transcription, Turn, TurnQuery, Voice
 
 __all__ = [
     "Backend",
@@ -76,6 +76,9 @@ __all__ = [
     "ToolsRequest",
     "Transcription",
     "TranscriptionRequest",
+    "Turn",
+    "TurnQuery",
+    "TurnRequest",
     "UpstreamError",
     "UpstreamReport",
     "Usage",
@@ -228,8 +231,23 @@ class SynthesisRequest:
     background: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class TurnRequest:
+    """Audio of a speaker, validated: has their turn ended?"""
+
+    audio: bytes
+    query: TurnQuery
+    reject_if_busy: bool = False
+    background: bool = False
+
+
 TaskRequest = (
-    GenerationRequest | EmbeddingRequest | RerankRequest | TranscriptionRequest | SynthesisRequest
+    GenerationRequest
+    | EmbeddingRequest
+    | RerankRequest
+    | TranscriptionRequest
+    | SynthesisRequest
+    | TurnRequest
 )
 
 

@@ -18,7 +18,7 @@ from wai.engines.llamacpp.inthread import InThreadEngine
 from wai.engines.llamacpp.process import ProcessEngine
 from wai.engines.llamacpp.types import ModelLoadError, TokenEngine
 from wai.engines.speech.engine import SpeechEngine
-from wai.engines.speech.types import SpeechConfig
+from wai.engines.speech.types import SpeechConfig, SpeechKind
 from wai.settings import ModelConfig, Settings
 from wai.weights import whisper
 from wai.weights.quantize import compute_size
@@ -44,7 +44,7 @@ def task_of(model: ModelConfig) -> Kind:
         return "text-generation" if model.task == "auto" else model.task
     if whisper.is_model_dir(model.local_path):
         return "automatic-speech-recognition"
-    if model.local_path.suffix == ".onnx":  # a Piper voice
+    if model.local_path.suffix == ".onnx":  # a Piper voice (smart-turn: say its task)
         return "text-to-speech"
     try:
         meta = read_metadata(model.local_path)
@@ -57,7 +57,11 @@ def task_of(model: ModelConfig) -> Kind:
     return "text-embeddings" if embeds else "text-generation"
 
 
-_SPEECH = ("automatic-speech-recognition", "text-to-speech")
+_SPEECH: dict[str, SpeechKind] = {
+    "automatic-speech-recognition": "asr",
+    "text-to-speech": "tts",
+    "voice-activity-detection": "turn",
+}
 
 
 def _size(path: Path) -> int:
@@ -127,7 +131,7 @@ class BackendFactory:
         return SpeechConfig(
             path=str(model.local_path),
             name=name,
-            kind="tts" if model.task == "text-to-speech" else "asr",
+            kind=_SPEECH[model.task],
             n_threads=e.threads if model.threads is None else model.threads,
             n_slots=model.slots or 1,
             max_waiting=e.max_waiting,
@@ -166,7 +170,7 @@ class BackendFactory:
             return 0
         if model.task == "automatic-speech-recognition":
             return whisper.model_bytes(model.local_path)
-        if model.task == "text-to-speech":
+        if model.task in ("text-to-speech", "voice-activity-detection"):
             return _size(model.local_path)
         config = self.llama_config(name, model)
         try:

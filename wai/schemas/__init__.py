@@ -11,8 +11,16 @@ from wai.schemas.reranking import RerankInput, parse_rerank
 from wai.schemas.speech import TranscriptionInput, parse_transcription
 from wai.schemas.text_generation import TextGenerationInput, parse_text_generation
 from wai.schemas.tts import SpeechInput, parse_speech
+from wai.schemas.turn import TurnInput, parse_turn
 
-TaskInput = TextGenerationInput | EmbeddingInput | RerankInput | TranscriptionInput | SpeechInput
+TaskInput = (
+    TextGenerationInput
+    | EmbeddingInput
+    | RerankInput
+    | TranscriptionInput
+    | SpeechInput
+    | TurnInput
+)
 
 DEFAULT_MAX_AUDIO_BYTES = 25 << 20
 
@@ -26,6 +34,8 @@ def parse_inputs(
         return parse_transcription(spec.id, inputs, max_audio_bytes)
     if spec.kind == "text-to-speech":
         return parse_speech(spec.id, inputs)
+    if spec.kind == "voice-activity-detection":
+        return parse_turn(spec.id, inputs, max_audio_bytes)
     if isinstance(inputs, dict) and "requests" in inputs:
         raise InvalidInput(
             "'/requests': a batch goes to the batch queue: send it with ?queueRequest=true "

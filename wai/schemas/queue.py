@@ -18,6 +18,7 @@ from wai.schemas import TaskInput
 from wai.schemas.speech import TranscriptionInput
 from wai.schemas.text_generation import TextGenerationInput
 from wai.schemas.tts import SpeechInput
+from wai.schemas.turn import TurnInput
 
 MAX_REFERENCE_CHARS = 1024
 _POINTER = re.compile(r"'/")
@@ -81,7 +82,7 @@ def _only(body: dict[str, Any], key: str, what: str) -> None:
 
 def _texts(parsed: TaskInput) -> int:
     """The results an item weighs: its texts (an embedding's, a ranking's contexts), else 1."""
-    if isinstance(parsed, TextGenerationInput | TranscriptionInput | SpeechInput):
+    if isinstance(parsed, TextGenerationInput | TranscriptionInput | SpeechInput | TurnInput):
         return 1
     return len(parsed.texts())
 

@@ -23,10 +23,12 @@ from wai.backends.base import (
     SpeechOptions,
     SpeechOutput,
     SpeechResult,
+    SpokenAudio,
     SynthesisRequest,
     TaskRequest,
-    Transcription,
     TranscriptionRequest,
+    TurnQuery,
+    TurnRequest,
     Usage,
     Voice,
 )
@@ -34,6 +36,7 @@ from wai.engines.speech.engine import EngineLost, SpeechEngine
 from wai.engines.speech.types import SpeechFailed
 from wai.errors import BAD_INPUT, INTERNAL, REQUEST_TOO_LARGE, InvalidInput
 
+_DOES = {"asr": "transcribes audio", "tts": "speaks text", "turn": "detects turns in audio"}
 _CODES = {"bad_audio": BAD_INPUT, "too_long": REQUEST_TOO_LARGE, "error": INTERNAL}
 
 
@@ -48,14 +51,16 @@ class LocalSpeechBackend(Backend):
         await self.engine.start()
 
     async def submit(self, request: TaskRequest) -> Generation[Event]:
-        job: SpeechOptions | Voice
+        job: SpeechOptions | Voice | TurnQuery
         if isinstance(request, TranscriptionRequest) and self.kind == "asr":
             job, audio, characters = request.options, request.audio, 0
+        elif isinstance(request, TurnRequest) and self.kind == "turn":
+            job, audio, characters = request.query, request.audio, 0
         elif isinstance(request, SynthesisRequest) and self.kind == "tts":
             self._check_language(request.language)
             job, audio, characters = request.voice, b"", len(request.voice.text)
         else:
-            does = "transcribes audio" if self.kind == "asr" else "speaks text"
+            does = _DOES[self.kind]
             raise InvalidInput(f"{self.name} {does}: it does not take this input")
         rid, result = self.engine.submit(
             job, audio, reject_if_busy=request.reject_if_busy, background=request.background
@@ -106,5 +111,5 @@ async def _events(result: asyncio.Future[SpeechOutput], characters: int) -> Asyn
         yield Failed(str(e), crashed=True)
         return
     yield SpeechResult(output)
-    seconds = output.duration if isinstance(output, Transcription) else output.seconds
+    seconds = output.seconds if isinstance(output, SpokenAudio) else output.duration
     yield Finished("stop", Usage(0, 0, audio_seconds=seconds, characters=characters))

@@ -35,6 +35,7 @@ from wai.backends.base import (
     SynthesisRequest,
     TaskRequest,
     TranscriptionRequest,
+    TurnRequest,
     UpstreamError,
     UpstreamReport,
 )
@@ -128,7 +129,7 @@ class UpstreamBackend(Backend):
         answered as an error, not as a broken stream."""
         if self.pool.closed or self._client is None:
             raise EngineStopped(f"the model {self.name} is shutting down")
-        if isinstance(request, TranscriptionRequest | SynthesisRequest):
+        if isinstance(request, TranscriptionRequest | SynthesisRequest | TurnRequest):
             raise InvalidInput(f"{self.name} is served upstream: speech is served locally only")
         call = (
             request_body(request)
@@ -166,7 +167,7 @@ class UpstreamBackend(Backend):
     ) -> None:
         """Run the request to its end, however it ends: its outcome is on the queue (or, before
         the upstream accepted it, in `opened`)."""
-        assert not isinstance(request, TranscriptionRequest | SynthesisRequest)
+        assert not isinstance(request, TranscriptionRequest | SynthesisRequest | TurnRequest)
         relay = (
             Relay(queue) if isinstance(request, GenerationRequest) else VectorsRelay(queue, request)
         )

@@ -62,6 +62,19 @@ def _take(frame: av.AudioFrame, chunks: list[np.ndarray], limit: int, total: int
     return len(samples)
 
 
+def from_samples(data: bytes, dtype: str, max_seconds: float) -> np.ndarray:
+    """Raw little-endian float samples (float32 or float64) at 16 kHz, mono."""
+    width = 4 if dtype == "float32" else 8
+    if not data or len(data) % width:
+        raise SpeechFailed("bad_audio", f"raw {dtype} audio must be whole {width}-byte samples")
+    if len(data) // width > max_seconds * SAMPLE_RATE:
+        raise SpeechFailed("too_long", f"the audio is longer than {max_seconds:.0f} s")
+    samples = np.frombuffer(data, dtype=f"<f{width}")
+    if not np.isfinite(samples).all():
+        raise SpeechFailed("bad_audio", "the samples are not all finite numbers")
+    return samples.astype(np.float32)
+
+
 def from_pcm16(data: bytes, max_seconds: float) -> np.ndarray:
     """Raw 16-bit little-endian mono PCM at 16 kHz (what the engine is sent when the audio was
     decoded already), as float32."""

@@ -12,8 +12,9 @@ import msgspec
 # Why a job failed, for the server to pick the error: input it cannot take (audio it cannot
 # decode, text it cannot speak), input longer than the model takes, or the engine's own failure.
 FailureKind = Literal["bad_audio", "too_long", "error"]
-# what a speech model does: transcribe (Whisper) or speak (a Piper voice)
-SpeechKind = Literal["asr", "tts"]
+# what a speech model does: transcribe (Whisper), speak (a Piper voice), or tell whether a
+# speaker has finished their turn (smart-turn)
+SpeechKind = Literal["asr", "tts", "turn"]
 
 SAMPLE_RATE = 16_000  # what Whisper listens at: audio is resampled to it, mono
 
@@ -77,8 +78,15 @@ class Voice(msgspec.Struct, frozen=True, tag="speak"):
     bit_rate: int | None = None
 
 
+class TurnQuery(msgspec.Struct, frozen=True, tag="turn"):
+    """Has the speaker finished? The audio travels with it: a file FFmpeg reads, or (with
+    `dtype` float32 or float64) raw little-endian samples at 16 kHz."""
+
+    dtype: str | None = None
+
+
 # A job: the audio's options travel with its bytes (wire.Run); a Voice carries its text.
-Job = Options | Voice
+Job = Options | Voice | TurnQuery
 
 
 class SpokenAudio(msgspec.Struct, frozen=True, tag="audio"):
@@ -109,4 +117,10 @@ class SpeechFailed(Exception):
         self.message = message
 
 
-Result = Transcription | SpokenAudio
+class Turn(msgspec.Struct, frozen=True, tag="turn"):
+    is_complete: bool
+    probability: float
+    duration: float  # seconds of audio heard
+
+
+Result = Transcription | SpokenAudio | Turn

@@ -30,6 +30,7 @@ from wai.engines.speech.types import (
     SpeechConfig,
     SpeechFailed,
     SpokenAudio,
+    TurnQuery,
     Voice,
 )
 
@@ -99,6 +100,31 @@ class _Speaker:
         return wire.Ready("CPU", f"ONNX Runtime, {lang}", weights, False, lang)
 
 
+class _TurnDetector:
+    """smart-turn: the job's audio decoded (or taken as raw samples), its last 8 s heard."""
+
+    def __init__(self, config: SpeechConfig) -> None:
+        from wai.engines.speech.turn import SmartTurn
+
+        self.config = config
+        self.model = SmartTurn(config)
+        self.model.detect(np.zeros(SAMPLE_RATE, np.float32))
+
+    def run(self, req: wire.Run, cancelled: Callable[[], bool]) -> Result:
+        job = req.job
+        assert isinstance(job, TurnQuery)
+        limit = self.config.max_audio_seconds
+        if job.dtype in ("float32", "float64"):
+            pcm = audio.from_samples(req.audio, job.dtype, limit)
+        else:
+            pcm = audio.decode(req.audio, limit)
+        return self.model.detect(pcm)
+
+    def ready(self) -> wire.Ready:
+        weights = Path(self.config.path).stat().st_size
+        return wire.Ready("CPU", "ONNX Runtime, int8", weights, False)
+
+
 def _never() -> bool:
     return False
 
@@ -144,13 +170,20 @@ def _serve(model: Model, inbox: _Inbox, out: Sender) -> None:
         out.send(wire.Counts(0, inbox.requests.qsize()))
 
 
+_MODELS: dict[str, Callable[[SpeechConfig], Model]] = {
+    "asr": _Recognizer,
+    "tts": _Speaker,
+    "turn": _TurnDetector,
+}
+
+
 def main(argv: list[str]) -> int:
     spec = msgspec.json.decode(argv[1], type=WorkerSpec)
     config = spec.config
     start_child(spec.log_level, config.name)
     out = Sender(spec.fd_out)
     try:
-        model: Model = _Recognizer(config) if config.kind == "asr" else _Speaker(config)
+        model: Model = _MODELS[config.kind](config)
     except (OSError, RuntimeError, ValueError, SpeechFailed) as e:
         out.send(Fatal(f"the speech model {Path(config.path).name} cannot be loaded: {e}"))
         return EXIT_LOAD_FAILED

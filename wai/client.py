@@ -4,6 +4,8 @@
     ai = Ai()                                   # a local wai on 127.0.0.1:8787
     ai.run("@cf/meta/llama-2-7b-chat-int8", {"prompt": "Tell me a story"})
     # -> {"response": "...", "usage": {...}}
+    ai.run("@cf/openai/whisper", open("talk.mp3", "rb").read())   # audio in: {"text", …}
+    ai.run("@cf/deepgram/aura-2-en", {"text": "Hello"})           # audio out: bytes
     for event in ai.run(model, {"prompt": "…", "stream": True}):
         print(event["response"], end="")
 
@@ -15,6 +17,7 @@ process, with no server. Failures raise `AiError` carrying the Cloudflare code a
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import queue
@@ -68,14 +71,24 @@ def _error(status: int, body: bytes) -> AiError:
         return AiError(status, body.decode("utf-8", "replace")[:500], status)
 
 
-def _result(resp: httpx.Response) -> dict[str, Any]:
+def _result(resp: httpx.Response) -> Any:
+    """The result of a whole answer; bytes where the model answers with audio (Aura)."""
     if resp.status_code >= 400:
         raise _error(resp.status_code, resp.content)
+    if resp.headers.get("content-type", "").startswith("audio/"):
+        return resp.content
     body = resp.json()
     if not body.get("success", False):
         raise _error(resp.status_code, resp.content)
     result: dict[str, Any] = body["result"]
     return result
+
+
+def _body(inputs: dict[str, Any] | bytes) -> dict[str, Any]:
+    """The request body: JSON, or the audio itself."""
+    if isinstance(inputs, bytes | bytearray):
+        return {"content": bytes(inputs), "headers": {"content-type": "application/octet-stream"}}
+    return {"json": inputs}
 
 
 def _event(line: str) -> dict[str, Any] | None:
@@ -143,15 +156,18 @@ class Ai(_Remote):
         """The engine in this process (no server): settings as in wai.toml."""
         return LocalAi(**settings)
 
-    def run(self, model: str, inputs: dict[str, Any], *, queue_request: bool = False) -> Any:
+    def run(
+        self, model: str, inputs: dict[str, Any] | bytes, *, queue_request: bool = False
+    ) -> Any:
         """`{"response": …, "usage": …}`, or with `"stream": True` an iterator of events.
+        `inputs` as bytes: the audio itself (speech recognition, turn detection).
         `queue_request`: the batch queue (`{"requests": [...]}` to queue, `{"request_id"}` to
         poll), as the binding's `{queueRequest: true}`."""
         url = self._url(model, queue_request)
-        if inputs.get("stream") and not queue_request:
+        if isinstance(inputs, dict) and inputs.get("stream") and not queue_request:
             return self._stream(url, inputs)
         for attempt in range(self.max_retries + 1):
-            resp = self._http.post(url, json=inputs)
+            resp = self._http.post(url, **_body(inputs))
             wait = self._retry_after(resp, attempt)
             if wait is None:
                 break
@@ -191,12 +207,14 @@ class AsyncAi(_Remote):
     def _open(self, headers: dict[str, str], timeout: float) -> httpx.AsyncClient:
         return httpx.AsyncClient(headers=headers, timeout=timeout)
 
-    async def run(self, model: str, inputs: dict[str, Any], *, queue_request: bool = False) -> Any:
+    async def run(
+        self, model: str, inputs: dict[str, Any] | bytes, *, queue_request: bool = False
+    ) -> Any:
         url = self._url(model, queue_request)
-        if inputs.get("stream") and not queue_request:
+        if isinstance(inputs, dict) and inputs.get("stream") and not queue_request:
             return self._stream(url, inputs)
         for attempt in range(self.max_retries + 1):
-            resp = await self._http.post(url, json=inputs)
+            resp = await self._http.post(url, **_body(inputs))
             wait = self._retry_after(resp, attempt)
             if wait is None:
                 break
@@ -255,7 +273,11 @@ class LocalAi:
             future.cancel()
             raise
 
-    def run(self, model: str, inputs: dict[str, Any], *, queue_request: bool = False) -> Any:
+    def run(
+        self, model: str, inputs: dict[str, Any] | bytes, *, queue_request: bool = False
+    ) -> Any:
+        if isinstance(inputs, bytes | bytearray):
+            return self._call(_local_result(self._runtime, model, bytes(inputs)))
         if queue_request:
             return self._call(self._queued(model, inputs))
         if inputs.get("stream"):
@@ -323,16 +345,19 @@ class LocalAi:
         self.close()
 
 
-async def _local_submit(runtime: Any, model: str, inputs: dict[str, Any]) -> Any:
+async def _local_submit(runtime: Any, model: str, inputs: dict[str, Any] | bytes) -> Any:
     """Submit as the server would; a refusal raises AiError with Workers AI's code."""
     from wai.answers import classify
     from wai.backends.base import EngineError
     from wai.errors import RequestError
     from wai.schemas import parse_inputs
+    from wai.schemas.speech import RawAudio
 
     try:
         runtime.name_for(model)  # an unknown id, or one of a task not run here: said first
-        parsed = parse_inputs(runtime.models.spec_for(model), inputs)
+        body = RawAudio(inputs) if isinstance(inputs, bytes) else inputs
+        max_audio = runtime.settings.limits.max_audio_bytes
+        parsed = parse_inputs(runtime.models.spec_for(model), body, max_audio)
         _, generation = await runtime.submit(model, parsed)
     except (RequestError, EngineError) as e:
         f = classify(e)
@@ -340,15 +365,19 @@ async def _local_submit(runtime: Any, model: str, inputs: dict[str, Any]) -> Any
     return parsed, generation
 
 
-async def _local_result(runtime: Any, model: str, inputs: dict[str, Any]) -> Any:
-    """The whole answer, as the binding answers it (answers.whole_answer)."""
+async def _local_result(runtime: Any, model: str, inputs: dict[str, Any] | bytes) -> Any:
+    """The whole answer, as the binding answers it (answers.whole_answer): bytes where the
+    model answers with audio (Aura)."""
     from wai.answers import Unanswered, whole_answer
+    from wai.schemas.tts import SpeechInput
 
     parsed, generation = await _local_submit(runtime, model, inputs)
     try:
         result, _ = await whole_answer(generation, parsed)
     except Unanswered as e:
         raise AiError(e.code, e.message if e.failed else f"AiError: {e.message}") from e
+    if isinstance(parsed, SpeechInput) and parsed.shape == "aura":
+        return base64.b64decode(result["audio"])
     return result
 
 

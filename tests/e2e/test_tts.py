@@ -158,3 +158,24 @@ def test_characters_and_minutes_are_counted(tmp_path: Path) -> None:
         )
     finally:
         stop_server(srv)
+
+
+def test_the_python_client_speaks_and_hears_over_http_and_in_process(
+    server: Server, tmp_path: Path
+) -> None:
+    from wai import Ai
+
+    with Ai(base_url=f"{server.url}/client/v4", token=TOKEN) as remote:
+        mp3 = remote.run(AURA, {"text": SENTENCES[1]})
+        assert isinstance(mp3, bytes) and samples(mp3)[1] == 22050
+        heard = remote.run(WHISPER, mp3)  # bytes in: the raw body
+        assert recovered(SENTENCES[1], heard["text"]) >= 0.75
+    with Ai.local(engine={"slots": 1}, usage_db=tmp_path / "usage.db") as ai:
+        spoken = ai.run(AURA, {"text": SENTENCES[0]})
+        assert isinstance(spoken, bytes)
+        out = ai.run(WHISPER, spoken)
+        assert recovered(SENTENCES[0], out["text"]) >= 0.75 and out["vtt"].startswith("WEBVTT")
+        turbo = ai.run(
+            "@cf/openai/whisper-large-v3-turbo", {"audio": base64.b64encode(spoken).decode()}
+        )
+        assert turbo["transcription_info"]["language"] == "en"

@@ -6,7 +6,7 @@ word timestamps, as wai's `@cf/openai/whisper` runs it. The anchors are faster-w
 in-process on the same model directory: `transcribe` (its default path), and its
 `BatchedInferencePipeline` (VAD-cut windows, 8 at a time: what wai runs for audio over 30 s).
 Each is measured at 1 and 4 concurrent requests (the anchors with 4 threads on one model of
-4 workers) on a short clip (~5 s) and a long one (~60 s) of espeak-ng speech. The figure is the
+4 workers) on a short clip (~5 s) and a long one (~40 s) of espeak-ng speech. The figure is the
 real-time factor: seconds of audio transcribed per second of wall time (higher is better).
 
 Text-to-speech: characters per second of wai's `@cf/deepgram/aura-2-en` (MP3) against the same
@@ -58,7 +58,7 @@ TTS_TEXT = (
 
 
 def clips(tmp: Path) -> dict[str, bytes]:
-    """A short clip (one sentence) and a long one (sentences with pauses, about a minute)."""
+    """A short clip (one sentence) and a long one (sentences with pauses, about 40 s)."""
     parts = []
     for i, s in enumerate(SENTENCES):
         pcm, rate = samples(speak(s, tmp / f"{i}.wav"))
@@ -66,7 +66,7 @@ def clips(tmp: Path) -> dict[str, bytes]:
     rate = 22050
     pause = np.zeros(rate // 2, np.int16)
     long: list[np.ndarray] = []
-    while sum(len(p) for p in long) < 60 * rate:
+    while sum(len(p) for p in long) < 40 * rate:
         for p in parts:
             long += [p, pause]
     return {"short": wav(parts[0], rate), "long": wav(np.concatenate(long), rate)}

@@ -22,6 +22,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from tests.conftest import LLAMA2, TOKEN, Server, start_server, stop_server
+from tests.speech_audio import recovered
 from wai.api import playground
 
 LLAMA3 = "@cf/meta/llama-3.1-8b-instruct"
@@ -221,3 +222,37 @@ def test_the_embeddings_panel_shows_a_similarity_heat_map(
     assert "3 \u00d7 384 by all-MiniLM-L6-v2" in browser.find_element(By.ID, "embed-stats").text
     if os.environ.get("WAI_SCREENSHOTS"):
         browser.save_screenshot(os.environ["WAI_SCREENSHOTS"] + "/playground-embeddings.png")
+
+
+def test_the_speech_panel_speaks_then_transcribes_with_word_timings(
+    browser: WebDriver, server: Server
+) -> None:
+    _open(browser, server, TOKEN)
+    browser.find_element(By.CSS_SELECTOR, "#speech-panel summary").click()
+    said = "Please remember to water the garden every morning before work."
+    text = browser.find_element(By.ID, "speak-text")
+    text.clear()
+    text.send_keys(said)
+    browser.find_element(By.ID, "speak").click()
+    WebDriverWait(browser, 60).until(
+        lambda b: b.find_element(By.ID, "speech-audio").get_attribute("src").startswith("blob:")
+    )
+    assert "audio/mpeg by en_US-joe-medium" in browser.find_element(By.ID, "speak-stats").text
+    browser.find_element(By.ID, "hear-back").click()
+    WebDriverWait(browser, 120).until(
+        lambda b: len(b.find_elements(By.CSS_SELECTOR, "#words tr.word")) >= 8
+    )
+    heard = browser.find_element(By.ID, "transcript").text
+    assert (
+        recovered("Please remember to water the garden every morning before work.", heard) >= 0.75
+    )
+    starts = [
+        float(row.find_elements(By.TAG_NAME, "td")[1].text)
+        for row in browser.find_elements(By.CSS_SELECTOR, "#words tr.word")
+    ]
+    assert starts == sorted(starts)
+    assert browser.find_element(By.ID, "vtt").text.startswith("WEBVTT")
+    errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert not errors, errors  # the CSP lets the audio play from its blob: URL
+    if os.environ.get("WAI_SCREENSHOTS"):
+        browser.save_screenshot(os.environ["WAI_SCREENSHOTS"] + "/playground-speech.png")

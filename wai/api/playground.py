@@ -1,8 +1,8 @@
 """The playground: a page at `/` (and `/playground`) to chat with any text-generation model id
-and see the same request as curl, Python and Worker code, and to embed a few texts and see
-their similarity as a heat map.
+and see the same request as curl, Python and Worker code, to embed a few texts and see their
+similarity as a heat map, and to hear text spoken and read audio's transcript with word timings.
 
-Five files shipped in the package (`static/`), served by wai itself: the page works offline.
+Six files shipped in the package (`static/`), served by wai itself: the page works offline.
 A strict Content-Security-Policy allows only wai's own script, styles and API (no inline
 script, no other origin). The page and its assets need no token; the API calls the page makes
 do, and it asks for one (kept in sessionStorage only).
@@ -18,7 +18,8 @@ from starlette.responses import Response
 STATIC = Path(__file__).parent / "static"
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
-    "img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    "img-src 'self'; media-src 'self' blob:; base-uri 'none'; form-action 'none'; "
+    "frame-ancestors 'none'"
 )
 # path -> (file, Content-Type); set whole, so Starlette adds no charset of its own
 FILES = {
@@ -27,6 +28,7 @@ FILES = {
     "/playground/playground.js": ("playground.js", "text/javascript; charset=utf-8"),
     "/playground/playground.css": ("playground.css", "text/css; charset=utf-8"),
     "/playground/embeddings.js": ("embeddings.js", "text/javascript; charset=utf-8"),
+    "/playground/speech.js": ("speech.js", "text/javascript; charset=utf-8"),
     "/playground/icon.svg": ("icon.svg", "image/svg+xml"),
     # browsers ask for it whatever the page links: answered, not a 400 in the console
     "/favicon.ico": ("icon.svg", "image/svg+xml"),

@@ -2,6 +2,7 @@
 // same request shown as curl, Python and Worker code. No dependencies; served by wai itself.
 
 import { initEmbeddings } from "/playground/embeddings.js";
+import { initSpeech } from "/playground/speech.js";
 
 const ACCOUNT = "local";
 const $ = (id) => document.getElementById(id);
@@ -270,6 +271,7 @@ function init() {
   });
   $("send-form").addEventListener("submit", send);
   initEmbeddings();
+  initSpeech();
   $("clear").addEventListener("click", () => {
     history = [];
     $("log").replaceChildren();

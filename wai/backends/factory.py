@@ -57,6 +57,10 @@ def task_of(model: ModelConfig) -> Kind:
     return "text-embeddings" if embeds else "text-generation"
 
 
+# Speech jobs computed at once per model, a thread each (`[models.NAME] slots` sets it). On 2
+# cores, four concurrent 42 s transcriptions ran at 0.60x faster-whisper's own four workers
+# one after another, 1.01x four at a time (bench/speech.py, bench/RESULTS.md).
+SPEECH_SLOTS = 4
 _SPEECH: dict[str, SpeechKind] = {
     "automatic-speech-recognition": "asr",
     "text-to-speech": "tts",
@@ -133,7 +137,7 @@ class BackendFactory:
             name=name,
             kind=_SPEECH[model.task],
             n_threads=e.threads if model.threads is None else model.threads,
-            n_slots=model.slots or 1,
+            n_slots=model.slots or SPEECH_SLOTS,
             max_waiting=e.max_waiting,
             max_audio_seconds=limits.max_audio_seconds,
         )

@@ -26,7 +26,7 @@ class SpeechConfig(msgspec.Struct, frozen=True):
     name: str
     kind: SpeechKind = "asr"
     n_threads: int = 0  # 0: every core
-    n_slots: int = 2  # transcriptions computed together (one batch through the encoder)
+    n_slots: int = 4  # jobs computed at once (a thread each; CTranslate2 replicas share weights)
     max_waiting: int = 64
     max_audio_seconds: float = 4 * 3600.0
     compute_type: str = "int8"  # CTranslate2's: int8 on a CPU (the float16 file converted)

@@ -39,7 +39,7 @@ class Whisper:
             device="cpu",
             compute_type=config.compute_type,
             cpu_threads=threads,
-            num_workers=1,
+            num_workers=max(1, config.n_slots),  # batches computed at once: one per job thread
             local_files_only=True,
         )
         self.batched = BatchedInferencePipeline(self.model)

@@ -2,9 +2,10 @@
 the server (Whisper, or a Piper voice), supervised by engine.py through the shared machinery
 (engines/process/).
 
-The main thread runs one job at a time, in arrival order; a reader thread takes the server's
-frames (a cancel marks its job, which stops at its next segment or sentence). When the server
-goes away, the reader sees end-of-file and the process exits after the job in hand."""
+`n_slots` job threads take jobs in arrival order (CTranslate2 runs as many batches at once,
+ONNX Runtime's sessions are thread-safe); a reader thread takes the server's frames (a cancel
+marks its job, which stops at its next segment or sentence). When the server goes away, the
+reader sees end-of-file and the process exits after the jobs in hand."""
 
 from __future__ import annotations
 
@@ -130,15 +131,30 @@ def _never() -> bool:
 
 
 class _Inbox:
-    def __init__(self) -> None:
+    """The jobs sent, the cancels, and how many jobs are running (for `Counts`)."""
+
+    def __init__(self, out: Sender) -> None:
         self.requests: queue.Queue[wire.Run | None] = queue.Queue()
         self.cancelled: set[int] = set()
+        self.out = out
+        self._busy = 0
+        self._lock = threading.Lock()
 
     def cancel_check(self, rid: int) -> Callable[[], bool]:
         return lambda: rid in self.cancelled
 
-    def read(self, fd: int) -> None:
-        """Reader thread: the server's frames, until Stop or end-of-file."""
+    def busy(self, change: int) -> None:
+        with self._lock:  # frames from several job threads: one at a time on the pipe
+            self._busy += change
+            self.out.send(wire.Counts(self._busy, self.requests.qsize()))
+
+    def send(self, msg: wire.Done | wire.Failure) -> None:
+        with self._lock:
+            self.out.send(msg)
+
+    def read(self, fd: int, slots: int) -> None:
+        """Reader thread: the server's frames, until Stop or end-of-file; then one end
+        marker per job thread."""
         try:
             while (msg := wire.read_to_engine(fd)) is not None and not isinstance(msg, Stop):
                 if isinstance(msg, wire.Run):
@@ -148,26 +164,29 @@ class _Inbox:
         except (OSError, ValueError, msgspec.DecodeError) as e:
             log.error("engine channel broken: %s", e)
         finally:
-            self.requests.put(None)
+            for _ in range(slots):
+                self.requests.put(None)
 
 
-def _serve(model: Model, inbox: _Inbox, out: Sender) -> None:
+def _serve(model: Model, inbox: _Inbox) -> None:
+    """One job thread: jobs in arrival order until the end marker. The models release the GIL
+    in their kernels (CTranslate2, ONNX Runtime), so `slots` threads compute together."""
     while (req := inbox.requests.get()) is not None:
-        out.send(wire.Counts(1, inbox.requests.qsize()))
+        inbox.busy(+1)
         start = time.perf_counter()
         try:
             if req.rid in inbox.cancelled:
                 raise SpeechFailed("error", "cancelled")
             result = model.run(req, inbox.cancel_check(req.rid))
         except SpeechFailed as e:
-            out.send(wire.Failure(req.rid, e.kind, e.message))
+            inbox.send(wire.Failure(req.rid, e.kind, e.message))
         except Exception as e:  # the model's own failure: this request's, not the engine's
             log.exception("speech job %d failed", req.rid)
-            out.send(wire.Failure(req.rid, "error", f"the speech model failed: {e}"))
+            inbox.send(wire.Failure(req.rid, "error", f"the speech model failed: {e}"))
         else:
-            out.send(wire.Done(req.rid, result, time.perf_counter() - start))
+            inbox.send(wire.Done(req.rid, result, time.perf_counter() - start))
         inbox.cancelled.discard(req.rid)
-        out.send(wire.Counts(0, inbox.requests.qsize()))
+        inbox.busy(-1)
 
 
 _MODELS: dict[str, Callable[[SpeechConfig], Model]] = {
@@ -187,10 +206,15 @@ def main(argv: list[str]) -> int:
     except (OSError, RuntimeError, ValueError, SpeechFailed) as e:
         out.send(Fatal(f"the speech model {Path(config.path).name} cannot be loaded: {e}"))
         return EXIT_LOAD_FAILED
-    inbox = _Inbox()
+    inbox = _Inbox(out)
     out.send(model.ready())
-    threading.Thread(target=inbox.read, args=(spec.fd_in,), daemon=True).start()
-    _serve(model, inbox, out)
+    slots = max(1, config.n_slots)
+    threading.Thread(target=inbox.read, args=(spec.fd_in, slots), daemon=True).start()
+    jobs = [threading.Thread(target=_serve, args=(model, inbox)) for _ in range(slots)]
+    for job in jobs:
+        job.start()
+    for job in jobs:
+        job.join()
     return 0
 
 

@@ -7,12 +7,23 @@ from pathlib import Path
 
 import pytest
 
-from wai.catalog import EMBEDDED_EMBEDDING_NAME, EMBEDDED_NAME, embedded_model_path
+from wai.catalog import (
+    EMBEDDED_ASR_NAME,
+    EMBEDDED_EMBEDDING_NAME,
+    EMBEDDED_NAME,
+    EMBEDDED_TTS_NAME,
+    EMBEDDED_TURN_NAME,
+    embedded_model_path,
+)
 from wai.models import ModelTable
 from wai.settings import Settings
 
 LLAMA2 = "@cf/meta/llama-2-7b-chat-int8"
 TINY = "@cf/tinyllama/tinyllama-1.1b-chat-v1.0"
+
+
+# the embedded speech models: Whisper base, the Piper voice, smart-turn
+SPEECH = {EMBEDDED_ASR_NAME, EMBEDDED_TTS_NAME, EMBEDDED_TURN_NAME}
 
 
 def test_the_embedded_model_answers_unmapped_ids_even_with_models_configured() -> None:
@@ -24,13 +35,13 @@ def test_the_embedded_model_answers_unmapped_ids_even_with_models_configured() -
     assert table.model_for(LLAMA2) == EMBEDDED_NAME
     assert table.model_for("@cf/acme/mine") == "mine"
     assert table.model_for("@cf/acme/none") is None
-    assert set(table.configs) == {"mine", EMBEDDED_NAME, EMBEDDED_EMBEDDING_NAME}
+    assert set(table.configs) == {"mine", EMBEDDED_NAME, EMBEDDED_EMBEDDING_NAME, *SPEECH}
 
 
 def test_a_configured_default_model_replaces_the_embedded_one(tmp_path: Path) -> None:
     table = ModelTable(Settings.model_validate({"default_model": str(tmp_path / "x.gguf")}))
     assert table.model_for(LLAMA2) == "x"
-    assert set(table.configs) == {"x", EMBEDDED_EMBEDDING_NAME}
+    assert set(table.configs) == {"x", EMBEDDED_EMBEDDING_NAME, *SPEECH}
 
 
 def test_each_task_has_its_own_stand_in(tmp_path: Path) -> None:

@@ -41,7 +41,7 @@ from wai.catalog import (
 )
 from wai.settings import Limits, ModelConfig, Settings
 from wai.sources import ModelSourceError
-from wai.weights import bert, whisper
+from wai.weights import bert
 
 log = logging.getLogger("wai.models")
 
@@ -82,7 +82,9 @@ class ModelTable:
         self._routes = {mid: name for name, m in self.configs.items() for mid in m.serves}
         rerankers = [n for n, m in self.configs.items() if m.task == "reranking"]
         self.default_reranker = rerankers[0] if rerankers else self.default_embedding
-        self.default_asr = self._default_asr()
+        self.default_asr = self._default_packaged(
+            "automatic-speech-recognition", EMBEDDED_ASR_NAME, self._embedded_asr_dir
+        )
         self.default_tts = self._default_packaged(
             "text-to-speech", EMBEDDED_TTS_NAME, embedded_tts_path
         )
@@ -186,21 +188,11 @@ class ModelTable:
             self.configs[name] = ModelConfig(path=path, task="text-embeddings")
         return name
 
-    def _default_asr(self) -> str:
-        """The model that answers speech recognition ids no entry serves: the first configured
-        speech model, else the embedded Whisper base (failed, with why, when its packages are
-        missing or its file cannot be written). Loaded on first use."""
-        speech = [n for n, m in self.configs.items() if m.task == "automatic-speech-recognition"]
-        if speech:
-            return speech[0]
-        name = EMBEDDED_ASR_NAME
-        try:
-            path = whisper.assembled(embedded_asr_parts(), self.settings.cache_dir, name)
-        except (OSError, ValueError) as e:
-            self.failed[name] = str(e)
-        else:
-            self.configs[name] = ModelConfig(path=path, task="automatic-speech-recognition")
-        return name
+    def _embedded_asr_dir(self) -> Path:
+        """Where the embedded Whisper base is joined from its two packages, on its first load
+        (backends/local/speech.py), not here: a model table is cheap to make."""
+        embedded_asr_parts()  # raises FileNotFoundError, naming the packages, if missing
+        return self.settings.cache_dir / EMBEDDED_ASR_NAME
 
     def _default_packaged(self, kind: Kind, name: str, find: Callable[[], Path]) -> str:
         """The model that answers a kind's ids no entry serves: the first configured one of

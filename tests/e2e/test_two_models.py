@@ -118,6 +118,6 @@ def test_a_budget_for_one_of_them_evicts_and_reloads_under_concurrent_requests(
         assert reg["memory_used_bytes"] <= budget, json.dumps(reg)
         assert models[EMBEDDED_NAME]["unloads"] >= 1 and models[EMBEDDED_NAME]["loads"] >= 2
         # both models, and the embedding stand-in (never loaded here)
-        assert [m["leases"] for m in models.values()] == [0, 0, 0]
+        assert all(m["leases"] == 0 for m in models.values()), models
     finally:
         stop_server(server)

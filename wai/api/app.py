@@ -77,26 +77,33 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.include_router(_health_routes(runtime))
     app.include_router(_service_routes(runtime, usage))
     app.add_api_route("/metrics", metrics_route, methods=["GET"], include_in_schema=False)
-    kinds = {i: runtime.models.spec_for(i).kind for i in runtime.models.known_ids()}
-    served = [i for i, kind in kinds.items() if kind is not None]
-    openapi.install(
-        app,
-        settings,
-        openapi.ModelIds(
-            served,
-            [i for i in served if kinds[i] == "text-embeddings"],
-            [i for i in served if kinds[i] == "reranking"],
-        ),
-        lambda: min(
-            (v for b in runtime.backends.values() if (v := b.n_vocab) is not None), default=None
-        ),
-    )
+    openapi.install(app, settings, _model_ids(runtime), lambda: _vocab_size(runtime))
     app.add_exception_handler(CFError, _cf_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _internal_error)
     _add_middleware(app, settings, metrics, usage, _task_of(runtime))
     return app
+
+
+def _model_ids(runtime: Runtime) -> openapi.ModelIds:
+    """The ids the OpenAPI document lists, by the body their route takes."""
+    models = runtime.models
+    kinds = {i: models.spec_for(i).kind for i in models.known_ids()}
+    served = [i for i, kind in kinds.items() if kind is not None]
+    speech = ("automatic-speech-recognition", "text-to-speech", "voice-activity-detection")
+    return openapi.ModelIds(
+        served,
+        [i for i in served if kinds[i] == "text-embeddings"],
+        [i for i in served if kinds[i] == "reranking"],
+        {i: models.spec_for(i).schema for i in served if kinds[i] in speech},
+    )
+
+
+def _vocab_size(runtime: Runtime) -> int | None:
+    """The smallest vocabulary of the loaded models (logit_bias token ids stay below it)."""
+    sizes = (v for b in runtime.backends.values() if (v := b.n_vocab) is not None)
+    return min(sizes, default=None)
 
 
 def _task_of(runtime: Runtime) -> Callable[[Scope], str]:
@@ -109,6 +116,8 @@ def _task_of(runtime: Runtime) -> Callable[[Scope], str]:
             return "text-embeddings"
         if path.endswith("/rerank"):
             return "reranking"
+        if path.endswith("/audio/speech"):
+            return "text-to-speech"
         if "/audio/" in path:
             return "automatic-speech-recognition"
         if "/ai/run/" in path:

@@ -128,6 +128,10 @@ async def search(request: Request) -> Response:
     return JSONResponse(_envelope([item(runtime, s) for s in shown], result_info=info))
 
 
+# the kinds wai answers in the id's own official shapes (the catalog's schema)
+SPEECH_KINDS = ("automatic-speech-recognition", "text-to-speech", "voice-activity-detection")
+
+
 async def schema(request: Request) -> Response:
     runtime: Runtime = request.app.state.runtime
     model = request.query_params.get("model")
@@ -144,7 +148,10 @@ async def schema(request: Request) -> Response:
         return CFError.inference(400, NO_SUCH_MODEL, f"No such model: {model}").response()
     except RequestError:
         pass  # known, but its model failed to load: the schema is still the id's
-    kind = runtime.models.spec_for(model).kind
+    spec = runtime.models.spec_for(model)
+    kind = spec.kind
+    if kind in SPEECH_KINDS and spec.schema is not None:
+        return JSONResponse(_envelope(spec.schema))  # served in Workers AI's own shapes
     if kind == "text-embeddings":
         schemas = {"input": embedding_input_schema(), "output": EMBEDDING_OUTPUT_SCHEMA}
         return JSONResponse(_envelope(schemas))

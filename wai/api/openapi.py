@@ -190,10 +190,12 @@ class ModelIds:
     all: list[str]
     embeddings: list[str]
     rerankers: list[str] = field(default_factory=list)
+    # speech ids, each with its official schema {"input", "output"} (None: none known)
+    speech: dict[str, dict[str, Any] | None] = field(default_factory=dict)
 
     @property
     def text(self) -> list[str]:
-        other = {*self.embeddings, *self.rerankers}
+        other = {*self.embeddings, *self.rerankers, *self.speech}
         return [i for i in self.all if i not in other]
 
 
@@ -227,6 +229,9 @@ def install(
         for model_id in model_ids.rerankers:
             path = f"/client/v4/accounts/{{account_id}}/ai/run/{model_id}"
             doc["paths"][path] = {"post": _task_run(model_id, bodies["rerank"], RERANKING)}
+        for model_id, official in model_ids.speech.items():
+            path = f"/client/v4/accounts/{{account_id}}/ai/run/{model_id}"
+            doc["paths"][path] = {"post": _speech_run(model_id, official)}
         app.openapi_schema = doc
         return doc
 
@@ -302,6 +307,8 @@ def _document(
         op["requestBody"] = bodies["embeddings"]
         responses["200"] = {"description": "the vectors", "content": _json({"type": "object"})}
         responses.update(_errors(OPENAI_ERROR, {**CF_ERRORS, 404: "no such model"}))
+    elif path.endswith(("/audio/transcriptions", "/audio/translations", "/audio/speech")):
+        _audio(path, op)
     elif path.endswith(("/chat/completions", "/completions")):
         op["requestBody"] = bodies["chat" if "chat" in path else "completion"]
         responses["200"] = {
@@ -417,3 +424,70 @@ def _task_run(model_id: str, body: dict[str, Any], task: _Task) -> dict[str, Any
             **_errors(CF_ERROR, CF_ERRORS),
         },
     }
+
+
+def _speech_run(model_id: str, official: dict[str, Any] | None) -> dict[str, Any]:
+    """The REST route of one speech id: its body and answer as Workers AI's own schema gives
+    them (the audio itself may also be the body of a speech recognition or turn id)."""
+    schema = official or {"input": {"type": "object"}, "output": {"type": "object"}}
+    body = {
+        "required": True,
+        "content": {
+            "application/json": {"schema": schema["input"]},
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+    task = _Task("Speech", "speech", schema["output"], "the model's output")
+    op = _task_run(model_id, body, task)
+    if schema["output"].get("format") == "binary":  # Deepgram's voices: the audio itself
+        op["responses"]["200"] = {"description": "the audio", "content": AUDIO}
+    return op
+
+
+# what a voice answers, by the encoding and container asked for
+AUDIO = {
+    mime: {"schema": {"type": "string", "format": "binary"}}
+    for mime in (
+        "audio/mpeg", "audio/wav", "audio/flac", "audio/ogg", "audio/aac", "audio/basic",
+        "audio/alaw", "audio/l16",
+    )
+}  # fmt: skip
+
+
+def _audio(path: str, op: dict[str, Any]) -> None:
+    """OpenAI's audio routes: multipart audio in (transcriptions), JSON in and audio out
+    (speech)."""
+    text = {"type": "string", "minLength": 1}
+    if path.endswith("/speech"):
+        formats = ["mp3", "opus", "aac", "flac", "wav", "pcm"]
+        body = {
+            "type": "object",
+            "properties": {
+                "model": text, "input": text, "voice": {"type": "string"},
+                "response_format": {"type": "string", "enum": formats},
+                "speed": {"type": "number", "minimum": 0.25, "maximum": 4},
+            },
+            "required": ["model", "input", "voice"],
+        }  # fmt: skip
+        op["requestBody"] = {"required": True, "content": _json(body)}
+        op["responses"]["200"] = {"description": "the audio", "content": AUDIO}
+    else:
+        form = {
+            "type": "object",
+            "properties": {
+                "file": {"type": "string", "format": "binary"}, "model": text,
+                "language": {"type": "string"}, "prompt": {"type": "string"},
+                "temperature": {"type": "number", "minimum": 0, "maximum": 1},
+                "response_format": {
+                    "type": "string", "enum": ["json", "text", "srt", "vtt", "verbose_json"]
+                },
+            },
+            "required": ["file", "model"],
+        }  # fmt: skip
+        op["requestBody"] = {"required": True, "content": {"multipart/form-data": {"schema": form}}}
+        plain = {"text/plain": {"schema": {"type": "string"}}}
+        op["responses"]["200"] = {
+            "description": "the transcript (JSON, or text, SRT, WebVTT)",
+            "content": {**_json({"type": "object"}), **plain},
+        }
+    op["responses"].update(_errors(OPENAI_ERROR, {**CF_ERRORS, 500: "the model failed"}))

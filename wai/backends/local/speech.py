@@ -10,7 +10,7 @@ cannot take: 5006; audio longer than the model takes: 3006; the engine died unde
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from wai.backends.base import (
     Backend,
@@ -20,6 +20,7 @@ from wai.backends.base import (
     Failed,
     Finished,
     Generation,
+    ModelLoadError,
     SpeechOptions,
     SpeechOutput,
     SpeechResult,
@@ -41,13 +42,25 @@ _CODES = {"bad_audio": BAD_INPUT, "too_long": REQUEST_TOO_LARGE, "error": INTERN
 
 
 class LocalSpeechBackend(Backend):
-    def __init__(self, engine: SpeechEngine, max_waiting: int = 64) -> None:
+    def __init__(
+        self,
+        engine: SpeechEngine,
+        max_waiting: int = 64,
+        prepare: Callable[[], object] | None = None,
+    ) -> None:
         self.engine = engine
         self.name = engine.name
         self.kind = engine.config.kind
         self._max_waiting = max_waiting
+        self._prepare = prepare  # weights to write before the first start (off the loop)
 
     async def start(self) -> None:
+        if self._prepare is not None:
+            try:
+                await asyncio.to_thread(self._prepare)
+            except (OSError, ValueError) as e:
+                raise ModelLoadError(f"{self.name}: {e}") from e
+            self._prepare = None
         await self.engine.start()
 
     async def submit(self, request: TaskRequest) -> Generation[Event]:

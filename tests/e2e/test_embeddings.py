@@ -109,9 +109,10 @@ def test_concurrent_callers_each_get_their_own_vectors(server: Server) -> None:
     with ThreadPoolExecutor(12) as pool:
         together = list(pool.map(lambda t: _vectors(server, {"text": t}), texts))
     # packed with others, a text's numbers move in the last float bits (the matmuls' tiling
-    # depends on the batch), never to another text's vector
+    # depends on the batch), never to another text's vector: up to 1.06e-4 on this session's
+    # llama.cpp build (2-core EPYC, AVX-512), cosine 0.9999998
     for a, b in zip(alone, together, strict=True):
-        assert a.shape == b.shape and np.allclose(a, b, atol=1e-4)
+        assert a.shape == b.shape and np.allclose(a, b, atol=5e-4)
         assert np.all(np.sum(a * b, axis=1) > 0.99999)
 
 

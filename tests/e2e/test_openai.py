@@ -233,7 +233,7 @@ def test_models_lists_exactly_the_ids_that_answer(server: Server) -> None:
     assert not {s.id for s in Catalog().specs if s.kind is None} & set(ids)  # other tasks
     # speech ids are listed too (OpenAI lists its whisper-1 and tts-1); their routes take
     # audio, tested in test_speech.py and test_tts.py
-    speech = {s.id for s in CATALOG if s.kind in SPEECH_KINDS}
+    speech = {s.id for s in Catalog().specs if s.kind in SPEECH_KINDS}
     assert "@cf/openai/whisper" in speech and speech <= set(ids)
     for mid in (i for i in ids if i not in speech):  # each on the route of its task
         route, body = (

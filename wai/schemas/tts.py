@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from wai.engines.speech.types import Voice
 from wai.errors import InvalidInput
+from wai.schemas.speech import reject_if_busy
 
 MELOTTS = "@cf/myshell-ai/melotts"
 MAX_AURA_CHARS = 2000  # Deepgram's limit on one request's text
@@ -82,7 +83,7 @@ def parse_speech(model_id: str, body: Any) -> SpeechInput:
     """Validate a body for a text-to-speech id; raises InvalidInput naming the field."""
     if not isinstance(body, dict):
         raise InvalidInput("Type mismatch of '/', expected an object")
-    reject = _reject_if_busy(body.get("options"))
+    reject = reject_if_busy(body.get("options"))
     if model_id == MELOTTS:
         _only(body, {"prompt", "lang", "options"}, model_id)
         text = _text(body, "prompt", MAX_TEXT_CHARS)
@@ -154,11 +155,3 @@ def _only(body: dict[str, Any], fields: set[str], model_id: str) -> None:
     unknown = sorted(set(body) - fields)
     if unknown:
         raise InvalidInput(f"'/{unknown[0]}': not a field of {model_id}'s input")
-
-
-def _reject_if_busy(options: Any) -> bool:
-    if options is None:
-        return False
-    if not isinstance(options, dict):
-        raise InvalidInput("'/options': must be an object")
-    return options.get("rejectIfBusy", options.get("reject_if_busy", False)) is True

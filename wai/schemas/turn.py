@@ -13,7 +13,7 @@ from typing import Any
 
 from wai.engines.speech.types import TurnQuery
 from wai.errors import InputTooLarge, InvalidInput
-from wai.schemas.speech import RawAudio
+from wai.schemas.speech import RawAudio, reject_if_busy
 
 DTYPES = ("uint8", "float32", "float64")
 
@@ -30,7 +30,7 @@ def parse_turn(model_id: str, body: Any, max_bytes: int) -> TurnInput:
         return TurnInput(_sized(body.data, max_bytes), TurnQuery())
     if not isinstance(body, dict):
         raise InvalidInput("Type mismatch of '/', expected the audio, or an object with 'audio'")
-    unknown = sorted(set(body) - {"audio", "dtype", "options"})
+    unknown = sorted(set(body) - {"audio", "dtype", "options"})  # a field it cannot honour
     if unknown:
         raise InvalidInput(f"'/{unknown[0]}': not a field of {model_id}'s input")
     dtype = body.get("dtype", "uint8")
@@ -47,8 +47,7 @@ def parse_turn(model_id: str, body: Any, max_bytes: int) -> TurnInput:
         data = base64.b64decode(audio, validate=True)
     except (binascii.Error, ValueError):
         raise InvalidInput("'/audio': not valid base64") from None
-    options = body.get("options")
-    reject = isinstance(options, dict) and options.get("rejectIfBusy") is True
+    reject = reject_if_busy(body.get("options"))
     query = TurnQuery(None if dtype == "uint8" else dtype)
     return TurnInput(_sized(data, max_bytes), query, reject)
 

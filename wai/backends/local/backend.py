@@ -32,7 +32,7 @@ from wai.errors import InvalidInput
 OFF_LOOP_CHARS = 16_384
 
 
-class LocalBackend(EngineBacked):
+class LocalBackend(EngineBacked[TokenEngine]):
     def __init__(
         self,
         engine: TokenEngine,

@@ -21,14 +21,14 @@ from wai.backends.base import (
 )
 from wai.backends.local.engine_backed import EngineBacked
 from wai.engines.llamacpp.gguf import POOLING_CLS, POOLING_RANK, declared_pooling
-from wai.engines.llamacpp.types import EmbedRequest
+from wai.engines.llamacpp.types import EmbedRequest, TokenEngine
 from wai.errors import InvalidInput
 
 # inputs longer than this (characters, all texts) are tokenized on a worker thread
 OFF_LOOP_CHARS = 16_384
 
 
-class LocalEmbeddingBackend(EngineBacked):
+class LocalEmbeddingBackend(EngineBacked[TokenEngine]):
     @property
     def pooling(self) -> Pooling:
         """The model's own pooling, as its file says (mean unless it says CLS)."""

@@ -1,14 +1,40 @@
-"""What every local model shares, whatever its task: a llama.cpp `TokenEngine` behind it (in
-its own supervised process, or on a thread), whose lifecycle, counters and health it reports."""
+"""What every local model shares, whatever its task: an engine behind it (llama.cpp's
+`TokenEngine`, or a speech engine; in its own supervised process, or on a thread), whose
+lifecycle, counters and health it reports."""
 
 from __future__ import annotations
+
+from typing import Generic, Protocol, TypeVar
 
 from wai.backends.base import Backend, EngineInfo, EngineStats
 from wai.engines.llamacpp.types import TokenEngine
 
 
-class EngineBacked(Backend):
-    def __init__(self, engine: TokenEngine, max_waiting: int = 64) -> None:
+class LocalEngine(Protocol):
+    """What a backend needs of any engine family's server side."""
+
+    name: str
+
+    async def start(self) -> None: ...
+
+    def stats(self) -> EngineStats: ...
+
+    @property
+    def info(self) -> EngineInfo | None: ...
+
+    def memory_bytes(self) -> int: ...
+
+    @property
+    def failure(self) -> str | None: ...
+
+    async def close(self) -> None: ...
+
+
+E = TypeVar("E", bound=LocalEngine)
+
+
+class EngineBacked(Backend, Generic[E]):
+    def __init__(self, engine: E, max_waiting: int = 64) -> None:
         self.engine = engine
         self.name = engine.name
         self._max_waiting = max_waiting
@@ -18,7 +44,7 @@ class EngineBacked(Backend):
 
     @property
     def n_ctx_seq(self) -> int | None:
-        return self.engine.n_ctx_seq
+        return self.engine.n_ctx_seq if isinstance(self.engine, TokenEngine) else None
 
     def stats(self) -> EngineStats:
         return self.engine.stats()

@@ -13,9 +13,6 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 
 from wai.backends.base import (
-    Backend,
-    EngineInfo,
-    EngineStats,
     Event,
     Failed,
     Finished,
@@ -33,6 +30,7 @@ from wai.backends.base import (
     Usage,
     Voice,
 )
+from wai.backends.local.engine_backed import EngineBacked
 from wai.engines.speech.engine import EngineLost, SpeechEngine
 from wai.engines.speech.types import SpeechFailed
 from wai.errors import BAD_INPUT, INTERNAL, REQUEST_TOO_LARGE, InvalidInput
@@ -41,17 +39,15 @@ _DOES = {"asr": "transcribes audio", "tts": "speaks text", "turn": "detects turn
 _CODES = {"bad_audio": BAD_INPUT, "too_long": REQUEST_TOO_LARGE, "error": INTERNAL}
 
 
-class LocalSpeechBackend(Backend):
+class LocalSpeechBackend(EngineBacked[SpeechEngine]):
     def __init__(
         self,
         engine: SpeechEngine,
         max_waiting: int = 64,
         prepare: Callable[[], object] | None = None,
     ) -> None:
-        self.engine = engine
-        self.name = engine.name
+        super().__init__(engine, max_waiting)
         self.kind = engine.config.kind
-        self._max_waiting = max_waiting
         self._prepare = prepare  # weights to write before the first start (off the loop)
 
     async def start(self) -> None:
@@ -73,8 +69,7 @@ class LocalSpeechBackend(Backend):
             self._check_language(request.language)
             job, audio, characters = request.voice, b"", len(request.voice.text)
         else:
-            does = _DOES[self.kind]
-            raise InvalidInput(f"{self.name} {does}: it does not take this input")
+            raise InvalidInput(f"{self.name} {_DOES[self.kind]}: it does not take this input")
         rid, result = self.engine.submit(
             job, audio, reject_if_busy=request.reject_if_busy, background=request.background
         )
@@ -89,29 +84,6 @@ class LocalSpeechBackend(Backend):
                 f"no {language!r} voice here: {self.name} speaks {speaks!r} (serve a Piper voice "
                 f"for {language!r} with [models.NAME] path = <voice>.onnx and serves = [the id])"
             )
-
-    def stats(self) -> EngineStats:
-        return self.engine.stats()
-
-    def report(self) -> EngineInfo | None:
-        return self.engine.info
-
-    def memory_bytes(self) -> int:
-        return self.engine.memory_bytes()
-
-    @property
-    def failure(self) -> str | None:
-        return self.engine.failure
-
-    def unready(self) -> str | None:
-        info = self.engine.info
-        if info is not None and info.state != "up":
-            return f"engine {info.state}"
-        waiting = self.engine.stats().waiting
-        return f"queue full ({waiting} waiting)" if waiting >= self._max_waiting else None
-
-    async def close(self) -> None:
-        await self.engine.close()
 
 
 async def _events(result: asyncio.Future[SpeechOutput], characters: int) -> AsyncIterator[Event]:

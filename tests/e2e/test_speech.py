@@ -213,6 +213,10 @@ def test_the_openai_sdk_transcribes_and_translates(server: Server, spoken: list[
     assert recovered(said, translated.text) >= 0.75
     with pytest.raises(BadRequestError, match="not a speech recognition model"):
         client.audio.transcriptions.create(model="@cf/meta/llama-3-8b-instruct", file=audio)
+    with pytest.raises(BadRequestError, match="verbose_json"):  # refused, not ignored
+        client.audio.transcriptions.create(
+            model=WHISPER, file=audio, timestamp_granularities=["word"]
+        )
     with pytest.raises(BadRequestError, match="response_format"):
         client.audio.transcriptions.create(model=WHISPER, file=audio, response_format="xml")  # type: ignore[arg-type]
 

@@ -146,6 +146,9 @@ def _parse(
     if fmt not in FORMATS:
         raise _Refused(f"'response_format' must be one of {', '.join(FORMATS)}", "response_format")
     grains = set(form.getlist("timestamp_granularities[]"))
+    if grains and fmt != "verbose_json":  # as OpenAI: the timings exist in verbose_json only
+        where = "timestamp_granularities[]"
+        raise _Refused(f"'{where}' needs response_format verbose_json", where)
     if not grains <= {"word", "segment"}:
         raise _Refused(
             "'timestamp_granularities[]' takes 'word' and 'segment'", "timestamp_granularities[]"

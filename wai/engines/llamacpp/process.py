@@ -25,7 +25,6 @@ from wai.engines.llamacpp.gguf import LlamaTokenizer, load_tokenizer
 from wai.engines.llamacpp.types import (
     EmbedRequest,
     EngineInfo,
-    EngineState,
     EngineStats,
     Finished,
     Generation,
@@ -60,13 +59,10 @@ class ProcessEngine(Supervisor[wire.FromEngine], TokenEngine):
     def info(self) -> EngineInfo | None:
         if self._info is None:
             return None
-        state: EngineState = (
-            "failed" if self._failure else "up" if self._ready_child() else "restarting"
-        )
         return dataclasses.replace(
             self._info,
             isolation="process",
-            state=state,
+            state=self.state(),
             pid=self.pid,
             restarts=self.restarts,
         )

@@ -35,6 +35,7 @@ import msgspec
 from wai.engines.process import frames
 from wai.engines.process.child import child_env, describe_exit, module_command
 from wai.engines.process.errors import ModelLoadError
+from wai.engines.process.stats import EngineState
 
 log = logging.getLogger("wai.engines")
 
@@ -162,7 +163,8 @@ class Supervisor(abc.ABC, Generic[M]):
     def pid(self) -> int | None:
         return self._child.proc.pid if self._child else None
 
-    def state(self) -> str:
+    def state(self) -> EngineState:
+        """What /healthz shows of the engine: up, restarting (after a crash), or failed."""
         return "failed" if self._failure else "up" if self._ready_child() else "restarting"
 
     def _ready_child(self) -> Child[M] | None:

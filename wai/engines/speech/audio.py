@@ -75,16 +75,6 @@ def from_samples(data: bytes, dtype: str, max_seconds: float) -> np.ndarray:
     return samples.astype(np.float32)
 
 
-def from_pcm16(data: bytes, max_seconds: float) -> np.ndarray:
-    """Raw 16-bit little-endian mono PCM at 16 kHz (what the engine is sent when the audio was
-    decoded already), as float32."""
-    if len(data) % 2 or not data:
-        raise SpeechFailed("bad_audio", "raw PCM must be a whole number of 16-bit samples")
-    if len(data) // 2 > max_seconds * SAMPLE_RATE:
-        raise SpeechFailed("too_long", f"the audio is longer than {max_seconds:.0f} s")
-    return np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0
-
-
 # encoding -> (FFmpeg codec, its sample format, raw container, MIME type when raw)
 _CODECS: dict[str, tuple[str, str, str, str]] = {
     "mp3": ("libmp3lame", "s16p", "mp3", "audio/mpeg"),

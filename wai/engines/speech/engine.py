@@ -114,7 +114,6 @@ class SpeechEngine(Supervisor[wire.FromEngine]):
         job: Job,
         audio: bytes = b"",
         *,
-        pcm16: bool = False,
         reject_if_busy: bool = False,
         background: bool = False,
     ) -> tuple[int, asyncio.Future[Result]]:
@@ -133,7 +132,7 @@ class SpeechEngine(Supervisor[wire.FromEngine]):
         self._pending[rid] = fut
         if background:
             self._background.add(rid)
-        self._send(rid, wire.frame(wire.Run(rid, job, audio, pcm16)))
+        self._send(rid, wire.frame(wire.Run(rid, job, audio)))
         return rid, fut
 
     def cancel(self, rid: int) -> None:
@@ -155,7 +154,6 @@ class SpeechEngine(Supervisor[wire.FromEngine]):
         r = self._ready_msg
         if r is None:
             return None
-        state = "failed" if self._failure else "up" if self._ready_child() else "restarting"
         return EngineInfo(
             device=r.device,
             gpu_layers=0,
@@ -164,7 +162,7 @@ class SpeechEngine(Supervisor[wire.FromEngine]):
             converted=False,
             probe="warm-up passed",
             isolation="process",
-            state=state,  # type: ignore[arg-type]
+            state=self.state(),
             pid=self.pid,
             restarts=self.restarts,
         )

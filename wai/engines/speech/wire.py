@@ -17,8 +17,7 @@ from wai.engines.speech.types import FailureKind, Job, Result
 class Run(msgspec.Struct, tag="run", array_like=True):
     rid: int
     job: Job
-    audio: bytes = b""  # encoded (MP3, WAV, …), or raw 16-bit PCM when `pcm16`
-    pcm16: bool = False
+    audio: bytes = b""  # as the client sent it: encoded (MP3, WAV, …), or raw float samples
 
 
 class Cancel(msgspec.Struct, tag="cancel", array_like=True):

@@ -65,8 +65,7 @@ class _Recognizer:
 
     def run(self, req: wire.Run, cancelled: Callable[[], bool]) -> Result:
         assert isinstance(req.job, Options)
-        decode = audio.from_pcm16 if req.pcm16 else audio.decode
-        pcm = decode(req.audio, self.config.max_audio_seconds)
+        pcm = audio.decode(req.audio, self.config.max_audio_seconds)
         return self.model.transcribe(pcm, req.job, cancelled)
 
     def ready(self) -> wire.Ready:

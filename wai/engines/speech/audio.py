@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import logging
+from collections.abc import Iterator
 
 import av
 import numpy as np
@@ -19,24 +20,55 @@ av.logging.set_level(av.logging.PANIC)
 
 
 def decode(data: bytes, max_seconds: float) -> np.ndarray:
-    """The audio as float32 samples in [-1, 1] at 16 kHz, mono. Raises SpeechFailed:
-    "bad_audio" (no audio stream, not decodable), "too_long" (over `max_seconds`)."""
+    """The whole audio as float32 samples in [-1, 1] at 16 kHz, mono (for models that hear a
+    short clip whole). Raises SpeechFailed as `blocks` does."""
+    return np.concatenate(list(blocks(data, max_seconds, max_seconds)))
+
+
+def blocks(data: bytes, max_seconds: float, block_seconds: float) -> Iterator[np.ndarray]:
+    """The audio as float32 blocks of `block_seconds` (the last one shorter) at 16 kHz, mono,
+    decoded as they are asked for: memory holds one block, however long the audio. Raises
+    SpeechFailed: "bad_audio" (no audio stream, not decodable, no samples), "too_long" (over
+    `max_seconds`: at once when the container says so, else when decoding reaches it)."""
     if not data:
         raise SpeechFailed("bad_audio", "the audio is empty")
     limit = int(max_seconds * SAMPLE_RATE)
-    chunks: list[np.ndarray] = []
-    total = 0
+    size = max(1, int(block_seconds * SAMPLE_RATE))
+    pending: list[np.ndarray] = []
+    held = total = 0
+    for samples in _decoded(data, max_seconds):
+        total += len(samples)
+        if total > limit:
+            raise _too_long(max_seconds)
+        pending.append(samples)
+        held += len(samples)
+        while held >= size:
+            joined = np.concatenate(pending)
+            yield _float(joined[:size])
+            pending, held = [joined[size:]], held - size
+    if total == 0:
+        raise SpeechFailed("bad_audio", "the audio decodes to no samples")
+    if held:
+        yield _float(np.concatenate(pending))
+
+
+def _decoded(data: bytes, max_seconds: float) -> Iterator[np.ndarray]:
+    """int16 samples at 16 kHz, mono, frame by frame, through FFmpeg."""
     try:
         with av.open(io.BytesIO(data), mode="r", metadata_errors="ignore") as container:
             if not container.streams.audio:
                 raise SpeechFailed("bad_audio", "the file holds no audio stream")
+            # the container's own duration (microseconds), when it gives one: refused before
+            # any work (a file that understates it is stopped by the count of samples)
+            if container.duration is not None and container.duration > max_seconds * 1.01e6:
+                raise _too_long(max_seconds)
             stream = container.streams.audio[0]
             resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
             for frame in container.decode(stream):
                 for out in resampler.resample(frame):
-                    total += _take(out, chunks, limit, total)
+                    yield out.to_ndarray().reshape(-1)
             for out in resampler.resample(None):
-                total += _take(out, chunks, limit, total)
+                yield out.to_ndarray().reshape(-1)
     except SpeechFailed:
         raise
     except (av.FFmpegError, ValueError, IndexError) as e:
@@ -46,20 +78,15 @@ def decode(data: bytes, max_seconds: float) -> np.ndarray:
             "the audio could not be decoded: not a format this server reads (MP3, WAV, OGG, "
             "Opus, FLAC, WebM, M4A, … as FFmpeg reads them), or damaged",
         ) from None
-    if total == 0:
-        raise SpeechFailed("bad_audio", "the audio decodes to no samples")
-    pcm = np.concatenate(chunks)
-    return pcm.astype(np.float32) / 32768.0
 
 
-def _take(frame: av.AudioFrame, chunks: list[np.ndarray], limit: int, total: int) -> int:
-    samples = frame.to_ndarray().reshape(-1)
-    if total + len(samples) > limit:
-        raise SpeechFailed(
-            "too_long", f"the audio is longer than the {limit / SAMPLE_RATE:.0f} s this model takes"
-        )
-    chunks.append(samples)
-    return len(samples)
+def _float(samples: np.ndarray) -> np.ndarray:
+    return samples.astype(np.float32) / 32768.0
+
+
+def _too_long(max_seconds: float) -> SpeechFailed:
+    message = f"the audio is longer than the {max_seconds:.0f} s this model takes"
+    return SpeechFailed("too_long", message)
 
 
 def from_samples(data: bytes, dtype: str, max_seconds: float) -> np.ndarray:

@@ -56,17 +56,20 @@ class _Recognizer:
     """Whisper: the job's audio decoded here, then transcribed."""
 
     def __init__(self, config: SpeechConfig) -> None:
-        from wai.engines.speech.whisper import Whisper
+        from wai.engines.speech.whisper import BLOCK_SECONDS, Whisper
 
         self.config = config
         self.model = Whisper(config)
+        self.block_seconds = BLOCK_SECONDS
         # the first transcription's kernels and buffers, before any request waits on them
-        self.model.transcribe(np.zeros(SAMPLE_RATE, np.float32), Options(language="en"), _never)
+        silence = iter([np.zeros(SAMPLE_RATE, np.float32)])
+        self.model.transcribe(silence, Options(language="en"), _never)
 
     def run(self, req: wire.Run, cancelled: Callable[[], bool]) -> Result:
         assert isinstance(req.job, Options)
-        pcm = audio.decode(req.audio, self.config.max_audio_seconds)
-        return self.model.transcribe(pcm, req.job, cancelled)
+        limit = self.config.max_audio_seconds
+        blocks = audio.blocks(req.audio, limit, self.block_seconds)
+        return self.model.transcribe(blocks, req.job, cancelled)
 
     def ready(self) -> wire.Ready:
         weights = (Path(self.config.path) / "model.bin").stat().st_size

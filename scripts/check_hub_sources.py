@@ -1,5 +1,6 @@
-"""Check the curated GGUF sources (wai/data/hub_sources.json) against the Hugging Face Hub, and
-fill in what a source states: each file's size and SHA-256 (the LFS hash the Hub announces),
+"""Check the curated sources (wai/data/hub_sources.json) against the Hugging Face Hub, and
+fill in what a source states: each file's size and SHA-256 (the LFS hash the Hub announces;
+a model's companion files too),
 and with --pin the commit it was checked at (so a later change upstream is refused by the
 SHA-256 instead of served). Entries found are marked `checked`; files the Hub does not have
 are listed and left as they are. Needs the Hub (or a mirror: HF_ENDPOINT); HF_TOKEN for gated
@@ -26,32 +27,48 @@ TABLE = ROOT / "wai" / "data" / "hub_sources.json"
 
 def check(table: Path, pin: bool) -> tuple[dict[str, Any], list[str]]:
     """The table with what the Hub says filled in, and the problems found."""
+    doc = json.loads(table.read_text())
+    problems: list[str] = []
+    for model_id, entry in doc["sources"].items():
+        revision = entry.get("revision", "main")
+        commit: str | None = None
+        ok = True
+        for f in [*entry.get("companions", []), entry]:  # a model's every file
+            commit, found = _check_file(model_id, entry, f, revision, problems)
+            ok = ok and found
+        if ok:
+            entry["checked"] = True
+            if pin and commit:
+                entry["revision"] = commit
+    return doc, problems
+
+
+def _check_file(
+    model_id: str, entry: dict[str, Any], f: dict[str, Any], revision: str, problems: list[str]
+) -> tuple[str | None, bool]:
+    """One file's size and SHA-256 filled in from the Hub; its commit, and whether it is there
+    with the bytes the table says."""
     from huggingface_hub import get_hf_file_metadata, hf_hub_url
     from huggingface_hub.errors import GatedRepoError, HfHubHTTPError
 
-    doc = json.loads(table.read_text())
-    problems = []
-    for model_id, entry in doc["sources"].items():
-        url = hf_hub_url(entry["repo"], entry["file"], revision=entry.get("revision", "main"))
-        try:
-            meta = get_hf_file_metadata(url)
-        except GatedRepoError:
-            problems.append(f"{model_id}: {entry['repo']} is gated (set HF_TOKEN to check it)")
-            entry["gated"] = True
-            continue
-        except HfHubHTTPError as e:
-            problems.append(f"{model_id}: {entry['repo']}/{entry['file']}: {e}")
-            continue
-        sha = hub.announced_sha256(meta.etag)
-        if entry.get("sha256") and sha and entry["sha256"] != sha:
-            problems.append(
-                f"{model_id}: the Hub announces {sha}, the table says {entry['sha256']}"
-            )
-            continue
-        entry.update(size=meta.size, sha256=sha or entry.get("sha256"), checked=True)
-        if pin and meta.commit_hash:
-            entry["revision"] = meta.commit_hash
-    return doc, problems
+    url = hf_hub_url(entry["repo"], f["file"], revision=revision)
+    try:
+        meta = get_hf_file_metadata(url)
+    except GatedRepoError:
+        problems.append(f"{model_id}: {entry['repo']} is gated (set HF_TOKEN to check it)")
+        entry["gated"] = True
+        return None, False
+    except HfHubHTTPError as e:
+        problems.append(f"{model_id}: {entry['repo']}/{f['file']}: {e}")
+        return None, False
+    sha = hub.announced_sha256(meta.etag)  # None for a small file kept in git, not LFS
+    if f.get("sha256") and sha and f["sha256"] != sha:
+        problems.append(
+            f"{model_id}: {f['file']}: the Hub announces {sha}, the table says {f['sha256']}"
+        )
+        return None, False
+    f.update(size=meta.size, sha256=sha or f.get("sha256"))
+    return meta.commit_hash, True
 
 
 def main() -> int:

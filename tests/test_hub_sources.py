@@ -24,14 +24,55 @@ def test_every_served_id_has_a_source_or_a_reason() -> None:
 def test_every_source_names_a_gguf_its_license_and_why() -> None:
     for model_id, f in hub.load_sources().files.items():
         assert re.fullmatch(r"[\w.-]+/[\w.-]+", f.repo), model_id
-        assert f.file.endswith(".gguf") and ".." not in f.file, model_id
+        assert ".." not in f.file and not f.file.startswith("/"), model_id
         assert f.license and f.quant and f.why, model_id
         assert f.sha256 is None or re.fullmatch(r"[0-9a-f]{64}", f.sha256), model_id
+        if f.companions or f.folder:  # a speech model: checked just below
+            continue
+        assert f.file.endswith(".gguf"), model_id
         # the quantization chosen matches the id's own (int8 -> Q8_0, awq -> a 4-bit K-quant)
         if model_id.endswith("-int8"):
             assert f.quant == "Q8_0", model_id
         if model_id.endswith("-awq"):
             assert f.quant.startswith("Q4_K"), model_id
+
+
+def test_speech_sources_name_every_file_of_the_model_hash_checked() -> None:
+    """A Whisper id: a CTranslate2 folder (model.bin, its config, tokenizer and vocabulary),
+    served as the folder under its own name; a voice id: a Piper ONNX file and its JSON config
+    beside it. Every file's SHA-256 is stated, so that no byte is served unchecked."""
+    table = hub.load_sources().files
+    specs = {s.id: s for s in Catalog().specs}
+    for model_id in (
+        "@cf/openai/whisper",
+        "@cf/openai/whisper-tiny-en",
+        "@cf/openai/whisper-large-v3-turbo",
+    ):
+        f = table[model_id]
+        names = {c.file for c in f.companions}
+        assert f.file == "model.bin" and f.folder and f.served_as.startswith("faster-whisper-")
+        assert {"config.json", "tokenizer.json"} <= names
+        assert names & {"vocabulary.txt", "vocabulary.json"}
+        assert specs[model_id].kind == "automatic-speech-recognition"
+    assert "preprocessor_config.json" in {
+        c.file for c in table["@cf/openai/whisper-large-v3-turbo"].companions
+    }
+    for model_id in (
+        "@cf/deepgram/aura-1",
+        "@cf/deepgram/aura-2-en",
+        "@cf/deepgram/aura-2-es",
+        "@cf/myshell-ai/melotts",
+    ):
+        f = table[model_id]
+        assert f.file.endswith(".onnx") and not f.folder, model_id
+        assert [c.file for c in f.companions] == [f.file + ".json"], model_id
+        assert specs[model_id].kind == "text-to-speech"
+    assert "es_ES" in table["@cf/deepgram/aura-2-es"].file
+    for model_id, f in table.items():
+        if f.companions or f.folder:
+            assert f.sha256 and f.size, model_id
+            assert all(c.sha256 and c.size for c in f.companions), model_id
+            assert len(f.parts()) == len(f.companions) + 1 and f.parts()[-1].file == f.file
 
 
 def test_a_teams_own_sources_override_the_packaged_ones(tmp_path: Path) -> None:

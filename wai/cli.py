@@ -176,7 +176,7 @@ def _weights(settings: Settings) -> dict[str, str]:
     cache = sources.hf_cache_dir()
     for model_id, f in hub.load_sources(settings.hub_sources).files.items():
         path = hub.cached(f, cache)
-        out[model_id] = f"pulled, {hub.size_text(path.stat().st_size)}" if path else "wai pull"
+        out[model_id] = f"pulled, {hub.size_text(hub.disk_size(path))}" if path else "wai pull"
     return out
 
 
@@ -293,7 +293,7 @@ def _print_pullable(table: Any) -> int:
     print(f"{'MODEL ID'.ljust(width)}  {'QUANT':6}  PULLED    FILE")
     for mid, f in table.files.items():
         path = hub.cached(f)
-        here = hub.size_text(path.stat().st_size) if path is not None else "-"
+        here = hub.size_text(hub.disk_size(path)) if path is not None else "-"
         print(f"{mid.ljust(width)}  {f.quant:6}  {here:8}  {f.repo}/{f.file}")
     print(f"\n{len(table.unmapped)} more served ids have no curated file yet (see README).")
     return 0

@@ -42,8 +42,19 @@ class PullError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class Companion:
+    """A file pulled beside a model's main file, from the same repository and revision: the
+    rest of a CTranslate2 model folder, a Piper voice's JSON config."""
+
+    file: str
+    size: int | None = None
+    sha256: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class HubFile:
-    """One GGUF file on the Hub, and why it was chosen for an id."""
+    """One model on the Hub (a GGUF file; or a main file and its companions), and why it was
+    chosen for an id."""
 
     repo: str
     file: str
@@ -55,6 +66,9 @@ class HubFile:
     size: int | None = None
     sha256: str | None = None
     checked: bool = False
+    companions: tuple[Companion, ...] = ()
+    folder: bool = False  # the model is the folder of its files (CTranslate2), not `file`
+    served_as: str = ""  # the model name, when the file's own name says nothing (model.bin)
 
     @property
     def spec(self) -> str:
@@ -63,8 +77,23 @@ class HubFile:
 
     @property
     def name(self) -> str:
-        """The model name a pulled file is served under: its file name without `.gguf`."""
-        return Path(self.file).name.removesuffix(".gguf")
+        """The model name a pulled file is served under: its file name without `.gguf` (or a
+        voice's `.onnx`), unless the source names it."""
+        return self.served_as or Path(self.file).name.removesuffix(".gguf").removesuffix(".onnx")
+
+    def parts(self) -> list[HubFile]:
+        """What a pull fetches, one file each: the companions, then the main file (so that the
+        main file in the cache means the model is whole)."""
+        files = [*((c.file, c.size, c.sha256) for c in self.companions)]
+        files.append((self.file, self.size, self.sha256))
+        return [
+            HubFile(self.repo, file, self.revision, size=size, sha256=sha256)
+            for file, size, sha256 in files
+        ]
+
+    def served(self, main: Path) -> Path:
+        """What a model config's `path` takes, given where the main file is."""
+        return main.parent if self.folder else main
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +120,9 @@ def load_sources(extra: Path | None = None) -> Sources:
 
 def _entry(e: Mapping[str, Any]) -> HubFile:
     fields = set(HubFile.__dataclass_fields__)
-    return HubFile(**{k: v for k, v in e.items() if k in fields})
+    values = {k: v for k, v in e.items() if k in fields}
+    values["companions"] = tuple(Companion(**c) for c in e.get("companions", ()))
+    return HubFile(**values)
 
 
 def parse_file(spec: str) -> HubFile:
@@ -103,11 +134,23 @@ def parse_file(spec: str) -> HubFile:
 
 
 def cached(hub_file: HubFile, cache: Path | None = None) -> Path | None:
-    """The file in the Hugging Face cache, if it is there whole."""
+    """The model in the Hugging Face cache (its file, or its folder), if it is there whole:
+    the main file, and its companions in the same snapshot."""
     try:
-        return sources.resolve_hf(hub_file.spec, cache or sources.hf_cache_dir())
+        main = sources.resolve_hf(hub_file.spec, cache or sources.hf_cache_dir())
     except sources.ModelSourceError:
         return None
+    snapshot = main.parents[len(Path(hub_file.file).parts) - 1]
+    if not all((snapshot / c.file).is_file() for c in hub_file.companions):
+        return None
+    return hub_file.served(main)
+
+
+def disk_size(path: Path) -> int:
+    """The bytes of a pulled model: its file, or its folder's files."""
+    if path.is_dir():
+        return sum(f.stat().st_size for f in path.iterdir() if f.is_file())
+    return path.stat().st_size
 
 
 def sha256_of(path: Path) -> str:
@@ -129,8 +172,22 @@ def pull(
     say: Callable[[str], None] = print,
     on_bytes: Callable[[int, int | None], None] | None = None,
 ) -> Path:
-    """Download a file into the cache and check its bytes; raises PullError. `on_bytes(done,
-    total)` follows the download (a server's auto_pull)."""
+    """Download a model's files into the cache and check their bytes; the model's path (its
+    file, or its folder). Raises PullError. `on_bytes(done, total)` follows each download (a
+    server's auto_pull)."""
+    main = Path()
+    for part in hub_file.parts():
+        main = _pull_file(part, cache, token, say, on_bytes)
+    return hub_file.served(main)
+
+
+def _pull_file(
+    hub_file: HubFile,
+    cache: Path | None,
+    token: str | None,
+    say: Callable[[str], None],
+    on_bytes: Callable[[int, int | None], None] | None,
+) -> Path:
     from huggingface_hub import get_hf_file_metadata, hf_hub_url
     from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
 

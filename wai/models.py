@@ -197,8 +197,10 @@ class ModelTable:
     def _default_packaged(self, kind: Kind, name: str, find: Callable[[], Path]) -> str:
         """The model that answers a kind's ids no entry serves: the first configured one of
         that kind, else the one a package ships (the Piper voice, smart-turn; failed, with why,
-        when its package is missing)."""
-        configured = [n for n, m in self.configs.items() if m.task == kind]
+        when its package is missing). A pulled model answers its own id only (a Spanish voice
+        pulled for aura-2-es does not become every voice id's)."""
+        pulled = set(self.pulled.values())
+        configured = [n for n, m in self.configs.items() if m.task == kind and n not in pulled]
         if configured:
             return configured[0]
         try:

@@ -21,7 +21,10 @@ import requests
 
 from tests.conftest import LLAMA2, ROOT, TOKEN, Server, start_server, stop_server
 from tests.hub_server import HubFixture, serve
-from wai.catalog import embedded_model_path
+from tests.speech_audio import SENTENCES, recovered, speak
+from wai.catalog import embedded_asr_parts, embedded_model_path, embedded_tts_path
+from wai.settings import Settings
+from wai.weights.whisper import assembled
 
 REPO, FILE = "wai-test/smollm2-gguf", "smollm2.Q4_1.gguf"
 TINY = "@cf/tinyllama/tinyllama-1.1b-chat-v1.0"  # pulled and served
@@ -31,14 +34,48 @@ BAD, HUGE, GATED = (
     "@cf/meta/llama-3.2-3b-instruct",
 )
 HF_TOKEN = "hf_test_token_with_access"
+# speech models: a CTranslate2 folder and a Piper voice, each a main file and its companions
+ASR, ASR_REPO, ASR_NAME = "@cf/openai/whisper-tiny-en", "wai-test/faster-whisper", "fw-test"
+VOICE, VOICE_REPO = "@cf/deepgram/aura-1", "wai-test/piper-voices"
+VOICE_FILE = "en/en_US/test/medium/en_US-test-medium.onnx"
+
+
+def _speech_files() -> tuple[dict[str, Path], dict[str, dict[str, object]]]:
+    """The embedded Whisper base and Piper voice as Hub repositories, and their table entries
+    (every file's SHA-256 stated, as the packaged table states them)."""
+    whisper = assembled(embedded_asr_parts(), Settings().cache_dir, "whisper-base")
+    voice = embedded_tts_path()
+    files = {f"{ASR_REPO}/{f.name}": f for f in sorted(whisper.iterdir())}
+    files[f"{VOICE_REPO}/{VOICE_FILE}"] = voice
+    files[f"{VOICE_REPO}/{VOICE_FILE}.json"] = voice.with_name(voice.name + ".json")
+
+    def part(key: str) -> dict[str, object]:
+        data = files[key].read_bytes()
+        return {
+            "file": key.split("/", 2)[2],
+            "size": len(data),
+            "sha256": hashlib.sha256(data).hexdigest(),
+        }
+
+    asr = [k for k in files if k.startswith(ASR_REPO)]
+    main = f"{ASR_REPO}/model.bin"
+    entries = {
+        ASR: {"repo": ASR_REPO, **part(main), "folder": True, "served_as": ASR_NAME,
+              "companions": [part(k) for k in asr if k != main]},
+        VOICE: {"repo": VOICE_REPO, **part(f"{VOICE_REPO}/{VOICE_FILE}"),
+                "companions": [part(f"{VOICE_REPO}/{VOICE_FILE}.json")]},
+    }  # fmt: skip
+    return files, entries
 
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[HubFixture, Path]]:
     tmp = tmp_path_factory.mktemp("hub")
     gguf = embedded_model_path()
+    speech, entries = _speech_files()
     fixture = HubFixture(
         files={
+            **speech,
             f"{REPO}/{FILE}": gguf,
             f"{REPO}/bad.gguf": gguf,
             f"{REPO}/huge.gguf": gguf,
@@ -56,6 +93,7 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[HubFixture, 
             BAD: {**entry, "repo": REPO, "file": "bad.gguf", "sha256": "0" * 64},
             HUGE: {**entry, "repo": REPO, "file": "huge.gguf"},
             GATED: {**entry, "repo": "wai-gated/model-gguf", "file": FILE, "gated": True},
+            **{mid: {**entry, "quant": "F16", **e} for mid, e in entries.items()},
         }
     }
     (tmp / "sources.json").write_text(json.dumps(table))
@@ -168,7 +206,9 @@ def pulled_server(
 ) -> Iterator[Server]:
     tmp = tmp_path_factory.mktemp("pulled")
     cache = tmp / "hub"
-    assert _pull(_env(hub, cache), TINY).returncode == 0
+    for model_id in (TINY, ASR, VOICE):
+        out = _pull(_env(hub, cache), model_id)
+        assert out.returncode == 0, out.stderr
     env = _env(hub, cache, WAI_USAGE_DB=str(tmp / "usage.db"))
     srv = start_server(
         tmp, "--token", TOKEN, env={k: v for k, v in env.items() if k.startswith(("HF_", "WAI_"))}
@@ -265,3 +305,52 @@ def test_auto_pull_answers_503_with_progress_then_serves(
     finally:
         fixture.slow = False
         stop_server(srv)
+
+
+def test_a_speech_model_is_pulled_whole_and_listed_only_when_whole(
+    hub: tuple[HubFixture, Path], tmp_path: Path
+) -> None:
+    out = _pull(_env(hub, tmp_path), ASR)
+    assert out.returncode == 0, out.stderr
+    folder = Path(out.stdout.split("ok: ", 1)[1].split("\n")[0])
+    assert folder.is_dir() and {p.name for p in folder.iterdir()} == {
+        "model.bin", "config.json", "tokenizer.json", "vocabulary.txt"
+    }  # fmt: skip
+    assert f"answered by {ASR_NAME}" in out.stdout
+    listed = _pull(_env(hub, tmp_path), "--list").stdout
+    (row,) = [line for line in listed.splitlines() if line.startswith(ASR)]
+    assert "141.0 MiB" in row  # the folder: model.bin and its companions
+    (folder / "tokenizer.json").unlink()  # a companion missing: not whole, not served
+    listed = _pull(_env(hub, tmp_path), "--list").stdout
+    (row,) = [line for line in listed.splitlines() if line.startswith(ASR)]
+    assert "MiB" not in row
+
+
+def test_pulled_speech_models_answer_their_ids_and_only_theirs(
+    pulled_server: Server, tmp_path: Path
+) -> None:
+    said = SENTENCES[0]
+    audio = speak(said, tmp_path / "said.wav")
+    r = requests.post(
+        pulled_server.run_url(ASR), data=audio, headers=pulled_server.auth, timeout=120
+    )
+    assert r.status_code == 200, r.text
+    assert r.headers["x-wai-model"] == ASR_NAME
+    assert recovered(said, r.json()["result"]["text"]) >= 0.75
+    other = requests.post(
+        pulled_server.run_url("@cf/openai/whisper"),
+        data=audio,
+        headers=pulled_server.auth,
+        timeout=120,
+    )
+    assert other.headers["x-wai-model"] == "whisper-base"  # still the embedded stand-in
+    spoken = requests.post(
+        pulled_server.run_url(VOICE),
+        json={"text": "Hello there."},
+        headers=pulled_server.auth,
+        timeout=120,
+    )
+    assert spoken.status_code == 200 and spoken.headers["content-type"] == "audio/mpeg"
+    # its own voice, though still one Piper voice for all of Deepgram's speakers
+    assert spoken.headers["x-wai-model"].startswith("en_US-test-medium")
+    assert spoken.content[:3] == b"ID3" or spoken.content[0] == 0xFF

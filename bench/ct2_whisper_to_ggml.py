@@ -251,6 +251,8 @@ def write_tensor(out: BinaryIO, name: str, array: np.ndarray) -> None:
 def convert(model_dir: Path, out_path: Path) -> int:
     """Write the ggml file; returns the number of tensors written."""
     variables = read_ct2(model_dir / "model.bin")
+    if any(name.endswith("/weight_scale") for name in variables):
+        raise SystemExit(f"{model_dir}: quantized (int8) weights; convert a float16 model instead")
     header = hparams(variables)
     filters = mel_filters(header[9])
     tokens = vocabulary(model_dir / "tokenizer.json")

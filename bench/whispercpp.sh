@@ -19,7 +19,7 @@
 # concurrent processes), or its spinning threads, a core short, run several times slower.
 set -euo pipefail
 
-# whisper.cpp v1.9.3 (the release wai's speech bench was first measured against).
+# Pinned: whisper.cpp's newest release when this anchor was set up; the commit is checked.
 WHISPERCPP_TAG="v1.9.3"
 WHISPERCPP_COMMIT="371b5a7561823ab2bb32142d2751e35e7534727b"
 WHISPERCPP_URL="${WHISPERCPP_URL:-https://github.com/ggml-org/whisper.cpp}"  # or a mirror
@@ -42,7 +42,8 @@ if [[ -z "$src" ]]; then
     src="$root/src"
     rm -rf "$src"
     log "cloning $WHISPERCPP_URL at $WHISPERCPP_TAG"
-    git clone --quiet --depth 1 --branch "$WHISPERCPP_TAG" "$WHISPERCPP_URL" "$src" >&2
+    git -c advice.detachedHead=false clone --quiet --depth 1 --branch "$WHISPERCPP_TAG" \
+        "$WHISPERCPP_URL" "$src" >&2
     got="$(git -C "$src" rev-parse HEAD)"
     if [[ "$got" != "$WHISPERCPP_COMMIT" ]]; then
         log "tag $WHISPERCPP_TAG is $got, expected $WHISPERCPP_COMMIT"
@@ -59,6 +60,7 @@ else
 fi
 
 build="$root/build"
+rm -rf "$build"  # a fresh configure: the source tree or GGML_NATIVE may have changed
 log "building whisper-cli (GGML_NATIVE=$native) in $build"
 cmake -S "$src" -B "$build" -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF \
     -DWHISPER_BUILD_TESTS=OFF -DWHISPER_BUILD_EXAMPLES=ON -DWHISPER_BUILD_SERVER=OFF \

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from collections.abc import AsyncIterable
 from dataclasses import dataclass
 from typing import Any
@@ -284,6 +285,8 @@ def transcription_answer(t: Transcription, inp: TranscriptionInput) -> dict[str,
     vtt}`."""
     text = t.text
     cues = [(s.start, s.end, s.text) for s in t.segments]
+    if inp.shape == "nova":
+        return nova_answer(t, inp)
     if inp.shape == "whisper":
         words = [{"word": w.word.strip(), "start": w.start, "end": w.end} for w in _words(t)]
         return {"text": text, "word_count": len(text.split()), "words": words, "vtt": vtt(cues)}
@@ -299,6 +302,36 @@ def transcription_answer(t: Transcription, inp: TranscriptionInput) -> dict[str,
         "segments": [segment_dict(s) for s in t.segments],
         "vtt": vtt(cues),
     }
+
+
+def nova_answer(t: Transcription, inp: TranscriptionInput) -> dict[str, Any]:
+    """Deepgram's pre-recorded answer: one channel, one alternative; each word bare (lowercase,
+    no punctuation) with its `punctuated_word`, its confidence the model's probability."""
+    words = []
+    for w in _words(t):
+        said = w.word.strip()
+        bare = _BARE.sub("", said).lower() or said.lower()
+        word = {"word": bare, "start": w.start, "end": w.end, "confidence": w.probability}
+        if inp.punctuate:
+            word["punctuated_word"] = said
+        words.append(word)
+    transcript = t.text if inp.punctuate else " ".join(str(w["word"]) for w in words)
+    probs = [w.probability for w in _words(t)]
+    alternative = {
+        "transcript": transcript,
+        "confidence": round(sum(probs) / len(probs), 4) if probs else 0.0,
+        "words": words,
+    }
+    channel: dict[str, Any] = {"alternatives": [alternative]}
+    if inp.detect_language:
+        channel["detected_language"] = t.language
+        channel["language_confidence"] = t.language_probability
+    return {"results": {"channels": [channel]}}
+
+
+# what Deepgram's bare words leave out: punctuation around (and inside) a word, but not an
+# apostrophe within it ("don't")
+_BARE = re.compile(r"[^\w'\s]|(?<!\w)'|'(?!\w)")
 
 
 def segment_dict(s: Any) -> dict[str, Any]:

@@ -38,11 +38,14 @@ KINDS: tuple[Kind, ...] = (
     "voice-activity-detection",
 )
 
-# The speech recognition ids wai answers in their own shapes (Whisper's); the task's other ids
-# (Deepgram's, NVIDIA's streaming model) stay known and refused by name.
+# The speech recognition ids wai answers in their own shapes: Whisper's, and Deepgram's nova-3
+# (its pre-recorded shape, answered by the Whisper stand-in); the task's other ids (Deepgram's
+# flux and NVIDIA's model: streams over a WebSocket) stay known and refused by name.
 WHISPER_IDS = frozenset(
     {"@cf/openai/whisper", "@cf/openai/whisper-tiny-en", "@cf/openai/whisper-large-v3-turbo"}
 )
+NOVA_3 = "@cf/deepgram/nova-3"
+ASR_IDS = WHISPER_IDS | {NOVA_3}
 
 # The default system prompt Workers AI put in front of a bare `prompt` (spec §2.3).
 CHAT_SYSTEM = (
@@ -326,7 +329,7 @@ def snapshot_specs(known: tuple[ModelSpec, ...]) -> tuple[ModelSpec, ...]:
             facts = Facts(m["id"], m.get("created_at"), m.get("description"))
         task = tasks[m["task"]]
         kind = _KIND_OF_TASK.get(task.name)
-        if m["name"] in WHISPER_IDS:
+        if m["name"] in ASR_IDS:
             kind = "automatic-speech-recognition"
         out.append(
             ModelSpec(m["name"], "-", task=task, facts=facts, kind=kind, schema=m.get("schema"))

@@ -42,6 +42,7 @@ AUDIO_RATES: dict[str, float] = {
     "@cf/openai/whisper": 41.14,
     "@cf/openai/whisper-large-v3-turbo": 46.63,
     "@cf/openai/whisper-tiny-en": 0.0,  # a beta: no published price
+    "@cf/deepgram/nova-3": 472.73,  # $0.0052 an audio minute
     "@cf/myshell-ai/melotts": 18.63,  # text-to-speech: per minute of audio spoken
     # turn detection: $0.00033795 an audio minute (the pricing page's "0.51 neurons per
     # minute" matches that price per second, not per minute)

@@ -230,7 +230,7 @@ def test_the_reranker_does_not_embed_and_embedding_ids_keep_the_embedding_model(
 @pytest.mark.parametrize(
     ("model", "task"),
     [
-        ("@cf/deepgram/nova-3", "Automatic Speech Recognition"),
+        ("@cf/deepgram/flux", "Automatic Speech Recognition"),
         ("@cf/black-forest-labs/flux-1-schnell", "Text-to-Image"),
         ("@cf/meta/m2m100-1.2b", "Translation"),
         ("@cf/huggingface/distilbert-sst-2-int8", "Text Classification"),
@@ -276,10 +276,14 @@ def test_search_lists_every_task_and_filters_by_it(standin: Server) -> None:
     ).json()["result"]
     assert schema["input"]["required"] == ["query", "contexts"]
     assert "response" in schema["output"]["properties"]
+    flux = requests.get(
+        f"{base}/schema", headers=standin.auth, params={"model": "@cf/deepgram/flux"}, timeout=30
+    )
+    assert flux.status_code == 400 and "Automatic Speech Recognition" in flux.text
     nova = requests.get(
         f"{base}/schema", headers=standin.auth, params={"model": "@cf/deepgram/nova-3"}, timeout=30
     )
-    assert nova.status_code == 400 and "Automatic Speech Recognition" in nova.text
+    assert nova.status_code == 200 and "results" in nova.json()["result"]["output"]["properties"]
     # a speech id wai serves answers in its own official shape: the schema is Workers AI's
     whisper = requests.get(
         f"{base}/schema", headers=standin.auth, params={"model": "@cf/openai/whisper"}, timeout=30

@@ -361,3 +361,59 @@ def test_an_hour_of_audio_is_transcribed_in_bounded_memory(
     for seg, want in zip(out["segments"], said, strict=True):
         assert recovered(want, seg["text"]) >= 0.75, seg["text"]
         _check_words(seg["words"], 3600)
+
+
+NOVA = "@cf/deepgram/nova-3"
+
+
+def test_nova_3_answers_deepgrams_shape_from_the_whisper_stand_in(
+    server: Server, spoken: list[bytes]
+) -> None:
+    said, audio = SENTENCES[0], spoken[0]
+    r = _run(server, NOVA, data=audio, headers={"content-type": "audio/wav"})
+    out = _result(r)
+    assert r.headers["x-wai-model"] == EMBEDDED_ASR_NAME
+    (channel,) = out["results"]["channels"]
+    (alt,) = channel["alternatives"]
+    assert recovered(said, alt["transcript"]) >= 0.75 and 0 < alt["confidence"] <= 1
+    assert [w["punctuated_word"] for w in alt["words"]] == alt["transcript"].split()
+    for w in alt["words"]:
+        assert (w["word"] == w["word"].lower() and w["word"].isalnum()) or "'" in w["word"]
+        assert 0 < w["confidence"] <= 1
+    _check_words(alt["words"], _duration(audio))
+    body = {
+        "audio": {"body": list(audio), "contentType": "audio/wav"},
+        "detect_language": True,
+        "punctuate": False,
+        "language": "en-US",
+        "mip_opt_out": True,
+    }
+    bare = _result(_run(server, NOVA, json=body))["results"]["channels"][0]
+    assert bare["detected_language"] == "en" and 0 < bare["language_confidence"] <= 1
+    words = [w["word"] for w in alt["words"]]
+    assert bare["alternatives"][0]["transcript"] == " ".join(words)
+    assert "punctuated_word" not in bare["alternatives"][0]["words"][0]
+    b64 = {"audio": {"body": base64.b64encode(audio).decode(), "contentType": "audio/wav"}}
+    assert _result(_run(server, NOVA, json=b64)) == out
+
+
+def test_nova_3_refuses_by_name_what_the_stand_in_cannot_do(
+    server: Server, spoken: list[bytes]
+) -> None:
+    audio = {"body": list(spoken[0][:2000]), "contentType": "audio/wav"}
+    cases = [
+        ({"audio": audio, "diarize": True}, "'/diarize': not done by the local stand-in"),
+        ({"audio": audio, "interim_results": True}, "WebSocket"),
+        ({"audio": audio, "smart_format": False}, "'/smart_format'"),
+        ({"audio": audio, "language": "xx-YY"}, "'/language'"),
+        ({"audio": audio, "channels": 2}, "'/channels'"),
+        ({"audio": audio, "colour": "red"}, "'/colour': not a field"),
+        ({"audio": {"body": list(spoken[0][:2000])}}, "'/audio/contentType'"),
+        ({"audio": {"body": [1, 300], "contentType": "audio/wav"}}, "'/audio/body/1'"),
+        ({"audio": {"body": "%%%", "contentType": "audio/wav"}}, "'/audio/body': not valid"),
+    ]
+    for body, words in cases:
+        r = _run(server, NOVA, json=body)
+        assert r.status_code == 400, (body, r.text)
+        error = r.json()["errors"][0]
+        assert error["code"] == 5006 and words in error["message"], (body, error)

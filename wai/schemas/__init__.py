@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from wai.catalog import ModelSpec
+from wai.catalog import NOVA_3, ModelSpec
 from wai.errors import InvalidInput
 from wai.schemas.embeddings import EmbeddingInput, parse_embeddings
+from wai.schemas.nova import parse_nova
 from wai.schemas.reranking import RerankInput, parse_rerank
 from wai.schemas.speech import TranscriptionInput, parse_transcription
 from wai.schemas.text_generation import TextGenerationInput, parse_text_generation
@@ -30,6 +31,8 @@ def parse_inputs(
 ) -> TaskInput:
     """The inputs, by the schema of the id's kind (bge-m3 also takes its query mode; a speech
     id also takes the audio itself, as `RawAudio`)."""
+    if spec.id == NOVA_3:
+        return parse_nova(inputs, max_audio_bytes)
     if spec.kind == "automatic-speech-recognition":
         return parse_transcription(spec.id, inputs, max_audio_bytes)
     if spec.kind == "text-to-speech":

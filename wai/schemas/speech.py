@@ -34,7 +34,7 @@ _CODES = (
 )
 LANGUAGES = frozenset(_CODES.split())
 
-Shape = Literal["whisper", "turbo"]
+Shape = Literal["whisper", "turbo", "nova"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,13 +52,15 @@ class TranscriptionInput:
     options: Options
     shape: Shape
     reject_if_busy: bool = False
+    punctuate: bool = True  # nova-3: the transcript as Whisper writes it, else bare words
+    detect_language: bool = False  # nova-3: the detected language in the answer
 
 
 def parse_transcription(model_id: str, body: Any, max_bytes: int) -> TranscriptionInput:
     """Validate a body for a Whisper id; raises InvalidInput naming the offending field."""
     shape: Shape = "turbo" if model_id == TURBO else "whisper"
     if isinstance(body, RawAudio):
-        return TranscriptionInput(_sized(body.data, "/", max_bytes), _default_options(shape), shape)
+        return TranscriptionInput(sized(body.data, "/", max_bytes), _default_options(shape), shape)
     if not isinstance(body, dict):
         raise InvalidInput("Type mismatch of '/', expected the audio, or an object with 'audio'")
     fields = _TURBO_FIELDS if shape == "turbo" else _WHISPER_FIELDS
@@ -67,9 +69,11 @@ def parse_transcription(model_id: str, body: Any, max_bytes: int) -> Transcripti
         raise InvalidInput(f"'/{unknown[0]}': not a field of {model_id}'s input")
     reject = reject_if_busy(body.get("options"))
     if shape == "whisper":
-        audio = _byte_array(body.get("audio"), max_bytes)
+        audio = byte_array(body.get("audio"), max_bytes)
         return TranscriptionInput(audio, _default_options(shape), shape, reject)
-    return TranscriptionInput(_base64(body.get("audio"), max_bytes), _turbo(body), shape, reject)
+    return TranscriptionInput(
+        base64_audio(body.get("audio"), max_bytes), _turbo(body), shape, reject
+    )
 
 
 _WHISPER_FIELDS = frozenset({"audio", "options"})
@@ -139,14 +143,14 @@ def _text(body: dict[str, Any], name: str) -> str | None:
     return value or None
 
 
-def _byte_array(audio: Any, max_bytes: int) -> bytes:
+def byte_array(audio: Any, max_bytes: int, where: str = "/audio") -> bytes:
     """`audio` as Workers AI's Whisper takes it in JSON: the file's bytes, each a number."""
     if audio is None:
-        raise InvalidInput("'/audio': required (the audio file's bytes, an array of 0-255)")
+        raise InvalidInput(f"'{where}': required (the audio file's bytes, an array of 0-255)")
     if not isinstance(audio, list):
-        raise InvalidInput("'/audio': must be an array of numbers from 0 to 255")
+        raise InvalidInput(f"'{where}': must be an array of numbers from 0 to 255")
     if not audio:
-        raise InvalidInput("'/audio': the array is empty")
+        raise InvalidInput(f"'{where}': the array is empty")
     if len(audio) > max_bytes:
         raise _too_large(len(audio), max_bytes)
     try:
@@ -157,27 +161,27 @@ def _byte_array(audio: Any, max_bytes: int) -> bytes:
         pass
     for i, v in enumerate(audio):  # name the first bad item
         if not isinstance(v, int) or isinstance(v, bool):
-            raise InvalidInput(f"'/audio/{i}': must be an integer from 0 to 255") from None
+            raise InvalidInput(f"'{where}/{i}': must be an integer from 0 to 255") from None
         if not 0 <= v <= 255:
-            raise InvalidInput(f"'/audio/{i}': {v} is not a byte value (0 to 255)") from None
-    raise InvalidInput("'/audio': must be an array of numbers from 0 to 255")
+            raise InvalidInput(f"'{where}/{i}': {v} is not a byte value (0 to 255)") from None
+    raise InvalidInput(f"'{where}': must be an array of numbers from 0 to 255")
 
 
-def _base64(audio: Any, max_bytes: int) -> bytes:
+def base64_audio(audio: Any, max_bytes: int, where: str = "/audio") -> bytes:
     if audio is None:
-        raise InvalidInput("'/audio': required (the audio file, base64-encoded)")
+        raise InvalidInput(f"'{where}': required (the audio file, base64-encoded)")
     if not isinstance(audio, str):
-        raise InvalidInput("'/audio': must be a base64-encoded string")
+        raise InvalidInput(f"'{where}': must be a base64-encoded string")
     if len(audio) > (max_bytes * 4) // 3 + 4:
         raise _too_large(len(audio) * 3 // 4, max_bytes)
     try:
         data = base64.b64decode(audio, validate=True)
     except (binascii.Error, ValueError):
-        raise InvalidInput("'/audio': not valid base64") from None
-    return _sized(data, "/audio", max_bytes)
+        raise InvalidInput(f"'{where}': not valid base64") from None
+    return sized(data, where, max_bytes)
 
 
-def _sized(data: bytes, where: str, max_bytes: int) -> bytes:
+def sized(data: bytes, where: str, max_bytes: int) -> bytes:
     if not data:
         raise InvalidInput(f"'{where}': the audio is empty")
     if len(data) > max_bytes:

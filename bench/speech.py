@@ -6,7 +6,13 @@ word timestamps, as wai's `@cf/openai/whisper` runs it. The anchors are faster-w
 in-process on the same model directory: `transcribe` (its default path), and its
 `BatchedInferencePipeline` (VAD-cut windows, 8 at a time: what wai runs for audio over 30 s).
 Each is measured at 1 and 4 concurrent requests (the anchors with 4 threads on one model of
-4 workers) on a short clip (~5 s) and a long one (~40 s) of espeak-ng speech. The figure is the
+4 workers) on a short clip (~5 s) and a long one (~40 s) of espeak-ng speech. whisper.cpp's own
+CLI is the other anchor, on the same weights: bench/ct2_whisper_to_ggml.py writes wai's
+CTranslate2 file as ggml (float16, the bytes copied), and whisper-quantize makes its q8_0 (int8,
+as wai computes); bench/whispercpp.sh builds the CLI at a pinned release (skipped with a note
+when it cannot be built). It runs as its users run it: a process per request (each loads the
+model, about 0.25 s), word timings by DTW (`-dtw base`, as faster-whisper aligns), beam 5, the
+cores shared among the concurrent processes, OMP_WAIT_POLICY=passive. The figure is the
 real-time factor: seconds of audio transcribed per second of wall time (higher is better).
 
 Text-to-speech: characters per second of wai's `@cf/deepgram/aura-2-en` (MP3) against the same
@@ -40,7 +46,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from serve import free_port, process  # noqa: E402
 
-from tests.speech_audio import samples, speak, wav  # noqa: E402
+from tests.speech_audio import encode, samples, speak, wav  # noqa: E402
 from wai.catalog import embedded_asr_parts, embedded_tts_path  # noqa: E402
 from wai.settings import Settings  # noqa: E402
 from wai.weights.whisper import assembled  # noqa: E402
@@ -110,6 +116,47 @@ def anchors(model_dir: Path, audio: bytes) -> dict[str, Callable[[], object]]:
     return {"faster-whisper": plain, "faster-whisper batched": in_batches}
 
 
+def whispercpp(model_dir: Path) -> dict[str, Path]:
+    """whisper.cpp's CLI and the same weights as ggml: {"f16": file, "q8_0": file, "cli": …};
+    empty (with a note) when the CLI cannot be built here."""
+    built = subprocess.run(
+        ["bash", str(ROOT / "bench" / "whispercpp.sh")], capture_output=True, text=True
+    )
+    if built.returncode != 0:
+        print(f"(whisper.cpp skipped: bench/whispercpp.sh failed: {built.stderr.strip()[-300:]})")
+        return {}
+    cli = Path(built.stdout.strip().splitlines()[-1])
+    f16 = cli.parent.parent.parent / "ggml-whisper-base.bin"
+    if not f16.is_file():
+        convert = [sys.executable, str(ROOT / "bench" / "ct2_whisper_to_ggml.py")]
+        subprocess.run([*convert, str(model_dir), str(f16)], check=True)
+    q8 = f16.with_name("ggml-whisper-base-q8_0.bin")
+    if not q8.is_file():
+        quantize = [str(cli.with_name("whisper-quantize")), str(f16), str(q8), "q8_0"]
+        subprocess.run(quantize, check=True, capture_output=True)
+    return {"cli": cli, "f16": f16, "q8_0": q8}
+
+
+def whispercpp_call(
+    tools: dict[str, Path], weights: str, wav16: Path, clients: int
+) -> Callable[[], object]:
+    threads = max(1, (os.cpu_count() or 1) // clients)
+    cmd = [str(tools["cli"]), "-m", str(tools[weights]), "-f", str(wav16), "-l", "en", "-bs", "5",
+           "-t", str(threads), "-dtw", "base", "-np"]  # fmt: skip
+    env = {**os.environ, "OMP_WAIT_POLICY": "passive"}
+
+    def call() -> object:
+        return subprocess.run(cmd, check=True, capture_output=True, env=env)
+
+    return call
+
+
+def wav16(data: bytes, path: Path) -> Path:
+    """The clip at 16 kHz, mono, 16-bit: what whisper-cli reads."""
+    path.write_bytes(encode(data, "wav", "pcm_s16le", 16000))
+    return path
+
+
 def wai_call(base: str, model: str, **kwargs: object) -> Callable[[], object]:
     def call() -> object:
         r = httpx.post(f"{base}/client/v4/accounts/b/ai/run/{model}", timeout=600, **kwargs)  # type: ignore[arg-type]
@@ -120,29 +167,34 @@ def wai_call(base: str, model: str, **kwargs: object) -> Callable[[], object]:
 
 
 def asr_table(
-    base: str, model_dir: Path, audio: dict[str, bytes], args: argparse.Namespace
+    base: str, model_dir: Path, audio: dict[str, bytes], args: argparse.Namespace, tmp: Path
 ) -> None:
     levels = [int(c) for c in args.clients.split(",")]
+    tools = {} if args.skip_whispercpp else whispercpp(model_dir)
+    names = ["faster-whisper", "faster-whisper batched"]
+    names += ["whisper.cpp f16", "whisper.cpp q8_0"] if tools else []
     print("\n## Speech recognition: real-time factor (audio s / wall s), median of rounds\n")
-    print("| clip | clients | wai | faster-whisper | faster-whisper batched | wai / best anchor |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print(f"| clip | clients | wai | {' | '.join(names)} | wai / best anchor |")
+    print("|---|---:|---:|" + "---:|" * len(names) + "---:|")
     for name, data in audio.items():
         seconds = duration(data)
-        engines = {
-            "wai": wai_call(base, "@cf/openai/whisper", content=data),
-            **anchors(model_dir, data),
-        }
+        clip16 = wav16(data, tmp / f"{name}16.wav")
+        in_process = anchors(model_dir, data)
         for clients in levels:
+            engines = {"wai": wai_call(base, "@cf/openai/whisper", content=data), **in_process}
+            if tools:
+                engines["whisper.cpp f16"] = whispercpp_call(tools, "f16", clip16, clients)
+                engines["whisper.cpp q8_0"] = whispercpp_call(tools, "q8_0", clip16, clients)
             runs: dict[str, list[float]] = {e: [] for e in engines}
             for _ in range(args.rounds):
                 for engine, fn in engines.items():
                     wall = timed(fn, clients, args.requests)
                     runs[engine].append(seconds * clients * args.requests / wall)
             med = {e: statistics.median(v) for e, v in runs.items()}
-            best = max(med["faster-whisper"], med["faster-whisper batched"])
+            best = max(med[n] for n in names)
+            cells = " | ".join(f"{med[n]:.2f}" for n in names)
             print(
-                f"| {name} ({seconds:.0f} s) | {clients} | {med['wai']:.2f} | "
-                f"{med['faster-whisper']:.2f} | {med['faster-whisper batched']:.2f} | "
+                f"| {name} ({seconds:.0f} s) | {clients} | {med['wai']:.2f} | {cells} | "
                 f"{med['wai'] / best:.2f}x |"
             )
 
@@ -179,6 +231,7 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=2, help="requests per client per round")
     ap.add_argument("--clients", default="1,4")
     ap.add_argument("--skip-tts", action="store_true")
+    ap.add_argument("--skip-whispercpp", action="store_true")
     args = ap.parse_args()
     settings = Settings()
     model_dir = assembled(embedded_asr_parts(), settings.cache_dir, "whisper-base")
@@ -199,7 +252,7 @@ def main() -> None:
                 f"# bench/speech.py: {os.cpu_count()} cores ({model_name}), "
                 f"rounds {args.rounds}, {args.requests} requests per client"
             )
-            asr_table(base, model_dir, audio, args)
+            asr_table(base, model_dir, audio, args, Path(tmp))
             if not args.skip_tts:
                 tts_table(base, args)
 

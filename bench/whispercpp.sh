@@ -9,7 +9,7 @@
 #
 #   WHISPERCPP_SRC=/tmp/whisper.cpp-src bench/whispercpp.sh   # -> .../whisper.cpp/bin/whisper-cli
 #
-# Only whisper-cli is built (about 4 minutes on 2 cores), statically, so the cached binary is one
+# Only whisper-cli and whisper-quantize are built (about 4 minutes on 2 cores), statically, so the cached binary is one
 # file. GGML_NATIVE=ON compiles ggml for this CPU (-march=native): right for a local bench tool
 # timed on the machine that built it, never for anything shipped; WHISPERCPP_NATIVE=OFF builds the
 # portable baseline instead. The cache key holds the commit and that choice, so changing either
@@ -30,7 +30,7 @@ bin="$root/bin/whisper-cli"
 stamp="$root/bin/BUILD"
 want="commit=$WHISPERCPP_COMMIT native=$native"
 
-if [[ -x "$bin" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+if [[ -x "$bin" && -x "$root/bin/whisper-quantize" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
     echo "$bin"
     exit 0
 fi
@@ -61,13 +61,14 @@ fi
 
 build="$root/build"
 rm -rf "$build"  # a fresh configure: the source tree or GGML_NATIVE may have changed
-log "building whisper-cli (GGML_NATIVE=$native) in $build"
+log "building whisper-cli and whisper-quantize (GGML_NATIVE=$native) in $build"
 cmake -S "$src" -B "$build" -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF \
     -DWHISPER_BUILD_TESTS=OFF -DWHISPER_BUILD_EXAMPLES=ON -DWHISPER_BUILD_SERVER=OFF \
     -DWHISPER_SDL2=OFF -DWHISPER_CURL=OFF -DGGML_NATIVE="$native" >&2
-cmake --build "$build" --target whisper-cli -j "${WHISPERCPP_JOBS:-$(nproc)}" >&2
+cmake --build "$build" --target whisper-cli whisper-quantize -j "${WHISPERCPP_JOBS:-$(nproc)}" >&2
 
 mkdir -p "$root/bin"
 install -m 0755 "$build/bin/whisper-cli" "$bin"
+install -m 0755 "$build/bin/whisper-quantize" "$root/bin/whisper-quantize"  # q8_0: int8 as wai
 echo "$want" >"$stamp"
 echo "$bin"

@@ -69,3 +69,12 @@ def test_pieces_cut_at_pauses_keep_every_sample_in_order() -> None:
     pieces = list(_at_pauses(iter(blocks)))
     np.testing.assert_array_equal(np.concatenate(pieces), whole)
     assert 25 * SAMPLE_RATE <= len(pieces[0]) <= 25 * SAMPLE_RATE + 4000
+
+
+def test_the_last_block_is_never_cut() -> None:
+    """Audio of one block (up to 4 minutes) goes through the pipeline whole, in one batch."""
+    rng = np.random.default_rng(1)
+    one = rng.standard_normal(45 * SAMPLE_RATE).astype(np.float32)
+    one[40 * SAMPLE_RATE : 41 * SAMPLE_RATE] = 0  # a pause it could have been cut at
+    (piece,) = _at_pauses(iter([one]))
+    np.testing.assert_array_equal(piece, one)

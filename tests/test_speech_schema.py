@@ -111,3 +111,19 @@ def test_audio_over_the_size_limit_is_its_own_error() -> None:
 def test_the_languages_are_whispers() -> None:
     assert len(LANGUAGES) == 100
     assert {"en", "fr", "zh", "yue", "haw"} <= LANGUAGES
+
+
+def test_raw_audio_with_the_inputs_beside_it() -> None:
+    """The binding's ReadableStream: the body is the audio, the other inputs come beside it
+    and are checked as JSON's are."""
+    turbo = parse_transcription(TURBO, RawAudio(b"RIFF", {"language": "fr", "beam_size": 2}), LIMIT)
+    assert turbo.audio == b"RIFF" and turbo.options.language == "fr"
+    assert turbo.options.beam_size == 2
+    busy = RawAudio(b"RIFF", {"options": {"rejectIfBusy": True}})
+    assert parse_transcription(WHISPER, busy, LIMIT).reject_if_busy
+    with pytest.raises(InvalidInput, match="'/language': not a field"):
+        parse_transcription(WHISPER, RawAudio(b"RIFF", {"language": "fr"}), LIMIT)
+    with pytest.raises(InvalidInput, match="'/audio': given twice"):
+        parse_transcription(TURBO, RawAudio(b"RIFF", {"audio": "UklGRg=="}), LIMIT)
+    with pytest.raises(InvalidInput, match="'/beam_size'"):
+        parse_transcription(TURBO, RawAudio(b"RIFF", {"beam_size": 99}), LIMIT)

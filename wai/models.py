@@ -251,8 +251,9 @@ class ModelTable:
     def served_tasks(self) -> str:
         """What this server runs, in words (for the error an id of another task gets)."""
         return (
-            "Text Generation, Text Embeddings, reranking (Text Classification), Whisper's "
-            "Automatic Speech Recognition, Text-to-Speech and turn detection"
+            "Text Generation, Text Embeddings, reranking (Text Classification), Automatic Speech "
+            "Recognition of recorded audio (Whisper's ids, nova-3), Text-to-Speech and turn "
+            "detection"
         )
 
     def known_ids(self) -> list[str]:

@@ -166,7 +166,10 @@ class Runtime:
         if name is None:
             spec = self.models.catalog.get(model_id)
             if spec is not None and spec.kind is None:
-                raise UnservedTask(model_id, spec.task.name, self.models.served_tasks())
+                task = spec.task.name
+                if task == "Automatic Speech Recognition":  # what is left of it: streams
+                    task = f"streaming {task}"
+                raise UnservedTask(model_id, task, self.models.served_tasks())
             raise UnknownModel(model_id)
         failure = self.failures().get(name)
         if failure is not None:

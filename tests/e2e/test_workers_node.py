@@ -105,6 +105,17 @@ def test_a_worker_transcribes_the_bytes_it_was_sent(results: dict[str, Any]) -> 
     assert out["vtt"].startswith("WEBVTT") and out["words"][0]["start"] >= 0
 
 
+def test_a_worker_streams_audio_to_nova_3(results: dict[str, Any]) -> None:
+    """A ReadableStream input: workerd sends it as the body, the other inputs in the query."""
+    r = results["/nova"]
+    assert r["status"] == 200, r["body"]
+    (channel,) = json.loads(r["body"])["results"]["channels"]
+    assert channel["detected_language"] == "en"
+    alt = channel["alternatives"][0]
+    assert recovered(SENTENCES[1], alt["transcript"]) >= 0.75, alt["transcript"]
+    assert alt["words"][0]["punctuated_word"] and alt["words"][0]["start"] >= 0
+
+
 def test_a_worker_speaks_with_a_deepgram_voice(results: dict[str, Any], server: Server) -> None:
     r = results["/speak"]
     assert r["status"] == 200 and r["contentType"] == "audio/mpeg"

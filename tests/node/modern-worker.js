@@ -46,6 +46,15 @@ export default {
       const out = await env.AI.run("@cf/openai/whisper", { audio });
       return Response.json(out);
     }
+    if (url.pathname === "/nova") {
+      // Deepgram's nova-3 takes the upload as a stream, with its options beside it
+      const out = await env.AI.run("@cf/deepgram/nova-3", {
+        audio: { body: request.body, contentType: "audio/wav" },
+        detect_language: true,
+        punctuate: true,
+      });
+      return Response.json(out);
+    }
     if (url.pathname === "/speak") {
       // Deepgram's voices answer with the audio itself: a stream of MP3 bytes
       const audio = await env.AI.run("@cf/deepgram/aura-2-en", { text: "Please remember to water the garden every morning before work." });

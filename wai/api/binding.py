@@ -11,6 +11,7 @@ status, which the binding raises as `InferenceUpstreamError("<code>: <descriptio
 
 from __future__ import annotations
 
+import json
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -23,6 +24,7 @@ from wai.api.framing import to_cf_error
 from wai.api.inference import ANSWERED, Wrapping, body_limit, run_inference
 from wai.api.queued import queue_requested, run_queued
 from wai.runtime import Runtime
+from wai.schemas.speech import RawAudio
 
 router = APIRouter()
 
@@ -97,11 +99,13 @@ async def run_binding(request: Request) -> Response:
         limits = runtime.settings
         limit = body_limit(runtime, model_id)
         raw = await read_body(request, max(limits.queue.max_body_bytes, limit))
-        body = parse_json(raw)
-        queued = _queued(body)
+        if "userInputs" in request.query_params:  # an input that is a ReadableStream
+            queued, inputs = False, _stream_inputs(request, raw)
+        else:
+            body = parse_json(raw)
+            queued, inputs = _queued(body), _inputs(body)
         if not queued and len(raw) > limit:
             raise too_large(limit)
-        inputs = _inputs(body)
     except ANSWERED as e:
         return binding_error(to_cf_error(e), request.state.request_id)
     if queued:
@@ -114,6 +118,27 @@ def _queued(body: Any) -> bool:
     be as large as the queue allows, others as large as `limits.max_body_bytes`)."""
     options = body.get("options") if isinstance(body, dict) else None
     return isinstance(options, dict) and queue_requested(options.get("queueRequest"))
+
+
+def _stream_inputs(request: Request, raw: bytes) -> RawAudio:
+    """workerd's binding with a ReadableStream input (nova-3's `audio: {body: stream,
+    contentType}`): the stream is the request body, the other inputs JSON in the query's
+    `userInputs`, the binding's options query parameters beside it."""
+    try:
+        fields = json.loads(request.query_params["userInputs"])
+    except ValueError:
+        raise bad_input("'userInputs': not valid JSON") from None
+    if not isinstance(fields, dict):
+        raise bad_input("'userInputs': expected a JSON object")
+    query = request.query_params
+    if queue_requested(query.get("queueRequest")):
+        raise bad_input(
+            "queueRequest with a ReadableStream input: the batch queue takes JSON inputs (the "
+            "audio's bytes in the inputs)"
+        )
+    if queue_requested(query.get("rejectIfBusy")):
+        fields = {**fields, "options": {"rejectIfBusy": True}}
+    return RawAudio(raw, fields)
 
 
 def _version(request: Request) -> str | None:

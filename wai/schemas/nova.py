@@ -2,9 +2,12 @@
 
 Input: the audio as the raw request body, or `{"audio": {"body", "contentType"}, …options}`
 where over JSON `body` is the file's bytes (an array of 0-255, as the Whisper ids take them)
-or a base64 string. Output: Deepgram's pre-recorded shape, `{"results": {"channels":
-[{"alternatives": [{"transcript", "confidence", "words": [{"word", "start", "end",
-"confidence", "punctuated_word"}]}]}]}}`.
+or a base64 string. Through the Worker binding, `body` is a ReadableStream: workerd sends it as
+the request body with the other inputs as JSON in the query (`userInputs`).
+
+Output: Deepgram's pre-recorded shape, `{"results": {"channels": [{"alternatives":
+[{"transcript", "confidence", "words": [{"word", "start", "end", "confidence",
+"punctuated_word"}]}]}]}}`.
 
 Of Deepgram's options the stand-in honours those it can: `language` (a BCP-47 tag, its
 language read; `multi` detects), `detect_language` (the language detected and reported),
@@ -47,27 +50,31 @@ _STREAMING = frozenset({"interim_results", "endpointing", "vad_events", "utteran
 
 
 def parse_nova(body: Any, max_bytes: int) -> TranscriptionInput:
-    """Validate a nova-3 body; raises InvalidInput naming the offending field."""
+    """Validate a nova-3 body; raises InvalidInput naming the offending field. The raw audio
+    may come with the other inputs beside it (the binding sends a ReadableStream that way)."""
     if isinstance(body, RawAudio):
-        return TranscriptionInput(sized(body.data, "/", max_bytes), Options(language="en"), "nova")
-    if not isinstance(body, dict):
+        audio, rest = sized(body.data, "/", max_bytes), dict(body.fields or {})
+        if "audio" in rest:
+            raise InvalidInput("'/audio': given twice (the body is the audio)")
+    elif isinstance(body, dict):
+        audio, rest = _audio(body.get("audio"), max_bytes), body
+    else:
         raise InvalidInput("Type mismatch of '/', expected the audio, or an object with 'audio'")
-    _refuse(body)
-    audio = _audio(body.get("audio"), max_bytes)
-    detect = _bool(body, "detect_language", False)
-    language = _language(body.get("language"))
-    punctuate = _bool(body, "punctuate", True)
-    if _bool(body, "smart_format", True) is False:
+    _refuse(rest)
+    detect = _bool(rest, "detect_language", False)
+    language = _language(rest.get("language"))
+    punctuate = _bool(rest, "punctuate", True)
+    if _bool(rest, "smart_format", True) is False:
         raise InvalidInput(
             "'/smart_format': the local stand-in (Whisper) always writes formatted text; "
             "false cannot be honoured"
         )
-    _bool(body, "mip_opt_out", False)
-    channels = body.get("channels", 1)
+    _bool(rest, "mip_opt_out", False)
+    channels = rest.get("channels", 1)
     if channels != 1 or isinstance(channels, bool):
         raise InvalidInput("'/channels': the local stand-in transcribes one channel (mono): 1")
     options = Options(language=None if detect else language)
-    reject = reject_if_busy(body.get("options"))
+    reject = reject_if_busy(rest.get("options"))
     return TranscriptionInput(audio, options, "nova", reject, punctuate, detect)
 
 

@@ -39,9 +39,11 @@ Shape = Literal["whisper", "turbo", "nova"]
 
 @dataclass(frozen=True, slots=True)
 class RawAudio:
-    """A request body that is the audio itself (any audio/* or application/octet-stream)."""
+    """A request body that is the audio itself (any audio/* or application/octet-stream), and
+    the inputs sent beside it (the binding's `userInputs` with a ReadableStream)."""
 
     data: bytes
+    fields: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,8 +61,14 @@ class TranscriptionInput:
 def parse_transcription(model_id: str, body: Any, max_bytes: int) -> TranscriptionInput:
     """Validate a body for a Whisper id; raises InvalidInput naming the offending field."""
     shape: Shape = "turbo" if model_id == TURBO else "whisper"
+    raw = None
     if isinstance(body, RawAudio):
-        return TranscriptionInput(sized(body.data, "/", max_bytes), _default_options(shape), shape)
+        raw = sized(body.data, "/", max_bytes)
+        if not body.fields:
+            return TranscriptionInput(raw, _default_options(shape), shape)
+        if "audio" in body.fields:
+            raise InvalidInput("'/audio': given twice (the body is the audio)")
+        body = {**body.fields, "audio": None}  # the other inputs, checked as JSON's are
     if not isinstance(body, dict):
         raise InvalidInput("Type mismatch of '/', expected the audio, or an object with 'audio'")
     fields = _TURBO_FIELDS if shape == "turbo" else _WHISPER_FIELDS
@@ -69,11 +77,10 @@ def parse_transcription(model_id: str, body: Any, max_bytes: int) -> Transcripti
         raise InvalidInput(f"'/{unknown[0]}': not a field of {model_id}'s input")
     reject = reject_if_busy(body.get("options"))
     if shape == "whisper":
-        audio = byte_array(body.get("audio"), max_bytes)
+        audio = raw or byte_array(body.get("audio"), max_bytes)
         return TranscriptionInput(audio, _default_options(shape), shape, reject)
-    return TranscriptionInput(
-        base64_audio(body.get("audio"), max_bytes), _turbo(body), shape, reject
-    )
+    audio = raw or base64_audio(body.get("audio"), max_bytes)
+    return TranscriptionInput(audio, _turbo(body), shape, reject)
 
 
 _WHISPER_FIELDS = frozenset({"audio", "options"})

@@ -90,15 +90,20 @@ class Whisper:
 
 
 def _at_pauses(blocks: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
-    """The blocks re-cut at the quietest 100 ms of each one's last CUT_SEARCH_SECONDS."""
+    """The blocks re-cut at the quietest 100 ms of each one's last CUT_SEARCH_SECONDS; the last
+    block is not cut (one block ahead is read to know it), so audio of one block stays whole."""
     carry = np.zeros(0, np.float32)
-    for block in blocks:
+    block = next(blocks, None)
+    while block is not None:
+        following = next(blocks, None)
         audio = np.concatenate([carry, block]) if len(carry) else block
+        if following is None:
+            yield audio
+            return
         cut = _quietest(audio)
         carry = audio[cut:]
         yield audio[:cut]
-    if len(carry):
-        yield carry
+        block = following
 
 
 def _quietest(audio: np.ndarray) -> int:

@@ -22,7 +22,7 @@ def test_blocks_have_the_asked_size_and_hold_every_sample() -> None:
     got = list(audio.blocks(data, 60, 4.0))
     assert [len(b) for b in got] == [4 * SAMPLE_RATE, 4 * SAMPLE_RATE, int(2.3 * SAMPLE_RATE)]
     assert all(b.dtype == np.float32 and np.abs(b).max() <= 1 for b in got)
-    np.testing.assert_array_equal(np.concatenate(got), audio.decode(data, 60))
+    np.testing.assert_array_equal(np.concatenate(got), next(audio.blocks(data, 60, 60)))
 
 
 def test_blocks_come_out_as_decoded_and_the_count_of_samples_bounds_the_duration() -> None:
@@ -78,3 +78,14 @@ def test_the_last_block_is_never_cut() -> None:
     one[40 * SAMPLE_RATE : 41 * SAMPLE_RATE] = 0  # a pause it could have been cut at
     (piece,) = _at_pauses(iter([one]))
     np.testing.assert_array_equal(piece, one)
+
+
+def test_the_tail_is_the_last_seconds_and_the_duration_the_whole() -> None:
+    """smart-turn hears the last 8 s: decoded a block at a time, the rest let go."""
+    data = wav(_tone(20.5), SAMPLE_RATE)
+    whole = next(audio.blocks(data, 60, 60))
+    end, duration = audio.tail(data, 60, 8.0)
+    np.testing.assert_array_equal(end, whole[-8 * SAMPLE_RATE :])
+    assert duration == 20.5
+    short, seconds = audio.tail(wav(_tone(3.0), SAMPLE_RATE), 60, 8.0)
+    assert len(short) == 3 * SAMPLE_RATE and seconds == 3.0

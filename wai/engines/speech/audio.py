@@ -19,12 +19,6 @@ log = logging.getLogger("wai.engines")
 av.logging.set_level(av.logging.PANIC)
 
 
-def decode(data: bytes, max_seconds: float) -> np.ndarray:
-    """The whole audio as float32 samples in [-1, 1] at 16 kHz, mono (for models that hear a
-    short clip whole). Raises SpeechFailed as `blocks` does."""
-    return np.concatenate(list(blocks(data, max_seconds, max_seconds)))
-
-
 def blocks(data: bytes, max_seconds: float, block_seconds: float) -> Iterator[np.ndarray]:
     """The audio as float32 blocks of `block_seconds` (the last one shorter) at 16 kHz, mono,
     decoded as they are asked for: memory holds one block, however long the audio. Raises
@@ -50,6 +44,18 @@ def blocks(data: bytes, max_seconds: float, block_seconds: float) -> Iterator[np
         raise SpeechFailed("bad_audio", "the audio decodes to no samples")
     if held:
         yield _float(np.concatenate(pending))
+
+
+def tail(data: bytes, max_seconds: float, seconds: float) -> tuple[np.ndarray, float]:
+    """The audio's last `seconds` (float32, 16 kHz, mono) and its whole duration, decoded a
+    block at a time: memory holds two blocks, however long the audio. Raises as `blocks`."""
+    size = int(seconds * SAMPLE_RATE)
+    last = np.zeros(0, np.float32)
+    total = 0
+    for block in blocks(data, max_seconds, seconds):
+        total += len(block)
+        last = np.concatenate([last, block])[-size:]
+    return last, total / SAMPLE_RATE
 
 
 def _decoded(data: bytes, max_seconds: float) -> Iterator[np.ndarray]:

@@ -15,7 +15,8 @@ from faster_whisper.feature_extractor import FeatureExtractor
 
 from wai.engines.speech.types import SAMPLE_RATE, SpeechConfig, Turn
 
-WINDOW = 8 * SAMPLE_RATE
+WINDOW_SECONDS = 8.0
+WINDOW = int(WINDOW_SECONDS * SAMPLE_RATE)
 THRESHOLD = 0.5
 
 
@@ -29,11 +30,14 @@ class SmartTurn:
         )
         self.features = FeatureExtractor(feature_size=80, chunk_length=8)
 
-    def detect(self, audio: np.ndarray) -> Turn:
+    def detect(self, audio: np.ndarray, duration: float | None = None) -> Turn:
+        """The turn heard in the audio's last 8 s; `duration`: the whole audio's, when `audio`
+        is only its end."""
         x = audio[-WINDOW:].astype(np.float32)
         x = np.pad(x, (WINDOW - len(x), 0))
         x = (x - x.mean()) / np.sqrt(x.var() + 1e-7)
         mel = self.features(x, padding=0)[:, : WINDOW // 160].astype(np.float32)
         (out,) = self.session.run(None, {"input_features": mel[None]})
         p = float(np.asarray(out).reshape(-1)[0])
-        return Turn(p > THRESHOLD, round(p, 4), round(len(audio) / SAMPLE_RATE, 3))
+        seconds = len(audio) / SAMPLE_RATE if duration is None else duration
+        return Turn(p > THRESHOLD, round(p, 4), round(seconds, 3))

@@ -104,24 +104,25 @@ class _Speaker:
 
 
 class _TurnDetector:
-    """smart-turn: the job's audio decoded (or taken as raw samples), its last 8 s heard."""
+    """smart-turn: the job's audio decoded a block at a time (or taken as raw samples), its
+    last 8 s heard."""
 
     def __init__(self, config: SpeechConfig) -> None:
-        from wai.engines.speech.turn import SmartTurn
+        from wai.engines.speech.turn import WINDOW_SECONDS, SmartTurn
 
         self.config = config
         self.model = SmartTurn(config)
+        self.window_seconds = WINDOW_SECONDS
         self.model.detect(np.zeros(SAMPLE_RATE, np.float32))
 
     def run(self, req: wire.Run, cancelled: Callable[[], bool]) -> Result:
         job = req.job
         assert isinstance(job, TurnQuery)
         limit = self.config.max_audio_seconds
-        if job.dtype in ("float32", "float64"):
-            pcm = audio.from_samples(req.audio, job.dtype, limit)
-        else:
-            pcm = audio.decode(req.audio, limit)
-        return self.model.detect(pcm)
+        if job.dtype in ("float32", "float64"):  # raw samples: as large as the body allows
+            return self.model.detect(audio.from_samples(req.audio, job.dtype, limit))
+        end, duration = audio.tail(req.audio, limit, self.window_seconds)
+        return self.model.detect(end, duration)
 
     def ready(self) -> wire.Ready:
         weights = Path(self.config.path).stat().st_size

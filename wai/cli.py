@@ -254,7 +254,7 @@ def cmd_wrangler_config(args: argparse.Namespace) -> int:
 
 
 def cmd_pull(args: argparse.Namespace) -> int:
-    """Download an id's curated GGUF (or an `hf:` file) into the Hugging Face cache."""
+    """Download an id's curated weights (or an `hf:` file) into the Hugging Face cache."""
     from wai import hub
 
     settings = _settings(args)
@@ -267,7 +267,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
     elif target in table.files:
         model_id, hub_file = target, table.files[target]
     else:
-        why = table.unmapped.get(target, "not a model id wai knows a GGUF for")
+        why = table.unmapped.get(target, "not a model id wai knows weights for")
         print(f"wai: {target}: {why}; `wai pull --list` shows what can be pulled", file=sys.stderr)
         return 1
     if hub_file.gated or hub_file.license:
@@ -304,10 +304,12 @@ def _add_pull(sub: Any, common: argparse.ArgumentParser) -> None:
         "pull",
         parents=[common],
         help="download the real weights of a model id (or an hf: file)",
-        description="Downloads the GGUF chosen for a Workers AI id (or hf:ORG/REPO/FILE.gguf) "
-        "into the Hugging Face cache with huggingface_hub: resumable, HF_TOKEN for gated "
-        "repositories, HF_ENDPOINT for a mirror; the bytes are checked against their SHA-256 "
-        "before use. A pulled id is then served by its file, with no configuration.",
+        description="Downloads the weights chosen for a Workers AI id (a GGUF; for a speech "
+        "id a CTranslate2 Whisper folder or a Piper voice and its config), or an "
+        "hf:ORG/REPO/FILE.gguf, into the Hugging Face cache with huggingface_hub: resumable, "
+        "HF_TOKEN for gated repositories, HF_ENDPOINT for a mirror; every file's bytes are "
+        "checked against their SHA-256 before use. A pulled id is then served by them, with no "
+        "configuration.",
     )
     pull.add_argument("target", nargs="?", default=None, help="a model id, or hf:ORG/REPO/FILE")
     pull.add_argument("--list", action="store_true", help="what can be pulled, and what is")

@@ -37,6 +37,12 @@ KINDS: tuple[Kind, ...] = (
     "text-to-speech",
     "voice-activity-detection",
 )
+# the kinds served in each id's own official shapes (its Workers AI schema, not wai's own)
+SPEECH_KINDS: tuple[Kind, ...] = (
+    "automatic-speech-recognition",
+    "text-to-speech",
+    "voice-activity-detection",
+)
 
 # The speech recognition ids wai answers in their own shapes: Whisper's, and Deepgram's nova-3
 # (its pre-recorded shape, answered by the Whisper stand-in); the task's other ids (Deepgram's

@@ -31,6 +31,7 @@ from wai.api.errors import (
 )
 from wai.api.guard import EdgeGuard, RateLimit
 from wai.api.metrics import Metrics, metrics_route
+from wai.catalog import SPEECH_KINDS
 from wai.queue import BatchQueue, QueueStore
 from wai.runtime import Runtime
 from wai.settings import Settings
@@ -91,12 +92,11 @@ def _model_ids(runtime: Runtime) -> openapi.ModelIds:
     models = runtime.models
     kinds = {i: models.spec_for(i).kind for i in models.known_ids()}
     served = [i for i, kind in kinds.items() if kind is not None]
-    speech = ("automatic-speech-recognition", "text-to-speech", "voice-activity-detection")
     return openapi.ModelIds(
         served,
         [i for i in served if kinds[i] == "text-embeddings"],
         [i for i in served if kinds[i] == "reranking"],
-        {i: models.spec_for(i).schema for i in served if kinds[i] in speech},
+        {i: models.spec_for(i).schema for i in served if kinds[i] in SPEECH_KINDS},
     )
 
 

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response
 
 from wai.api.errors import NO_SUCH_MODEL, CFError, bad_input
-from wai.catalog import ModelSpec
+from wai.catalog import SPEECH_KINDS, ModelSpec
 from wai.errors import RequestError, UnknownModel, UnservedTask
 from wai.runtime import Runtime
 from wai.schemas.embeddings import EMBEDDING_OUTPUT_SCHEMA, embedding_input_schema
@@ -126,10 +126,6 @@ async def search(request: Request) -> Response:
     shown = found[(page - 1) * per_page : page * per_page]
     info = {"page": page, "per_page": per_page, "count": len(shown), "total_count": len(found)}
     return JSONResponse(_envelope([item(runtime, s) for s in shown], result_info=info))
-
-
-# the kinds wai answers in the id's own official shapes (the catalog's schema)
-SPEECH_KINDS = ("automatic-speech-recognition", "text-to-speech", "voice-activity-detection")
 
 
 async def schema(request: Request) -> Response:

@@ -34,9 +34,11 @@ def _rand(rng: np.random.Generator, *shape: int, scale: float = 0.2) -> np.ndarr
     return (rng.standard_normal(shape) * scale).astype(np.float32)
 
 
-def _attn(rng: np.random.Generator, prefix: str, w: dict[str, np.ndarray], names: str) -> None:
+def _attn(
+    rng: np.random.Generator, prefix: str, w: dict[str, np.ndarray], names: str, scale: float = 0.2
+) -> None:
     for n in names.split():
-        w[f"{prefix}.{n}.weight"] = _rand(rng, D, D)
+        w[f"{prefix}.{n}.weight"] = _rand(rng, D, D, scale=scale)
         w[f"{prefix}.{n}.bias"] = _rand(rng, D)
 
 
@@ -46,23 +48,26 @@ def _norm(rng: np.random.Generator, name: str, w: dict[str, np.ndarray], dim: in
 
 
 def _seq2seq_weights(rng: np.random.Generator, vocab: int, bart: bool) -> dict[str, np.ndarray]:
-    w: dict[str, np.ndarray] = {"model.shared.weight": _rand(rng, vocab, D, scale=0.5)}
+    """Random weights; large enough (0.6) that greedy and beam outputs vary with the input
+    instead of settling on one token."""
+    k = 0.6
+    w: dict[str, np.ndarray] = {"model.shared.weight": _rand(rng, vocab, D, scale=k)}
     for side in ("encoder", "decoder"):
         p = f"model.{side}"
         if bart:
-            w[f"{p}.embed_positions.weight"] = _rand(rng, 64 + 2, D)
+            w[f"{p}.embed_positions.weight"] = _rand(rng, 64 + 2, D, scale=k)
             _norm(rng, f"{p}.layernorm_embedding", w)
         else:
             _norm(rng, f"{p}.layer_norm", w)
         for i in range(LAYERS):
             q = f"{p}.layers.{i}"
-            _attn(rng, f"{q}.self_attn", w, "q_proj k_proj v_proj out_proj")
+            _attn(rng, f"{q}.self_attn", w, "q_proj k_proj v_proj out_proj", k)
             _norm(rng, f"{q}.self_attn_layer_norm", w)
             if side == "decoder":
-                _attn(rng, f"{q}.encoder_attn", w, "q_proj k_proj v_proj out_proj")
+                _attn(rng, f"{q}.encoder_attn", w, "q_proj k_proj v_proj out_proj", k)
                 _norm(rng, f"{q}.encoder_attn_layer_norm", w)
-            w[f"{q}.fc1.weight"], w[f"{q}.fc1.bias"] = _rand(rng, FFN, D), _rand(rng, FFN)
-            w[f"{q}.fc2.weight"], w[f"{q}.fc2.bias"] = _rand(rng, D, FFN), _rand(rng, D)
+            w[f"{q}.fc1.weight"], w[f"{q}.fc1.bias"] = _rand(rng, FFN, D, scale=k), _rand(rng, FFN)
+            w[f"{q}.fc2.weight"], w[f"{q}.fc2.bias"] = _rand(rng, D, FFN, scale=k), _rand(rng, D)
             _norm(rng, f"{q}.final_layer_norm", w)
     if bart:
         w["final_logits_bias"] = _rand(rng, 1, vocab)
@@ -91,10 +96,12 @@ def write_m2m100(folder: Path, seed: int = 0) -> Path:
         "encoder_ffn_dim": FFN, "decoder_ffn_dim": FFN, "activation_function": "relu",
         "vocab_size": vocab, "max_position_embeddings": 64, "scale_embedding": True,
         "decoder_start_token_id": 2, "eos_token_id": 2, "pad_token_id": 1, "bos_token_id": 0,
-        "num_beams": 5, "max_length": 40,
+        "num_beams": 5, "max_length": 40, "no_repeat_ngram_size": 2,
     }  # fmt: skip
     (folder / "config.json").write_text(json.dumps(config))
-    save_file(_seq2seq_weights(np.random.default_rng(seed), vocab, False), folder / "model.safetensors")
+    save_file(
+        _seq2seq_weights(np.random.default_rng(seed), vocab, False), folder / "model.safetensors"
+    )
     return folder
 
 
@@ -120,7 +127,9 @@ def write_bart(folder: Path, seed: int = 1) -> Path:
         "no_repeat_ngram_size": 3,
     }  # fmt: skip
     (folder / "config.json").write_text(json.dumps(config))
-    save_file(_seq2seq_weights(np.random.default_rng(seed), vocab, True), folder / "model.safetensors")
+    save_file(
+        _seq2seq_weights(np.random.default_rng(seed), vocab, True), folder / "model.safetensors"
+    )
     return folder
 
 
@@ -163,7 +172,9 @@ def write_distilbert(folder: Path, seed: int = 2) -> Path:
 # --- the reference forward passes (transformers' semantics, in numpy) -----------------------
 
 
-def _layer_norm(x: np.ndarray, w: dict[str, np.ndarray], name: str, eps: float = 1e-5) -> np.ndarray:
+def _layer_norm(
+    x: np.ndarray, w: dict[str, np.ndarray], name: str, eps: float = 1e-5
+) -> np.ndarray:
     mu = x.mean(-1, keepdims=True)
     var = ((x - mu) ** 2).mean(-1, keepdims=True)
     return (x - mu) / np.sqrt(var + eps) * w[name + ".weight"] + w[name + ".bias"]
@@ -180,8 +191,17 @@ def _gelu(x: np.ndarray) -> np.ndarray:
 _erf = np.vectorize(math.erf)
 
 
-def _mha(q_in: np.ndarray, kv_in: np.ndarray, w: dict[str, np.ndarray], p: str, causal: bool,
-         names: tuple[str, str, str, str] = ("q_proj", "k_proj", "v_proj", "out_proj")) -> np.ndarray:  # fmt: skip
+_QKVO = ("q_proj", "k_proj", "v_proj", "out_proj")
+
+
+def _mha(
+    q_in: np.ndarray,
+    kv_in: np.ndarray,
+    w: dict[str, np.ndarray],
+    p: str,
+    causal: bool,
+    names: tuple[str, ...] = _QKVO,
+) -> np.ndarray:
     q = _lin(q_in, w, f"{p}.{names[0]}")
     k = _lin(kv_in, w, f"{p}.{names[1]}")
     v = _lin(kv_in, w, f"{p}.{names[2]}")
@@ -204,7 +224,9 @@ class Seq2SeqReference:
     def __init__(self, folder: Path) -> None:
         from safetensors.numpy import load_file
 
-        self.w = {k: v.astype(np.float64) for k, v in load_file(folder / "model.safetensors").items()}
+        self.w = {
+            k: v.astype(np.float64) for k, v in load_file(folder / "model.safetensors").items()
+        }
         self.config = json.loads((folder / "config.json").read_text())
         self.bart = self.config["model_type"] == "bart"
         c = self.config
@@ -228,7 +250,9 @@ class Seq2SeqReference:
         for i in range(self.config["encoder_layers"]):
             p = f"model.encoder.layers.{i}"
             if self.bart:
-                x = _layer_norm(x + _mha(x, x, w, f"{p}.self_attn", False), w, f"{p}.self_attn_layer_norm")
+                x = _layer_norm(
+                    x + _mha(x, x, w, f"{p}.self_attn", False), w, f"{p}.self_attn_layer_norm"
+                )
                 x = _layer_norm(x + self._ffn(x, p), w, f"{p}.final_layer_norm")
             else:
                 h = _layer_norm(x, w, f"{p}.self_attn_layer_norm")
@@ -241,8 +265,14 @@ class Seq2SeqReference:
         for i in range(self.config["decoder_layers"]):
             p = f"model.decoder.layers.{i}"
             if self.bart:
-                x = _layer_norm(x + _mha(x, x, w, f"{p}.self_attn", True), w, f"{p}.self_attn_layer_norm")
-                x = _layer_norm(x + _mha(x, memory, w, f"{p}.encoder_attn", False), w, f"{p}.encoder_attn_layer_norm")
+                x = _layer_norm(
+                    x + _mha(x, x, w, f"{p}.self_attn", True), w, f"{p}.self_attn_layer_norm"
+                )
+                x = _layer_norm(
+                    x + _mha(x, memory, w, f"{p}.encoder_attn", False),
+                    w,
+                    f"{p}.encoder_attn_layer_norm",
+                )
                 x = _layer_norm(x + self._ffn(x, p), w, f"{p}.final_layer_norm")
             else:
                 h = _layer_norm(x, w, f"{p}.self_attn_layer_norm")
@@ -279,7 +309,9 @@ def distilbert_scores(folder: Path, ids: list[int]) -> np.ndarray:
     names = ("q_lin", "k_lin", "v_lin", "out_lin")
     for i in range(LAYERS):
         q = f"{p}.transformer.layer.{i}"
-        x = _layer_norm(x + _mha(x, x, w, f"{q}.attention", False, names), w, f"{q}.sa_layer_norm", 1e-12)
+        x = _layer_norm(
+            x + _mha(x, x, w, f"{q}.attention", False, names), w, f"{q}.sa_layer_norm", 1e-12
+        )
         h = _lin(_gelu(_lin(x, w, f"{q}.ffn.lin1")), w, f"{q}.ffn.lin2")
         x = _layer_norm(x + h, w, f"{q}.output_layer_norm", 1e-12)
     h = np.maximum(_lin(x[0], w, "pre_classifier"), 0.0)

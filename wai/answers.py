@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from wai import standins
 from wai.backends.base import (
     Delta,
     EngineBusy,
@@ -24,6 +25,7 @@ from wai.backends.base import (
     SpeechOutput,
     SpeechResult,
     SpokenAudio,
+    Text2TextResult,
     ToolCall,
     ToolCalls,
     Transcription,
@@ -32,6 +34,8 @@ from wai.backends.base import (
     Usage,
     Vectors,
 )
+from wai.engines.text2text.types import Result as Text2TextOutput
+from wai.engines.text2text.types import Scores, Texts
 from wai.errors import (
     ACCOUNT_LIMITED,
     BAD_INPUT,
@@ -46,6 +50,7 @@ from wai.errors import (
     InputTooLarge,
     InvalidInput,
     ModelUnavailable,
+    NeedsWeights,
     QueueLimit,
     RequestError,
     UnknownModel,
@@ -57,6 +62,7 @@ from wai.schemas import TaskInput
 from wai.schemas.embeddings import EmbeddingInput
 from wai.schemas.reranking import RerankInput
 from wai.schemas.speech import TranscriptionInput
+from wai.schemas.text2text import ClassificationInput, SummaryInput, TranslationInput
 from wai.schemas.text_generation import TextGenerationInput
 from wai.schemas.tts import SpeechInput
 from wai.schemas.turn import TurnInput
@@ -81,7 +87,7 @@ def classify(e: Exception) -> Failure:
         return Failure(ACCOUNT_LIMITED, e.message)
     if isinstance(e, BatchNotFound):
         return Failure(NOT_FOUND, e.message)
-    if isinstance(e, UnservedTask):
+    if isinstance(e, UnservedTask | NeedsWeights):
         return Failure(NO_SUCH_MODEL, e.message)
     if isinstance(e, UnknownModel):
         return Failure(NO_SUCH_MODEL, f"No such model: {e.message}")
@@ -225,6 +231,7 @@ class Completed:
     calls: list[ToolCall]
     vectors: Vectors | None = None  # an embedding's
     speech: SpeechOutput | None = None  # a speech model's
+    text2text: Text2TextOutput | None = None  # a text-to-text model's
 
 
 async def completed(generation: AsyncIterable[Event]) -> Completed:
@@ -233,6 +240,7 @@ async def completed(generation: AsyncIterable[Event]) -> Completed:
     calls: list[ToolCall] = []
     vectors: Vectors | None = None
     speech: SpeechOutput | None = None
+    text2text: Text2TextOutput | None = None
     async for ev in generation:
         if isinstance(ev, Delta):
             parts.append(ev.text)
@@ -242,15 +250,19 @@ async def completed(generation: AsyncIterable[Event]) -> Completed:
             vectors = ev
         elif isinstance(ev, SpeechResult):
             speech = ev.result
+        elif isinstance(ev, Text2TextResult):
+            text2text = ev.result
         else:
-            return Completed("".join(parts), ev, calls, vectors, speech)
+            return Completed("".join(parts), ev, calls, vectors, speech, text2text)
     raise RuntimeError("generation ended without a final event")
 
 
-def cf_answer(done: Completed, inp: TaskInput) -> dict[str, Any]:
-    """A finished request's result: the vectors or scores, the transcription, or the
-    generation's text, calls and usage. Raises InvalidInput when JSON mode's object did not
-    close."""
+def cf_answer(done: Completed, inp: TaskInput) -> Any:
+    """A finished request's result: the vectors or scores, the transcription, the translation,
+    summary or labels, or the generation's text, calls and usage. Raises InvalidInput when JSON
+    mode's object did not close."""
+    if isinstance(inp, TranslationInput | SummaryInput | ClassificationInput):
+        return text2text_answer(done, inp)
     if isinstance(inp, TranscriptionInput):
         if not isinstance(done.speech, Transcription):
             raise RuntimeError("a transcription ended without its result")
@@ -269,6 +281,29 @@ def cf_answer(done: Completed, inp: TaskInput) -> dict[str, Any]:
         return vectors_answer(inp, done.vectors)
     assert isinstance(done.final, Finished)
     return cf_result(done.text, done.calls, done.final, inp)
+
+
+def text2text_answer(
+    done: Completed, inp: TranslationInput | SummaryInput | ClassificationInput
+) -> Any:
+    """The id's official shape: `{translated_text}` (m2m100), `{translations}` (indictrans2),
+    `{summary}`, or `[{label, score}]` best first; from the model's output, or from the
+    embedding model's vectors where it stands in."""
+    out = done.text2text
+    if isinstance(out, Texts):
+        if isinstance(inp, SummaryInput):
+            return {"summary": out.texts[0]}
+        if isinstance(inp, TranslationInput) and inp.shape == "indictrans2":
+            return {"translations": out.texts}
+        return {"translated_text": out.texts[0]}
+    if isinstance(out, Scores):
+        ranked = sorted(zip(out.labels, out.scores, strict=True), key=lambda p: -p[1])
+        return [{"label": label, "score": score} for label, score in ranked]
+    if done.vectors is None:
+        raise RuntimeError("a text-to-text request ended without its result")
+    if isinstance(inp, SummaryInput):
+        return {"summary": standins.extractive(inp.text, done.vectors.array(), inp.max_length)}
+    return standins.zero_shot(done.vectors.array())
 
 
 def binary_answer(done: Completed, inp: TaskInput) -> SpokenAudio | None:

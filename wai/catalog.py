@@ -28,6 +28,9 @@ Kind = Literal[
     "automatic-speech-recognition",
     "text-to-speech",
     "voice-activity-detection",
+    "translation",
+    "summarization",
+    "text-classification",
 ]
 KINDS: tuple[Kind, ...] = (
     "text-generation",
@@ -36,13 +39,18 @@ KINDS: tuple[Kind, ...] = (
     "automatic-speech-recognition",
     "text-to-speech",
     "voice-activity-detection",
+    "translation",
+    "summarization",
+    "text-classification",
 )
-# the kinds served in each id's own official shapes (its Workers AI schema, not wai's own)
 SPEECH_KINDS: tuple[Kind, ...] = (
     "automatic-speech-recognition",
     "text-to-speech",
     "voice-activity-detection",
 )
+TEXT2TEXT_KINDS: tuple[Kind, ...] = ("translation", "summarization", "text-classification")
+# the kinds served in each id's own official shapes (its Workers AI schema, not wai's own)
+OWN_SHAPE_KINDS: tuple[Kind, ...] = SPEECH_KINDS + TEXT2TEXT_KINDS
 
 # The speech recognition ids wai answers in their own shapes: Whisper's, and Deepgram's nova-3
 # (its pre-recorded shape, answered by the Whisper stand-in); the task's other ids (Deepgram's
@@ -52,6 +60,12 @@ WHISPER_IDS = frozenset(
 )
 NOVA_3 = "@cf/deepgram/nova-3"
 ASR_IDS = WHISPER_IDS | {NOVA_3}
+
+# the text-to-text ids (engines/text2text/), each in its official shape (schemas/text2text.py)
+M2M100 = "@cf/meta/m2m100-1.2b"
+INDICTRANS2 = "@cf/ai4bharat/indictrans2-en-indic-1B"
+BART_CNN = "@cf/facebook/bart-large-cnn"
+DISTILBERT_SST2 = "@cf/huggingface/distilbert-sst-2-int8"
 
 # The default system prompt Workers AI put in front of a bare `prompt` (spec §2.3).
 CHAT_SYSTEM = (
@@ -90,6 +104,20 @@ TEXT_CLASSIFICATION = Task(
     "Text Classification",
     "Sentiment analysis or text classification is a common NLP task that classifies a text "
     "input into labels or classes.",
+)
+
+TRANSLATION = Task(
+    "f57d07cb-9087-487a-bbbf-bc3e17fecc4b",
+    "Translation",
+    "Translation models convert a sequence of text from one language to another.",
+)
+
+SUMMARIZATION = Task(
+    "6f4e65d8-da0f-40d2-9aa4-db582a5a04fd",
+    "Summarization",
+    "Summarization is the task of producing a shorter version of a document while preserving "
+    "its important information. Some models can extract text from the original input, while "
+    "other models can generate entirely new text.",
 )
 
 TEXT_TO_SPEECH = Task(
@@ -309,6 +337,9 @@ _KIND_OF_TASK: dict[str, Kind] = {
     TEXT_EMBEDDINGS.name: "text-embeddings",
     "Text-to-Speech": "text-to-speech",
     "Voice Activity Detection": "voice-activity-detection",
+    "Translation": "translation",
+    "Summarization": "summarization",
+    "Text Classification": "text-classification",
 }
 
 

@@ -86,6 +86,19 @@ def without_paths(message: str) -> str:
     return _PATH.sub(name, message)
 
 
+class NeedsWeights(RequestError):
+    """An id whose task has no model here and no honest stand-in (translation): refused with
+    the command that gets its weights (answered 400/5007, as an id not served)."""
+
+    def __init__(self, model: str, task: str, command: str) -> None:
+        super().__init__(
+            f"{model}: no {task} model is on this server, and nothing here can stand in for "
+            f"one; get its weights with `{command}` (or serve a model of the task with "
+            "[models.NAME] path = its folder)"
+        )
+        self.model = model
+
+
 class ModelUnavailable(RequestError):
     """The id is known, but the local model behind it could not be loaded (the reason without
     the server's paths: the log has them)."""

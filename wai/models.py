@@ -25,10 +25,13 @@ from wai.catalog import (
     EMBEDDED_NAME,
     EMBEDDED_TTS_NAME,
     EMBEDDED_TURN_NAME,
+    SUMMARIZATION,
+    TEXT2TEXT_KINDS,
     TEXT_CLASSIFICATION,
     TEXT_EMBEDDINGS,
     TEXT_GENERATION,
     TEXT_TO_SPEECH,
+    TRANSLATION,
     VOICE_ACTIVITY_DETECTION,
     Catalog,
     Kind,
@@ -91,6 +94,12 @@ class ModelTable:
         self.default_turn = self._default_packaged(
             "voice-activity-detection", EMBEDDED_TURN_NAME, embedded_turn_path
         )
+        # text-to-text: the first model of the task (configured, else pulled); summaries and
+        # sentiment else by the embedding model (stand-ins), translation by none (refused)
+        self.default_text2text: dict[Kind, str | None] = {
+            kind: next((n for n, m in self.configs.items() if m.task == kind), None)
+            for kind in TEXT2TEXT_KINDS
+        }
 
     def _resolve_drafts(self) -> None:
         """Each `draft`: another local entry's file (by its name), else a path, resolved and
@@ -241,7 +250,26 @@ class ModelTable:
             return self.default_tts
         if kind == "voice-activity-detection":
             return self.default_turn
+        if kind in TEXT2TEXT_KINDS:
+            return self._text2text_default(kind)
         return self.default_reranker if kind == "reranking" else self.default
+
+    def _text2text_default(self, kind: Kind) -> str:
+        """The model answering a text-to-text kind's ids: one of that task; else, for summaries
+        and sentiment, the embedding model (extractive and zero-shot stand-ins). Translation has
+        no honest stand-in: `needs_weights` says so before this is asked."""
+        name = self.default_text2text.get(kind)
+        return name if name is not None else self.default_embedding
+
+    def needs_weights(self, model_id: str) -> bool:
+        """A translation id with no translation model here to answer it."""
+        spec = self.catalog.get(model_id)
+        return (
+            model_id not in self._routes
+            and spec is not None
+            and spec.kind == "translation"
+            and self.default_text2text.get("translation") is None
+        )
 
     def kind_of(self, name: str) -> Kind:
         """What a configured model does (its resolved task)."""
@@ -252,8 +280,8 @@ class ModelTable:
         """What this server runs, in words (for the error an id of another task gets)."""
         return (
             "Text Generation, Text Embeddings, reranking (Text Classification), Automatic Speech "
-            "Recognition of recorded audio (Whisper's ids, nova-3), Text-to-Speech and turn "
-            "detection"
+            "Recognition of recorded audio (Whisper's ids, nova-3), Text-to-Speech, turn "
+            "detection, Translation, Summarization and Text Classification"
         )
 
     def known_ids(self) -> list[str]:
@@ -276,6 +304,9 @@ class ModelTable:
             "automatic-speech-recognition": AUTOMATIC_SPEECH_RECOGNITION,
             "text-to-speech": TEXT_TO_SPEECH,
             "voice-activity-detection": VOICE_ACTIVITY_DETECTION,
+            "translation": TRANSLATION,
+            "summarization": SUMMARIZATION,
+            "text-classification": TEXT_CLASSIFICATION,
         }
         task = tasks.get(kind, TEXT_GENERATION)
         return ModelSpec(model_id, "custom", task=task, kind=kind)

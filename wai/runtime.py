@@ -15,9 +15,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from wai import hub
+from wai import hub, standins
 from wai.backends.base import (
     Backend,
+    EmbeddingRequest,
     EngineStats,
     Event,
     Generation,
@@ -26,12 +27,21 @@ from wai.backends.base import (
     RerankRequest,
     SynthesisRequest,
     TaskRequest,
+    Text2TextRequest,
     TranscriptionRequest,
     TurnRequest,
 )
 from wai.backends.factory import BackendFactory
-from wai.catalog import Catalog, ModelSpec
-from wai.errors import ModelUnavailable, UnknownModel, UnservedTask, without_paths
+from wai.catalog import M2M100, Catalog, ModelSpec
+from wai.engines.text2text.types import Classify, Summarize, Translate
+from wai.errors import (
+    InvalidInput,
+    ModelUnavailable,
+    NeedsWeights,
+    UnknownModel,
+    UnservedTask,
+    without_paths,
+)
 from wai.models import ModelTable
 from wai.pulls import Pulls
 from wai.registry import Registry
@@ -40,6 +50,13 @@ from wai.schemas import TaskInput
 from wai.schemas.embeddings import EmbeddingInput
 from wai.schemas.reranking import RerankInput
 from wai.schemas.speech import TranscriptionInput
+from wai.schemas.text2text import (
+    INDICTRANS2_TARGETS,
+    ClassificationInput,
+    SummaryInput,
+    Text2TextInput,
+    TranslationInput,
+)
 from wai.schemas.tts import SpeechInput
 from wai.schemas.turn import TurnInput
 from wai.settings import Settings
@@ -162,6 +179,8 @@ class Runtime:
         (refused at load, or its engine given up), or, with auto_pull, WeightsDownloading
         while the id's real weights download."""
         self._auto_pull(model_id)
+        if self.models.needs_weights(model_id):
+            raise NeedsWeights(model_id, "translation", f"wai pull {M2M100}")
         name = self.models.model_for(model_id)
         if name is None:
             spec = self.models.catalog.get(model_id)
@@ -212,7 +231,19 @@ class Runtime:
         how = "cosine similarity" if ranks_by_cosine else ""
         if isinstance(inp, SpeechInput) and inp.speaker is not None:
             how = "one voice for every speaker"
+        if isinstance(inp, Text2TextInput):
+            how = self._text2text_how(inp, name)
         return Served(model_id, spec, backend, how), generation
+
+    def _text2text_how(self, inp: Text2TextInput, name: str) -> str:
+        """How a stand-in answers a text-to-text id (empty: the id's own kind of model)."""
+        if self.models.kind_of(name) == "text-embeddings":
+            if isinstance(inp, SummaryInput):
+                return "extractive: the most central sentences"
+            return "zero-shot: similarity to label descriptions"
+        if isinstance(inp, TranslationInput) and inp.shape == "indictrans2":
+            return "M2M100 standing in for IndicTrans2"
+        return ""
 
     def _auto_pull(self, model_id: str) -> None:
         """With auto_pull: an id with a curated source, served by a stand-in (no entry serves
@@ -252,9 +283,38 @@ class Runtime:
             return SynthesisRequest(inp.voice, inp.language, inp.reject_if_busy)
         if isinstance(inp, TurnInput):
             return TurnRequest(inp.audio, inp.query, inp.reject_if_busy)
+        if isinstance(inp, TranslationInput | SummaryInput | ClassificationInput):
+            return self._text2text_request(model_id, inp)
         spec = self.models.spec_for(model_id)
         limits = self.models.limits(self.name_for(model_id))
         return generation_request(spec, limits, inp, stop, logit_bias)
+
+    def _text2text_request(
+        self, model_id: str, inp: Text2TextInput
+    ) -> Text2TextRequest | EmbeddingRequest | RerankRequest:
+        """The job for the id's model; for the embedding model standing in, the sentences to
+        embed (a summary), or the text and the label descriptions (sentiment)."""
+        busy = inp.reject_if_busy
+        if self.models.kind_of(self.name_for(model_id)) == "text-embeddings":
+            if isinstance(inp, SummaryInput):
+                return EmbeddingRequest(tuple(standins.sentences(inp.text)), truncate=True)
+            if isinstance(inp, ClassificationInput):
+                texts = standins.label_texts()
+                return RerankRequest(inp.text, texts, truncate=True, reject_if_busy=busy)
+        if isinstance(inp, TranslationInput):
+            target = inp.target
+            if inp.shape == "indictrans2":
+                mapped = INDICTRANS2_TARGETS.get(inp.target)
+                if mapped is None:
+                    raise InvalidInput(
+                        f"'/target_language': {inp.target} is not among the languages of "
+                        f"M2M100, which answers this id here"
+                    )
+                return Text2TextRequest(Translate(list(inp.texts), "en", mapped), busy)
+            return Text2TextRequest(Translate(list(inp.texts), inp.source, target), busy)
+        if isinstance(inp, SummaryInput):
+            return Text2TextRequest(Summarize(inp.text, inp.max_length), busy)
+        return Text2TextRequest(Classify(inp.text), busy)
 
     async def _lease(
         self, model_id: str, name: str, request: TaskRequest

@@ -57,6 +57,9 @@ Kind = Literal[
     "automatic-speech-recognition",
     "text-to-speech",
     "voice-activity-detection",
+    "translation",
+    "summarization",
+    "text-classification",
 ]
 
 
@@ -199,7 +202,15 @@ class Upstream(_Strict):
         return self._api_key
 
 
-_LOCAL_ONLY = ("path", "slots", "ctx_per_slot", "gpu_layers", "threads", "draft")
+_LOCAL_ONLY = (
+    "path",
+    "slots",
+    "ctx_per_slot",
+    "gpu_layers",
+    "threads",
+    "draft",
+    "compute_type",
+)
 
 
 class ModelConfig(_Strict):
@@ -223,6 +234,9 @@ class ModelConfig(_Strict):
     # of another local model entry (None: prompt lookup, see engine.speculation)
     draft: str | None = Field(None, min_length=1, max_length=4096)
     load: Literal["lazy", "eager"] = "lazy"
+    # a text-to-text model's CTranslate2 compute type; auto: int8 for translation and
+    # summarization (about 3x the speed of float32 on a CPU), float32 for classification
+    compute_type: Literal["auto", "int8", "float32"] | None = None
     limits: ModelLimits = ModelLimits()
 
     @model_validator(mode="after")

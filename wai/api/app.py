@@ -31,7 +31,7 @@ from wai.api.errors import (
 )
 from wai.api.guard import EdgeGuard, RateLimit
 from wai.api.metrics import Metrics, metrics_route
-from wai.catalog import SPEECH_KINDS
+from wai.catalog import OWN_SHAPE_KINDS
 from wai.queue import BatchQueue, QueueStore
 from wai.runtime import Runtime
 from wai.settings import Settings
@@ -96,7 +96,7 @@ def _model_ids(runtime: Runtime) -> openapi.ModelIds:
         served,
         [i for i in served if kinds[i] == "text-embeddings"],
         [i for i in served if kinds[i] == "reranking"],
-        {i: models.spec_for(i).schema for i in served if kinds[i] in SPEECH_KINDS},
+        {i: models.spec_for(i).schema for i in served if kinds[i] in OWN_SHAPE_KINDS},
     )
 
 

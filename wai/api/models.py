@@ -15,7 +15,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response
 
 from wai.api.errors import NO_SUCH_MODEL, CFError, bad_input
-from wai.catalog import SPEECH_KINDS, ModelSpec
+from wai.catalog import OWN_SHAPE_KINDS, ModelSpec
 from wai.errors import RequestError, UnknownModel, UnservedTask
 from wai.runtime import Runtime
 from wai.schemas.embeddings import EMBEDDING_OUTPUT_SCHEMA, embedding_input_schema
@@ -146,7 +146,7 @@ async def schema(request: Request) -> Response:
         pass  # known, but its model failed to load: the schema is still the id's
     spec = runtime.models.spec_for(model)
     kind = spec.kind
-    if kind in SPEECH_KINDS and spec.schema is not None:
+    if kind in OWN_SHAPE_KINDS and spec.schema is not None:
         return JSONResponse(_envelope(spec.schema))  # served in Workers AI's own shapes
     if kind == "text-embeddings":
         schemas = {"input": embedding_input_schema(), "output": EMBEDDING_OUTPUT_SCHEMA}

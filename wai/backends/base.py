@@ -41,6 +41,8 @@ from wai.engines.llamacpp.types import (
 from wai.engines.speech.types import Options as SpeechOptions
 from wai.engines.speech.types import Result as SpeechOutput
 from wai.engines.speech.types import SpokenAudio, Transcription, Turn, TurnQuery, Voice
+from wai.engines.text2text.types import Job as Text2TextJob
+from wai.engines.text2text.types import Result as Text2TextOutput
 
 __all__ = [
     "Backend",
@@ -70,6 +72,8 @@ __all__ = [
     "SpokenAudio",
     "SynthesisRequest",
     "TaskRequest",
+    "Text2TextRequest",
+    "Text2TextResult",
     "Tool",
     "ToolCall",
     "ToolCalls",
@@ -241,6 +245,16 @@ class TurnRequest:
     background: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class Text2TextRequest:
+    """Texts to translate, a text to summarize or to classify, validated (a text-to-text
+    model's job)."""
+
+    job: Text2TextJob
+    reject_if_busy: bool = False
+    background: bool = False
+
+
 TaskRequest = (
     GenerationRequest
     | EmbeddingRequest
@@ -248,6 +262,7 @@ TaskRequest = (
     | TranscriptionRequest
     | SynthesisRequest
     | TurnRequest
+    | Text2TextRequest
 )
 
 
@@ -266,10 +281,17 @@ class SpeechResult:
     result: SpeechOutput
 
 
+@dataclass(frozen=True, slots=True)
+class Text2TextResult:
+    """A text-to-text model's output: the texts (a translation, a summary), or label scores."""
+
+    result: Text2TextOutput
+
+
 # A generation: Delta…, ToolCalls?, then Finished | Failed. An embedding: Vectors, then Finished
 # (its usage: the input tokens), or Failed. A transcription or speech: SpeechResult, then
-# Finished, or Failed.
-Event = Delta | ToolCalls | Vectors | SpeechResult | Finished | Failed
+# Finished, or Failed; a text-to-text job likewise with Text2TextResult.
+Event = Delta | ToolCalls | Vectors | SpeechResult | Text2TextResult | Finished | Failed
 
 
 class UpstreamError(EngineError):

@@ -11,8 +11,9 @@ from wai.backends.base import Backend
 from wai.backends.local.backend import LocalBackend
 from wai.backends.local.embeddings import LocalEmbeddingBackend
 from wai.backends.local.speech import LocalSpeechBackend
+from wai.backends.local.text2text import LocalText2TextBackend
 from wai.backends.upstream.backend import UpstreamBackend
-from wai.catalog import EMBEDDED_ASR_NAME, Kind, embedded_asr_parts
+from wai.catalog import EMBEDDED_ASR_NAME, TEXT2TEXT_KINDS, Kind, embedded_asr_parts
 from wai.engines.llamacpp.config import LlamaCppConfig
 from wai.engines.llamacpp.gguf import POOLING_RANK, declared_pooling, kv_cache_bytes, read_metadata
 from wai.engines.llamacpp.inthread import InThreadEngine
@@ -20,8 +21,10 @@ from wai.engines.llamacpp.process import ProcessEngine
 from wai.engines.llamacpp.types import ModelLoadError, TokenEngine
 from wai.engines.speech.engine import SpeechEngine
 from wai.engines.speech.types import SpeechConfig, SpeechKind
+from wai.engines.text2text.engine import Text2TextEngine
+from wai.engines.text2text.types import Text2TextConfig
 from wai.settings import ModelConfig, Settings
-from wai.weights import whisper
+from wai.weights import seq2seq, whisper
 from wai.weights.quantize import compute_size
 
 log = logging.getLogger("wai.runtime")
@@ -45,6 +48,8 @@ def task_of(model: ModelConfig) -> Kind:
         return "text-generation" if model.task == "auto" else model.task
     if whisper.is_model_dir(model.local_path):
         return "automatic-speech-recognition"
+    if (text2text := seq2seq.task_of(model.local_path)) is not None:
+        return text2text
     if model.local_path.suffix == ".onnx":  # a Piper voice (smart-turn: say its task)
         return "text-to-speech"
     try:
@@ -62,6 +67,9 @@ def task_of(model: ModelConfig) -> Kind:
 # cores, four concurrent 42 s transcriptions ran at 0.60x faster-whisper's own four workers
 # one after another, 1.01x four at a time (bench/speech.py, bench/RESULTS.md).
 SPEECH_SLOTS = 4
+# Sentences a text-to-text engine decodes in one batch, from as many requests as are waiting
+# (`[models.NAME] slots` sets it).
+TEXT2TEXT_BATCH = 32
 _SPEECH: dict[str, SpeechKind] = {
     "automatic-speech-recognition": "asr",
     "text-to-speech": "tts",
@@ -151,9 +159,40 @@ class BackendFactory:
             max_audio_seconds=limits.max_audio_seconds,
         )
 
+    def text2text_config(self, name: str, model: ModelConfig) -> Text2TextConfig:
+        """A text-to-text model's engine: its converted directory under `cache_dir`."""
+        e = self.settings.engine
+        task = model.task
+        assert task in ("translation", "summarization", "text-classification")
+        compute = model.compute_type or "auto"
+        if compute == "auto":
+            compute = "float32" if task == "text-classification" else "int8"
+        return Text2TextConfig(
+            path=str(self.settings.cache_dir / f"{name}.ct2"),
+            name=name,
+            kind=task,
+            n_threads=e.threads if model.threads is None else model.threads,
+            max_batch=model.slots or TEXT2TEXT_BATCH,
+            max_waiting=e.max_waiting,
+            compute_type=compute,
+        )
+
+    def _text2text(self, name: str, model: ModelConfig) -> Backend:
+        """Its engine, started once its weights are converted (under `cache_dir`, once)."""
+        source, cache = model.local_path, self.settings.cache_dir
+
+        def prepare() -> Path:
+            return seq2seq.converted(source, cache, name)
+
+        engine = Text2TextEngine(self.text2text_config(name, model))
+        return LocalText2TextBackend(engine, self.settings.engine.max_waiting, prepare)
+
     def build(self, name: str, model: ModelConfig) -> Backend:
         """An unstarted backend for a configured model."""
         max_waiting = self.settings.engine.max_waiting
+        if model.task in TEXT2TEXT_KINDS and not model.upstreams:
+            log.info("loading %s from %s", name, model.path)
+            return self._text2text(name, model)
         if model.task in _SPEECH and not model.upstreams:
             log.info("loading %s from %s", name, model.path)
             speech = SpeechEngine(self.speech_config(name, model))
@@ -189,6 +228,8 @@ class BackendFactory:
             return size
         if model.task in ("text-to-speech", "voice-activity-detection"):
             return _size(model.local_path)
+        if model.task in TEXT2TEXT_KINDS:  # float32 weights; int8 holds a quarter of them
+            return _size(model.local_path / "model.safetensors")
         config = self.llama_config(name, model)
         try:
             meta = read_metadata(config.path)

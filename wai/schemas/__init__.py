@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from wai.catalog import NOVA_3, ModelSpec
+from wai.catalog import NOVA_3, TEXT2TEXT_KINDS, ModelSpec
 from wai.errors import InvalidInput
 from wai.schemas.embeddings import EmbeddingInput, parse_embeddings
 from wai.schemas.nova import parse_nova
 from wai.schemas.reranking import RerankInput, parse_rerank
 from wai.schemas.speech import TranscriptionInput, parse_transcription
+from wai.schemas.text2text import Text2TextInput, parse_text2text
 from wai.schemas.text_generation import TextGenerationInput, parse_text_generation
 from wai.schemas.tts import SpeechInput, parse_speech
 from wai.schemas.turn import TurnInput, parse_turn
@@ -21,6 +22,7 @@ TaskInput = (
     | TranscriptionInput
     | SpeechInput
     | TurnInput
+    | Text2TextInput
 )
 
 DEFAULT_MAX_AUDIO_BYTES = 25 << 20
@@ -44,6 +46,8 @@ def parse_inputs(
             "'/requests': a batch goes to the batch queue: send it with ?queueRequest=true "
             "(REST), or the option queueRequest: true (the binding)"
         )
+    if spec.kind in TEXT2TEXT_KINDS:
+        return parse_text2text(spec.id, spec.kind, inputs)
     if spec.kind == "reranking":
         return parse_rerank(inputs)
     if spec.kind == "text-embeddings":

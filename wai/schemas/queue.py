@@ -15,10 +15,10 @@ from typing import Any
 
 from wai.errors import InvalidInput
 from wai.schemas import TaskInput
-from wai.schemas.speech import TranscriptionInput
+from wai.schemas.embeddings import EmbeddingInput
+from wai.schemas.reranking import RerankInput
+from wai.schemas.text2text import TranslationInput
 from wai.schemas.text_generation import TextGenerationInput
-from wai.schemas.tts import SpeechInput
-from wai.schemas.turn import TurnInput
 
 MAX_REFERENCE_CHARS = 1024
 _POINTER = re.compile(r"'/")
@@ -82,9 +82,11 @@ def _only(body: dict[str, Any], key: str, what: str) -> None:
 
 def _texts(parsed: TaskInput) -> int:
     """The results an item weighs: its texts (an embedding's, a ranking's contexts), else 1."""
-    if isinstance(parsed, TextGenerationInput | TranscriptionInput | SpeechInput | TurnInput):
-        return 1
-    return len(parsed.texts())
+    if isinstance(parsed, TranslationInput):
+        return len(parsed.texts)
+    if isinstance(parsed, EmbeddingInput | RerankInput):
+        return len(parsed.texts())
+    return 1
 
 
 def _item(i: int, item: Any, parse: Callable[[dict[str, Any]], TaskInput]) -> QueuedItem:

@@ -17,6 +17,7 @@ ones without their 2-row offset.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -34,12 +35,108 @@ META = "wai.json"
 
 # M2M100's language tokens (`__en__` …), in the order transformers gives them ids after the
 # vocabulary (M2M100Tokenizer's FAIRSEQ_LANGUAGE_CODES["m2m100"])
-M2M100_LANGUAGES = (
-    "af am ar ast az ba be bg bn br bs ca ceb cs cy da de el en es et fa ff fi fr fy ga gd gl gu "
-    "ha he hi hr ht hu hy id ig ilo is it ja jv ka kk km kn ko lb lg ln lo lt lv mg mk ml mn mr "
-    "ms my ne nl no ns oc or pa pl ps pt ro ru sd si sk sl so sq sr ss su sv sw ta th tl tn tr uk "
-    "ur uz vi wo xh yi yo zh zu"
-).split()
+M2M100_LANGUAGES = [
+    "af",
+    "am",
+    "ar",
+    "ast",
+    "az",
+    "ba",
+    "be",
+    "bg",
+    "bn",
+    "br",
+    "bs",
+    "ca",
+    "ceb",
+    "cs",
+    "cy",
+    "da",
+    "de",
+    "el",
+    "en",
+    "es",
+    "et",
+    "fa",
+    "ff",
+    "fi",
+    "fr",
+    "fy",
+    "ga",
+    "gd",
+    "gl",
+    "gu",
+    "ha",
+    "he",
+    "hi",
+    "hr",
+    "ht",
+    "hu",
+    "hy",
+    "id",
+    "ig",
+    "ilo",
+    "is",
+    "it",
+    "ja",
+    "jv",
+    "ka",
+    "kk",
+    "km",
+    "kn",
+    "ko",
+    "lb",
+    "lg",
+    "ln",
+    "lo",
+    "lt",
+    "lv",
+    "mg",
+    "mk",
+    "ml",
+    "mn",
+    "mr",
+    "ms",
+    "my",
+    "ne",
+    "nl",
+    "no",
+    "ns",
+    "oc",
+    "or",
+    "pa",
+    "pl",
+    "ps",
+    "pt",
+    "ro",
+    "ru",
+    "sd",
+    "si",
+    "sk",
+    "sl",
+    "so",
+    "sq",
+    "sr",
+    "ss",
+    "su",
+    "sv",
+    "sw",
+    "ta",
+    "th",
+    "tl",
+    "tn",
+    "tr",
+    "uk",
+    "ur",
+    "uz",
+    "vi",
+    "wo",
+    "xh",
+    "yi",
+    "yo",
+    "zh",
+    "zu",
+]
 _ARCHITECTURES: dict[str, Task] = {
     "M2M100ForConditionalGeneration": "translation",
     "BartForConditionalGeneration": "summarization",
@@ -282,10 +379,8 @@ def _generation(folder: Path, config: dict[str, Any], task: Task) -> dict[str, A
     summarization parameters), in CTranslate2's terms."""
     src = dict(config)
     src.update(config.get("task_specific_params", {}).get("summarization_cnn", {}))
-    try:
+    with contextlib.suppress(OSError, ValueError):
         src.update(json.loads((folder / "generation_config.json").read_text()))
-    except (OSError, ValueError):
-        pass
     return {
         "beam_size": int(src.get("num_beams") or (4 if task == "summarization" else 5)),
         "length_penalty": float(src.get("length_penalty", 1.0)),
@@ -334,11 +429,8 @@ def _write_classifier(
     spec.config.unk_token = "[UNK]"
     spec.config.layer_norm_epsilon = 1e-12
     _save(spec, out)
-    np.savez(
-        out / "head.npz",
-        **{k: w[k] for k in ("pre_classifier.weight", "pre_classifier.bias")},
-        **{k: w[k] for k in ("classifier.weight", "classifier.bias")},
-    )
+    head = ("pre_classifier.weight", "pre_classifier.bias", "classifier.weight", "classifier.bias")
+    np.savez(out / "head.npz", allow_pickle=False, **{k: w[k] for k in head})
     id2label = config.get("id2label") or {}
     labels = [str(id2label.get(str(i), f"LABEL_{i}")) for i in range(len(w["classifier.bias"]))]
     return {

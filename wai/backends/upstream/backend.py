@@ -34,6 +34,7 @@ from wai.backends.base import (
     GenerationRequest,
     SynthesisRequest,
     TaskRequest,
+    Text2TextRequest,
     TranscriptionRequest,
     TurnRequest,
     UpstreamError,
@@ -129,8 +130,13 @@ class UpstreamBackend(Backend):
         answered as an error, not as a broken stream."""
         if self.pool.closed or self._client is None:
             raise EngineStopped(f"the model {self.name} is shutting down")
-        if isinstance(request, TranscriptionRequest | SynthesisRequest | TurnRequest):
-            raise InvalidInput(f"{self.name} is served upstream: speech is served locally only")
+        if isinstance(
+            request, TranscriptionRequest | SynthesisRequest | TurnRequest | Text2TextRequest
+        ):
+            raise InvalidInput(
+                f"{self.name} is served upstream: speech and text-to-text tasks are served "
+                "locally only"
+            )
         call = (
             request_body(request)
             if isinstance(request, GenerationRequest)
@@ -167,7 +173,9 @@ class UpstreamBackend(Backend):
     ) -> None:
         """Run the request to its end, however it ends: its outcome is on the queue (or, before
         the upstream accepted it, in `opened`)."""
-        assert not isinstance(request, TranscriptionRequest | SynthesisRequest | TurnRequest)
+        assert not isinstance(
+            request, TranscriptionRequest | SynthesisRequest | TurnRequest | Text2TextRequest
+        )
         relay = (
             Relay(queue) if isinstance(request, GenerationRequest) else VectorsRelay(queue, request)
         )

@@ -33,7 +33,7 @@ from wai.engines.text2text.types import (
 )
 
 # a sentence ends at . ! ? (and their CJK forms) before whitespace; a line break ends one too
-_BOUNDARY = re.compile(r"((?<=[.!?。！？])\s+|\s*\n\s*)")
+_BOUNDARY = re.compile(r"((?<=[.!?\u3002\uff01\uff1f])\s+|\s*\n\s*)")
 
 
 @dataclass(slots=True)
@@ -117,7 +117,9 @@ class Seq2Seq:
 
     def _text(self, tokens: list[str]) -> str:
         if self.translation:
-            return str(self.sp.decode([t for t in tokens if not t.startswith("__")]))
+            # language tokens and fairseq's filler words are not text
+            pieces = [t for t in tokens if not t.startswith(("__", "madeupword"))]
+            return str(self.sp.decode(pieces))
         ids = [i for t in tokens if (i := self.tok.token_to_id(t)) is not None]
         return str(self.tok.decode(ids, skip_special_tokens=True)).strip()
 
@@ -169,8 +171,8 @@ class Seq2Seq:
         }
         if isinstance(key, tuple) and key[0] == "s":
             options |= {"max_decoding_length": key[1], "min_decoding_length": key[2]}
-        else:
-            options["max_decoding_length"] = self.max_tokens
+        else:  # the model's own cap on a translation (M2M100's: 200 tokens)
+            options["max_decoding_length"] = min(g["max_length"], self.max_tokens)
         prefixes = [u.prefix or None for u in units]
         results = self.translator.translate_batch(
             [u.tokens for u in units], target_prefix=prefixes, **options
@@ -199,9 +201,7 @@ class Seq2Seq:
 
     def ready(self) -> wire.Ready:
         detail = f"CTranslate2, {self.compute_type}"
-        return wire.Ready(
-            "CPU", detail, _weights(self.path), self.languages, [], self.max_tokens
-        )
+        return wire.Ready("CPU", detail, _weights(self.path), self.languages, [], self.max_tokens)
 
 
 class Classifier:

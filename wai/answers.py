@@ -389,9 +389,7 @@ def _words(t: Transcription) -> list[Any]:
     return [w for s in t.segments for w in s.words]
 
 
-async def whole_answer(
-    generation: AsyncIterable[Event], inp: TaskInput
-) -> tuple[dict[str, Any], Usage]:
+async def whole_answer(generation: AsyncIterable[Event], inp: TaskInput) -> tuple[Any, Usage]:
     """A request's whole answer as Workers AI's bare output (the binding's, `Ai.local()`'s, a
     queued item's result) and its usage; raises Unanswered."""
     try:
@@ -402,6 +400,9 @@ async def whole_answer(
         raise Unanswered(failed_code(done.final), done.final.message, done.final)
     if isinstance(inp, TranscriptionInput | SpeechInput | TurnInput):
         if done.speech is None:
+            raise Unanswered(INTERNAL, "the request ended without its answer")
+    elif isinstance(inp, TranslationInput | SummaryInput | ClassificationInput):
+        if done.text2text is None and done.vectors is None:
             raise Unanswered(INTERNAL, "the request ended without its answer")
     elif not isinstance(inp, TextGenerationInput) and done.vectors is None:
         raise Unanswered(INTERNAL, "the request ended without its answer")

@@ -225,7 +225,7 @@ class ModelTable:
         if model_id in self._routes:
             return self._routes[model_id]
         spec = self.catalog.get(model_id)
-        if spec is None or spec.kind is None:
+        if spec is None or spec.kind is None or self.needs_weights(model_id):
             return None
         return self.default_for(spec.kind)
 
@@ -265,9 +265,9 @@ class ModelTable:
         """A translation id with no translation model here to answer it."""
         spec = self.catalog.get(model_id)
         return (
-            model_id not in self._routes
-            and spec is not None
+            spec is not None
             and spec.kind == "translation"
+            and model_id not in self._routes
             and self.default_text2text.get("translation") is None
         )
 

@@ -35,6 +35,13 @@ RATES: dict[str, tuple[float, float]] = {
     # no published rate confirmed here: counted as the BERT model of the same size
     "@cf/google/embeddinggemma-300m": (6_058, 0),
     "@cf/baai/bge-reranker-base": (6_058, 0),
+    # text-to-text: translation priced on input and output tokens ($0.342 per M each),
+    # sentiment on input tokens ($0.026 per M)
+    "@cf/meta/m2m100-1.2b": (31_050, 31_050),
+    "@cf/ai4bharat/indictrans2-en-indic-1B": (31_050, 31_050),
+    "@cf/huggingface/distilbert-sst-2-int8": (2_394, 0),
+    # no published rate: counted as the other encoder-decoder's
+    "@cf/facebook/bart-large-cnn": (31_050, 31_050),
 }
 DEFAULT_RATE = RATES["@cf/meta/llama-2-7b-chat-fp16"]
 # neurons per audio minute (speech recognition is priced by the audio, not by tokens)

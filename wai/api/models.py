@@ -15,7 +15,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response
 
 from wai.api.errors import NO_SUCH_MODEL, CFError, bad_input
-from wai.catalog import OWN_SHAPE_KINDS, ModelSpec
+from wai.catalog import M2M100, OWN_SHAPE_KINDS, ModelSpec
 from wai.errors import RequestError, UnknownModel, UnservedTask
 from wai.runtime import Runtime
 from wai.schemas.embeddings import EMBEDDING_OUTPUT_SCHEMA, embedding_input_schema
@@ -67,8 +67,11 @@ def item(runtime: Runtime, spec: ModelSpec) -> dict[str, Any]:
         properties.append(
             {"property_id": "planned_deprecation_date", "value": facts.planned_deprecation_date}
         )
-    if spec.kind is None:
+    if spec.kind is None or runtime.models.needs_weights(spec.id):
         properties.append({"property_id": "wai_served", "value": "false"})
+        if spec.kind is not None:  # translation: no stand-in, its weights to pull
+            command = runtime.models.stand_in(spec.id)[1] or f"wai pull {M2M100}"
+            properties.append({"property_id": "wai_pull", "value": command})
     else:
         stand_in, pull = runtime.models.stand_in(spec.id)
         weights = "stand-in" if stand_in else "own"

@@ -91,7 +91,7 @@ class Outcome:
     """How an item ended: its output, or its Workers AI error, and the tokens it used."""
 
     success: bool
-    result: dict[str, Any]  # the model's output, or {"code", "message"}
+    result: Any  # the model's output (an object; a classifier's: a list), or {"code", "message"}
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0

@@ -102,23 +102,24 @@ def parse_text2text(model_id: str, kind: str, body: Any) -> Text2TextInput:
     if kind == "translation":
         return _m2m100(model_id, body, busy)
     if kind == "summarization":
+        text = _text(body, "input_text", MAX_ARTICLE_CHARS)  # (a missing field said first)
         _only(body, {"input_text", "max_length", "options"}, model_id)
-        text = _text(body, "input_text", MAX_ARTICLE_CHARS)
         max_length = body.get("max_length", MAX_SUMMARY_TOKENS)
         if not isinstance(max_length, int) or isinstance(max_length, bool):
             raise InvalidInput("'/max_length': must be an integer")
         if not 1 <= max_length <= MAX_SUMMARY_TOKENS:
             raise InvalidInput(f"'/max_length': must be between 1 and {MAX_SUMMARY_TOKENS}")
         return SummaryInput(text, max_length, busy)
+    text = _text(body, "text", MAX_TEXT_CHARS)
     _only(body, {"text", "options"}, model_id)
-    return ClassificationInput(_text(body, "text", MAX_TEXT_CHARS), busy)
+    return ClassificationInput(text, busy)
 
 
 def _m2m100(model_id: str, body: dict[str, Any], busy: bool) -> TranslationInput:
-    _only(body, {"text", "source_lang", "target_lang", "options"}, model_id)
     text = _text(body, "text", MAX_TEXT_CHARS)
     if "target_lang" not in body:
         raise InvalidInput("'/target_lang': required (a language code such as 'fr')")
+    _only(body, {"text", "source_lang", "target_lang", "options"}, model_id)
     source = m2m100_language(body.get("source_lang", "en"), "source_lang")
     target = m2m100_language(body["target_lang"], "target_lang")
     return TranslationInput((text,), source, target, "m2m100", str(body["target_lang"]), busy)
@@ -142,7 +143,6 @@ def m2m100_language(value: Any, field: str) -> str:
 
 
 def _indictrans2(body: dict[str, Any], busy: bool) -> TranslationInput:
-    _only(body, {"text", "target_language", "options"}, INDICTRANS2)
     raw = body.get("text")
     if raw is None:
         raise InvalidInput("'/text': required (a string, or a list of strings)")
@@ -157,6 +157,7 @@ def _indictrans2(body: dict[str, Any], busy: bool) -> TranslationInput:
     target = body.get("target_language")
     if target is None:
         raise InvalidInput("'/target_language': required (such as 'hin_Deva')")
+    _only(body, {"text", "target_language", "options"}, INDICTRANS2)
     if target not in INDICTRANS2_TARGETS:
         raise InvalidInput(f"'/target_language': must be one of {', '.join(INDICTRANS2_TARGETS)}")
     return TranslationInput(texts, "eng_Latn", target, "indictrans2", target, busy)

@@ -21,7 +21,7 @@ from wai.backends.base import EmbeddingRequest, RerankRequest, Vectors
 from wai.backends.factory import task_of
 from wai.backends.upstream.openai_format import BrokenStream
 from wai.backends.upstream.vectors_format import VectorsRelay, _embeddings, _scores, vectors_body
-from wai.catalog import Catalog, snapshot
+from wai.catalog import BART_CNN, INDICTRANS2, M2M100, Catalog, snapshot
 from wai.engines.llamacpp.gguf import load_tokenizer
 from wai.errors import InvalidInput, UnservedTask
 from wai.settings import ModelConfig
@@ -81,7 +81,11 @@ def test_the_catalog_knows_every_snapshot_id_with_a_kind_only_where_wai_runs_it(
     assert reranker is not None and reranker.kind == "reranking"
     assert reranker.task.name == "Text Classification"
     sentiment = catalog.get("@cf/huggingface/distilbert-sst-2-int8")
-    assert sentiment is not None and sentiment.kind is None  # a classifier, not a reranker
+    assert sentiment is not None and sentiment.kind == "text-classification"  # not a reranker
+    for mid, kind in ((M2M100, "translation"), (INDICTRANS2, "translation"),
+                      (BART_CNN, "summarization")):  # fmt: skip
+        spec = catalog.get(mid)
+        assert spec is not None and spec.kind == kind and spec.schema is not None
     m3 = catalog.get("@cf/baai/bge-m3")
     assert m3 is not None and m3.query_mode and m3.kind == "text-embeddings"
 

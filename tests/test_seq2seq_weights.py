@@ -111,7 +111,7 @@ def test_folders_it_cannot_convert_are_refused_by_name(tmp: Path) -> None:
         "A line\nanother line.\n\n  Indented after a blank line.",
         "No boundary at all",
         "Abbrev. e.g. this one.   Spaces kept.",
-        "中文句子。第二句！",
+        "中文句子\u3002第二句\uff01",
         "",
     ],
 )

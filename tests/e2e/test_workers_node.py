@@ -96,6 +96,20 @@ def test_a_worker_queues_a_batch_and_polls_it(results: dict[str, Any]) -> None:
     assert out["polled"]["usage"]["prompt_tokens"] > 0
 
 
+def test_a_worker_classifies_summarizes_and_is_told_what_translation_needs(
+    results: dict[str, Any],
+) -> None:
+    r = results["/text"]
+    assert r["status"] == 200, r["body"]
+    out = json.loads(r["body"])
+    assert out["sentiment"][0]["label"] == "POSITIVE"
+    assert abs(sum(x["score"] for x in out["sentiment"]) - 1) < 1e-6
+    assert "library" in out["summary"]["summary"] and "bakery" not in out["summary"]["summary"]
+    translate, invalid = out["errors"]["translate"], out["errors"]["invalid"]
+    assert "5007" in translate["message"] and "wai pull @cf/meta/m2m100-1.2b" in translate["message"]
+    assert "5006" in invalid["message"] and "'/input_text': must not be empty" in invalid["message"]
+
+
 def test_a_worker_transcribes_the_bytes_it_was_sent(results: dict[str, Any]) -> None:
     r = results["/transcribe"]
     assert r["status"] == 200, r["body"]

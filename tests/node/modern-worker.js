@@ -60,6 +60,32 @@ export default {
       const audio = await env.AI.run("@cf/deepgram/aura-2-en", { text: "Please remember to water the garden every morning before work." });
       return new Response(audio, { headers: { "content-type": "audio/mpeg" } });
     }
+    if (url.pathname === "/text") {
+      // the text-to-text tasks: sentiment on reviews, a summary of a page, a translation
+      const sentiment = await env.AI.run("@cf/huggingface/distilbert-sst-2-int8", {
+        text: "I absolutely loved this movie, the acting was wonderful.",
+      });
+      const summary = await env.AI.run("@cf/facebook/bart-large-cnn", {
+        input_text: "The city council approved a new public library on Tuesday. " +
+          "The library will open in two years next to the park. " +
+          "A local bakery celebrated its anniversary the same day. " +
+          "Residents had asked for a larger library for many years.",
+        max_length: 40,
+      });
+      const errors = {};
+      for (const [name, inputs] of [
+        ["translate", { text: "Hello", source_lang: "english", target_lang: "french" }],
+        ["invalid", { input_text: "" }],
+      ]) {
+        const model = name === "translate" ? "@cf/meta/m2m100-1.2b" : "@cf/facebook/bart-large-cnn";
+        try {
+          errors[name] = { result: await env.AI.run(model, inputs) };
+        } catch (e) {
+          errors[name] = { name: e.name, message: e.message };
+        }
+      }
+      return Response.json({ sentiment, summary, errors });
+    }
     if (url.pathname === "/error") {
       try {
         await env.AI.run("@cf/acme/no-such-model", { prompt: "hi" });

@@ -42,7 +42,7 @@ try {
 }
 const modern = miniflare(await bundle("modern-worker.js"));
 try {
-  for (const route of ["/json", "/stream", "/error", "/rag", "/queue"]) results[route] = await get(modern, route);
+  for (const route of ["/json", "/stream", "/error", "/rag", "/queue", "/text"]) results[route] = await get(modern, route);
   if (speech) results["/transcribe"] = await get(modern, "/transcribe", { method: "POST", body: readFileSync(speech) });
   if (speech) results["/nova"] = await get(modern, "/nova", { method: "POST", body: readFileSync(speech) });
   results["/speak"] = await get(modern, "/speak", undefined, true);

@@ -6,8 +6,8 @@ such in `x-wai-model`:
   are embedded; each label scores by its descriptions' mean cosine similarity to the text, and
   the scores are a softmax of those (summing to 1).
 - summarization (`bart-large-cnn`): extractive. The article's sentences are embedded; the most
-  central ones (closest to the article's mean vector) are kept, in the article's order, up to
-  about a third of the article and `max_length` tokens.
+  central ones (closest to the mean of the other sentences) are kept, in the article's order, up
+  to about a third of the article and `max_length` tokens.
 
 Translation has no honest stand-in: an embedding model cannot write another language."""
 
@@ -69,8 +69,10 @@ def extractive(text: str, vectors: np.ndarray, max_length: int) -> str:
     sentence)."""
     found = sentences(text)
     unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-    centre = unit.mean(axis=0)
-    order = np.argsort(-(unit @ centre), kind="stable")
+    # each sentence against the mean of the others: an aside does not pull the centre its way
+    n = len(unit)
+    others = (unit.sum(axis=0) - unit) / max(n - 1, 1)
+    order = np.argsort(-np.einsum("ij,ij->i", unit, others), kind="stable")
     words = sum(len(s.split()) for s in found)
     budget = min(max(words // 3, 1), int(max_length * WORDS_PER_TOKEN))
     keep: list[int] = []
@@ -78,7 +80,7 @@ def extractive(text: str, vectors: np.ndarray, max_length: int) -> str:
     for i in order.tolist():
         n = len(found[i].split())
         if keep and used + n > budget:
-            continue
+            break  # the next most central does not fit: a less central one never jumps it
         keep.append(i)
         used += n
     return " ".join(found[i] for i in sorted(keep))

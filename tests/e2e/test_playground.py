@@ -260,3 +260,30 @@ def test_the_speech_panel_speaks_then_transcribes_with_word_timings(
     assert not blocked, blocked  # the CSP lets the audio play from its blob: URL
     if os.environ.get("WAI_SCREENSHOTS"):
         browser.save_screenshot(os.environ["WAI_SCREENSHOTS"] + "/playground-speech.png")
+
+
+def test_the_text_panel_classifies_summarizes_and_shows_the_pull_for_translation(
+    browser: WebDriver, server: Server
+) -> None:
+    _open(browser, server, TOKEN)
+    browser.find_element(By.CSS_SELECTOR, "#text-panel summary").click()
+    browser.find_element(By.ID, "classify").click()
+    WebDriverWait(browser, 60).until(
+        lambda b: len(b.find_elements(By.CSS_SELECTOR, "#labels tr.label")) == 2
+    )
+    first = browser.find_elements(By.CSS_SELECTOR, "#labels tr.label")[0].text
+    assert first.startswith("POSITIVE")
+    assert "zero-shot" in browser.find_element(By.ID, "classify-stats").text
+    browser.find_element(By.ID, "summarize").click()
+    WebDriverWait(browser, 60).until(
+        lambda b: "library" in b.find_element(By.ID, "summary").text
+    )
+    assert "bakery" not in browser.find_element(By.ID, "summary").text
+    Select(browser.find_element(By.ID, "target-lang")).select_by_visible_text("German")
+    browser.find_element(By.ID, "translate").click()
+    WebDriverWait(browser, 30).until(
+        lambda b: "wai pull @cf/meta/m2m100-1.2b" in b.find_element(By.ID, "translation").text
+    )
+    assert "5007" in browser.find_element(By.ID, "translation").text
+    if os.environ.get("WAI_SCREENSHOTS"):
+        browser.save_screenshot(os.environ["WAI_SCREENSHOTS"] + "/playground-text.png")

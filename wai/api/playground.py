@@ -1,8 +1,9 @@
 """The playground: a page at `/` (and `/playground`) to chat with any text-generation model id
 and see the same request as curl, Python and Worker code, to embed a few texts and see their
-similarity as a heat map, and to hear text spoken and read audio's transcript with word timings.
+similarity as a heat map, to hear text spoken and read audio's transcript with word timings,
+and to translate, summarize and classify text.
 
-Six files shipped in the package (`static/`), served by wai itself: the page works offline.
+Seven files shipped in the package (`static/`), served by wai itself: the page works offline.
 A strict Content-Security-Policy allows only wai's own script, styles and API (no inline
 script, no other origin). The page and its assets need no token; the API calls the page makes
 do, and it asks for one (kept in sessionStorage only).
@@ -29,6 +30,7 @@ FILES = {
     "/playground/playground.css": ("playground.css", "text/css; charset=utf-8"),
     "/playground/embeddings.js": ("embeddings.js", "text/javascript; charset=utf-8"),
     "/playground/speech.js": ("speech.js", "text/javascript; charset=utf-8"),
+    "/playground/text.js": ("text.js", "text/javascript; charset=utf-8"),
     "/playground/icon.svg": ("icon.svg", "image/svg+xml"),
     # browsers ask for it whatever the page links: answered, not a 400 in the console
     "/favicon.ico": ("icon.svg", "image/svg+xml"),

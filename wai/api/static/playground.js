@@ -3,6 +3,7 @@
 
 import { initEmbeddings } from "/playground/embeddings.js";
 import { initSpeech } from "/playground/speech.js";
+import { initText } from "/playground/text.js";
 
 const ACCOUNT = "local";
 const $ = (id) => document.getElementById(id);
@@ -272,6 +273,7 @@ function init() {
   $("send-form").addEventListener("submit", send);
   initEmbeddings();
   initSpeech();
+  initText();
   $("clear").addEventListener("click", () => {
     history = [];
     $("log").replaceChildren();

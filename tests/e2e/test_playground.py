@@ -275,9 +275,7 @@ def test_the_text_panel_classifies_summarizes_and_shows_the_pull_for_translation
     assert first.startswith("POSITIVE")
     assert "zero-shot" in browser.find_element(By.ID, "classify-stats").text
     browser.find_element(By.ID, "summarize").click()
-    WebDriverWait(browser, 60).until(
-        lambda b: "library" in b.find_element(By.ID, "summary").text
-    )
+    WebDriverWait(browser, 60).until(lambda b: "library" in b.find_element(By.ID, "summary").text)
     assert "bakery" not in browser.find_element(By.ID, "summary").text
     Select(browser.find_element(By.ID, "target-lang")).select_by_visible_text("German")
     browser.find_element(By.ID, "translate").click()

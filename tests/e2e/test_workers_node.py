@@ -106,7 +106,9 @@ def test_a_worker_classifies_summarizes_and_is_told_what_translation_needs(
     assert abs(sum(x["score"] for x in out["sentiment"]) - 1) < 1e-6
     assert "library" in out["summary"]["summary"] and "bakery" not in out["summary"]["summary"]
     translate, invalid = out["errors"]["translate"], out["errors"]["invalid"]
-    assert "5007" in translate["message"] and "wai pull @cf/meta/m2m100-1.2b" in translate["message"]
+    assert (
+        "5007" in translate["message"] and "wai pull @cf/meta/m2m100-1.2b" in translate["message"]
+    )
     assert "5006" in invalid["message"] and "'/input_text': must not be empty" in invalid["message"]
 
 

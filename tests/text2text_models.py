@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,16 +31,37 @@ CORPUS = [
 D, HEADS, FFN, LAYERS = 16, 2, 32, 2
 
 
+@dataclass(frozen=True)
+class Shape:
+    """A model's size: the tests' tiny one, or one of a real model's for the benchmark (its
+    cost is the real one's, whatever its random weights say)."""
+
+    d: int = D
+    heads: int = HEADS
+    ffn: int = FFN
+    layers: int = LAYERS
+    vocab: int = 0  # at least the tokenizer's; more: filler tokens up to it
+    positions: int = 64
+
+
+TINY = Shape()
+
+
 def _rand(rng: np.random.Generator, *shape: int, scale: float = 0.2) -> np.ndarray:
     return (rng.standard_normal(shape) * scale).astype(np.float32)
 
 
 def _attn(
-    rng: np.random.Generator, prefix: str, w: dict[str, np.ndarray], names: str, scale: float = 0.2
+    rng: np.random.Generator,
+    prefix: str,
+    w: dict[str, np.ndarray],
+    names: str,
+    scale: float = 0.2,
+    d: int = D,
 ) -> None:
     for n in names.split():
-        w[f"{prefix}.{n}.weight"] = _rand(rng, D, D, scale=scale)
-        w[f"{prefix}.{n}.bias"] = _rand(rng, D)
+        w[f"{prefix}.{n}.weight"] = _rand(rng, d, d, scale=scale)
+        w[f"{prefix}.{n}.bias"] = _rand(rng, d)
 
 
 def _norm(rng: np.random.Generator, name: str, w: dict[str, np.ndarray], dim: int = D) -> None:
@@ -47,35 +69,39 @@ def _norm(rng: np.random.Generator, name: str, w: dict[str, np.ndarray], dim: in
     w[f"{name}.bias"] = _rand(rng, dim, scale=0.05)
 
 
-def _seq2seq_weights(rng: np.random.Generator, vocab: int, bart: bool) -> dict[str, np.ndarray]:
+def _seq2seq_weights(
+    rng: np.random.Generator, vocab: int, bart: bool, shape: Shape = TINY
+) -> dict[str, np.ndarray]:
     """Random weights; large enough (0.6) that greedy and beam outputs vary with the input
     instead of settling on one token."""
-    k = 0.6
-    w: dict[str, np.ndarray] = {"model.shared.weight": _rand(rng, vocab, D, scale=k)}
+    k = 0.6 * math.sqrt(D / shape.d)
+    d, ffn = shape.d, shape.ffn
+    w: dict[str, np.ndarray] = {"model.shared.weight": _rand(rng, vocab, d, scale=k)}
     for side in ("encoder", "decoder"):
         p = f"model.{side}"
         if bart:
-            w[f"{p}.embed_positions.weight"] = _rand(rng, 64 + 2, D, scale=k)
-            _norm(rng, f"{p}.layernorm_embedding", w)
+            w[f"{p}.embed_positions.weight"] = _rand(rng, shape.positions + 2, d, scale=k)
+            _norm(rng, f"{p}.layernorm_embedding", w, d)
         else:
-            _norm(rng, f"{p}.layer_norm", w)
-        for i in range(LAYERS):
+            _norm(rng, f"{p}.layer_norm", w, d)
+        for i in range(shape.layers):
             q = f"{p}.layers.{i}"
-            _attn(rng, f"{q}.self_attn", w, "q_proj k_proj v_proj out_proj", k)
-            _norm(rng, f"{q}.self_attn_layer_norm", w)
+            _attn(rng, f"{q}.self_attn", w, "q_proj k_proj v_proj out_proj", k, d)
+            _norm(rng, f"{q}.self_attn_layer_norm", w, d)
             if side == "decoder":
-                _attn(rng, f"{q}.encoder_attn", w, "q_proj k_proj v_proj out_proj", k)
-                _norm(rng, f"{q}.encoder_attn_layer_norm", w)
-            w[f"{q}.fc1.weight"], w[f"{q}.fc1.bias"] = _rand(rng, FFN, D, scale=k), _rand(rng, FFN)
-            w[f"{q}.fc2.weight"], w[f"{q}.fc2.bias"] = _rand(rng, D, FFN, scale=k), _rand(rng, D)
-            _norm(rng, f"{q}.final_layer_norm", w)
+                _attn(rng, f"{q}.encoder_attn", w, "q_proj k_proj v_proj out_proj", k, d)
+                _norm(rng, f"{q}.encoder_attn_layer_norm", w, d)
+            w[f"{q}.fc1.weight"], w[f"{q}.fc1.bias"] = _rand(rng, ffn, d, scale=k), _rand(rng, ffn)
+            w[f"{q}.fc2.weight"], w[f"{q}.fc2.bias"] = _rand(rng, d, ffn, scale=k), _rand(rng, d)
+            _norm(rng, f"{q}.final_layer_norm", w, d)
     if bart:
         w["final_logits_bias"] = _rand(rng, 1, vocab)
     return w
 
 
-def write_m2m100(folder: Path, seed: int = 0) -> Path:
-    """A 2+2-layer M2M100 with a SentencePiece vocabulary trained on CORPUS."""
+def write_m2m100(folder: Path, seed: int = 0, shape: Shape = TINY) -> Path:
+    """An M2M100 (2+2 layers unless `shape` says) with a SentencePiece vocabulary trained on
+    CORPUS."""
     import sentencepiece as spm
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -88,20 +114,21 @@ def write_m2m100(folder: Path, seed: int = 0) -> Path:
     pieces = [sp.id_to_piece(i) for i in range(sp.get_piece_size())]
     tokens = specials + [p for p in pieces if p not in specials and p not in ("<unk>",)]
     (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}))
-    vocab = len(tokens) + len(M2M100_LANGUAGES) + 4
+    vocab = max(len(tokens) + len(M2M100_LANGUAGES) + 4, shape.vocab)
     config = {
         "architectures": ["M2M100ForConditionalGeneration"], "model_type": "m2m_100",
-        "d_model": D, "encoder_layers": LAYERS, "decoder_layers": LAYERS,
-        "encoder_attention_heads": HEADS, "decoder_attention_heads": HEADS,
-        "encoder_ffn_dim": FFN, "decoder_ffn_dim": FFN, "activation_function": "relu",
-        "vocab_size": vocab, "max_position_embeddings": 64, "scale_embedding": True,
+        "d_model": shape.d, "encoder_layers": shape.layers, "decoder_layers": shape.layers,
+        "encoder_attention_heads": shape.heads, "decoder_attention_heads": shape.heads,
+        "encoder_ffn_dim": shape.ffn, "decoder_ffn_dim": shape.ffn,
+        "activation_function": "relu", "vocab_size": vocab,
+        "max_position_embeddings": shape.positions, "scale_embedding": True,
         "decoder_start_token_id": 2, "eos_token_id": 2, "pad_token_id": 1, "bos_token_id": 0,
         "num_beams": 5, "max_length": 40, "no_repeat_ngram_size": 2,
     }  # fmt: skip
     (folder / "config.json").write_text(json.dumps(config))
-    save_file(
-        _seq2seq_weights(np.random.default_rng(seed), vocab, False), folder / "model.safetensors"
-    )
+    w = _seq2seq_weights(np.random.default_rng(seed), vocab, False, shape)
+    w["model.shared.weight"][len(tokens) :] *= 0.05  # language tokens: rarely an output
+    save_file(w, folder / "model.safetensors")
     return folder
 
 

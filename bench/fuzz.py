@@ -33,10 +33,12 @@ sys.path.insert(0, str(ROOT))
 
 from tests.conftest import start_server, stop_server  # noqa: E402
 from tests.e2e.test_fuzz import (  # noqa: E402
+    _audio,
     _dimensions,
     _json_mode,
     _long_text,
     _mislabelled,
+    _text_tasks,
     _tools,
     _undocumented_query,
 )
@@ -44,7 +46,7 @@ from tests.e2e.test_fuzz import (  # noqa: E402
 # the suite's documented exceptions (tests/e2e/test_fuzz.py): cases the document calls valid
 # that wai rightly refuses (a JSON-schema keyword no grammar enforces, a text over a model's
 # window, ...), and schemathesis' own mislabelled cases
-KNOWN_REFUSALS = (_mislabelled, _json_mode, _tools, _long_text, _dimensions)
+KNOWN_REFUSALS = (_mislabelled, _json_mode, _tools, _long_text, _dimensions, _audio, _text_tasks)
 
 TOKEN = "fuzz-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

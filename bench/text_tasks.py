@@ -144,7 +144,8 @@ def main() -> int:
     cache = Path(os.environ.get("WAI_CACHE_DIR", Path.home() / ".cache" / "wai")) / "bench"
     cache.mkdir(parents=True, exist_ok=True)
     folder, converted = model_dir(cache)
-    sentences = [f"{BASE[i % len(BASE)]} ({i})" for i in range(args.sentences)]
+    # one sentence each (a number after the end would be a sentence of its own to wai)
+    sentences = [f"({i}) {BASE[i % len(BASE)]}" for i in range(args.sentences)]
     anchor = Anchor(converted)
     anchor.translate(sentences[:2])  # warm
     config = cache / "text_tasks.toml"
@@ -174,9 +175,8 @@ def main() -> int:
     )
     for n in levels:
         w, a, i = best[("wai", n)], best[("anchor", n)], best[("ideal", n)]
-        print(
-            f"{n:>8} {w:>8.2f} {a:>8.2f} {i:>8.2f} {w / a:>11.2f} {w / best[('wai', levels[0])]:>10.2f}"
-        )
+        own = w / best[("wai", levels[0])]
+        print(f"{n:>8} {w:>8.2f} {a:>8.2f} {i:>8.2f} {w / a:>11.2f} {own:>10.2f}")
     return 0
 
 

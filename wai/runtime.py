@@ -297,7 +297,8 @@ class Runtime:
         busy = inp.reject_if_busy
         if self.models.kind_of(self.name_for(model_id)) == "text-embeddings":
             if isinstance(inp, SummaryInput):
-                return EmbeddingRequest(tuple(standins.sentences(inp.text)), truncate=True)
+                sentences = tuple(standins.sentences(inp.text))
+                return EmbeddingRequest(sentences, truncate=True, reject_if_busy=busy)
             if isinstance(inp, ClassificationInput):
                 texts = standins.label_texts()
                 return RerankRequest(inp.text, texts, truncate=True, reject_if_busy=busy)

@@ -54,7 +54,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory, folders: dict[str, Path]) -> 
     served = {"m2m": M2M100, "bart": BART_CNN, "sst": DISTILBERT_SST2}
     config = tmp / "wai.toml"
     config.write_text(
-        f'cache_dir = "{tmp / "cache"}"\n'
+        f'cache_dir = "{tmp / "cache"}"\nrate_limits = {{ summarization = 6 }}\n'
         + "".join(
             f'[models.{name}]\npath = "{folders[name]}"\nserves = ["{mid}"]\n'
             'compute_type = "float32"\n'
@@ -270,6 +270,14 @@ def test_the_catalog_and_schemas_say_served(tiny: Server) -> None:
         assert set(r.json()["result"]) >= {"input", "output"}
     metrics = requests.get(f"{tiny.url}/metrics", headers=tiny.auth, timeout=10).text
     assert 'model="m2m"' in metrics
+
+
+def test_each_task_has_its_own_rate_limit(tiny: Server) -> None:
+    """summarization = 6 a minute here (two used above): the next ones run out, translation
+    does not."""
+    statuses = [_run(tiny, BART_CNN, {"input_text": SENTENCES[0]}).status_code for _ in range(6)]
+    assert statuses[0] == 200 and statuses[-1] == 429, statuses
+    assert _translate(tiny, SENTENCES[1])
 
 
 # --- the shared server: stand-ins and refusals ---------------------------------------------

@@ -90,7 +90,10 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
 def _model_ids(runtime: Runtime) -> openapi.ModelIds:
     """The ids the OpenAPI document lists, by the body their route takes."""
     models = runtime.models
-    kinds = {i: models.spec_for(i).kind for i in models.known_ids()}
+    kinds = {
+        i: models.spec_for(i).kind if not models.needs_weights(i) else None
+        for i in models.known_ids()
+    }
     served = [i for i, kind in kinds.items() if kind is not None]
     return openapi.ModelIds(
         served,

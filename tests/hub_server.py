@@ -1,6 +1,7 @@
 """A small local server that speaks the Hugging Face Hub's download protocol, for `wai pull`'s
 tests (these machines cannot reach the Hub): `HEAD`/`GET /{org}/{repo}/resolve/{revision}/
-{file}` answering `X-Repo-Commit`, `ETag`/`X-Linked-Etag` (the LFS SHA-256), `X-Linked-Size`
+{file}` answering `X-Repo-Commit`, `ETag`/`X-Linked-Etag` (the LFS SHA-256; for a file kept in
+git, `ETag` alone: its git blob id), `X-Linked-Size`
 and `Content-Length`, byte ranges for a resumed download, a gated repository's 401 with the
 Hub's `X-Error-Code: GatedRepo`, and a slow mode that sends a file a little at a time (so a
 test can interrupt it)."""
@@ -21,8 +22,9 @@ COMMIT = "0123456789abcdef0123456789abcdef01234567"
 class HubFixture:
     files: dict[str, Path] = field(default_factory=dict)  # "org/repo/file" -> bytes on disk
     gated: dict[str, str] = field(default_factory=dict)  # "org/repo" -> the token with access
-    announce: dict[str, str] = field(default_factory=dict)  # a wrong SHA-256 to announce
+    announce: dict[str, str] = field(default_factory=dict)  # a wrong SHA-256 (git id) to announce
     sizes: dict[str, int] = field(default_factory=dict)  # a size to announce instead
+    git: set[str] = field(default_factory=set)  # files kept in git, not LFS: ETag = blob id
     slow: bool = False  # send 1 MiB every 50 ms
     ranges: list[int] = field(default_factory=list)  # the start of every GET (0: no Range)
     url: str = ""
@@ -73,11 +75,19 @@ def serve(fixture: HubFixture) -> ThreadingHTTPServer:
             if spec.startswith("bytes="):
                 start = int(spec[6:].split("-")[0])
             self.send_response(206 if start else 200)
-            sha = fixture.sha256(key)
             self.send_header("X-Repo-Commit", COMMIT)
-            self.send_header("ETag", f'"{sha}"')
-            self.send_header("X-Linked-Etag", f'"{sha}"')
-            self.send_header("X-Linked-Size", str(size))
+            if key in fixture.git:  # as the Hub answers for a file in git: its blob id
+                data = path.read_bytes()
+                blob = (
+                    fixture.announce.get(key)
+                    or hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+                )
+                self.send_header("ETag", f'"{blob}"')
+            else:
+                sha = fixture.sha256(key)
+                self.send_header("ETag", f'"{sha}"')
+                self.send_header("X-Linked-Etag", f'"{sha}"')
+                self.send_header("X-Linked-Size", str(size))
             self.send_header("Accept-Ranges", "bytes")
             self.send_header("Content-Length", str(size - start))
             if start:

@@ -198,7 +198,9 @@ def _pull_file(
         meta = get_hf_file_metadata(url, token=token)
         if meta.etag is None or meta.commit_hash is None:
             raise PullError(f"{url}: the server did not say which version this is (no ETag)")
-        expected = hub_file.sha256 or announced_sha256(meta.etag)
+        expected = (
+            hub_file.sha256 or announced_sha256(meta.etag) or announced_git_blob(meta.etag)
+        )
         layout = _Layout(cache, hub_file, meta.commit_hash, meta.etag.strip('"'))
         _check_room(cache, meta.size, layout.partial)
         say(f"pulling {hub_file.repo}/{hub_file.file} ({size_text(meta.size)}) into {cache}")
@@ -345,6 +347,19 @@ def announced_sha256(etag: str | None) -> str | None:
     return value if _SHA256.fullmatch(value) else None
 
 
+def announced_git_blob(etag: str | None) -> str | None:
+    """A file kept in git, not LFS (a small JSON): its ETag is git's blob id, a SHA-1 of the
+    bytes; returned as `git:<id>` for `_verify`."""
+    value = (etag or "").strip('"').removeprefix("W/").strip('"').lower()
+    return f"git:{value}" if re.fullmatch(r"[0-9a-f]{40}", value) else None
+
+
+def git_blob_id(path: Path) -> str:
+    """git's id of a file's bytes (`git hash-object`)."""
+    data = path.read_bytes()
+    return hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest()
+
+
 def _check_room(cache: Path, size: int | None, partial: Path) -> None:
     """Refuse before downloading when the disk cannot hold what is left to fetch."""
     if size is None:
@@ -364,12 +379,16 @@ def _verify(path: Path, expected: str | None, digest: str | None = None) -> None
     mismatch the file is removed, so nothing of it stays in the cache."""
     if expected is None:
         return
-    got = digest or sha256_of(path)
+    if expected.startswith("git:"):  # a git file: its blob id, as the Hub announced it
+        got = "git:" + git_blob_id(path)
+    else:
+        got = digest or sha256_of(path)
     if got == expected.lower():
         return
     path.unlink(missing_ok=True)
+    what = "git blob id" if got.startswith("git:") else "SHA-256"
     raise PullError(
-        f"SHA-256 {got} is not the expected {expected}; the download was removed from the cache"
+        f"{what} {got} is not the expected {expected}; the download was removed from the cache"
     )
 
 

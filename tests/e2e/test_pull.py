@@ -354,3 +354,50 @@ def test_pulled_speech_models_answer_their_ids_and_only_theirs(
     # its own voice, though still one Piper voice for all of Deepgram's speakers
     assert spoken.headers["x-wai-model"].startswith("en_US-test-medium")
     assert spoken.content[:3] == b"ID3" or spoken.content[0] == 0xFF
+
+
+def test_a_text_classifier_is_pulled_converted_and_serves_its_id(tmp_path: Path) -> None:
+    """A Hugging Face DistilBERT folder (tiny, random) as the Hub serves one: its config.json
+    kept in git (checked by its git blob id, as the table states no SHA-256 for it), the rest
+    LFS. Pulled, it answers distilbert-sst-2-int8 itself; a tampered config is refused."""
+    from tests.text2text_models import write_distilbert
+
+    folder = write_distilbert(tmp_path / "model")
+    repo = "wai-test/distilbert-sst2"
+    files = {f"{repo}/{p.name}": p for p in folder.iterdir()}
+    fixture = HubFixture(files=files, git={f"{repo}/config.json"})
+    server = serve(fixture)
+
+    def part(name: str, sha: bool = True) -> dict[str, object]:
+        data = (folder / name).read_bytes()
+        return {"file": name, "size": len(data),
+                "sha256": hashlib.sha256(data).hexdigest() if sha else None}  # fmt: skip
+
+    model = "@cf/huggingface/distilbert-sst-2-int8"
+    entry = {"repo": repo, **part("model.safetensors"), "license": "apache-2.0", "quant": "F32",
+             "why": "the test's classifier", "folder": True, "served_as": "sst2-test",
+             "companions": [part("vocab.txt"), part("config.json", sha=False)]}  # fmt: skip
+    (tmp_path / "sources.json").write_text(json.dumps({"sources": {model: entry}}))
+    cache = tmp_path / "hf"
+    env = _env((fixture, tmp_path), cache)
+    try:
+        out = _pull(env, model)
+        assert out.returncode == 0, out.stderr
+        srv = start_server(
+            tmp_path, "--token", TOKEN, env={**env, "WAI_CACHE_DIR": str(tmp_path / "c")}
+        )
+        try:
+            r = requests.post(
+                srv.run_url(model), headers=srv.auth, json={"text": "Good"}, timeout=60
+            )
+            assert r.status_code == 200, r.text
+            assert r.headers["x-wai-model"] == "sst2-test"
+            assert {o["label"] for o in r.json()["result"]} == {"POSITIVE", "NEGATIVE"}
+        finally:
+            stop_server(srv)
+        fixture.announce[f"{repo}/config.json"] = "0" * 40  # bytes that are not what was announced
+        out = _pull(_env((fixture, tmp_path), tmp_path / "hf2"), model)
+        assert out.returncode == 1 and "git blob id" in out.stderr, out.stderr
+    finally:
+        server.shutdown()
+        server.server_close()

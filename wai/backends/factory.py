@@ -229,7 +229,8 @@ class BackendFactory:
         if model.task in ("text-to-speech", "voice-activity-detection"):
             return _size(model.local_path)
         if model.task in TEXT2TEXT_KINDS:  # float32 weights; int8 holds a quarter of them
-            return _size(model.local_path / "model.safetensors")
+            folder = model.local_path
+            return _size(folder / "model.safetensors") or _size(folder / "pytorch_model.bin")
         config = self.llama_config(name, model)
         try:
             meta = read_metadata(config.path)

@@ -2,7 +2,8 @@
 (translation), BART (summarization) and DistilBERT with its sentiment head (classification).
 
 A model arrives as `wai pull` (or a user) leaves it: a folder with `config.json`, the weights as
-`model.safetensors` and the tokenizer's files. `converted()` writes CTranslate2's directory
+`model.safetensors` (or `pytorch_model.bin`, read without torch: torch_file.py) and the
+tokenizer's files. `converted()` writes CTranslate2's directory
 (`model.bin`, `config.json`, the vocabulary) through CTranslate2's own model specs, which import
 without torch (its converter for these models needs torch and transformers), and beside it
 `wai.json`: what the engine needs to run the model (its task, tokenizer, languages, labels,
@@ -28,6 +29,8 @@ from typing import Any, Literal
 
 import numpy as np
 from safetensors.numpy import load_file
+
+from wai.weights import torch_file
 
 Task = Literal["translation", "summarization", "text-classification"]
 FORMAT = 1  # bump when the written layout changes: older directories are rewritten
@@ -217,11 +220,11 @@ def write(folder: Path, out: Path, stamp: str = "") -> None:
         raise ConversionError(
             f"{folder.name}: not an M2M100, BART or DistilBERT sequence classifier folder"
         )
-    for f in ("model.safetensors", *_TOKENIZER_FILES[task]):
+    for f in _TOKENIZER_FILES[task]:
         if not (folder / f).is_file():
             raise ConversionError(f"{folder.name}: {f} is missing")
     config = read_config(folder)
-    weights = load_file(str(folder / "model.safetensors"))
+    weights = _weights(folder)
     out.mkdir(parents=True)
     meta: dict[str, Any] = {"format": FORMAT, "source": stamp, "task": task}
     if task == "text-classification":
@@ -231,6 +234,18 @@ def write(folder: Path, out: Path, stamp: str = "") -> None:
     for f in _TOKENIZER_FILES[task]:
         shutil.copyfile(folder / f, out / f)
     (out / META).write_text(json.dumps(meta, indent=1))
+
+
+def _weights(folder: Path) -> dict[str, np.ndarray]:
+    """`model.safetensors`, else `pytorch_model.bin` read without torch (torch_file.py)."""
+    if (folder / "model.safetensors").is_file():
+        return load_file(str(folder / "model.safetensors"))
+    if (folder / "pytorch_model.bin").is_file():
+        try:
+            return torch_file.load(folder / "pytorch_model.bin")
+        except torch_file.TorchFileError as e:
+            raise ConversionError(str(e)) from e
+    raise ConversionError(f"{folder.name}: model.safetensors (or pytorch_model.bin) is missing")
 
 
 # --- encoder-decoder (M2M100, BART) ----------------------------------------------------------

@@ -71,7 +71,11 @@ def test_speech_sources_name_every_file_of_the_model_hash_checked() -> None:
     for model_id, f in table.items():
         if f.companions or f.folder:
             assert f.sha256 and f.size, model_id
-            assert all(c.sha256 and c.size for c in f.companions), model_id
+            # a companion without a published SHA-256 is a small file the Hub keeps in git,
+            # checked by its git blob id (M2M100's config.json)
+            assert all(c.size for c in f.companions), model_id
+            unhashed = [c for c in f.companions if not c.sha256]
+            assert all(c.file.endswith(".json") and (c.size or 0) < 4096 for c in unhashed)
             assert len(f.parts()) == len(f.companions) + 1 and f.parts()[-1].file == f.file
 
 
@@ -91,3 +95,30 @@ def test_hf_file_specs() -> None:
     for bad in ("org/repo/file.gguf", "hf:org/file.gguf", "hf:org/../x.gguf"):
         with pytest.raises(hub.PullError):
             hub.parse_file(bad)
+
+
+def test_text_to_text_sources_are_hugging_face_folders_of_their_task() -> None:
+    table = hub.load_sources().files
+    wanted = {
+        "@cf/meta/m2m100-1.2b": ("pytorch_model.bin", {"sentencepiece.bpe.model", "vocab.json"}),
+        "@cf/facebook/bart-large-cnn": ("model.safetensors", {"tokenizer.json"}),
+        "@cf/huggingface/distilbert-sst-2-int8": ("model.safetensors", {"vocab.txt"}),
+    }
+    for model_id, (main, tokenizer) in wanted.items():
+        f = table[model_id]
+        names = {c.file for c in f.companions}
+        assert f.file == main and f.folder and f.served_as, model_id
+        assert {"config.json", *tokenizer} <= names, model_id
+        assert f.revision and len(f.revision) == 40, model_id
+    assert "@cf/ai4bharat/indictrans2-en-indic-1B" in hub.load_sources().unmapped
+
+
+def test_a_git_blob_id_is_gits_own(tmp_path: Path) -> None:
+    import subprocess
+
+    f = tmp_path / "config.json"
+    f.write_text('{"a": 1}\n')
+    want = subprocess.run(["git", "hash-object", str(f)], capture_output=True, text=True).stdout
+    assert hub.git_blob_id(f) == want.strip()
+    assert hub.announced_git_blob(f'"{want.strip()}"') == f"git:{want.strip()}"
+    assert hub.announced_git_blob('"' + "a" * 64 + '"') is None  # an LFS SHA-256, not a blob id

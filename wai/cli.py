@@ -305,11 +305,12 @@ def _add_pull(sub: Any, common: argparse.ArgumentParser) -> None:
         parents=[common],
         help="download the real weights of a model id (or an hf: file)",
         description="Downloads the weights chosen for a Workers AI id (a GGUF; for a speech "
-        "id a CTranslate2 Whisper folder or a Piper voice and its config), or an "
-        "hf:ORG/REPO/FILE.gguf, into the Hugging Face cache with huggingface_hub: resumable, "
-        "HF_TOKEN for gated repositories, HF_ENDPOINT for a mirror; every file's bytes are "
-        "checked against their SHA-256 before use. A pulled id is then served by them, with no "
-        "configuration.",
+        "id a CTranslate2 Whisper folder or a Piper voice and its config; for a translation, "
+        "summarization or classification id a Hugging Face folder, converted at its first "
+        "load), or an hf:ORG/REPO/FILE.gguf, into the Hugging Face cache with huggingface_hub: "
+        "resumable, HF_TOKEN for gated repositories, HF_ENDPOINT for a mirror; every file's "
+        "bytes are checked against their SHA-256 (or, for a small file kept in git, its git "
+        "blob id) before use. A pulled id is then served by them, with no configuration.",
     )
     pull.add_argument("target", nargs="?", default=None, help="a model id, or hf:ORG/REPO/FILE")
     pull.add_argument("--list", action="store_true", help="what can be pulled, and what is")

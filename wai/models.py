@@ -174,6 +174,8 @@ class ModelTable:
         self.configs[name] = config
         self.pulled[model_id] = name
         self._routes[model_id] = name
+        if config.task in TEXT2TEXT_KINDS and self.default_text2text.get(config.task) is None:
+            self.default_text2text[config.task] = name  # M2M100 for indictrans2's id too
 
     def _resolve_tasks(self) -> None:
         """Each local model's task, once: as configured, else read from its GGUF (never again

@@ -400,3 +400,25 @@ def test_ai_local_answers_in_process(tmp_path: Path, folders: dict[str, Path]) -
         with pytest.raises(AiError) as refused:
             ai.run(M2M100, {"text": "Hello", "target_lang": "fr"})
         assert refused.value.code == 5007 and "wai pull" in refused.value.message
+
+
+def test_a_client_that_goes_away_stops_its_long_translation(tiny: Server) -> None:
+    """The request's units not yet decoded are dropped: the engine is idle again long before
+    the whole text would have been translated, and counts the request cancelled."""
+    before = _stats(tiny, "m2m")["requests_cancelled"]
+    long_text = " ".join(f"{SENTENCES[i % 6]} {i}." for i in range(600))[:20_000]
+    with pytest.raises(requests.exceptions.ReadTimeout):
+        _run(tiny, M2M100, {"text": long_text, "target_lang": "de"}, timeout=0.3)
+    deadline = time.monotonic() + 30
+    while _stats(tiny, "m2m")["requests_cancelled"] == before and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert _stats(tiny, "m2m")["requests_cancelled"] == before + 1
+    while _busy(tiny, "m2m") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert _translate(tiny, SENTENCES[0])
+
+
+def _stats(server: Server, name: str) -> dict[str, int]:
+    r = requests.get(f"{server.url}/wai/v1/stats", headers=server.auth, timeout=5)
+    stats: dict[str, int] = r.json()["models"][name]
+    return stats

@@ -28,6 +28,11 @@ from wai.engines.text2text.types import Text2TextConfig, Text2TextFailed
 
 log = logging.getLogger("wai.engines")
 
+# How long the batcher waits for the requests it expects before it starts a batch: the clients
+# of the last batch send their next ones as its answers arrive. A batch costs 0.1-2 s, so this
+# costs about 1 % at most, and nothing to a lone client (it expects no one else).
+GATHER_SECONDS = 0.02
+
 
 class WorkerSpec(msgspec.Struct):
     config: Text2TextConfig
@@ -59,16 +64,20 @@ class _Inbox:
         finally:
             self.jobs.put(None)
 
-    def take(self, max_units_hint: int) -> tuple[list[wire.Run], bool]:
-        """The next jobs: one (waiting for it), then every job already waiting, up to
-        `max_units_hint` of them. And whether the end marker came."""
+    def take(self, most: int, expect: int) -> tuple[list[wire.Run], bool]:
+        """The next jobs: one (waiting for it), then every job already waiting, up to `most`;
+        and while fewer than `expect` (the last batch's size: clients whose answers just went
+        out are sending their next request) are here, up to GATHER_SECONDS more for them. And
+        whether the end marker came."""
         first = self.jobs.get()
         if first is None:
             return [], True
         runs = [first]
-        while len(runs) < max_units_hint:
+        deadline = time.monotonic() + GATHER_SECONDS
+        while len(runs) < most:
+            wait = deadline - time.monotonic() if len(runs) < expect else 0.0
             try:
-                nxt = self.jobs.get_nowait()
+                nxt = self.jobs.get(timeout=wait) if wait > 0 else self.jobs.get_nowait()
             except queue.Empty:
                 break
             if nxt is None:
@@ -93,17 +102,23 @@ def _cut(model: Model, inbox: _Inbox, runs: list[wire.Run]) -> dict[int, list[Un
     return cut
 
 
-def _decode(model: Model, cut: dict[int, list[Unit]], max_batch: int) -> dict[int, list[Any]]:
+def _decode(
+    model: Model, cut: dict[int, list[Unit]], max_batch: int, cancelled: set[int]
+) -> dict[int, list[Any]]:
     """Every unit's output: units of equal decoding options in shared calls of at most
-    `max_batch`."""
+    `max_batch`. A job cancelled meanwhile loses its units not yet decoded (a long text stops
+    within one call of its client going away)."""
     groups: dict[Hashable, list[tuple[int, int]]] = {}
     for rid, units in cut.items():
         for i, u in enumerate(units):
             groups.setdefault(u.key, []).append((rid, i))
     outputs: dict[int, list[Any]] = {rid: [None] * len(units) for rid, units in cut.items()}
     for key, members in groups.items():
-        for start in range(0, len(members), max_batch):
-            batch = members[start : start + max_batch]
+        while members:
+            members = [(rid, i) for rid, i in members if rid not in cancelled]
+            batch, members = members[:max_batch], members[max_batch:]
+            if not batch:
+                break
             results = model.run(key, [cut[rid][i] for rid, i in batch])
             for (rid, i), out in zip(batch, results, strict=True):
                 outputs[rid][i] = out
@@ -112,16 +127,17 @@ def _decode(model: Model, cut: dict[int, list[Unit]], max_batch: int) -> dict[in
 
 def _serve(model: Model, inbox: _Inbox, max_batch: int) -> None:
     """The batcher: jobs waiting, cut, decoded together, answered; until the end marker."""
-    ended = False
+    ended, last = False, 1
     while not ended:
-        runs, ended = inbox.take(max_batch)
+        runs, ended = inbox.take(max_batch, last)
         if not runs:
             break
+        last = len(runs)
         inbox.out.send(wire.Counts(len(runs), inbox.jobs.qsize()))
         start = time.perf_counter()
         cut = _cut(model, inbox, runs)
         try:
-            outputs = _decode(model, cut, max_batch)
+            outputs = _decode(model, cut, max_batch, inbox.cancelled)
         except Exception as e:  # CTranslate2's own failure: this batch's jobs
             log.exception("a batch of %d jobs failed", len(cut))
             for rid in cut:
@@ -129,7 +145,9 @@ def _serve(model: Model, inbox: _Inbox, max_batch: int) -> None:
             continue
         share = (time.perf_counter() - start) / max(1, len(cut))
         for run in runs:
-            if run.rid in cut:
+            if run.rid in inbox.cancelled and run.rid in cut:
+                inbox.out.send(wire.Failure(run.rid, "error", "cancelled"))
+            elif run.rid in cut:
                 result = model.result(run.job, cut[run.rid], outputs[run.rid])
                 inbox.out.send(wire.Done(run.rid, result, share))
             inbox.cancelled.discard(run.rid)

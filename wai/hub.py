@@ -198,9 +198,7 @@ def _pull_file(
         meta = get_hf_file_metadata(url, token=token)
         if meta.etag is None or meta.commit_hash is None:
             raise PullError(f"{url}: the server did not say which version this is (no ETag)")
-        expected = (
-            hub_file.sha256 or announced_sha256(meta.etag) or announced_git_blob(meta.etag)
-        )
+        expected = hub_file.sha256 or announced_sha256(meta.etag) or announced_git_blob(meta.etag)
         layout = _Layout(cache, hub_file, meta.commit_hash, meta.etag.strip('"'))
         _check_room(cache, meta.size, layout.partial)
         say(f"pulling {hub_file.repo}/{hub_file.file} ({size_text(meta.size)}) into {cache}")
@@ -379,10 +377,9 @@ def _verify(path: Path, expected: str | None, digest: str | None = None) -> None
     mismatch the file is removed, so nothing of it stays in the cache."""
     if expected is None:
         return
-    if expected.startswith("git:"):  # a git file: its blob id, as the Hub announced it
-        got = "git:" + git_blob_id(path)
-    else:
-        got = digest or sha256_of(path)
+    # a file kept in git: its blob id, as the Hub announced it
+    git = expected.startswith("git:")
+    got = "git:" + git_blob_id(path) if git else digest or sha256_of(path)
     if got == expected.lower():
         return
     path.unlink(missing_ok=True)

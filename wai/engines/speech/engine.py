@@ -1,25 +1,21 @@
 """A speech model as the server holds it (Whisper, or a Piper voice): its engine process
-(worker.py), kept by the shared supervisor (engines/process/supervisor.py), and the requests it
-has taken.
-
-`submit` admits a request (bounded: the engine's slots plus `max_waiting`; a queued batch's
-items do not count against interactive room) and returns its id and a future; the engine's
-`Done` or `Failure` settles it. A dead engine's requests fail at once (`EngineLost`), the
-engine restarts, and requests that arrive meanwhile wait in the backlog."""
+(worker.py), kept by the shared supervisor, with the requests it has taken
+(engines/process/jobs.py: admission bounded by the engine's slots plus `max_waiting`, a future
+per request settled by the engine's `Done` or `Failure`, cancellation, requests failed at once
+with `EngineLost` when the engine dies; those that arrive while it restarts wait in the
+backlog)."""
 
 from __future__ import annotations
 
 import asyncio
-import itertools
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
-from wai.engines.process.errors import EngineBusy, EngineStopped
+from wai.engines.process.jobs import JobEngine, Outcome
 from wai.engines.process.stats import EngineInfo, EngineStats
-from wai.engines.process.supervisor import RestartPolicy, Supervisor
+from wai.engines.process.supervisor import RestartPolicy
 from wai.engines.speech import wire
 from wai.engines.speech.types import Job, Result, SpeechConfig, SpeechFailed, Transcription
 
@@ -28,32 +24,17 @@ class EngineLost(Exception):
     """The engine process died (or the model stopped) with the request in it."""
 
 
-@dataclass(slots=True)
-class _Counts:
-    finished: int = 0
-    failed: int = 0
-    cancelled: int = 0
-    busy: int = 0
-    waiting: int = 0
-    audio_seconds: float = 0.0
-    compute_seconds: float = 0.0
-
-
-class SpeechEngine(Supervisor[wire.FromEngine]):
+class SpeechEngine(JobEngine[wire.FromEngine]):
     worker_module = "wai.engines.speech.worker"
 
     def __init__(self, config: SpeechConfig, policy: RestartPolicy | None = None) -> None:
-        super().__init__(config.name, wire.from_engine, policy)
+        super().__init__(config.name, wire.from_engine, config.n_slots, config.max_waiting, policy)
         self.config = config
         self.weights_bytes = 0
         self.multilingual = True
         self.language = ""  # a voice's
+        self.audio_seconds = 0.0
         self._ready_msg: wire.Ready | None = None
-        self._ids = itertools.count(1)
-        self._pending: dict[int, asyncio.Future[Result]] = {}
-        self._background: set[int] = set()
-        self._counts = _Counts()
-        self._admitting = True
 
     # -- the supervisor's hooks --
 
@@ -69,43 +50,24 @@ class SpeechEngine(Supervisor[wire.FromEngine]):
         self.language = msg.language
         return True
 
-    def _deliver(self, msg: wire.FromEngine) -> None:
+    def _outcome(self, msg: wire.FromEngine) -> Outcome | None:
         if isinstance(msg, wire.Counts):
-            self._counts.busy, self._counts.waiting = msg.busy, msg.waiting
-            return
-        if not isinstance(msg, wire.Done | wire.Failure):
-            return
-        fut = self._take(msg.rid)
-        if fut is None or fut.done():
-            return
-        if isinstance(msg, wire.Done):
-            self._counts.finished += 1
-            if isinstance(msg.result, Transcription):
-                self._counts.audio_seconds += msg.result.duration
-            self._counts.compute_seconds += msg.seconds
-            fut.set_result(msg.result)
-        else:
-            self._counts.failed += msg.message != "cancelled"
-            fut.set_exception(SpeechFailed(msg.kind, msg.message))
+            self.counts.busy, self.counts.waiting = msg.busy, msg.waiting
+        elif isinstance(msg, wire.Done):
+            return Outcome(msg.rid, msg.result, seconds=msg.seconds)
+        elif isinstance(msg, wire.Failure):
+            return Outcome(msg.rid, error=SpeechFailed(msg.kind, msg.message))
+        return None
 
-    def _held(self) -> list[int]:
-        return list(self._pending)
+    def _finished(self, result: Any) -> None:
+        if isinstance(result, Transcription):
+            self.audio_seconds += result.duration
 
-    def _lose(self, request_ids: list[int], message: str) -> None:
-        for rid in request_ids:
-            fut = self._take(rid)
-            if fut is not None and not fut.done():
-                self._counts.failed += 1
-                fut.set_exception(EngineLost(message))
-        self._counts.busy = self._counts.waiting = 0
+    def _cancel_frame(self, rid: int) -> bytes:
+        return wire.frame(wire.Cancel(rid))
 
-    def _closed(self) -> None:
-        self._admitting = False
-
-    def _take(self, rid: int) -> asyncio.Future[Result] | None:
-        self._background.discard(rid)
-        self._backlog.pop(rid, None)
-        return self._pending.pop(rid, None)
+    def _lost(self, message: str) -> BaseException:
+        return EngineLost(message)
 
     # -- requests --
 
@@ -119,33 +81,9 @@ class SpeechEngine(Supervisor[wire.FromEngine]):
     ) -> tuple[int, asyncio.Future[Result]]:
         """Queue a job (a transcription of `audio`, or a text to speak): its id (for `cancel`)
         and its result to come. Raises EngineBusy or EngineStopped."""
-        if not self._admitting:
-            raise EngineStopped(f"the model {self.name} is shutting down")
-        interactive = len(self._pending) - len(self._background)
-        room = (
-            self.config.n_slots if reject_if_busy else self.config.n_slots + self.config.max_waiting
-        )
-        if interactive >= room and not background:
-            raise EngineBusy("Capacity temporarily exceeded, please try again.")
-        rid = next(self._ids)
-        fut: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
-        self._pending[rid] = fut
-        if background:
-            self._background.add(rid)
+        rid, fut = self._admit(reject_if_busy, background)
         self._send(rid, wire.frame(wire.Run(rid, job, audio)))
         return rid, fut
-
-    def cancel(self, rid: int) -> None:
-        """The client went away: the engine stops the job at its next segment or sentence."""
-        if rid not in self._pending:
-            return
-        if self._backlog.pop(rid, None) is not None or self._ready_child() is None:
-            fut = self._take(rid)
-            if fut is not None and not fut.done():
-                fut.cancel()
-        elif (child := self._ready_child()) is not None:
-            child.send(wire.frame(wire.Cancel(rid)))
-        self._counts.cancelled += 1
 
     # -- reports --
 
@@ -168,17 +106,7 @@ class SpeechEngine(Supervisor[wire.FromEngine]):
         )
 
     def stats(self) -> EngineStats:
-        c = self._counts
-        return EngineStats(
-            slots_total=self.config.n_slots,
-            slots_busy=c.busy,
-            waiting=max(c.waiting, len(self._pending) - c.busy),
-            requests_finished=c.finished,
-            requests_cancelled=c.cancelled,
-            requests_failed=c.failed,
-            restarts=self.restarts,
-            decode_seconds=c.compute_seconds,
-        )
+        return self.job_stats()
 
     def memory_bytes(self) -> int:
         return self.weights_bytes

@@ -33,6 +33,13 @@ class Fatal(msgspec.Struct, tag="fatal", array_like=True):
     message: str
 
 
+class Counts(msgspec.Struct, tag="counts", array_like=True):
+    """A job-taking engine's jobs now (computing, waiting), sent after each change."""
+
+    busy: int
+    waiting: int
+
+
 _encoder = msgspec.msgpack.Encoder()
 
 

@@ -1,6 +1,6 @@
 """The server's side of an engine that takes whole jobs (speech, text-to-text): each job goes
 down as one frame and comes back as one `Done` or `Failure`; the engine reports how many jobs
-it holds as `Counts`.
+it holds as `Counts` (frames.py).
 
 `JobEngine` keeps what every such family shares: admission (the engine's slots plus
 `max_waiting`; a queued batch's items do not count against interactive room), a future per job,
@@ -15,8 +15,11 @@ import itertools
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import msgspec
+
 from wai.engines.process.errors import EngineBusy, EngineStopped
-from wai.engines.process.stats import EngineStats
+from wai.engines.process.frames import Counts
+from wai.engines.process.stats import EngineInfo, EngineStats
 from wai.engines.process.supervisor import Supervisor
 
 M = TypeVar("M")  # the family's engine -> server message union
@@ -45,6 +48,8 @@ class Outcome:
 
 
 class JobEngine(Supervisor[M]):
+    config: Any  # the family's engine settings (a msgspec Struct), sent to its worker
+
     def __init__(self, name: str, decoder: Any, slots: int, max_waiting: int, policy: Any) -> None:
         super().__init__(name, decoder, policy)
         self.slots = slots
@@ -59,7 +64,7 @@ class JobEngine(Supervisor[M]):
 
     @abc.abstractmethod
     def _outcome(self, msg: M) -> Outcome | None:
-        """A Done or Failure frame as an Outcome; a Counts frame applied to `counts`; None."""
+        """A Done or Failure frame as an Outcome; None for any other."""
 
     @abc.abstractmethod
     def _cancel_frame(self, rid: int) -> bytes:
@@ -74,7 +79,13 @@ class JobEngine(Supervisor[M]):
 
     # -- the supervisor's hooks --
 
+    def _spec(self, skip_plans: int) -> dict[str, Any]:
+        return {"config": msgspec.to_builtins(self.config), "skip_plans": skip_plans}
+
     def _deliver(self, msg: M) -> None:
+        if isinstance(msg, Counts):
+            self.counts.busy, self.counts.waiting = msg.busy, msg.waiting
+            return
         out = self._outcome(msg)
         if out is None:
             return
@@ -138,6 +149,20 @@ class JobEngine(Supervisor[M]):
         elif (child := self._ready_child()) is not None:
             child.send(self._cancel_frame(rid))
         self.counts.cancelled += 1
+
+    def job_info(self, device: str, weights: str, converted: bool, probe: str) -> EngineInfo:
+        return EngineInfo(
+            device=device,
+            gpu_layers=0,
+            extra_buffers=False,
+            weights=weights,
+            converted=converted,
+            probe=probe,
+            isolation="process",
+            state=self.state(),
+            pid=self.pid,
+            restarts=self.restarts,
+        )
 
     def job_stats(self, tokens_generated: int = 0) -> EngineStats:
         c = self.counts

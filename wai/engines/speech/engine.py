@@ -11,8 +11,6 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-import msgspec
-
 from wai.engines.process.jobs import JobEngine, Outcome
 from wai.engines.process.stats import EngineInfo, EngineStats
 from wai.engines.process.supervisor import RestartPolicy
@@ -38,9 +36,6 @@ class SpeechEngine(JobEngine[wire.FromEngine]):
 
     # -- the supervisor's hooks --
 
-    def _spec(self, skip_plans: int) -> dict[str, Any]:
-        return {"config": msgspec.to_builtins(self.config), "skip_plans": skip_plans}
-
     def _ready(self, msg: wire.FromEngine) -> bool:
         if not isinstance(msg, wire.Ready):
             return False
@@ -51,9 +46,7 @@ class SpeechEngine(JobEngine[wire.FromEngine]):
         return True
 
     def _outcome(self, msg: wire.FromEngine) -> Outcome | None:
-        if isinstance(msg, wire.Counts):
-            self.counts.busy, self.counts.waiting = msg.busy, msg.waiting
-        elif isinstance(msg, wire.Done):
+        if isinstance(msg, wire.Done):
             return Outcome(msg.rid, msg.result, seconds=msg.seconds)
         elif isinstance(msg, wire.Failure):
             return Outcome(msg.rid, error=SpeechFailed(msg.kind, msg.message))
@@ -92,18 +85,8 @@ class SpeechEngine(JobEngine[wire.FromEngine]):
         r = self._ready_msg
         if r is None:
             return None
-        return EngineInfo(
-            device=r.device,
-            gpu_layers=0,
-            extra_buffers=False,
-            weights=f"{Path(self.config.path).name} ({r.detail})",
-            converted=False,
-            probe="warm-up passed",
-            isolation="process",
-            state=self.state(),
-            pid=self.pid,
-            restarts=self.restarts,
-        )
+        weights = f"{Path(self.config.path).name} ({r.detail})"
+        return self.job_info(r.device, weights, converted=False, probe="warm-up passed")
 
     def stats(self) -> EngineStats:
         return self.job_stats()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import msgspec
 
+from wai.engines.process.frames import Counts as Counts
 from wai.engines.process.frames import Fatal, Stop, read_frame
 from wai.engines.process.frames import frame as frame
 from wai.engines.speech.types import FailureKind, Job, Result
@@ -45,13 +46,6 @@ class Failure(msgspec.Struct, tag="failure", array_like=True):
     rid: int
     kind: FailureKind
     message: str
-
-
-class Counts(msgspec.Struct, tag="counts", array_like=True):
-    """How many requests the engine holds now (computing, waiting), after each change."""
-
-    busy: int
-    waiting: int
 
 
 FromEngine = Ready | Done | Failure | Counts | Fatal

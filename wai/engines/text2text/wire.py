@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import msgspec
 
+from wai.engines.process.frames import Counts as Counts
 from wai.engines.process.frames import Fatal, Stop, read_frame
 from wai.engines.process.frames import frame as frame
 from wai.engines.text2text.types import FailureKind, Job, Result
@@ -42,13 +43,6 @@ class Failure(msgspec.Struct, tag="failure", array_like=True):
     rid: int
     kind: FailureKind
     message: str
-
-
-class Counts(msgspec.Struct, tag="counts", array_like=True):
-    """Jobs in the engine now (in the batch being computed, waiting), after each change."""
-
-    busy: int
-    waiting: int
 
 
 FromEngine = Ready | Done | Failure | Counts | Fatal

@@ -200,6 +200,13 @@ def _too_large(size: int, limit: int) -> InputTooLarge:
     return InputTooLarge(f"the audio ({size} bytes) is larger than the {limit} bytes allowed")
 
 
+def only_fields(body: dict[str, Any], fields: set[str], model_id: str) -> None:
+    """A field outside the id's schema is refused by name (never accepted and ignored)."""
+    unknown = sorted(set(body) - fields)
+    if unknown:
+        raise InvalidInput(f"'/{unknown[0]}': not a field of {model_id}'s input")
+
+
 def reject_if_busy(options: Any) -> bool:
     """`options.rejectIfBusy` (the REST field; the binding's option is folded into it)."""
     if options is None:

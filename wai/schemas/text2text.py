@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from wai.catalog import INDICTRANS2
 from wai.errors import InvalidInput
-from wai.schemas.speech import reject_if_busy
+from wai.schemas.speech import only_fields, reject_if_busy
 
 MAX_TEXT_CHARS = 20_000  # a text to translate or classify
 MAX_TEXTS = 128  # indictrans2's list of texts
@@ -103,7 +103,7 @@ def parse_text2text(model_id: str, kind: str, body: Any) -> Text2TextInput:
         return _m2m100(model_id, body, busy)
     if kind == "summarization":
         text = _text(body, "input_text", MAX_ARTICLE_CHARS)  # (a missing field said first)
-        _only(body, {"input_text", "max_length", "options"}, model_id)
+        only_fields(body, {"input_text", "max_length", "options"}, model_id)
         max_length = body.get("max_length", MAX_SUMMARY_TOKENS)
         if not isinstance(max_length, int) or isinstance(max_length, bool):
             raise InvalidInput("'/max_length': must be an integer")
@@ -111,7 +111,7 @@ def parse_text2text(model_id: str, kind: str, body: Any) -> Text2TextInput:
             raise InvalidInput(f"'/max_length': must be between 1 and {MAX_SUMMARY_TOKENS}")
         return SummaryInput(text, max_length, busy)
     text = _text(body, "text", MAX_TEXT_CHARS)
-    _only(body, {"text", "options"}, model_id)
+    only_fields(body, {"text", "options"}, model_id)
     return ClassificationInput(text, busy)
 
 
@@ -119,7 +119,7 @@ def _m2m100(model_id: str, body: dict[str, Any], busy: bool) -> TranslationInput
     text = _text(body, "text", MAX_TEXT_CHARS)
     if "target_lang" not in body:
         raise InvalidInput("'/target_lang': required (a language code such as 'fr')")
-    _only(body, {"text", "source_lang", "target_lang", "options"}, model_id)
+    only_fields(body, {"text", "source_lang", "target_lang", "options"}, model_id)
     source = m2m100_language(body.get("source_lang", "en"), "source_lang")
     target = m2m100_language(body["target_lang"], "target_lang")
     return TranslationInput((text,), source, target, "m2m100", str(body["target_lang"]), busy)
@@ -157,16 +157,10 @@ def _indictrans2(body: dict[str, Any], busy: bool) -> TranslationInput:
     target = body.get("target_language")
     if target is None:
         raise InvalidInput("'/target_language': required (such as 'hin_Deva')")
-    _only(body, {"text", "target_language", "options"}, INDICTRANS2)
+    only_fields(body, {"text", "target_language", "options"}, INDICTRANS2)
     if target not in INDICTRANS2_TARGETS:
         raise InvalidInput(f"'/target_language': must be one of {', '.join(INDICTRANS2_TARGETS)}")
     return TranslationInput(texts, "eng_Latn", target, "indictrans2", target, busy)
-
-
-def _only(body: dict[str, Any], fields: set[str], model_id: str) -> None:
-    unknown = sorted(set(body) - fields)
-    if unknown:
-        raise InvalidInput(f"'/{unknown[0]}': not a field of {model_id}'s input")
 
 
 def _text(body: dict[str, Any], field: str, limit: int) -> str:

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from wai.engines.speech.types import Voice
 from wai.errors import InvalidInput
-from wai.schemas.speech import reject_if_busy
+from wai.schemas.speech import only_fields, reject_if_busy
 
 MELOTTS = "@cf/myshell-ai/melotts"
 MAX_AURA_CHARS = 2000  # Deepgram's limit on one request's text
@@ -85,14 +85,14 @@ def parse_speech(model_id: str, body: Any) -> SpeechInput:
         raise InvalidInput("Type mismatch of '/', expected an object")
     reject = reject_if_busy(body.get("options"))
     if model_id == MELOTTS:
-        _only(body, {"prompt", "lang", "options"}, model_id)
+        only_fields(body, {"prompt", "lang", "options"}, model_id)
         text = _text(body, "prompt", MAX_TEXT_CHARS)
         lang = body.get("lang", "en")
         if not isinstance(lang, str) or not lang:
             raise InvalidInput("'/lang': must be a language code such as 'en'")
         return SpeechInput(Voice(text), "melotts", lang, reject_if_busy=reject)
     fields = {"text", "speaker", "encoding", "container", "sample_rate", "bit_rate", "options"}
-    _only(body, fields, model_id)
+    only_fields(body, fields, model_id)
     text = _text(body, "text", MAX_AURA_CHARS)
     speaker = body.get("speaker", DEFAULT_SPEAKER.get(model_id))
     speakers = SPEAKERS.get(model_id, ())
@@ -149,9 +149,3 @@ def _text(body: dict[str, Any], name: str, limit: int) -> str:
     if len(value) > limit:
         raise InvalidInput(f"'/{name}': longer than the {limit} characters one request takes")
     return value
-
-
-def _only(body: dict[str, Any], fields: set[str], model_id: str) -> None:
-    unknown = sorted(set(body) - fields)
-    if unknown:
-        raise InvalidInput(f"'/{unknown[0]}': not a field of {model_id}'s input")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import signal
 import struct
 from typing import Any, TypeVar
@@ -21,6 +22,7 @@ HEADER_SIZE = _HEADER.size
 MAX_FRAME = 1 << 30  # a frame is a step's events or one request's audio: far below this
 
 T = TypeVar("T")
+log = logging.getLogger("wai.engines")
 
 
 class Stop(msgspec.Struct, tag="stop", array_like=True):
@@ -31,6 +33,30 @@ class Fatal(msgspec.Struct, tag="fatal", array_like=True):
     """The model cannot be loaded (not a crash: restarting would not help)."""
 
     message: str
+
+
+def read_jobs(
+    fd: int,
+    decoder: msgspec.msgpack.Decoder[Any],
+    run: type,
+    jobs: queue.Queue[Any],
+    cancelled: set[int],
+    ends: int = 1,
+) -> None:
+    """A job-taking engine's reader thread: its `run` frames onto `jobs`, a cancel's id into
+    `cancelled`, until Stop or end-of-file; then `ends` end markers (None), one per job
+    thread."""
+    try:
+        while (msg := read_frame(fd, decoder)) is not None and not isinstance(msg, Stop):
+            if isinstance(msg, run):
+                jobs.put(msg)
+            else:
+                cancelled.add(msg.rid)
+    except (OSError, ValueError, msgspec.DecodeError) as e:
+        log.error("engine channel broken: %s", e)
+    finally:
+        for _ in range(ends):
+            jobs.put(None)
 
 
 class Counts(msgspec.Struct, tag="counts", array_like=True):

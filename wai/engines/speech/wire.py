@@ -10,7 +10,7 @@ from __future__ import annotations
 import msgspec
 
 from wai.engines.process.frames import Counts as Counts
-from wai.engines.process.frames import Fatal, Stop, read_frame
+from wai.engines.process.frames import Fatal, Stop
 from wai.engines.process.frames import frame as frame
 from wai.engines.speech.types import FailureKind, Job, Result
 
@@ -52,7 +52,3 @@ FromEngine = Ready | Done | Failure | Counts | Fatal
 
 to_engine = msgspec.msgpack.Decoder(ToEngine)
 from_engine = msgspec.msgpack.Decoder(FromEngine)
-
-
-def read_to_engine(fd: int) -> ToEngine | None:
-    return read_frame(fd, to_engine)

@@ -22,7 +22,7 @@ import msgspec
 import numpy as np
 
 from wai.engines.process.child import EXIT_LOAD_FAILED
-from wai.engines.process.frames import Fatal, Sender, Stop, start_child
+from wai.engines.process.frames import Fatal, Sender, read_jobs, start_child
 from wai.engines.speech import audio, wire
 from wai.engines.speech.types import (
     SAMPLE_RATE,
@@ -158,17 +158,7 @@ class _Inbox:
     def read(self, fd: int, slots: int) -> None:
         """Reader thread: the server's frames, until Stop or end-of-file; then one end
         marker per job thread."""
-        try:
-            while (msg := wire.read_to_engine(fd)) is not None and not isinstance(msg, Stop):
-                if isinstance(msg, wire.Run):
-                    self.requests.put(msg)
-                else:
-                    self.cancelled.add(msg.rid)
-        except (OSError, ValueError, msgspec.DecodeError) as e:
-            log.error("engine channel broken: %s", e)
-        finally:
-            for _ in range(slots):
-                self.requests.put(None)
+        read_jobs(fd, wire.to_engine, wire.Run, self.requests, self.cancelled, slots)
 
 
 def _serve(model: Model, inbox: _Inbox) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 import msgspec
 
 from wai.engines.process.child import EXIT_LOAD_FAILED
-from wai.engines.process.frames import Fatal, Sender, Stop, start_child
+from wai.engines.process.frames import Fatal, Sender, read_jobs, start_child
 from wai.engines.text2text import wire
 from wai.engines.text2text.models import Model, Unit, load
 from wai.engines.text2text.types import Text2TextConfig, Text2TextFailed
@@ -53,16 +53,7 @@ class _Inbox:
     def read(self, fd: int) -> None:
         """Reader thread: the server's frames until Stop or end-of-file, then the end
         marker."""
-        try:
-            while (msg := wire.read_to_engine(fd)) is not None and not isinstance(msg, Stop):
-                if isinstance(msg, wire.Run):
-                    self.jobs.put(msg)
-                else:
-                    self.cancelled.add(msg.rid)
-        except (OSError, ValueError, msgspec.DecodeError) as e:
-            log.error("engine channel broken: %s", e)
-        finally:
-            self.jobs.put(None)
+        read_jobs(fd, wire.to_engine, wire.Run, self.jobs, self.cancelled)
 
     def take(self, most: int, expect: int) -> tuple[list[wire.Run], bool]:
         """The next jobs: one (waiting for it), then every job already waiting, up to `most`;

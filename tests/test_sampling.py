@@ -306,3 +306,28 @@ def test_sampled_verification_keeps_the_distribution_on_a_small_vocabulary() -> 
     for seen in counts.values():
         # each frequency within 4 standard errors of its probability
         assert np.all(np.abs(seen / trials - p) < 4 * np.sqrt(p * (1 - p) / trials) + 1e-9)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        # a repetition penalty of 0 divides the seen tokens' positive logits by zero
+        SamplingParams(temperature=0.6, top_p=0.5, min_p=0.5, repetition_penalty=0.0, seed=1),
+        SamplingParams(temperature=1.0, top_k=3, repetition_penalty=0.0, seed=2),
+        SamplingParams(temperature=0.7, logit_bias=tuple((t, float("-inf")) for t in range(50))),
+        SamplingParams(temperature=0.7, top_p=0.9, logit_bias=((3, float("inf")),), seed=3),
+    ],
+)
+def test_extreme_parameters_pick_a_token_and_never_raise(params: SamplingParams) -> None:
+    """What the schema allows (a penalty of 0, infinite biases) once crashed an engine with
+    an empty candidate list: every pick is a token of the vocabulary."""
+    from wai.engines.llamacpp.selection import Selector
+
+    rng = np.random.default_rng(0)
+    selector = Selector(params, 50, seed=params.seed or 0)
+    for step in range(12):
+        logits = rng.standard_normal(50).astype(np.float32) * 3
+        token = selector.pick(logits)
+        assert 0 <= token < 50
+        selector.accept(token)
+        assert step >= 0

@@ -26,6 +26,9 @@ TOP_K_WIDEN = 4.0  # top-k: logits within this of the maximum first, widened unt
 SMALL = 8  # top-k: partition at most this many times k logits
 SMALL_BAND = 256  # top-p: sort at most this many tokens around the threshold
 BISECTIONS = 40  # bisections of a threshold (floats: equal logits stop it sooner)
+# an infinite logit (a bias of inf, a penalty of 0) stands as this: above any real logit, and
+# still finite once divided by a small temperature
+BIG = 1e30
 
 
 class Selector:
@@ -54,6 +57,8 @@ class Selector:
         if self.p.temperature <= 0.0:
             return int(np.argmax(x))  # the first of equal maxima, as llama.cpp's greedy
         ids, xs = self.candidates(x)
+        if not len(xs) or not np.isfinite(xs.max()):  # every token banned (-inf): the first
+            return int(np.argmax(x))
         if ids is None:
             return self._draw_all(xs)
         return int(ids[self._draw_few(xs)])
@@ -80,8 +85,11 @@ class Selector:
             ids = np.fromiter(self._counts, dtype=np.int64, count=len(self._counts))
             counts = np.fromiter(self._counts.values(), dtype=np.float32, count=len(ids))
             v = x[ids]
-            v = np.where(v <= 0, v * self._repeat, v / self._repeat)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                v = np.where(v <= 0, v * self._repeat, v / self._repeat)
             x[ids] = v - (counts * self._freq + self._present)
+        if not np.isfinite(x).all():  # a penalty of 0 divides by zero; a bias may be inf
+            x = np.nan_to_num(x, nan=-np.inf, posinf=BIG, neginf=-np.inf)
         return x
 
     def candidates(self, x: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:

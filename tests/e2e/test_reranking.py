@@ -232,8 +232,8 @@ def test_the_reranker_does_not_embed_and_embedding_ids_keep_the_embedding_model(
     [
         ("@cf/deepgram/flux", "Automatic Speech Recognition"),
         ("@cf/black-forest-labs/flux-1-schnell", "Text-to-Image"),
-        ("@cf/meta/m2m100-1.2b", "Translation"),
-        ("@cf/huggingface/distilbert-sst-2-int8", "Text Classification"),
+        ("@cf/microsoft/resnet-50", "Image Classification"),
+        ("@cf/llava-hf/llava-1.5-7b-hf", "Image-to-Text"),
     ],
 )
 def test_an_id_of_a_task_not_run_here_answers_an_error_naming_the_task(

@@ -20,8 +20,9 @@ from tests.text2text_models import (
     write_distilbert,
     write_m2m100,
 )
-from wai.engines.text2text.models import load, split_sentences
+from wai.engines.text2text.models import load
 from wai.engines.text2text.types import Classify, Summarize, Text2TextConfig
+from wai.text import split_sentences
 from wai.weights import seq2seq
 
 

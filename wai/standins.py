@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from wai.engines.text2text.models import split_sentences
+from wai.text import split_sentences
 
 # each label's descriptions (the text is compared with each; SST-2's two labels)
 LABELS: dict[str, tuple[str, ...]] = {

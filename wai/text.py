@@ -8,6 +8,7 @@ so every streamed delta is valid text and the deltas concatenate to the full res
 from __future__ import annotations
 
 import codecs
+import re
 
 
 class IncrementalDetokenizer:
@@ -66,3 +67,14 @@ def _overlap(text: str, stop: str) -> int:
         if text.endswith(stop[:n]):
             return n
     return 0
+
+
+# a sentence ends at . ! ? (and their CJK forms) before whitespace; a line break ends one too
+_BOUNDARY = re.compile(r"((?<=[.!?\u3002\uff01\uff1f])\s+|\s*\n\s*)")
+
+
+def split_sentences(text: str) -> list[str]:
+    """The text as sentences and the separators between them, alternating (even indices are
+    sentences, possibly empty); joined, they are the text again. Shared by the text-to-text
+    engine (what it translates one at a time) and the extractive stand-in."""
+    return _BOUNDARY.split(text)

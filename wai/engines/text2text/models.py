@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,9 +30,7 @@ from wai.engines.text2text.types import (
     Texts,
     Translate,
 )
-
-# a sentence ends at . ! ? (and their CJK forms) before whitespace; a line break ends one too
-_BOUNDARY = re.compile(r"((?<=[.!?\u3002\uff01\uff1f])\s+|\s*\n\s*)")
+from wai.text import split_sentences
 
 
 @dataclass(slots=True)
@@ -55,12 +52,6 @@ class Model(Protocol):
     def result(self, job: Job, units: list[Unit], outputs: list[Any]) -> Result: ...
 
     def ready(self) -> wire.Ready: ...
-
-
-def split_sentences(text: str) -> list[str]:
-    """The text as sentences and the separators between them, alternating (even indices are
-    sentences, possibly empty); joined, they are the text again."""
-    return _BOUNDARY.split(text)
 
 
 def _threads(config: Text2TextConfig) -> int:
